@@ -1,0 +1,113 @@
+"""Settings read from the environment (prefix ``NEWSLETTER_``) and an optional ``.env`` file.
+
+Nothing is built at import time: call :func:`get_settings` where settings are needed, so tests
+and the demo can pass their own :class:`Settings` instead.
+"""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.utils import parseaddr
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Placeholder values that must never sign real tokens.
+INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unusable; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine. Each field maps to ``NEWSLETTER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        "sqlite:///./newsletter.db", description="SQLAlchemy URL of the store."
+    )
+    mail_backend: str = Field(
+        "file://./outbox",
+        description="Where mail goes: console://, file:///path, memory://, smtp://user:pass@host:port?starttls=1",
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Public URL of the web app; every link in an email starts with it.",
+    )
+    secret_key: str = Field("", description="Signs unsubscribe tokens. At least 32 characters.")
+    from_address: str = Field(
+        "Weekly AI Tool Verdicts <verdicts@example.com>",
+        alias="NEWSLETTER_FROM",
+        description='Sender, as "Name <address>".',
+    )
+    postal_address: str = Field(
+        "AI Tool Verdicts, 1 Example Street, Springfield, USA",
+        description="Physical postal address shown in every footer (CAN-SPAM).",
+    )
+    newsletter: str = Field(
+        "weekly-ai-tool-verdicts", description="Slug of the default newsletter."
+    )
+    newsletter_name: str = Field(
+        "Weekly AI Tool Verdicts", description="Name of the default newsletter when created."
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the default newsletter's week when created."
+    )
+    site_url: str = Field(
+        "https://aitoolverdicts.example",
+        description='The review site; the "N more this week" link points here.',
+    )
+    item_cap: int = Field(8, ge=1, le=50, description="Most comparisons in one edition.")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Deliveries sent per batch.")
+    demo: bool = Field(False, description="Demo mode: allows a generated secret key.")
+
+    model_config["populate_by_name"] = True
+
+    @field_validator("from_address")
+    @classmethod
+    def _valid_from(cls, value: str) -> str:
+        name, addr = parseaddr(value)
+        if "@" not in addr or any(c in value for c in "\r\n"):
+            raise ValueError(f'expected "Name <address>", got {value!r}')
+        return value
+
+    @field_validator("base_url", "site_url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def sender(self) -> Address:
+        """The From address as a structured value."""
+        name, addr = parseaddr(self.from_address)
+        local, _, domain = addr.rpartition("@")
+        return Address(display_name=name, username=local, domain=domain)
+
+    def require_sending_ready(self) -> None:
+        """Refuse to mail real people with an unsafe configuration.
+
+        Raises :class:`ConfigError` naming the variable. Demo mode skips the check because the
+        demo generates its own key and mails only a local outbox.
+        """
+        if self.demo:
+            return
+        key = self.secret_key
+        if key.lower() in INSECURE_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                "NEWSLETTER_SECRET_KEY is missing, a placeholder or shorter than "
+                f"{MIN_SECRET_KEY_LENGTH} characters; generate one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings()

@@ -1,0 +1,94 @@
+"""Engines, sessions and schema migrations.
+
+The engine is built by :func:`make_engine` when a command needs it, never at import time.
+SQLite gets WAL, ``synchronous=NORMAL``, foreign keys and a busy timeout, because the send loop
+commits once per batch while a web process may read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not at the head migration."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the parent folder of a SQLite file."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; a bare postgresql:// URL would ask for psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that the caller commits; rolled back if the block raises."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: head). Safe to run on an empty database."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def require_head(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDate` with the fix if migrations are missing."""
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current or 'none (empty)'}, code expects {head}: run `newsletter db upgrade`"
+        )

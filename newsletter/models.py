@@ -1,0 +1,214 @@
+"""SQLModel tables: the store's schema. Alembic migrations in ``newsletter/migrations`` mirror it.
+
+Times are stored in UTC and always come back timezone-aware (see :class:`UTCDateTime`), because
+SQLite drops offsets and a naive datetime compared with an aware one is a bug waiting to happen.
+
+Words: a *comparison* is one content item; an *edition* is one mailing of a newsletter; a
+*delivery* is one recipient of one edition.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and returned timezone-aware on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} refused: give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class EditionStatus(enum.StrEnum):
+    draft = "draft"
+    sending = "sending"
+    sent = "sent"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A closed list, as in django-anymail, plus ``deferred`` and ``skipped``."""
+
+    pending = "pending"
+    sent = "sent"
+    queued = "queued"
+    deferred = "deferred"
+    failed = "failed"
+    skipped = "skipped"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    active = "active"
+    pending = "pending"
+    unsubscribed = "unsubscribed"
+
+
+class Newsletter(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=120, unique=True)
+    name: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    item_cap: int = Field(default=8)
+    site_url: str = Field(max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Comparison(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=120, unique=True)
+    title: str = Field(max_length=500)
+    url: str = Field(max_length=2000)
+    published_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    question: str = Field(max_length=500)
+    intro: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Tool(SQLModel, table=True):
+    """One side of a comparison (position 0 or 1)."""
+
+    __table_args__ = (UniqueConstraint("comparison_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True, ondelete="CASCADE")
+    position: int
+    name: str = Field(max_length=300)
+    category: str = Field(max_length=120)
+    tagline: str = Field(max_length=500)
+    description: str = Field(sa_type=Text)
+    entry_price: str = Field(max_length=120)
+    editor_summary: str | None = Field(default=None, sa_type=Text)
+    votes_up: int | None = None
+    votes_down: int | None = None
+
+
+class Review(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    tool_id: int = Field(foreign_key="tool.id", index=True, ondelete="CASCADE")
+    position: int
+    lens: str = Field(max_length=40)
+    verdict: str = Field(max_length=8)
+    quote: str = Field(sa_type=Text)
+
+
+class Subscriber(SQLModel, table=True):
+    """A person. ``email_key`` is the lower-cased address that dedupes case-insensitively.
+
+    ``suppressed`` names why nobody may mail this address again (bounced, complained,
+    unsubscribed_all); an import never clears it.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320)
+    email_key: str = Field(max_length=320, unique=True)
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    suppressed: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Subscription(SQLModel, table=True):
+    """One subscriber on one newsletter, with its own status."""
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "newsletter_id"),
+        Index("ix_subscription_audience", "newsletter_id", "status", "subscriber_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    newsletter_id: int = Field(foreign_key="newsletter.id", ondelete="CASCADE")
+    status: str = Field(default=SubscriptionStatus.active.value, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Edition(SQLModel, table=True):
+    """One mailing of a newsletter for one period (its local week)."""
+
+    __table_args__ = (UniqueConstraint("newsletter_id", "period_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    newsletter_id: int = Field(foreign_key="newsletter.id", index=True)
+    period_key: str = Field(max_length=16)
+    period_start: datetime = Field(sa_type=UTCDateTime)
+    period_end: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default=EditionStatus.draft.value, max_length=16)
+    subject: str = Field(max_length=300)
+    preheader: str = Field(default="", max_length=300)
+    more_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    send_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class EditionItem(SQLModel, table=True):
+    """Which comparisons an edition carries, in order.
+
+    Not in the suggested table list: selection needs to know what earlier editions carried.
+    """
+
+    __table_args__ = (UniqueConstraint("edition_id", "comparison_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    comparison_id: int = Field(foreign_key="comparison.id", index=True)
+    position: int
+
+
+class Delivery(SQLModel, table=True):
+    """One recipient of one edition. The unique key is what makes a send never mail twice."""
+
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id"),
+        Index("ix_delivery_edition_status", "edition_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id")
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    status: str = Field(default=DeliveryStatus.pending.value, max_length=16)
+    attempts: int = 0
+    message_id: str | None = Field(default=None, max_length=250)
+    provider_message_id: str | None = Field(default=None, max_length=250)
+    error_code: int | None = None
+    error_text: str | None = Field(default=None, max_length=1000)
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SubscriptionEvent(SQLModel, table=True):
+    """Every change of a subscription, attributed to the edition whose link caused it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    newsletter_id: int | None = Field(default=None, foreign_key="newsletter.id")
+    edition_id: int | None = Field(default=None, foreign_key="edition.id")
+    kind: str = Field(max_length=32)
+    source: str = Field(max_length=32)
+    detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
