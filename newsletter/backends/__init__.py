@@ -1,0 +1,42 @@
+"""Mail backends, found by URL scheme through the ``newsletter.backends`` entry-point group.
+
+The built-in backends register there too (see ``pyproject.toml``), so a third-party package
+adds one with ``[project.entry-points."newsletter.backends"] myapi = "pkg.module:Class"``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from urllib.parse import urlsplit
+
+from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+
+ENTRY_POINT_GROUP = "newsletter.backends"
+
+__all__ = [
+    "BackendError",
+    "MailBackend",
+    "SendResult",
+    "SendStatus",
+    "available_schemes",
+    "backend_from_url",
+]
+
+
+def available_schemes() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def backend_from_url(url: str) -> MailBackend:
+    """The backend for ``url``, e.g. ``smtp://host:25`` or ``file:///srv/outbox``."""
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme:
+        raise BackendError(f"mail backend {url!r} has no scheme, e.g. smtp:// or file://")
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
+    if not matches:
+        known = ", ".join(f"{s}://" for s in available_schemes()) or "none (is it installed?)"
+        raise BackendError(f"no mail backend for {scheme}://; installed: {known}")
+    cls = matches[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, MailBackend)):
+        raise BackendError(f"entry point {scheme} does not name a MailBackend subclass")
+    return cls.from_url(url)

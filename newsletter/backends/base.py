@@ -1,0 +1,112 @@
+"""The mail backend contract, after Django's mail backends and django-anymail.
+
+A backend is opened (maybe), given batches of ready messages, and closed. ``open()`` returns
+True only if it opened a connection, and only the opener closes it, so a caller can reuse one
+connection across many batches. ``send_messages`` never raises for a per-recipient problem: it
+returns one :class:`SendResult` per message, in order, with a status from a closed list.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+from newsletter.message import OutgoingMessage
+
+
+class SendStatus(enum.StrEnum):
+    """What the backend knows about one message (django-anymail's list, plus ``deferred``)."""
+
+    sent = "sent"  # accepted by the next hop (SMTP 250)
+    queued = "queued"  # accepted by an email API for later delivery
+    deferred = "deferred"  # transient failure (SMTP 4xx, connection lost): retry later
+    rejected = "rejected"  # permanent refusal of this recipient (SMTP 5xx)
+    invalid = "invalid"  # the message or address is malformed
+    failed = "failed"  # permanent failure of another kind
+    unknown = "unknown"  # handed over, answer lost: may or may not have been delivered
+
+    @property
+    def delivered(self) -> bool:
+        return self in (SendStatus.sent, SendStatus.queued)
+
+    @property
+    def transient(self) -> bool:
+        return self in (SendStatus.deferred, SendStatus.unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: SendStatus
+    code: int | None = None  # SMTP reply code or HTTP status
+    detail: str = ""  # server text, for operators; never contains credentials
+    provider_id: str | None = None  # the backend's own message id, if it returns one
+
+
+class BackendError(RuntimeError):
+    """The backend can't work at all (bad URL, can't connect): nothing was sent."""
+
+
+class MailBackend(ABC):
+    """Base class for every backend. Subclasses implement :meth:`send_messages`."""
+
+    #: URL schemes this class accepts (the entry-point names point at the class).
+    schemes: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._opened_by_context = False
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str) -> Self:
+        """Build the backend from its URL; raise :class:`BackendError` naming a bad part."""
+
+    def open(self) -> bool:
+        """Open a connection if the backend uses one; True only if this call opened it."""
+        return False
+
+    def close(self) -> None:
+        """Close what :meth:`open` opened. Safe to call twice."""
+        return None
+
+    @abstractmethod
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send each message; one result per message, in the same order."""
+
+    def describe(self) -> str:
+        """A human description, safe to log (no passwords)."""
+        return type(self).__name__
+
+    def __enter__(self) -> Self:
+        self._opened_by_context = self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._opened_by_context:
+            self.close()
+            self._opened_by_context = False
+
+
+def query_options(url: str) -> dict[str, str]:
+    """The query string of a backend URL as single values (last one wins)."""
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+
+
+def flag(options: dict[str, str], name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on", ""):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise BackendError(f"backend option {name}={value!r}: expected 1 or 0")

@@ -1,0 +1,85 @@
+"""In-memory backend, shipped for tests and benchmarks (as Django's locmem backend).
+
+Sent messages land in the module-level :data:`outbox`. Options in the URL:
+``memory://?retain=0`` counts messages and bytes without keeping them (benchmarks);
+``reject=a@x,b@y`` answers 550 and ``defer=c@z`` answers 451 for those recipients.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+from newsletter.backends.base import MailBackend, SendResult, SendStatus, flag, query_options
+from newsletter.message import OutgoingMessage
+
+outbox: list[OutgoingMessage] = []
+
+
+@dataclass
+class Counters:
+    messages: int = 0
+    bytes: int = 0
+
+
+counters = Counters()
+_lock = threading.Lock()
+
+
+def reset() -> None:
+    """Empty the outbox and zero the counters (call between tests)."""
+    with _lock:
+        outbox.clear()
+        counters.messages = counters.bytes = 0
+
+
+class MemoryBackend(MailBackend):
+    schemes = ("memory",)
+
+    def __init__(
+        self,
+        *,
+        retain: bool = True,
+        reject: frozenset[str] = frozenset(),
+        defer: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__()
+        self.retain = retain
+        self.reject = reject
+        self.defer = defer
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        options = query_options(url)
+
+        def addresses(name: str) -> frozenset[str]:
+            return frozenset(a.strip().lower() for a in options.get(name, "").split(",") if a)
+
+        return cls(
+            retain=flag(options, "retain", True),
+            reject=addresses("reject"),
+            defer=addresses("defer"),
+        )
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        results = []
+        with _lock:
+            for message in messages:
+                rcpt = message.recipient.lower()
+                if rcpt in self.reject:
+                    results.append(SendResult(SendStatus.rejected, 550, "5.1.1 user unknown"))
+                    continue
+                if rcpt in self.defer:
+                    results.append(SendResult(SendStatus.deferred, 451, "4.3.0 try again later"))
+                    continue
+                counters.messages += 1
+                counters.bytes += len(message.data)
+                if self.retain:
+                    outbox.append(message)
+                results.append(SendResult(SendStatus.sent, 250, "ok", provider_id=message.key))
+        return results
+
+    def describe(self) -> str:
+        return "memory" + ("" if self.retain else " (counting only)")

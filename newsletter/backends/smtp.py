@@ -1,0 +1,186 @@
+"""SMTP backend: one reused connection, STARTTLS or implicit TLS, AUTH, per-recipient status.
+
+URL: ``smtp://user:password@host:port?starttls=1&timeout=30&helo=name`` (port 587 by default
+with STARTTLS, 25 without) or ``smtps://...`` for implicit TLS (port 465). Percent-encode
+special characters in the user and password. A 4xx reply makes the recipient ``deferred``
+(retry later), a 5xx makes it ``rejected``; a lost connection is re-opened once per message.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Sequence
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+from newsletter.backends.base import (
+    BackendError,
+    MailBackend,
+    SendResult,
+    SendStatus,
+    flag,
+    query_options,
+)
+from newsletter.message import OutgoingMessage
+
+
+def _status_for(code: int) -> SendStatus:
+    if 400 <= code < 500:
+        return SendStatus.deferred
+    if 500 <= code < 600:
+        return SendStatus.rejected
+    return SendStatus.unknown
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+class SMTPBackend(MailBackend):
+    schemes = ("smtp", "smtps")
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        use_ssl: bool = False,
+        starttls: bool = False,
+        timeout: float = 30.0,
+        helo: str | None = None,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self.host, self.port = host, port
+        self.username, self._password = username, password
+        self.use_ssl, self.starttls = use_ssl, starttls
+        self.timeout, self.helo, self.verify = timeout, helo, verify
+        self.connection: smtplib.SMTP | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise BackendError("SMTP backend URL needs a host: smtp://user:pass@host:port")
+        options = query_options(url)
+        use_ssl = parts.scheme == "smtps" or flag(options, "ssl", False)
+        starttls = flag(options, "starttls", False)
+        if use_ssl and starttls:
+            raise BackendError("choose one of smtps:// (implicit TLS) and ?starttls=1")
+        try:
+            port = parts.port or (465 if use_ssl else 587 if starttls else 25)
+            timeout = float(options.get("timeout", "30"))
+        except ValueError as exc:
+            raise BackendError(f"SMTP backend URL: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            use_ssl=use_ssl,
+            starttls=starttls,
+            timeout=timeout,
+            helo=options.get("helo") or None,
+            verify=flag(options, "verify", True),
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def open(self) -> bool:
+        if self.connection is not None:
+            return False
+        try:
+            if self.use_ssl:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self.helo,
+                    timeout=self.timeout,
+                    context=self._tls_context(),
+                )
+            else:
+                conn = smtplib.SMTP(
+                    self.host, self.port, local_hostname=self.helo, timeout=self.timeout
+                )
+            if self.starttls:
+                conn.starttls(context=self._tls_context())
+            if self.username:
+                conn.login(self.username, self._password or "")
+        except (OSError, smtplib.SMTPException) as exc:
+            raise BackendError(f"can't open SMTP connection to {self.describe()}: {exc}") from exc
+        self.connection = conn
+        return True
+
+    def close(self) -> None:
+        conn, self.connection = self.connection, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        opened_here = self.open()
+        try:
+            return [self._send_one(m) for m in messages]
+        finally:
+            if opened_here:
+                self.close()
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        for attempt in (1, 2):
+            if self.connection is None:
+                try:
+                    self.open()
+                except BackendError as exc:
+                    return SendResult(SendStatus.deferred, None, str(exc))
+            assert self.connection is not None
+            try:
+                refused = self.connection.sendmail(
+                    message.sender, [message.recipient], message.data
+                )
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = exc.recipients.get(message.recipient, (0, b"refused"))
+                return SendResult(_status_for(code), code, _text(reply))
+            except smtplib.SMTPSenderRefused as exc:
+                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
+            except smtplib.SMTPDataError as exc:
+                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
+            except smtplib.SMTPResponseException as exc:
+                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                # The connection dropped. Before DATA finished nothing was delivered, so one
+                # retry on a fresh connection is safe; we can't tell which side of DATA it was,
+                # hence "unknown" if the retry fails too.
+                self._drop()
+                if attempt == 2:
+                    return SendResult(SendStatus.unknown, None, f"connection lost: {exc}")
+                continue
+            if refused:
+                code, reply = refused[message.recipient]
+                return SendResult(_status_for(code), code, _text(reply))
+            return SendResult(SendStatus.sent, 250, "accepted")
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def describe(self) -> str:
+        user = f"{self.username}:***@" if self.username else ""
+        scheme = "smtps" if self.use_ssl else "smtp"
+        tls = "?starttls=1" if self.starttls else ""
+        return f"{scheme}://{user}{self.host}:{self.port}{tls}"

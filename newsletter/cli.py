@@ -1,0 +1,445 @@
+"""The ``newsletter`` command: thin Typer commands over ``publish`` and the importers.
+
+Every command reads settings from the environment (``NEWSLETTER_*``, or a ``.env`` file), prints
+a readable error and exits 1 when something is wrong, and never prints a secret.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from newsletter import importing, ledger, publish, store
+from newsletter.backends import BackendError, backend_from_url
+from newsletter.backends.file import FileBackend
+from newsletter.config import ConfigError, Settings
+from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
+from newsletter.models import Comparison, Edition, Newsletter
+from newsletter.paths import example_comparisons, example_subscribers
+from newsletter.rendering import GMAIL_CLIP_BYTES, RenderError
+
+app = typer.Typer(
+    help="Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send "
+    "editions. Settings come from NEWSLETTER_* environment variables (see the README).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import comparisons (JSON) and subscribers (CSV).", no_args_is_help=True
+)
+edition_app = typer.Typer(help="Draft, preview and send editions.", no_args_is_help=True)
+newsletters_app = typer.Typer(help="List and add newsletters.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(edition_app, name="edition")
+app.add_typer(newsletters_app, name="newsletters")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_EXPECTED_ERRORS = (
+    ConfigError,
+    BackendError,
+    SchemaOutOfDate,
+    store.NotFound,
+    publish.EmptyWeek,
+    publish.EditionStateError,
+    RenderError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def readable_errors(func: F) -> F:
+    """Turn the errors a user can fix into one red line and exit code 1 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except importing.ImportRejected as exc:
+            for problem in exc.problems:
+                typer.echo(problem, err=True)
+            raise _fail(f"{len(exc.problems)} problem(s); nothing was imported") from None
+        except ValidationError as exc:
+            raise _fail(f"configuration: {exc}") from None
+        except _EXPECTED_ERRORS as exc:
+            raise _fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextmanager
+def _session(settings: Settings, *, migrate: bool = False) -> Iterator[Session]:
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            require_head(engine)
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+# --- db ------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@readable_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the database (SQLite or PostgreSQL) to the latest schema. Safe to run again."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine, revision)
+    finally:
+        engine.dispose()
+    typer.echo(f"database {engine.url.render_as_string(hide_password=True)} is at {revision}")
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+@import_app.command("comparisons")
+@readable_errors
+def import_comparisons(
+    file: Annotated[
+        Path, typer.Argument(help="A JSON file (see schemas/comparisons.schema.json).")
+    ],
+) -> None:
+    """Validate every record, then upsert by slug. One bad record and nothing is written."""
+    settings = _settings()
+    with _session(settings) as session:
+        report = importing.import_comparisons(session, path=file)
+        session.commit()
+    typer.echo(
+        f"comparisons: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged"
+    )
+
+
+@import_app.command("subscribers")
+@readable_errors
+def import_subscribers(
+    file: Annotated[Path, typer.Argument(help="A CSV file (see subscribers/README.md).")],
+    strict: Annotated[bool, typer.Option(help="Import nothing if any line is rejected.")] = False,
+) -> None:
+    """Import subscribers; each rejected line is reported with its number and reason."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.default_newsletter(session, settings)
+        report = importing.import_subscribers(
+            session, path=file, default_newsletter=settings.newsletter, strict=strict
+        )
+        session.commit()
+    for problem in report.rejected:
+        typer.echo(problem, err=True)
+    typer.echo(_subscriber_summary(report))
+
+
+def _subscriber_summary(report: importing.SubscriberImportReport) -> str:
+    return (
+        f"subscribers: {report.created} new, {report.updated} updated, "
+        f"{report.subscribed} subscriptions added, {report.kept_unsubscribed} kept unsubscribed, "
+        f"{report.suppressed} suppressed left alone, {len(report.rejected)} line(s) rejected"
+    )
+
+
+# --- newsletters ---------------------------------------------------------------------------
+
+
+@newsletters_app.command("list")
+@readable_errors
+def newsletters_list() -> None:
+    """Every newsletter with its time zone, cap and active subscribers."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.default_newsletter(session, settings)
+        session.commit()
+        for n in session.exec(select(Newsletter).order_by(col(Newsletter.slug))):
+            active = store.count_active_subscribers(session, newsletter_id=n.id or 0)
+            typer.echo(f"{n.slug}\t{n.name}\t{n.timezone}\tcap {n.item_cap}\t{active} active")
+
+
+@newsletters_app.command("add")
+@readable_errors
+def newsletters_add(
+    slug: str,
+    name: Annotated[str, typer.Option(help="Display name, used in the From and List-Id.")],
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the weekly period.")] = "UTC",
+    cap: Annotated[int, typer.Option(min=1, max=50, help="Most comparisons per edition.")] = 8,
+    site_url: Annotated[str | None, typer.Option(help="Where 'N more' links.")] = None,
+) -> None:
+    """Add a newsletter (subscribers name it in the CSV 'newsletters' column)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail(f"--timezone: unknown IANA time zone {timezone!r}") from None
+    settings = _settings()
+    with _session(settings) as session:
+        n = store.ensure_newsletter(
+            session,
+            slug=slug,
+            name=name,
+            timezone=timezone,
+            site_url=site_url or settings.site_url,
+            item_cap=cap,
+        )
+        session.commit()
+        typer.echo(f"newsletter {n.slug} ({n.name}, {n.timezone})")
+
+
+# --- edition -------------------------------------------------------------------------------
+
+
+def _parse_at(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"--at: {value!r} is not an ISO 8601 date or time") from None
+
+
+@edition_app.command("draft")
+@readable_errors
+def edition_draft(
+    newsletter: Annotated[
+        str | None, typer.Option(help="Newsletter slug (default: NEWSLETTER_NEWSLETTER).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="An instant in the period, ISO 8601 (default now; no offset = the "
+            "newsletter's time zone)."
+        ),
+    ] = None,
+) -> None:
+    """Create (or refresh) the draft edition for the week containing --at; prints its id."""
+    settings = _settings()
+    with _session(settings) as session:
+        outcome = publish.draft_edition(
+            session, settings=settings, newsletter_slug=newsletter, at=_parse_at(at)
+        )
+    e = outcome.edition
+    verb = "created" if outcome.created else f"existing ({e.status})"
+    typer.echo(
+        f"edition {e.id} {verb}: {outcome.period.describe()}, "
+        f"{len(outcome.selection.items)} comparison(s), {e.more_count} more",
+        err=True,
+    )
+    typer.echo(str(e.id))
+
+
+class PreviewFormat(StrEnum):
+    html = "html"
+    text = "text"
+
+
+@edition_app.command("preview")
+@readable_errors
+def edition_preview(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    format: Annotated[PreviewFormat, typer.Option("--format", help="html or text.")] = (
+        PreviewFormat.html
+    ),
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write what a subscriber would see, rendered for a sample recipient."""
+    settings = _settings()
+    with _session(settings) as session:
+        page, text, rendered = publish.preview_edition(
+            session, edition_id=edition_id, settings=settings
+        )
+    content = page if format == PreviewFormat.html else text
+    if rendered.html_bytes > GMAIL_CLIP_BYTES:
+        typer.secho(
+            f"warning: HTML is {rendered.html_bytes} bytes; Gmail clips over {GMAIL_CLIP_BYTES}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if out is None:
+        sys.stdout.write(content)
+    else:
+        out.write_text(content, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+
+
+@edition_app.command("send")
+@readable_errors
+def edition_send(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Mail backend URL (default: NEWSLETTER_MAIL_BACKEND).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Send to every active subscriber, once each; running it again sends only what is left."""
+    settings = _settings()
+    mailer = backend_from_url(backend or settings.mail_backend)
+    with _session(settings) as session:
+        report = _send_with_progress(session, settings, edition_id, mailer)
+    _print_report(report, mailer.describe())
+    if report.run.failed or report.run.deferred:
+        raise typer.Exit(1)
+
+
+def _send_with_progress(
+    session: Session, settings: Settings, edition_id: int, mailer: Any
+) -> publish.SendReport:
+    if not sys.stderr.isatty():
+        return publish.send_edition(
+            session, edition_id=edition_id, settings=settings, backend=mailer
+        )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"sending edition {edition_id}", total=None)
+        return publish.send_edition(
+            session,
+            edition_id=edition_id,
+            settings=settings,
+            backend=mailer,
+            on_start=lambda total: progress.update(task, total=total),
+            on_batch=lambda n: progress.advance(task, n),
+        )
+
+
+def _print_report(report: publish.SendReport, backend: str) -> None:
+    run, totals = report.run, report.totals
+    e = report.edition
+    if run.attempted == 0 and e.status == "sent":
+        typer.echo(f"edition {e.id} was already sent; nothing sent again")
+    typer.echo(
+        f"edition {e.id} via {backend}: sent {run.sent}, failed {run.failed}, "
+        f"deferred {run.deferred}, skipped {run.skipped} (this run)"
+    )
+    typer.echo(
+        "totals: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f"; status {e.status}"
+    )
+    for error in run.errors:
+        typer.echo(f"  {error}", err=True)
+    if run.deferred:
+        typer.echo("deferred deliveries are retried by running `edition send` again", err=True)
+
+
+@edition_app.command("list")
+@readable_errors
+def edition_list() -> None:
+    """Every edition: id, newsletter, period, status, subject, delivery counts."""
+    settings = _settings()
+    with _session(settings) as session:
+        rows = session.exec(select(Edition).order_by(col(Edition.id))).all()
+        for e in rows:
+            c = ledger.counts(session, edition_id=e.id or 0)
+            typer.echo(
+                f"{e.id}\t{e.period_key}\t{e.status}\tsent {c['sent'] + c['queued']}"
+                f"\tfailed {c['failed']}\t{e.subject}"
+            )
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+@app.command("demo")
+@readable_errors
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo lives.")] = Path("demo"),
+) -> None:
+    """Run the whole path on a fresh machine: SQLite, examples, a draft, previews, a file outbox.
+
+    Run it twice: the second run sends nothing twice.
+    """
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file = directory / "secret.key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(48), encoding="ascii")
+        key_file.chmod(0o600)
+    outbox = directory / "outbox"
+    settings = _settings(
+        database_url=f"sqlite:///{directory / 'newsletter.db'}",
+        mail_backend=f"file://{outbox}",
+        secret_key=key_file.read_text(encoding="ascii").strip(),
+        demo=True,
+    )
+    with _session(settings, migrate=True) as session:
+        publish.default_newsletter(session, settings)
+        report = importing.import_comparisons(session, path=example_comparisons())
+        subs = importing.import_subscribers(
+            session, path=example_subscribers(), default_newsletter=settings.newsletter
+        )
+        session.commit()
+        typer.echo(f"imported comparisons: {report.created} created, {report.unchanged} unchanged")
+        for problem in subs.rejected:
+            typer.echo(f"  {problem}")
+        typer.echo(_subscriber_summary(subs))
+        # The examples are dated; draft the week of the newest one so the demo works any day.
+        newest = session.exec(
+            select(Comparison.published_at).order_by(col(Comparison.published_at).desc())
+        ).first()
+        outcome = publish.draft_edition(
+            session, settings=settings, newsletter_slug=None, at=newest or datetime.now(UTC)
+        )
+        edition_id = outcome.edition.id or 0
+        page, text, rendered = publish.preview_edition(
+            session, edition_id=edition_id, settings=settings
+        )
+        (directory / "preview.html").write_text(page, encoding="utf-8")
+        (directory / "preview.txt").write_text(text, encoding="utf-8")
+        sent = publish.send_edition(
+            session, edition_id=edition_id, settings=settings, backend=FileBackend(outbox)
+        )
+    typer.echo(
+        f"edition {edition_id}: {outcome.period.describe()}, "
+        f"{len(outcome.selection.items)} comparison(s), HTML {rendered.html_bytes:,} bytes"
+    )
+    _print_report(sent, f"file outbox {outbox}")
+    typer.echo(
+        f"\ndatabase: {directory / 'newsletter.db'}\n"
+        f"preview:  {directory / 'preview.html'}\n"
+        f"          {directory / 'preview.txt'}\n"
+        f"outbox:   {outbox}/ ({len(list(outbox.glob('*.eml')))} .eml files)"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

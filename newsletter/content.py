@@ -1,0 +1,109 @@
+"""The typed content values that flow between stages: a comparison, its two tools, their reviews.
+
+These are both the import format (validated from JSON) and what the store hands to selection,
+verdicts and rendering, so one set of rules decides what a valid comparison is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(max_length: int) -> type[str]:
+    return Annotated[  # type: ignore[return-value]
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+    ]
+
+
+ShortText = _text(500)
+LongText = _text(20_000)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: object) -> object:
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ValueError("contains control characters")
+        return value
+
+
+class Votes(_Frozen):
+    """Community up/down votes on one tool."""
+
+    up: int = Field(ge=0)
+    down: int = Field(ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.up + self.down
+
+
+class ReviewData(_Frozen):
+    """One panel reviewer's verdict on one tool, through one lens."""
+
+    lens: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z-]{0,39}$", to_lower=True)] = Field(
+        description="builder, skeptic, futurist, buyer, or another lower-case word"
+    )
+    verdict: Literal["ship", "skip"]
+    quote: LongText  # type: ignore[valid-type]
+
+    @field_validator("lens", "verdict", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class ToolData(_Frozen):
+    """One side of a comparison."""
+
+    name: _text(300)  # type: ignore[valid-type]
+    category: _text(120)  # type: ignore[valid-type]
+    tagline: ShortText  # type: ignore[valid-type]
+    description: LongText  # type: ignore[valid-type]
+    entry_price: _text(120) = Field(  # type: ignore[valid-type]
+        description='"Free", "Paid", "Freemium" or free text such as "From $20/mo"'
+    )
+    editor_summary: _text(500) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Optional one-line verdict written by an editor"
+    )
+    community: Votes | None = Field(default=None, description="null when nobody voted yet")
+    reviews: list[ReviewData] = Field(default_factory=list, max_length=40)
+
+
+class ComparisonData(_Frozen):
+    """A comparison page: two tools side by side with the panel's and community's verdicts."""
+
+    #: The store's id; set by the store, refused in import files.
+    id: SkipJsonSchema[int | None] = Field(default=None, exclude=True)
+    slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=120)]
+    title: ShortText  # type: ignore[valid-type]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"']+$", max_length=2000)]
+    published_at: AwareDatetime
+    question: ShortText = "Which one should you ship with?"  # type: ignore[valid-type]
+    intro: _text(2000) | None = None  # type: ignore[valid-type]
+    tools: list[ToolData] = Field(min_length=2, max_length=2, description="exactly two tools")
+
+
+class ComparisonFile(BaseModel):
+    """The top level of an import file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comparisons: list[ComparisonData]

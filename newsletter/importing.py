@@ -1,0 +1,256 @@
+"""Comparisons (JSON) and subscribers (CSV) in: validated first, then written.
+
+Comparisons are all-or-nothing: one bad record and nothing is written, and every problem is
+reported as ``record N (slug): field: message``. Subscribers import the good lines in one
+transaction and report each rejected line with its number and reason (``--strict`` makes that
+all-or-nothing too). An address that unsubscribed, bounced or complained is never re-activated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from newsletter import store
+from newsletter.content import ComparisonData
+from newsletter.models import Subscriber, Subscription, SubscriptionStatus
+
+SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
+MAX_NAME_LENGTH = 200
+
+
+class ImportRejected(ValueError):
+    """The input can't be imported; ``problems`` lists every one, each naming record and field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s):\n" + "\n".join(problems))
+        self.problems = list(problems)
+
+
+# --- comparisons ---------------------------------------------------------------------------
+
+
+def parse_comparisons(text: str) -> list[ComparisonData]:
+    """Validate a comparisons file; raise :class:`ImportRejected` listing every problem."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportRejected([f"file: not valid JSON: {exc}"]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("comparisons"), list):
+        raise ImportRejected(['file: expected an object {"comparisons": [...]}'])
+    unknown = sorted(set(document) - {"comparisons", "$schema"})
+    problems = [f"file: {key}: unknown top-level field" for key in unknown]
+    records: list[ComparisonData] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(document["comparisons"], start=1):
+        label = _record_label(number, raw)
+        if isinstance(raw, dict) and "id" in raw:
+            problems.append(f"{label}: id: not allowed in import files (slugs identify records)")
+            continue
+        try:
+            record = ComparisonData.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(f"{label}: {_field(err['loc'])}: {err['msg']}" for err in exc.errors())
+            continue
+        if record.slug in seen:
+            problems.append(f"{label}: slug: duplicate of record {seen[record.slug]}")
+            continue
+        seen[record.slug] = number
+        records.append(record)
+    if problems:
+        raise ImportRejected(problems)
+    return records
+
+
+def _record_label(number: int, raw: Any) -> str:
+    slug = raw.get("slug") if isinstance(raw, dict) else None
+    return f"record {number} ({slug if isinstance(slug, str) and slug else 'no slug'})"
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "record"
+
+
+def import_comparisons(session: Session, *, path: Path) -> store.UpsertReport:
+    """Validate everything in ``path``, then upsert by slug. The caller commits."""
+    records = parse_comparisons(path.read_text(encoding="utf-8"))
+    return store.upsert_comparisons(session, records=records)
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRow:
+    line: int
+    email: str
+    email_key: str
+    name: str | None
+    timezone: str | None
+    newsletters: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SubscriberImportReport:
+    created: int = 0
+    updated: int = 0
+    subscribed: int = 0
+    kept_unsubscribed: int = 0
+    suppressed: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def parse_subscribers(
+    text: str, *, known_newsletters: set[str], default_newsletter: str
+) -> tuple[list[SubscriberRow], list[str]]:
+    """Valid rows and one message per rejected line (``line N (email): field: reason``)."""
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "email" not in header:
+        raise ImportRejected(["line 1: header: needs an 'email' column"])
+    unknown = [h for h in header if h not in SUBSCRIBER_COLUMNS]
+    if unknown:
+        raise ImportRejected(
+            [
+                f"line 1: header: unknown column(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(SUBSCRIBER_COLUMNS)}"
+            ]
+        )
+    reader.fieldnames = header
+    rows: list[SubscriberRow] = []
+    rejected: list[str] = []
+    first_line: dict[str, int] = {}
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            rejected.append(f"line {line}: row: more fields than the header has")
+            continue
+        values = {k: (v or "").strip() for k, v in raw.items()}
+        row, problem = _subscriber_row(
+            line, values, known_newsletters=known_newsletters, default=default_newsletter
+        )
+        if problem:
+            rejected.append(problem)
+            continue
+        assert row is not None
+        if row.email_key in first_line:
+            rejected.append(
+                f"line {line} ({row.email}): email: duplicate of line {first_line[row.email_key]}"
+            )
+            continue
+        first_line[row.email_key] = line
+        rows.append(row)
+    return rows, rejected
+
+
+def _subscriber_row(
+    line: int, values: dict[str, str], *, known_newsletters: set[str], default: str
+) -> tuple[SubscriberRow | None, str | None]:
+    raw_email = values.get("email", "")
+    label = f"line {line} ({raw_email or 'no email'})"
+    if not raw_email:
+        return None, f"{label}: email: missing"
+    try:
+        email = validate_email(
+            raw_email, check_deliverability=False, allow_smtputf8=False
+        ).normalized
+    except EmailNotValidError as exc:
+        return None, f"{label}: email: {exc}"
+    name = values.get("name") or None
+    if name is not None:
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            return None, f"{label}: name: contains control characters or line breaks"
+        if len(name) > MAX_NAME_LENGTH:
+            return None, f"{label}: name: longer than {MAX_NAME_LENGTH} characters"
+    tz = values.get("timezone") or None
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None, f"{label}: timezone: unknown IANA time zone {tz!r}"
+    slugs = tuple(dict.fromkeys((values.get("newsletters") or default).replace(";", " ").split()))
+    missing = [s for s in slugs if s not in known_newsletters]
+    if missing:
+        return None, f"{label}: newsletters: unknown newsletter(s) {', '.join(missing)}"
+    return (
+        SubscriberRow(line, email, email.lower(), name, tz, slugs),
+        None,
+    )
+
+
+def import_subscribers(
+    session: Session, *, path: Path, default_newsletter: str, strict: bool = False
+) -> SubscriberImportReport:
+    """Import the valid lines of a subscriber CSV; the caller commits.
+
+    With ``strict`` any rejected line raises :class:`ImportRejected` before anything is written.
+    """
+    newsletters = store.newsletters_by_slug(session)
+    rows, rejected = parse_subscribers(
+        path.read_text(encoding="utf-8-sig"),
+        known_newsletters=set(newsletters),
+        default_newsletter=default_newsletter,
+    )
+    if rejected and strict:
+        raise ImportRejected(rejected)
+    report = SubscriberImportReport(rejected=rejected)
+    existing = store.subscribers_by_key(session, keys=[r.email_key for r in rows])
+    new_subscribers = [
+        Subscriber(email=r.email, email_key=r.email_key, name=r.name, timezone=r.timezone)
+        for r in rows
+        if r.email_key not in existing
+    ]
+    session.add_all(new_subscribers)
+    session.flush()
+    report.created = len(new_subscribers)
+    for sub in new_subscribers:
+        existing[sub.email_key] = sub
+    ids = [s.id for s in existing.values() if s.id is not None]
+    subscriptions = store.subscriptions_of(session, subscriber_ids=ids)
+    for row in rows:
+        subscriber = existing[row.email_key]
+        assert subscriber.id is not None
+        if subscriber not in new_subscribers and (
+            (row.name and row.name != subscriber.name)
+            or (row.timezone and row.timezone != subscriber.timezone)
+        ):
+            subscriber.name = row.name or subscriber.name
+            subscriber.timezone = row.timezone or subscriber.timezone
+            report.updated += 1
+        if subscriber.suppressed:
+            report.suppressed += 1
+            continue
+        for slug in row.newsletters:
+            newsletter_id = newsletters[slug].id
+            assert newsletter_id is not None
+            current = subscriptions.get((subscriber.id, newsletter_id))
+            if current is None:
+                session.add(
+                    Subscription(
+                        subscriber_id=subscriber.id,
+                        newsletter_id=newsletter_id,
+                        status=SubscriptionStatus.active,
+                    )
+                )
+                store.record_event(
+                    session,
+                    subscriber_id=subscriber.id,
+                    newsletter_id=newsletter_id,
+                    kind="subscribed",
+                    source="import",
+                    detail=f"{path.name} line {row.line}",
+                )
+                report.subscribed += 1
+            elif current.status == SubscriptionStatus.unsubscribed:
+                report.kept_unsubscribed += 1
+    session.flush()
+    return report

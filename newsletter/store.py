@@ -1,0 +1,358 @@
+"""Every query the engine runs, except the delivery ledger's (see ``ledger.py``).
+
+Functions take the session and keyword-only arguments and never commit: the caller decides
+where a transaction ends, so an import can be all-or-nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+
+from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
+from newsletter.models import (
+    Comparison,
+    Edition,
+    EditionItem,
+    EditionStatus,
+    Newsletter,
+    Review,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    Tool,
+    utcnow,
+)
+
+
+class NotFound(LookupError):
+    """A record asked for by id or slug does not exist."""
+
+
+# --- newsletters ---------------------------------------------------------------------------
+
+
+def get_newsletter(session: Session, *, slug: str) -> Newsletter:
+    found = session.exec(select(Newsletter).where(Newsletter.slug == slug)).first()
+    if found is None:
+        raise NotFound(f"newsletter {slug!r} does not exist")
+    return found
+
+
+def ensure_newsletter(
+    session: Session, *, slug: str, name: str, timezone: str, site_url: str, item_cap: int
+) -> Newsletter:
+    """The newsletter with ``slug``, created with these values if it is missing."""
+    found = session.exec(select(Newsletter).where(Newsletter.slug == slug)).first()
+    if found is not None:
+        return found
+    newsletter = Newsletter(
+        slug=slug, name=name, timezone=timezone, site_url=site_url, item_cap=item_cap
+    )
+    session.add(newsletter)
+    session.flush()
+    return newsletter
+
+
+def newsletters_by_slug(session: Session) -> dict[str, Newsletter]:
+    return {n.slug: n for n in session.exec(select(Newsletter))}
+
+
+# --- comparisons ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertReport:
+    created: int
+    updated: int
+    unchanged: int
+
+
+def upsert_comparisons(session: Session, *, records: Sequence[ComparisonData]) -> UpsertReport:
+    """Insert or replace comparisons by slug; a record equal to what is stored writes nothing."""
+    existing = {
+        c.slug: c
+        for c in session.exec(
+            select(Comparison).where(col(Comparison.slug).in_([r.slug for r in records]))
+        )
+    }
+    created = updated = unchanged = 0
+    for record in records:
+        row = existing.get(record.slug)
+        if row is None:
+            row = Comparison.model_validate(_comparison_columns(record))
+            session.add(row)
+            session.flush()
+            created += 1
+        elif _load(session, row) == record:
+            unchanged += 1
+            continue
+        else:
+            for key, value in _comparison_columns(record).items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            session.execute(delete(Tool).where(col(Tool.comparison_id) == row.id))
+            updated += 1
+        assert row.id is not None
+        _insert_tools(session, comparison_id=row.id, tools=record.tools)
+    session.flush()
+    return UpsertReport(created=created, updated=updated, unchanged=unchanged)
+
+
+def _comparison_columns(record: ComparisonData) -> dict[str, object]:
+    return {
+        "slug": record.slug,
+        "title": record.title,
+        "url": record.url,
+        "published_at": record.published_at,
+        "question": record.question,
+        "intro": record.intro,
+    }
+
+
+def _insert_tools(session: Session, *, comparison_id: int, tools: Sequence[ToolData]) -> None:
+    for position, tool in enumerate(tools):
+        row = Tool(
+            comparison_id=comparison_id,
+            position=position,
+            name=tool.name,
+            category=tool.category,
+            tagline=tool.tagline,
+            description=tool.description,
+            entry_price=tool.entry_price,
+            editor_summary=tool.editor_summary,
+            votes_up=tool.community.up if tool.community else None,
+            votes_down=tool.community.down if tool.community else None,
+        )
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        session.add_all(
+            Review(tool_id=row.id, position=i, lens=r.lens, verdict=r.verdict, quote=r.quote)
+            for i, r in enumerate(tool.reviews)
+        )
+
+
+def _load(session: Session, row: Comparison) -> ComparisonData:
+    return _load_many(session, [row])[0]
+
+
+def _load_many(session: Session, rows: Sequence[Comparison]) -> list[ComparisonData]:
+    """Comparisons with their tools and reviews, in three queries whatever the count."""
+    ids = [r.id for r in rows]
+    tools = session.exec(
+        select(Tool).where(col(Tool.comparison_id).in_(ids)).order_by(col(Tool.position))
+    ).all()
+    reviews = session.exec(
+        select(Review)
+        .where(col(Review.tool_id).in_([t.id for t in tools]))
+        .order_by(col(Review.position))
+    ).all()
+    reviews_by_tool: dict[int, list[ReviewData]] = {}
+    for r in reviews:
+        reviews_by_tool.setdefault(r.tool_id, []).append(
+            ReviewData(lens=r.lens, verdict=r.verdict, quote=r.quote)
+        )
+    tools_by_comparison: dict[int, list[ToolData]] = {}
+    for t in tools:
+        votes = (
+            Votes(up=t.votes_up, down=t.votes_down)
+            if t.votes_up is not None and t.votes_down is not None
+            else None
+        )
+        tools_by_comparison.setdefault(t.comparison_id, []).append(
+            ToolData(
+                name=t.name,
+                category=t.category,
+                tagline=t.tagline,
+                description=t.description,
+                entry_price=t.entry_price,
+                editor_summary=t.editor_summary,
+                community=votes,
+                reviews=reviews_by_tool.get(t.id or 0, []),
+            )
+        )
+    return [
+        ComparisonData(
+            id=r.id,
+            slug=r.slug,
+            title=r.title,
+            url=r.url,
+            published_at=r.published_at,
+            question=r.question,
+            intro=r.intro,
+            tools=tools_by_comparison.get(r.id or 0, []),
+        )
+        for r in rows
+    ]
+
+
+def get_comparison(session: Session, *, slug: str) -> ComparisonData:
+    row = session.exec(select(Comparison).where(Comparison.slug == slug)).first()
+    if row is None:
+        raise NotFound(f"comparison {slug!r} does not exist")
+    return _load(session, row)
+
+
+def comparisons_published_between(
+    session: Session, *, start: datetime, end: datetime
+) -> list[ComparisonData]:
+    """Comparisons with ``start <= published_at < end``, newest first."""
+    rows = session.exec(
+        select(Comparison)
+        .where(Comparison.published_at >= start, Comparison.published_at < end)
+        .order_by(col(Comparison.published_at).desc(), col(Comparison.id).desc())
+    ).all()
+    return _load_many(session, rows)
+
+
+def comparison_ids_already_sent(
+    session: Session, *, newsletter_id: int, exclude_edition_id: int | None
+) -> set[int]:
+    """Ids of comparisons carried by editions of this newsletter that started sending."""
+    query = (
+        select(EditionItem.comparison_id)
+        .join(Edition, col(Edition.id) == EditionItem.edition_id)
+        .where(
+            Edition.newsletter_id == newsletter_id,
+            col(Edition.status).in_([EditionStatus.sending, EditionStatus.sent]),
+        )
+    )
+    if exclude_edition_id is not None:
+        query = query.where(Edition.id != exclude_edition_id)
+    return set(session.exec(query).all())
+
+
+# --- editions ------------------------------------------------------------------------------
+
+
+def get_edition(session: Session, *, edition_id: int) -> Edition:
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        raise NotFound(f"edition {edition_id} does not exist")
+    return edition
+
+
+def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Edition | None:
+    return session.exec(
+        select(Edition).where(
+            Edition.newsletter_id == newsletter_id, Edition.period_key == period_key
+        )
+    ).first()
+
+
+def set_edition_items(session: Session, *, edition_id: int, comparison_ids: Iterable[int]) -> None:
+    session.execute(delete(EditionItem).where(col(EditionItem.edition_id) == edition_id))
+    session.add_all(
+        EditionItem(edition_id=edition_id, comparison_id=cid, position=i)
+        for i, cid in enumerate(comparison_ids)
+    )
+    session.flush()
+
+
+def edition_comparisons(session: Session, *, edition_id: int) -> list[ComparisonData]:
+    rows = session.exec(
+        select(Comparison)
+        .join(EditionItem, col(EditionItem.comparison_id) == Comparison.id)
+        .where(EditionItem.edition_id == edition_id)
+        .order_by(col(EditionItem.position))
+    ).all()
+    return _load_many(session, rows)
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+def subscribers_by_key(session: Session, *, keys: Sequence[str]) -> dict[str, Subscriber]:
+    found: dict[str, Subscriber] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for s in session.exec(select(Subscriber).where(col(Subscriber.email_key).in_(chunk))):
+            found[s.email_key] = s
+    return found
+
+
+def subscriptions_of(
+    session: Session, *, subscriber_ids: Sequence[int]
+) -> dict[tuple[int, int], Subscription]:
+    found: dict[tuple[int, int], Subscription] = {}
+    for start in range(0, len(subscriber_ids), 500):
+        chunk = subscriber_ids[start : start + 500]
+        for s in session.exec(
+            select(Subscription).where(col(Subscription.subscriber_id).in_(chunk))
+        ):
+            found[(s.subscriber_id, s.newsletter_id)] = s
+    return found
+
+
+def record_event(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_id: int | None,
+    kind: str,
+    source: str,
+    edition_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    session.add(
+        SubscriptionEvent(
+            subscriber_id=subscriber_id,
+            newsletter_id=newsletter_id,
+            edition_id=edition_id,
+            kind=kind,
+            source=source,
+            detail=detail,
+        )
+    )
+
+
+def set_subscription_status(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_id: int,
+    status: str,
+    source: str,
+    edition_id: int | None = None,
+) -> None:
+    """Change one subscription and record the event; unknown pairs raise :class:`NotFound`."""
+    sub = session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.newsletter_id == newsletter_id,
+        )
+    ).first()
+    if sub is None:
+        raise NotFound(f"subscriber {subscriber_id} is not on newsletter {newsletter_id}")
+    if sub.status == status:
+        return
+    sub.status = status
+    sub.updated_at = utcnow()
+    kind = {"unsubscribed": "unsubscribed", "active": "resubscribed"}.get(status, status)
+    record_event(
+        session,
+        subscriber_id=subscriber_id,
+        newsletter_id=newsletter_id,
+        kind=kind,
+        source=source,
+        edition_id=edition_id,
+    )
+    session.flush()
+
+
+def count_active_subscribers(session: Session, *, newsletter_id: int) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Subscription)
+        .join(Subscriber, col(Subscriber.id) == Subscription.subscriber_id)
+        .where(
+            Subscription.newsletter_id == newsletter_id,
+            Subscription.status == "active",
+            col(Subscriber.suppressed).is_(None),
+        )
+    ).one()
