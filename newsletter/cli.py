@@ -25,6 +25,7 @@ from newsletter.backends import BackendError, backend_from_url
 from newsletter.backends.file import FileBackend
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
+from newsletter.importing import comparisons_json_schema
 from newsletter.models import Comparison, Edition, Newsletter
 from newsletter.paths import example_comparisons, example_subscribers
 from newsletter.rendering import GMAIL_CLIP_BYTES, RenderError
@@ -140,6 +141,12 @@ def import_comparisons(
         f"comparisons: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged"
     )
+
+
+@import_app.command("schema")
+def import_schema() -> None:
+    """Print the JSON Schema of comparison files (schemas/comparisons.schema.json is this)."""
+    sys.stdout.write(comparisons_json_schema())
 
 
 @import_app.command("subscribers")

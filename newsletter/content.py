@@ -104,6 +104,7 @@ class ComparisonData(_Frozen):
 class ComparisonFile(BaseModel):
     """The top level of an import file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    schema_ref: str | None = Field(default=None, alias="$schema")
     comparisons: list[ComparisonData]

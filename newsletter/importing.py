@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from newsletter import store
-from newsletter.content import ComparisonData
+from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.models import Subscriber, Subscription, SubscriptionStatus
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
@@ -78,6 +78,16 @@ def _record_label(number: int, raw: Any) -> str:
 
 def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "record"
+
+
+def comparisons_json_schema() -> str:
+    """The JSON Schema of an import file, generated from the validating models."""
+    schema = ComparisonFile.model_json_schema()
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def import_comparisons(session: Session, *, path: Path) -> store.UpsertReport:

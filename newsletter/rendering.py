@@ -152,7 +152,15 @@ def render_edition(
         html = mjml.mjml2html(source, disable_comments=True, fonts={})
     except ValueError as exc:
         raise RenderError(f"MJML rejected weekly.mjml.j2: {exc}") from exc
-    html = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(html)
+    # Inline only our own rules (templates/email/inline.css): inlining MJML's head reset too
+    # would repeat ~20 KB of declarations on every table, and the head <style> with the media
+    # queries must stay (keep_style_tags). No remote stylesheet is ever fetched.
+    html = css_inline.CSSInliner(
+        inline_style_tags=False,
+        keep_style_tags=True,
+        load_remote_stylesheets=False,
+        extra_css=_inline_css(env),
+    ).inline(html)
     html = html.replace("<head>", "<head>" + _COLOR_SCHEME_META, 1)
     return RenderedEdition(
         subject=ctx.subject, preheader=ctx.preheader, html=html, text=text, marker=marker

@@ -88,7 +88,7 @@ def upsert_comparisons(session: Session, *, records: Sequence[ComparisonData]) -
             session.add(row)
             session.flush()
             created += 1
-        elif _load(session, row) == record:
+        elif _load(session, row).model_dump() == record.model_dump():  # id is excluded
             unchanged += 1
             continue
         else:

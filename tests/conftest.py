@@ -1,0 +1,242 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL database, a real SMTP server, the
+memory backend, and factories for comparisons and subscribers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlmodel import Session
+
+from newsletter import publish
+from newsletter.backends import memory
+from newsletter.config import Settings
+from newsletter.content import ComparisonData
+from newsletter.database import make_engine, upgrade
+from newsletter.models import Subscriber, Subscription
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "comparisons.json"
+SECRET = "test-secret-key-" + "x" * 32
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'newsletter.db'}",
+        mail_backend="memory://",
+        base_url="https://news.example.com",
+        secret_key=SECRET,
+        from_address="Weekly AI Tool Verdicts <verdicts@news.example.com>",
+        postal_address="AI Tool Verdicts, 1 Test Street, Testville",
+        timezone="UTC",
+        site_url="https://aitoolverdicts.example",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    eng = make_engine(settings.database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _clean_memory_outbox() -> Iterator[None]:
+    memory.reset()
+    yield
+    memory.reset()
+
+
+@pytest.fixture
+def seeded(session: Session, settings: Settings) -> Session:
+    """The example comparisons imported and the default newsletter created."""
+    from newsletter.importing import import_comparisons
+
+    publish.default_newsletter(session, settings)
+    import_comparisons(session, path=EXAMPLES)
+    session.commit()
+    return session
+
+
+def comparison_dict(slug: str = "alpha-vs-beta", **overrides: Any) -> dict[str, Any]:
+    """A valid comparison record as it appears in an import file."""
+    record: dict[str, Any] = {
+        "slug": slug,
+        "title": "Alpha vs Beta",
+        "url": f"https://aitoolverdicts.example/compare/{slug}",
+        "published_at": "2026-11-24T10:00:00+00:00",
+        "question": "Which one should you ship with?",
+        "tools": [
+            {
+                "name": "Alpha",
+                "category": "Developer Tools",
+                "tagline": "Alpha does things",
+                "description": "Alpha is a tool.",
+                "entry_price": "Free",
+                "community": None,
+                "reviews": [
+                    {"lens": "builder", "verdict": "ship", "quote": "Solid. Would ship it."},
+                    {"lens": "skeptic", "verdict": "skip", "quote": "Not yet. I'd skip it."},
+                ],
+            },
+            {
+                "name": "Beta",
+                "category": "Developer Tools",
+                "tagline": "Beta does other things",
+                "description": "Beta is another tool.",
+                "entry_price": "Paid",
+                "community": {"up": 3, "down": 1},
+                "reviews": [
+                    {"lens": "builder", "verdict": "ship", "quote": "Clean API. Ship it."},
+                ],
+            },
+        ],
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.fixture
+def make_comparison() -> Callable[..., ComparisonData]:
+    def factory(slug: str = "alpha-vs-beta", **overrides: Any) -> ComparisonData:
+        return ComparisonData.model_validate(comparison_dict(slug, **overrides))
+
+    return factory
+
+
+@pytest.fixture
+def add_subscribers(session: Session, settings: Settings) -> Callable[..., list[Subscriber]]:
+    """Create n active subscribers of the default newsletter (sub0@example.com, ...)."""
+
+    def factory(n: int, *, prefix: str = "sub", status: str = "active") -> list[Subscriber]:
+        newsletter = publish.default_newsletter(session, settings)
+        people = [
+            Subscriber(
+                email=f"{prefix}{i}@example.com",
+                email_key=f"{prefix}{i}@example.com",
+                name=f"Reader {i}" if i % 2 else None,
+            )
+            for i in range(n)
+        ]
+        session.add_all(people)
+        session.flush()
+        session.add_all(
+            Subscription(subscriber_id=p.id or 0, newsletter_id=newsletter.id or 0, status=status)
+            for p in people
+        )
+        session.commit()
+        return people
+
+    return factory
+
+
+@pytest.fixture
+def draft(seeded: Session, settings: Settings) -> int:
+    """The id of the draft edition for the week of 2026-11-23 (four example comparisons)."""
+    outcome = publish.draft_edition(
+        seeded,
+        settings=settings,
+        newsletter_slug=None,
+        at=datetime(2026, 11, 25, 12, tzinfo=UTC),
+    )
+    assert outcome.edition.id is not None
+    return outcome.edition.id
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the real server; dropped afterwards.
+
+    The server is part of the test environment (README, .ci/run); when it is down this fails
+    loudly instead of skipping.
+    """
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- SMTP --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SMTPSink:
+    """A real aiosmtpd server on 127.0.0.1 that records what it accepted.
+
+    ``responses`` maps a recipient address to the reply its RCPT TO gets (e.g. "450 ...").
+    """
+
+    host: str
+    port: int
+    received: list[Any] = field(default_factory=list)
+    responses: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = SMTPSink("127.0.0.1", free_port())
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+            reply = sink.responses.get(address.lower())
+            if reply:
+                return reply
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            with sink.lock:
+                sink.received.append(envelope)
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

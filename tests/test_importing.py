@@ -1,0 +1,260 @@
+"""Import: the seed round-trips, bad records are all reported and nothing is written, CSV lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, func, select
+
+from newsletter import importing, publish, store
+from newsletter.config import Settings
+from newsletter.importing import ImportRejected, parse_comparisons
+from newsletter.models import Comparison, Review, Subscriber, Subscription, SubscriptionEvent, Tool
+
+from .conftest import EXAMPLES, comparison_dict
+
+SEED = Path(__file__).resolve().parent / "fixtures" / "comparison-page.txt"  # copy of the real page
+SEED_SLUG = "claude-4-api-tool-use-streaming-vs-hugging-face-inference-providers"
+
+
+def _write(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "comparisons.json"
+    path.write_text(json.dumps({"comparisons": records}), encoding="utf-8")
+    return path
+
+
+def _count(session: Session, model: type) -> int:
+    return session.exec(select(func.count()).select_from(model)).one()
+
+
+def test_seed_comparison_round_trips_with_every_field(seeded: Session) -> None:
+    raw = json.loads(EXAMPLES.read_text(encoding="utf-8"))["comparisons"][0]
+    stored = store.get_comparison(seeded, slug=SEED_SLUG)
+    assert stored.model_dump(mode="json") == parse_comparisons(json.dumps({"comparisons": [raw]}))[
+        0
+    ].model_dump(mode="json")
+    claude, hf = stored.tools
+    assert claude.name == "Claude 4 API: Tool Use Streaming & Prompt Caching"
+    assert hf.name == "Hugging Face Inference Providers Marketplace"
+    assert (claude.entry_price, hf.entry_price) == ("Paid", "Free")
+    assert claude.community is None and hf.community is None
+    assert [r.lens for r in claude.reviews] == ["builder", "skeptic", "futurist", "buyer"]
+    assert all(r.verdict == "ship" for t in stored.tools for r in t.reviews)
+    assert stored.published_at == datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+def test_example_file_is_faithful_to_the_seed_page(seeded: Session) -> None:
+    """Every quote, tagline and description of the real page is in the example, verbatim."""
+    if not SEED.exists():
+        pytest.fail(f"seed page not found at {SEED}")
+    page = SEED.read_text(encoding="utf-8")
+    stored = store.get_comparison(seeded, slug=SEED_SLUG)
+    assert stored.title in page
+    for tool in stored.tools:
+        for text in (tool.name, tool.tagline, tool.description, tool.category):
+            assert text in page
+        for review in tool.reviews:
+            assert f"“{review.quote}”" in page
+    assert sum(len(t.reviews) for t in stored.tools) == page.count("“") == 8
+
+
+def test_reimport_of_the_same_file_changes_nothing(seeded: Session) -> None:
+    before = seeded.exec(select(Comparison.slug, Comparison.updated_at)).all()
+    tools_before = seeded.exec(select(Tool.id)).all()
+    report = importing.import_comparisons(seeded, path=EXAMPLES)
+    seeded.commit()
+    assert (report.created, report.updated) == (0, 0)
+    assert report.unchanged == len(before)
+    assert seeded.exec(select(Comparison.slug, Comparison.updated_at)).all() == before
+    assert seeded.exec(select(Tool.id)).all() == tools_before
+
+
+def test_changed_record_is_updated_by_slug(session: Session, tmp_path: Path) -> None:
+    importing.import_comparisons(session, path=_write(tmp_path, [comparison_dict()]))
+    changed = comparison_dict(title="Alpha vs Beta, revisited")
+    changed["tools"][0]["reviews"].append({"lens": "buyer", "verdict": "ship", "quote": "Yes."})
+    report = importing.import_comparisons(session, path=_write(tmp_path, [changed]))
+    assert (report.created, report.updated, report.unchanged) == (0, 1, 0)
+    stored = store.get_comparison(session, slug="alpha-vs-beta")
+    assert stored.title == "Alpha vs Beta, revisited"
+    assert len(stored.tools[0].reviews) == 3
+    assert _count(session, Comparison) == 1 and _count(session, Tool) == 2
+
+
+BAD_RECORDS = [
+    ({"slug": "Not A Slug"}, "slug: String should match pattern"),
+    ({"title": ""}, "title: String should have at least 1 character"),
+    ({"url": "javascript:alert(1)"}, "url: String should match pattern"),
+    ({"published_at": "2026-11-24T10:00:00"}, "published_at: Input should have timezone info"),
+    ({"published_at": "next tuesday"}, "published_at: Input should be a valid datetime"),
+    ({"tools": []}, "tools: List should have at least 2 items"),
+    ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+    ({"id": 7}, "id: not allowed in import files"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_RECORDS)
+def test_each_kind_of_bad_record_is_named(override: dict[str, Any], message: str) -> None:
+    record = comparison_dict("bad-one")
+    record.update(override)
+    with pytest.raises(ImportRejected) as info:
+        parse_comparisons(json.dumps({"comparisons": [comparison_dict("good-one"), record]}))
+    slug = record["slug"]
+    assert any(
+        p.startswith(f"record 2 ({slug}): ") and message in p for p in info.value.problems
+    ), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["tools"][0].update(name=""), "tools.0.name: String should have at least"),
+        (
+            lambda r: r["tools"][1]["reviews"][0].update(verdict="maybe"),
+            "tools.1.reviews.0.verdict",
+        ),
+        (lambda r: r["tools"][0].update(community={"up": -1, "down": 0}), "tools.0.community.up"),
+        (lambda r: r["tools"][0].update(entry_price=None), "tools.0.entry_price"),
+        (lambda r: r["tools"][0].update(tagline="line\x00break"), "contains control characters"),
+        (lambda r: r["tools"].append(r["tools"][0]), "tools: List should have at most 2 items"),
+    ],
+)
+def test_nested_field_errors_name_the_path(mutate: Any, message: str) -> None:
+    record = comparison_dict("nested")
+    mutate(record)
+    with pytest.raises(ImportRejected) as info:
+        parse_comparisons(json.dumps({"comparisons": [record]}))
+    assert any(p.startswith("record 1 (nested): ") and message in p for p in info.value.problems)
+
+
+def test_every_problem_is_reported_and_nothing_is_written(session: Session, tmp_path: Path) -> None:
+    records = [
+        comparison_dict("fine-one"),
+        comparison_dict("bad-url", url="ftp://x"),
+        comparison_dict("fine-two"),
+        comparison_dict("bad-tools", tools=[]),
+        comparison_dict("fine-one"),
+    ]
+    with pytest.raises(ImportRejected) as info:
+        importing.import_comparisons(session, path=_write(tmp_path, records))
+    problems = info.value.problems
+    assert any(p.startswith("record 2 (bad-url): url:") for p in problems)
+    assert any(p.startswith("record 4 (bad-tools): tools:") for p in problems)
+    assert "record 5 (fine-one): slug: duplicate of record 1" in problems
+    session.rollback()
+    assert _count(session, Comparison) == 0 and _count(session, Review) == 0
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(ImportRejected, match="not valid JSON"):
+        parse_comparisons("{not json")
+    with pytest.raises(ImportRejected, match="expected an object"):
+        parse_comparisons("[]")
+
+
+# --- subscribers -------------------------------------------------------------------------------
+
+
+def _csv(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "subscribers.csv"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_bad_csv_lines_are_reported_by_number_and_the_rest_imported(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    publish.default_newsletter(session, settings)
+    path = _csv(
+        tmp_path,
+        "email,name,timezone,newsletters\n"
+        "ana@example.com,Ana,Europe/Berlin,\n"  # line 2 ok
+        "not-an-address,Bob,,\n"  # line 3
+        "ANA@example.com,Ana again,,\n"  # line 4 duplicate
+        "carl@example.com,Carl,Mars/Olympus,\n"  # line 5 bad tz
+        "dee@example.com,Dee,,no-such-list\n"  # line 6 unknown newsletter
+        '"eve@example.com","Eve\nInjected: yes",,\n'  # lines 7-8 newline in name
+        "fay@example.com,,,\n",  # line 9 ok
+    )
+    report = importing.import_subscribers(
+        session, path=path, default_newsletter=settings.newsletter
+    )
+    session.commit()
+    rejected = report.rejected
+    assert rejected[0].startswith("line 3 (not-an-address): email:")
+    assert rejected[1] == "line 4 (ANA@example.com): email: duplicate of line 2"
+    assert rejected[2].startswith("line 5 (carl@example.com): timezone: unknown IANA time zone")
+    assert rejected[3].startswith("line 6 (dee@example.com): newsletters: unknown newsletter")
+    assert rejected[4].startswith("line 8 (eve@example.com): name: contains control characters")
+    assert len(rejected) == 5
+    emails = sorted(session.exec(select(Subscriber.email)).all())
+    assert emails == ["ana@example.com", "fay@example.com"]
+    assert report.created == 2 and report.subscribed == 2
+    assert _count(session, SubscriptionEvent) == 2
+
+
+def test_strict_import_writes_nothing(session: Session, settings: Settings, tmp_path: Path) -> None:
+    publish.default_newsletter(session, settings)
+    path = _csv(tmp_path, "email\nok@example.com\nbroken@\n")
+    with pytest.raises(ImportRejected) as info:
+        importing.import_subscribers(
+            session, path=path, default_newsletter=settings.newsletter, strict=True
+        )
+    assert info.value.problems[0].startswith("line 3 (broken@): email:")
+    assert _count(session, Subscriber) == 0
+
+
+def test_unknown_column_is_refused(session: Session, settings: Settings, tmp_path: Path) -> None:
+    publish.default_newsletter(session, settings)
+    with pytest.raises(ImportRejected, match="unknown column"):
+        importing.import_subscribers(
+            session,
+            path=_csv(tmp_path, "email,nmae\nx@example.com,X\n"),
+            default_newsletter=settings.newsletter,
+        )
+
+
+def test_import_never_reactivates_unsubscribed_or_suppressed(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    newsletter = publish.default_newsletter(session, settings)
+    path = _csv(tmp_path, "email,name\nleft@example.com,Left\nbounced@example.com,B\n")
+    importing.import_subscribers(session, path=path, default_newsletter=settings.newsletter)
+    session.commit()
+    left = session.exec(select(Subscriber).where(Subscriber.email == "left@example.com")).one()
+    bounced = session.exec(
+        select(Subscriber).where(Subscriber.email == "bounced@example.com")
+    ).one()
+    store.set_subscription_status(
+        session,
+        subscriber_id=left.id or 0,
+        newsletter_id=newsletter.id or 0,
+        status="unsubscribed",
+        source="page",
+    )
+    bounced.suppressed = "bounced"
+    session.commit()
+    report = importing.import_subscribers(
+        session,
+        path=_csv(tmp_path, "email\nLEFT@example.com\nbounced@example.com\n"),
+        default_newsletter=settings.newsletter,
+    )
+    session.commit()
+    assert report.kept_unsubscribed == 1 and report.suppressed == 1 and report.subscribed == 0
+    statuses = dict(session.exec(select(Subscription.subscriber_id, Subscription.status)).all())
+    assert statuses[left.id] == "unsubscribed"
+    assert store.count_active_subscribers(session, newsletter_id=newsletter.id or 0) == 0
+
+
+def test_example_subscriber_file_imports(session: Session, settings: Settings) -> None:
+    publish.default_newsletter(session, settings)
+    path = Path(__file__).resolve().parents[1] / "subscribers" / "example.csv"
+    report = importing.import_subscribers(
+        session, path=path, default_newsletter=settings.newsletter
+    )
+    assert report.created >= 10
+    assert all("duplicate" in r for r in report.rejected)
