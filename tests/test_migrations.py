@@ -1,0 +1,67 @@
+"""Migrations: empty -> head on SQLite and PostgreSQL, and the models match the migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+import newsletter.models  # noqa: F401
+from newsletter.database import (
+    SchemaOutOfDate,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_head,
+    upgrade,
+)
+
+TABLES = {
+    "newsletter",
+    "comparison",
+    "tool",
+    "review",
+    "subscriber",
+    "subscription",
+    "edition",
+    "editionitem",
+    "delivery",
+    "subscriptionevent",
+}
+
+
+def _check(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        with pytest.raises(SchemaOutOfDate, match="newsletter db upgrade"):
+            require_head(engine)
+        assert current_revision(engine) is None
+        upgrade(engine)
+        assert current_revision(engine) == head_revision(engine)
+        require_head(engine)
+        assert TABLES <= set(inspect(engine).get_table_names())
+        uniques = {
+            tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("delivery")
+        }
+        assert ("edition_id", "subscriber_id") in uniques
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+            )
+        assert diff == [], f"models and migrations disagree: {diff}"
+        upgrade(engine)  # running it again is a no-op
+        assert current_revision(engine) == head_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_empty_sqlite_to_head(tmp_path: Path) -> None:
+    _check(f"sqlite:///{tmp_path / 'fresh.db'}")
+
+
+def test_upgrade_empty_postgresql_to_head(postgres_url: str) -> None:
+    _check(postgres_url)

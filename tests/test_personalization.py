@@ -1,0 +1,139 @@
+"""Personalization and tokens: headers, RFC 8058, MIME shape, per-recipient values, forgery."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from newsletter import publish, store
+from newsletter.config import ConfigError, Settings
+from newsletter.personalization import MessageTemplate, Recipient, format_address
+from newsletter.tokens import BadToken, TokenSigner
+
+
+@pytest.fixture
+def template(seeded: Session, settings: Settings, draft: int) -> MessageTemplate:
+    edition = store.get_edition(seeded, edition_id=draft)
+    return publish.prepare(seeded, edition=edition, settings=settings)[1]
+
+
+def _parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_message_headers_and_structure(template: MessageTemplate, settings: Settings) -> None:
+    signer = publish.signer_for(settings)
+    out = template.build(Recipient(7, "ana@example.com", "Ana"), signer)
+    msg = _parse(out.data)
+    to = msg["To"].addresses[0]
+    assert (to.display_name, to.addr_spec) == ("Ana", "ana@example.com")
+    assert msg["From"] == settings.from_address
+    assert msg["Subject"].startswith("Weekly AI Tool Verdicts: ")
+    assert msg["Date"] and msg["Message-ID"] == out.message_id
+    assert msg["List-Id"] == '"Weekly AI Tool Verdicts" <weekly-ai-tool-verdicts.news.example.com>'
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = msg["List-Unsubscribe"].strip("<>")
+    assert url.startswith("https://news.example.com/u/")
+    claims = signer.verify(url.rsplit("/", 1)[1], purpose="u")
+    assert (claims.subscriber_id, claims.edition_id) == (7, template.identity.edition_id)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    text, page = parts[0].get_content(), parts[1].get_content()
+    assert "Hi Ana," in text and "Hi Ana," in page
+    assert url in text and url in page
+    # 7-bit clean, CRLF only, no line over 998 octets (RFC 5322).
+    assert out.data.isascii()
+    assert b"\n" not in out.data.replace(b"\r\n", b"")
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 998
+
+
+def test_each_recipient_gets_their_own_values(
+    template: MessageTemplate, settings: Settings
+) -> None:
+    signer = publish.signer_for(settings)
+    a = template.build(Recipient(1, "a@example.com", None), signer)
+    b = template.build(Recipient(2, "b@example.com", "José Álvarez"), signer)
+    ma, mb = _parse(a.data), _parse(b.data)
+    assert a.message_id != b.message_id
+    assert ma["List-Unsubscribe"] != mb["List-Unsubscribe"]
+    assert "Hi there," in next(ma.iter_parts()).get_content()
+    assert str(mb["To"]) == "José Álvarez <b@example.com>"
+    text_b, html_b = (p.get_content() for p in mb.iter_parts())
+    assert "Hi José Álvarez," in text_b
+    assert "Hi Jos&#233; &#193;lvarez," in html_b  # non-ASCII as character references
+
+
+def test_hostile_names_cannot_inject_headers_or_markup(
+    template: MessageTemplate, settings: Settings
+) -> None:
+    signer = publish.signer_for(settings)
+    name = 'Eve <script>x</script> "Bcc: all@example.com"\r\nBcc: victim@example.com'
+    out = template.build(Recipient(3, "eve@example.com", name), signer)
+    msg = _parse(out.data)
+    assert msg["Bcc"] is None
+    assert msg["To"].addresses[0].addr_spec == "eve@example.com"
+    page = list(msg.iter_parts())[1].get_content()
+    assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    with pytest.raises(ValueError, match="unsafe address"):
+        format_address("x", "a@example.com\r\nBcc: b@example.com")
+
+
+def test_preview_matches_what_is_sent(template: MessageTemplate, settings: Settings) -> None:
+    signer = publish.signer_for(settings)
+    recipient = Recipient(9, "n@example.com", "Nia")
+    page, text = template.preview(recipient, signer)
+    parts = list(_parse(template.build(recipient, signer).data).iter_parts())
+    assert parts[0].get_content().replace("\r\n", "\n") == text
+    assert parts[1].get_content().replace("\r\n", "\n") == page.replace("\r\n", "\n")
+
+
+def test_tokens_cannot_be_forged_and_keys_rotate() -> None:
+    old, new = TokenSigner(["old-key" * 6]), TokenSigner(["new-key" * 6, "old-key" * 6])
+    token = old.unsubscribe(subscriber_id=41, newsletter_id=1, edition_id=3)
+    assert new.verify(token, purpose="u").subscriber_id == 41  # rotated key still accepted
+    body, _, sig = token.rpartition(".")
+    tampered = body.replace(".15.", ".16.") + "." + sig  # 41 is "15" in base 36
+    forged = [tampered, token[:-2], token + "x", "u.1.1.1.AAAAAAAAAAAAAAAAAAAAAA", "", "🙂"]
+    for bad in forged:
+        with pytest.raises(BadToken):
+            new.verify(bad, purpose="u")
+    with pytest.raises(BadToken):
+        new.verify(token.replace("u.", "c.", 1), purpose="c")
+    with pytest.raises(BadToken):
+        TokenSigner(["unrelated" * 5]).verify(token, purpose="u")
+
+
+@pytest.mark.parametrize("key", ["", "change-me", "short"])
+def test_send_refuses_an_unsafe_secret_key(settings: Settings, key: str) -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        settings.model_copy(update={"secret_key": key}).require_sending_ready()
+    settings.model_copy(update={"secret_key": key, "demo": True}).require_sending_ready()
+
+
+def test_personalization_is_a_cheap_splice(template: MessageTemplate, settings: Settings) -> None:
+    """Not a timing test (see bench/): the per-recipient path never touches EmailMessage."""
+    import email.message as em
+
+    signer = publish.signer_for(settings)
+    original = em.EmailMessage.__init__
+    calls: list[Any] = []
+
+    def spy(self: Any, *a: Any, **k: Any) -> None:
+        calls.append(1)
+        original(self, *a, **k)
+
+    em.EmailMessage.__init__ = spy  # type: ignore[method-assign]
+    try:
+        for i in range(50):
+            template.build(Recipient(i, f"r{i}@example.com", f"R {i}"), signer)
+    finally:
+        em.EmailMessage.__init__ = original  # type: ignore[method-assign]
+    assert calls == []

@@ -1,0 +1,234 @@
+"""Sending: once per subscriber, never to the unsubscribed, resumable, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from newsletter import importing, ledger, publish, store
+from newsletter.backends.base import SendResult
+from newsletter.backends.memory import MemoryBackend, outbox
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.message import OutgoingMessage
+from newsletter.models import Delivery, Edition, Subscriber
+
+from .conftest import EXAMPLES
+
+
+def _recipients() -> Counter[str]:
+    return Counter(m.recipient for m in outbox)
+
+
+def test_send_moves_draft_to_sent_and_mails_everyone_once(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(30)
+    assert store.get_edition(seeded, edition_id=draft).status == "draft"
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.run.sent == 30 and report.audience_added == 30
+    assert report.totals["sent"] == 30
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+    assert set(_recipients().values()) == {1} and len(_recipients()) == 30
+    rows = seeded.exec(select(Delivery).where(Delivery.edition_id == draft)).all()
+    assert all(r.status == "sent" and r.message_id and r.attempts == 1 for r in rows)
+
+
+def test_second_send_sends_nothing(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(12)
+    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=MemoryBackend())
+    again = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert again.run.attempted == 0 and len(outbox) == 12
+
+
+def test_unsubscribed_and_suppressed_get_nothing(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(5)
+    newsletter = publish.default_newsletter(seeded, settings)
+    store.set_subscription_status(
+        seeded,
+        subscriber_id=people[0].id or 0,
+        newsletter_id=newsletter.id or 0,
+        status="unsubscribed",
+        source="page",
+    )
+    people[1].suppressed = "complained"
+    seeded.add(people[1])
+    seeded.commit()
+    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=MemoryBackend())
+    assert people[0].email not in _recipients() and people[1].email not in _recipients()
+    assert len(outbox) == 3
+
+
+def test_unsubscribe_between_batches_takes_effect(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(10)
+    newsletter = publish.default_newsletter(seeded, settings)
+    last = people[-1]
+
+    class UnsubscribeAfterFirstBatch(MemoryBackend):
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            results = super().send_messages(messages)
+            if len(outbox) == 4:  # the subscriber leaves while the send is running
+                store.set_subscription_status(
+                    seeded,
+                    subscriber_id=last.id or 0,
+                    newsletter_id=newsletter.id or 0,
+                    status="unsubscribed",
+                    source="one-click",
+                    edition_id=draft,
+                )
+            return results
+
+    report = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings.model_copy(update={"batch_size": 4}),
+        backend=UnsubscribeAfterFirstBatch(),
+    )
+    assert last.email not in _recipients()
+    assert report.run.sent == 9 and report.run.skipped == 1
+    assert report.totals["skipped"] == 1
+
+
+def test_people_who_join_mid_send_wait_for_the_next_edition(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(4)
+
+    class JoinDuringSend(MemoryBackend):
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            if not outbox:
+                add_subscribers(2, prefix="late")
+            return super().send_messages(messages)
+
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings.model_copy(update={"batch_size": 2}),
+        backend=JoinDuringSend(),
+    )
+    assert len(outbox) == 4 and not any(r.startswith("late") for r in _recipients())
+
+
+def test_crash_mid_send_resumes_without_duplicates_or_losses(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(20)
+    small = settings.model_copy(update={"batch_size": 5})
+
+    class CrashOnThirdBatch(MemoryBackend):
+        batches = 0
+
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            type(self).batches += 1
+            if type(self).batches == 3:
+                raise ConnectionError("process killed")
+            return super().send_messages(messages)
+
+    with pytest.raises(ConnectionError):
+        publish.send_edition(seeded, edition_id=draft, settings=small, backend=CrashOnThirdBatch())
+    seeded.rollback()
+    assert len(outbox) == 10
+    assert store.get_edition(seeded, edition_id=draft).status == "sending"
+    report = publish.send_edition(seeded, edition_id=draft, settings=small, backend=MemoryBackend())
+    assert report.run.sent == 10 and report.audience_added == 0
+    assert len(_recipients()) == 20 and set(_recipients().values()) == {1}
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+
+
+def test_deferred_are_retried_by_the_next_run(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(3)
+    slow = people[1].email
+    first = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=MemoryBackend.from_url(f"memory://?defer={slow}&reject={people[2].email}"),
+    )
+    assert (first.run.sent, first.run.deferred, first.run.failed) == (1, 1, 1)
+    assert store.get_edition(seeded, edition_id=draft).status == "sending"
+    failed = seeded.exec(
+        select(Delivery).where(Delivery.edition_id == draft, Delivery.status == "failed")
+    ).one()
+    assert failed.error_code == 550 and "user unknown" in (failed.error_text or "")
+    second = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert second.run.sent == 1 and _recipients()[slow] == 1
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+    assert ledger.counts(seeded, edition_id=draft)["failed"] == 1
+
+
+def test_one_delivery_per_edition_and_subscriber_is_enforced(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    person = add_subscribers(1)[0]
+    seeded.add(Delivery(edition_id=draft, subscriber_id=person.id or 0))
+    seeded.commit()
+    seeded.add(Delivery(edition_id=draft, subscriber_id=person.id or 0))
+    with pytest.raises(IntegrityError):
+        seeded.commit()
+
+
+def test_send_refuses_default_key(seeded: Session, settings: Settings, draft: int) -> None:
+    from newsletter.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        publish.send_edition(
+            seeded,
+            edition_id=draft,
+            settings=settings.model_copy(update={"secret_key": ""}),
+            backend=MemoryBackend(),
+        )
+    assert store.get_edition(seeded, edition_id=draft).status == "draft"
+
+
+def test_whole_path_on_postgresql(postgres_url: str, settings: Settings, tmp_path: Any) -> None:
+    pg_settings = settings.model_copy(update={"database_url": postgres_url, "batch_size": 7})
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    csv = tmp_path / "s.csv"
+    csv.write_text("email,name\n" + "".join(f"p{i}@example.com,P {i}\n" for i in range(25)))
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            publish.default_newsletter(session, pg_settings)
+            importing.import_comparisons(session, path=EXAMPLES)
+            importing.import_subscribers(
+                session, path=csv, default_newsletter=pg_settings.newsletter
+            )
+            session.commit()
+            draft = publish.draft_edition(
+                session,
+                settings=pg_settings,
+                newsletter_slug=None,
+                at=datetime(2026, 11, 25, tzinfo=UTC),
+            )
+            edition_id = draft.edition.id or 0
+            publish.send_edition(
+                session, edition_id=edition_id, settings=pg_settings, backend=MemoryBackend()
+            )
+            publish.send_edition(
+                session, edition_id=edition_id, settings=pg_settings, backend=MemoryBackend()
+            )
+            assert len(outbox) == 25 and set(_recipients().values()) == {1}
+            assert session.get(Edition, edition_id).status == "sent"  # type: ignore[union-attr]
+            assert len(session.exec(select(Subscriber)).all()) == 25
+    finally:
+        engine.dispose()
