@@ -186,7 +186,10 @@ class Delivery(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id"),
-        Index("ix_delivery_edition_status", "edition_id", "status", "id"),
+        # Keyset pagination walks (edition_id, id) and reads status from the index: O(batch)
+        # per page. With status second, SQLite merged both open statuses and sorted every
+        # remaining row on each page (O(N^2) over a send: 100k took 20 s, now 8 s).
+        Index("ix_delivery_edition_keyset", "edition_id", "id", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -258,3 +258,13 @@ def test_example_subscriber_file_imports(session: Session, settings: Settings) -
     )
     assert report.created >= 10
     assert all("duplicate" in r for r in report.rejected)
+
+
+def test_schema_file_is_generated_from_the_models() -> None:
+    schema_file = Path(__file__).resolve().parents[1] / "schemas" / "comparisons.schema.json"
+    assert schema_file.read_text(encoding="utf-8") == importing.comparisons_json_schema(), (
+        "stale: run `newsletter import schema > schemas/comparisons.schema.json`"
+    )
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    tool = schema["$defs"]["ToolData"]
+    assert set(tool["required"]) >= {"name", "category", "tagline", "description", "entry_price"}

@@ -150,7 +150,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_delivery_edition_status", ["edition_id", "status", "id"], unique=False
+            "ix_delivery_edition_keyset", ["edition_id", "id", "status"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_delivery_subscriber_id"), ["subscriber_id"], unique=False
@@ -237,7 +237,7 @@ def downgrade() -> None:
     op.drop_table("editionitem")
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_delivery_subscriber_id"))
-        batch_op.drop_index("ix_delivery_edition_status")
+        batch_op.drop_index("ix_delivery_edition_keyset")
 
     op.drop_table("delivery")
     with op.batch_alter_table("tool", schema=None) as batch_op:

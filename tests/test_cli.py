@@ -1,0 +1,145 @@
+"""The command line, run as a user runs it: a real process, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import Settings
+
+from .conftest import EXAMPLES, REPO, SECRET, comparison_dict
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    clean.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        NEWSLETTER_MAIL_BACKEND=f"file://{tmp_path / 'outbox'}",
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL="https://news.example.com",
+        COLUMNS="200",
+    )
+    return clean
+
+
+def test_demo_twice_on_a_fresh_directory_sends_nothing_twice(tmp_path: Path) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    first = run(["demo", "--dir", str(tmp_path / "demo")], bare, tmp_path)
+    assert first.returncode == 0, first.stderr
+    outbox = tmp_path / "demo" / "outbox"
+    sent = sorted(p.name for p in outbox.glob("*.eml"))
+    assert len(sent) == 11 and "sent 11" in first.stdout
+    assert (tmp_path / "demo" / "preview.html").read_text().count("Hi Sample Reader,") == 1
+    assert "Hi Sample Reader," in (tmp_path / "demo" / "preview.txt").read_text()
+    second = run(["demo", "--dir", str(tmp_path / "demo")], bare, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "nothing sent again" in second.stdout
+    assert sorted(p.name for p in outbox.glob("*.eml")) == sent
+
+
+def test_full_cli_path(env: dict[str, str], tmp_path: Path) -> None:
+    assert run(["edition", "list"], env, tmp_path).returncode == 1  # not migrated yet
+    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    out = run(["import", "comparisons", str(EXAMPLES)], env, tmp_path)
+    assert out.returncode == 0 and "8 created" in out.stdout
+    csv = tmp_path / "s.csv"
+    csv.write_text("email,name\nok@example.com,Ok\nnope,No\n")
+    out = run(["import", "subscribers", str(csv)], env, tmp_path)
+    assert out.returncode == 0 and "line 3 (nope): email:" in out.stderr
+    draft = run(["edition", "draft", "--at", "2026-11-25T12:00:00+00:00"], env, tmp_path)
+    assert draft.returncode == 0, draft.stderr
+    edition_id = draft.stdout.strip()
+    assert edition_id.isdigit() and "4 comparison(s)" in draft.stderr
+    preview = tmp_path / "p.txt"
+    out = run(
+        ["edition", "preview", edition_id, "--format", "text", "--out", str(preview)], env, tmp_path
+    )
+    assert out.returncode == 0 and "Panel: 4/4 ship" in preview.read_text()
+    sent = run(["edition", "send", edition_id], env, tmp_path)
+    assert sent.returncode == 0 and "sent 1, failed 0" in sent.stdout
+    again = run(["edition", "send", edition_id], env, tmp_path)
+    assert "nothing sent again" in again.stdout
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_bad_import_prints_every_problem_and_exits_1(env: dict[str, str], tmp_path: Path) -> None:
+    run(["db", "upgrade"], env, tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {"comparisons": [comparison_dict("a-one", url="nope"), comparison_dict("b", tools=[])]}
+        )
+    )
+    out = run(["import", "comparisons", str(bad)], env, tmp_path)
+    assert out.returncode == 1
+    assert "record 1 (a-one): url:" in out.stderr and "record 2 (b): tools:" in out.stderr
+    assert "nothing was imported" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_readable_errors(env: dict[str, str], tmp_path: Path) -> None:
+    run(["db", "upgrade"], env, tmp_path)
+    cases = [
+        (["edition", "send", "999"], "edition 999 does not exist"),
+        (["edition", "draft", "--at", "2026-12-09"], "no new comparisons"),
+        (["edition", "draft", "--at", "someday"], "--at: 'someday' is not an ISO 8601"),
+        (
+            ["edition", "send", "1", "--backend", "carrier-pigeon://x"],
+            "no mail backend for carrier-pigeon://",
+        ),
+    ]
+    for args, message in cases:
+        out = run(args, env, tmp_path)
+        assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    weak = {**env, "NEWSLETTER_SECRET_KEY": "change-me"}
+    run(["import", "comparisons", str(EXAMPLES)], env, tmp_path)
+    draft = run(["edition", "draft", "--at", "2026-11-25"], env, tmp_path).stdout.strip()
+    out = run(["edition", "send", draft], weak, tmp_path)
+    assert out.returncode == 1 and "NEWSLETTER_SECRET_KEY" in out.stderr
+    assert "change-me" not in out.stderr  # secrets never printed
+
+
+def test_every_setting_and_command_is_documented() -> None:
+    for name, field in Settings.model_fields.items():
+        var = field.alias or f"NEWSLETTER_{name.upper()}"
+        assert f"`{var}`" in README, f"{var} is not in the README configuration table"
+    from typer.main import get_command
+
+    from newsletter.cli import app
+
+    root = get_command(app)
+    commands = []
+    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        commands += [f"newsletter {name} {s}" for s in subs] if subs else [f"newsletter {name}"]
+    for command in commands:
+        assert re.search(rf"`{re.escape(command)}[ `]", README), f"{command} not in README"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    command = (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/python -m pytest"
+    )
+    assert command in README
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert command.replace("pip install", "pip install -q") in ci
