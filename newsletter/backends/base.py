@@ -58,7 +58,10 @@ class MailBackend(ABC):
     schemes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._opened_by_context = False
+        # One entry per `with` level: whether that level opened the connection. Nested
+        # `with backend:` blocks (a caller's around dispatch's own) close only at the level
+        # that opened.
+        self._opened_by_context: list[bool] = []
 
     @classmethod
     @abstractmethod
@@ -82,7 +85,7 @@ class MailBackend(ABC):
         return type(self).__name__
 
     def __enter__(self) -> Self:
-        self._opened_by_context = self.open()
+        self._opened_by_context.append(self.open())
         return self
 
     def __exit__(
@@ -91,9 +94,8 @@ class MailBackend(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._opened_by_context:
+        if self._opened_by_context.pop():
             self.close()
-            self._opened_by_context = False
 
 
 def query_options(url: str) -> dict[str, str]:

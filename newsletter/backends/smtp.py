@@ -97,9 +97,10 @@ class SMTPBackend(MailBackend):
     def open(self) -> bool:
         if self.connection is not None:
             return False
+        conn: smtplib.SMTP | None = None
         try:
             if self.use_ssl:
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                conn = smtplib.SMTP_SSL(
                     self.host,
                     self.port,
                     local_hostname=self.helo,
@@ -115,6 +116,8 @@ class SMTPBackend(MailBackend):
             if self.username:
                 conn.login(self.username, self._password or "")
         except (OSError, smtplib.SMTPException) as exc:
+            if conn is not None:
+                conn.close()
             raise BackendError(f"can't open SMTP connection to {self.describe()}: {exc}") from exc
         self.connection = conn
         return True
@@ -137,6 +140,9 @@ class SMTPBackend(MailBackend):
                 self.close()
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
+        """One SMTP transaction. A connection lost before DATA is retried once on a new
+        connection (nothing was handed over); lost during or after DATA it is ``unknown`` and
+        never retried here, because the server may already have accepted the message."""
         for attempt in (1, 2):
             if self.connection is None:
                 try:
@@ -144,32 +150,51 @@ class SMTPBackend(MailBackend):
                 except BackendError as exc:
                     return SendResult(SendStatus.deferred, None, str(exc))
             assert self.connection is not None
+            handed_over = False
             try:
-                refused = self.connection.sendmail(
-                    message.sender, [message.recipient], message.data
-                )
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = exc.recipients.get(message.recipient, (0, b"refused"))
-                return SendResult(_status_for(code), code, _text(reply))
-            except smtplib.SMTPSenderRefused as exc:
-                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
-            except smtplib.SMTPDataError as exc:
-                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
-            except smtplib.SMTPResponseException as exc:
+                result = self._transaction(self.connection, message)
+                if result is not None:
+                    return result
+                handed_over = True
+                code, reply = self.connection.data(message.data)
+            except smtplib.SMTPDataError as exc:  # DATA command itself refused (no 354)
+                self._reset()
                 return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                # The connection dropped. Before DATA finished nothing was delivered, so one
-                # retry on a fresh connection is safe; we can't tell which side of DATA it was,
-                # hence "unknown" if the retry fails too.
                 self._drop()
+                if handed_over:
+                    return SendResult(
+                        SendStatus.unknown, None, f"connection lost during DATA: {exc}"
+                    )
                 if attempt == 2:
-                    return SendResult(SendStatus.unknown, None, f"connection lost: {exc}")
+                    return SendResult(SendStatus.deferred, None, f"connection lost: {exc}")
                 continue
-            if refused:
-                code, reply = refused[message.recipient]
-                return SendResult(_status_for(code), code, _text(reply))
-            return SendResult(SendStatus.sent, 250, "accepted")
+            if code == 250:
+                return SendResult(SendStatus.sent, code, _text(reply))
+            return SendResult(_status_for(code), code, _text(reply))
         raise AssertionError("unreachable")
+
+    def _transaction(self, conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult | None:
+        """MAIL FROM and RCPT TO; a result if either was refused, None to go on to DATA."""
+        conn.ehlo_or_helo_if_needed()
+        code, reply = conn.mail(message.sender)
+        if code != 250:
+            self._reset()
+            return SendResult(_status_for(code), code, _text(reply))
+        code, reply = conn.rcpt(message.recipient)
+        if code not in (250, 251):
+            self._reset()
+            return SendResult(_status_for(code), code, _text(reply))
+        return None
+
+    def _reset(self) -> None:
+        """RSET after a refused step, so the connection is clean for the next message."""
+        if self.connection is None:
+            return
+        try:
+            self.connection.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
 
     def _drop(self) -> None:
         conn, self.connection = self.connection, None

@@ -1,0 +1,487 @@
+"""The SMTP backend against a real aiosmtpd server on 127.0.0.1.
+
+What arrives (headers, MIME structure, non-ASCII names), one connection per batch, per-recipient
+4xx/5xx answers, the whole send through the ledger, and connections that drop or never open.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gc
+import html
+import re
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from newsletter import ledger, publish, store
+from newsletter.backends import BackendError, SendStatus
+from newsletter.backends.smtp import SMTPBackend
+from newsletter.config import Settings
+from newsletter.message import OutgoingMessage
+from newsletter.models import Delivery, EditionStatus, Subscriber
+from newsletter.personalization import MessageTemplate, Recipient
+
+JOSE = "José Álvarez"
+RECIPIENTS = [
+    Recipient(11, "ada@example.com", "Ada Lovelace"),
+    Recipient(12, "jose@example.com", JOSE),
+    Recipient(13, "anon@example.com", None),
+]
+
+
+def parse(content: bytes) -> EmailMessage:
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def template(session: Session, settings: Settings, draft: int) -> MessageTemplate:
+    edition = store.get_edition(session, edition_id=draft)
+    _, tmpl, _ = publish.prepare(session, edition=edition, settings=settings)
+    return tmpl
+
+
+@pytest.fixture
+def build(template: MessageTemplate, settings: Settings) -> Callable[..., list[OutgoingMessage]]:
+    signer = publish.signer_for(settings)
+
+    def factory(recipients: list[Recipient]) -> list[OutgoingMessage]:
+        return [template.build(r, signer) for r in recipients]
+
+    return factory
+
+
+def batch(build: Callable[..., list[OutgoingMessage]], n: int) -> list[OutgoingMessage]:
+    return build([Recipient(100 + i, f"r{i}@example.com", f"Reader {i}") for i in range(n)])
+
+
+# --- a second aiosmtpd server that counts sessions and can misbehave -----------------------------
+
+
+@dataclass
+class Sink:
+    """Counts EHLO/HELO (one per connection); can drop the connection or refuse at DATA.
+
+    ``drop_at_rcpt`` / ``drop_after_data`` map a recipient to how many more times to drop
+    (-1: always); ``stop_listening_at_rcpt`` also stops accepting new connections.
+    """
+
+    host: str
+    port: int
+    received: list[Any] = field(default_factory=list)
+    greetings: int = 0
+    data_responses: dict[str, str] = field(default_factory=dict)
+    drop_at_rcpt: dict[str, int] = field(default_factory=dict)
+    drop_after_data: dict[str, int] = field(default_factory=dict)
+    stop_listening_at_rcpt: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    controller: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}?timeout=5"
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            controller, self.controller = self.controller, None
+            controller.stop()
+
+    def rcpts(self) -> list[str]:
+        return [r for e in self.received for r in e.rcpt_tos]
+
+
+def _take(rules: dict[str, int], address: str) -> bool:
+    left = rules.get(address.lower(), 0)
+    if left == 0:
+        return False
+    if left > 0:
+        rules[address.lower()] = left - 1
+    return True
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    from aiosmtpd.controller import Controller
+
+    box = Sink("127.0.0.1", free_port())
+
+    class Handler:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+            with box.lock:
+                box.greetings += 1
+            session.host_name = hostname
+            return responses
+
+        async def handle_HELO(self, server, session, envelope, hostname):  # noqa: ANN001
+            with box.lock:
+                box.greetings += 1
+            session.host_name = hostname
+            return f"250 {server.hostname}"
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+            if address.lower() in box.stop_listening_at_rcpt:
+                box.controller.server.close()  # no new connections from now on
+                server.transport.close()
+                return "250 OK"
+            if _take(box.drop_at_rcpt, address):
+                server.transport.close()
+                return "250 OK"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            rcpt = envelope.rcpt_tos[0].lower()
+            reply = box.data_responses.get(rcpt)
+            if reply:
+                return reply
+            with box.lock:
+                box.received.append(envelope)
+            if _take(box.drop_after_data, rcpt):
+                server.transport.close()  # stored, but the 250 never reaches the client
+            return "250 Message accepted for delivery"
+
+    box.controller = Controller(Handler(), hostname=box.host, port=box.port)
+    box.controller.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+# --- what arrives ---------------------------------------------------------------------------
+
+
+def test_messages_arrive_with_headers_and_mime_structure(
+    smtp_server: Any,
+    build: Callable[..., list[OutgoingMessage]],
+    template: MessageTemplate,
+    settings: Settings,
+    draft: int,
+) -> None:
+    messages = build(RECIPIENTS)
+    before = datetime.now(UTC)
+    with SMTPBackend.from_url(smtp_server.url) as backend:
+        results = backend.send_messages(messages)
+    assert [r.status for r in results] == [SendStatus.sent] * 3
+
+    assert len(smtp_server.received) == 3
+    seen_ids = set()
+    for envelope, recipient, sent in zip(smtp_server.received, RECIPIENTS, messages, strict=True):
+        assert envelope.mail_from == "verdicts@news.example.com"
+        assert envelope.rcpt_tos == [recipient.email]
+        assert all(b < 0x80 for b in envelope.content), "the message is 7-bit clean"
+        msg = parse(envelope.content)
+
+        to = msg["To"].addresses
+        assert [a.addr_spec for a in to] == [recipient.email]
+        assert to[0].display_name == (recipient.name or "")
+        sender = msg["From"].addresses
+        assert [(a.display_name, a.addr_spec) for a in sender] == [
+            ("Weekly AI Tool Verdicts", "verdicts@news.example.com")
+        ]
+        assert msg["Subject"] == template.rendered.subject
+        assert msg["Subject"].strip()
+        sent_at = msg["Date"].datetime
+        assert sent_at.tzinfo is not None
+        assert abs((sent_at - before).total_seconds()) < 120
+
+        message_id = msg["Message-ID"]
+        assert message_id == sent.message_id
+        assert re.fullmatch(
+            rf"<nl\.{draft}\.{recipient.subscriber_id}\.[0-9a-f]+@[^>]+>", message_id
+        )
+        seen_ids.add(message_id)
+
+        assert msg["List-Id"].endswith(f"<{settings.newsletter}.news.example.com>")
+        unsubscribe = msg["List-Unsubscribe"]
+        match = re.fullmatch(r"<(https://news\.example\.com/u/[^<>\s]+)>", unsubscribe)
+        assert match, unsubscribe
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = list(msg.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+        text, page = parts[0].get_content(), parts[1].get_content()
+        greeting = recipient.name or "there"
+        assert f"Hi {greeting}," in text
+        assert f"Hi {greeting}," in html.unescape(page)
+        # the one-click link in the header is the same one the reader sees in both bodies
+        assert match.group(1) in text
+        assert html.escape(match.group(1)) in page or match.group(1) in page
+    assert len(seen_ids) == 3, "Message-ID is unique per recipient"
+
+
+def test_non_ascii_name_round_trips(
+    smtp_server: Any, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    (message,) = build([Recipient(7, "jose@example.com", JOSE)])
+    assert JOSE.encode() not in message.data, "encoded on the wire, not raw UTF-8"
+    results = SMTPBackend.from_url(smtp_server.url).send_messages([message])
+    assert results[0].status == SendStatus.sent
+
+    msg = parse(smtp_server.received[0].content)
+    assert str(msg["To"]) == f"{JOSE} <jose@example.com>"
+    assert msg["To"].addresses[0].display_name == JOSE
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    assert f"Hi {JOSE}," in text
+    page = msg.get_body(preferencelist=("html",)).get_content()
+    assert f"Hi {JOSE}," in html.unescape(page)
+
+
+# --- one connection per batch ---------------------------------------------------------------
+
+
+def test_one_connection_is_reused_for_a_batch(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 6)
+    sink.data_responses["r2@example.com"] = "554 5.6.0 content refused"
+    with SMTPBackend.from_url(sink.url) as backend:
+        first = backend.send_messages(messages[:4])
+        second = backend.send_messages(messages[4:])
+    statuses = [r.status for r in first + second]
+    assert statuses == [SendStatus.sent] * 2 + [SendStatus.rejected] + [SendStatus.sent] * 3
+    assert sink.rcpts() == [m.recipient for m in messages if m.recipient != "r2@example.com"]
+    assert sink.greetings == 1, "a refusal doesn't cost a new connection either"
+
+
+def test_a_batch_outside_with_uses_one_connection_of_its_own(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 4)
+    backend = SMTPBackend.from_url(sink.url)
+    backend.send_messages(messages[:2])
+    assert sink.greetings == 1
+    backend.send_messages(messages[2:])
+    assert sink.greetings == 2
+    assert backend.connection is None
+    assert len(sink.received) == 4
+
+
+# --- per-recipient answers ------------------------------------------------------------------
+
+
+def test_4xx_defers_and_5xx_rejects_while_the_rest_are_sent(
+    smtp_server: Any, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 5)
+    smtp_server.responses["r1@example.com"] = "450 4.2.1 mailbox busy"
+    smtp_server.responses["r3@example.com"] = "550 5.1.1 no such user"
+    with SMTPBackend.from_url(smtp_server.url) as backend:
+        results = backend.send_messages(messages)
+
+    assert [r.status for r in results] == [
+        SendStatus.sent,
+        SendStatus.deferred,
+        SendStatus.sent,
+        SendStatus.rejected,
+        SendStatus.sent,
+    ]
+    assert results[1].code == 450 and "mailbox busy" in results[1].detail
+    assert results[3].code == 550 and "no such user" in results[3].detail
+    assert results[1].status.transient and not results[3].status.transient
+    assert [e.rcpt_tos for e in smtp_server.received] == [
+        ["r0@example.com"],
+        ["r2@example.com"],
+        ["r4@example.com"],
+    ]
+
+
+def test_4xx_and_5xx_at_data_are_deferred_and_rejected(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 3)
+    sink.data_responses["r0@example.com"] = "452 4.3.1 insufficient storage"
+    sink.data_responses["r1@example.com"] = "554 5.7.1 spam"
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert [(r.status, r.code) for r in results] == [
+        (SendStatus.deferred, 452),
+        (SendStatus.rejected, 554),
+        (SendStatus.sent, 250),
+    ]
+    assert sink.rcpts() == ["r2@example.com"]
+
+
+# --- the whole send through the ledger ------------------------------------------------------
+
+
+def test_send_edition_over_smtp_records_failures_and_resends_only_deferred(
+    session: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+    smtp_server: Any,
+) -> None:
+    people = add_subscribers(6)
+    by_email = {p.email: p for p in people}
+    smtp_server.responses["sub1@example.com"] = "550 5.1.1 no such user"
+    smtp_server.responses["sub4@example.com"] = "450 4.2.1 mailbox busy"
+
+    report = publish.send_edition(
+        session, edition_id=draft, settings=settings, backend=SMTPBackend.from_url(smtp_server.url)
+    )
+    assert (report.run.sent, report.run.failed, report.run.deferred) == (4, 1, 1)
+    totals = ledger.counts(session, edition_id=draft)
+    assert totals["sent"] == 4
+    assert totals["failed"] == 1
+    assert totals["deferred"] == 1
+    assert totals["pending"] == 0
+    received = sorted(r for e in smtp_server.received for r in e.rcpt_tos)
+    assert received == [
+        "sub0@example.com",
+        "sub2@example.com",
+        "sub3@example.com",
+        "sub5@example.com",
+    ]
+
+    session.expire_all()
+    rows = {
+        d.subscriber_id: d
+        for d in session.exec(select(Delivery).where(Delivery.edition_id == draft)).all()
+    }
+    failed = rows[by_email["sub1@example.com"].id]
+    assert failed.status == "failed" and failed.error_code == 550
+    assert failed.error_text and "no such user" in failed.error_text
+    deferred = rows[by_email["sub4@example.com"].id]
+    assert deferred.status == "deferred" and deferred.error_code == 450
+    sent = rows[by_email["sub0@example.com"].id]
+    assert sent.status == "sent" and sent.error_code is None and sent.message_id
+    assert store.get_edition(session, edition_id=draft).status == EditionStatus.sending
+
+    # The mailbox is no longer busy: a second run sends the deferred one, and only it.
+    del smtp_server.responses["sub4@example.com"]
+    count_before = len(smtp_server.received)
+    again = publish.send_edition(
+        session, edition_id=draft, settings=settings, backend=SMTPBackend.from_url(smtp_server.url)
+    )
+    assert len(smtp_server.received) == count_before + 1
+    assert smtp_server.received[-1].rcpt_tos == ["sub4@example.com"]
+    assert (again.run.sent, again.run.failed, again.run.deferred) == (1, 0, 0)
+    totals = ledger.counts(session, edition_id=draft)
+    assert (totals["sent"], totals["failed"], totals["deferred"], totals["pending"]) == (5, 1, 0, 0)
+    session.expire_all()
+    assert store.get_edition(session, edition_id=draft).status == EditionStatus.sent
+
+    # A third run finds nothing to do.
+    publish.send_edition(
+        session, edition_id=draft, settings=settings, backend=SMTPBackend.from_url(smtp_server.url)
+    )
+    assert len(smtp_server.received) == count_before + 1
+
+
+# --- connections that drop or never open ----------------------------------------------------
+
+
+def test_nothing_listening_raises_backend_error() -> None:
+    backend = SMTPBackend.from_url(f"smtp://user:s3cret@127.0.0.1:{free_port()}?timeout=2")
+    message = OutgoingMessage("a@x.com", "b@y.com", "<m@x>", b"Subject: x\r\n\r\nhi\r\n", "k")
+    with pytest.raises(BackendError) as excinfo:
+        backend.send_messages([message])
+    assert "s3cret" not in str(excinfo.value)
+    with pytest.raises(BackendError):
+        with backend:
+            pass
+    assert backend.connection is None
+
+
+def test_dropped_connection_is_reopened_and_the_batch_continues(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 4)
+    sink.drop_at_rcpt["r1@example.com"] = 1  # once
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert [r.status for r in results] == [SendStatus.sent] * 4
+    assert sink.rcpts() == [m.recipient for m in messages], "each delivered exactly once"
+    assert sink.greetings == 2
+
+
+def test_connection_dropping_every_time_gives_a_transient_result(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 3)
+    sink.drop_at_rcpt["r1@example.com"] = -1  # always
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert results[0].status == SendStatus.sent
+    assert results[1].status in (SendStatus.unknown, SendStatus.deferred)
+    assert results[1].status.transient and results[1].code is None
+    assert "connection" in results[1].detail
+    assert results[2].status == SendStatus.sent
+    assert sink.rcpts() == ["r0@example.com", "r2@example.com"]
+
+
+def test_server_going_away_mid_batch_defers_the_rest(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 4)
+    sink.stop_listening_at_rcpt.add("r1@example.com")
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert results[0].status == SendStatus.sent
+    assert all(r.status.transient for r in results[1:]), results
+    assert all(r.status == SendStatus.deferred for r in results[2:]), results
+    assert sink.rcpts() == ["r0@example.com"]
+    assert backend.connection is None
+
+
+def test_server_stopped_between_batches_defers_not_crashes(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 3)
+    with SMTPBackend.from_url(sink.url) as backend:
+        first = backend.send_messages(messages[:1])
+        sink.stop()
+        time.sleep(0.05)
+        rest = backend.send_messages(messages[1:])
+    assert first[0].status == SendStatus.sent
+    assert len(rest) == 2
+    assert all(r.status.transient for r in rest), rest
+    assert sink.rcpts() == ["r0@example.com"]
+
+
+def test_connection_lost_after_data_is_not_resent(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    messages = batch(build, 3)
+    sink.drop_after_data["r1@example.com"] = 1  # stored, then the reply is lost once
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert sink.rcpts().count("r1@example.com") == 1, "delivered twice"
+    assert results[1].status == SendStatus.unknown
+    assert results[0].status == results[2].status == SendStatus.sent
+
+
+def test_failed_login_closes_the_socket(sink: Sink) -> None:
+    backend = SMTPBackend.from_url(f"smtp://user:s3cret@{sink.host}:{sink.port}?timeout=5")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        try:
+            backend.open()  # aiosmtpd here offers no AUTH
+        except BackendError as exc:
+            assert "s3cret" not in str(exc)
+        else:
+            pytest.fail("open() must fail without AUTH")
+        gc.collect()
+    assert backend.connection is None
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == [], [str(w.message) for w in leaks]
