@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from newsletter.message import OutgoingMessage
 
@@ -99,8 +99,17 @@ class MailBackend(ABC):
 
 
 def query_options(url: str) -> dict[str, str]:
-    """The query string of a backend URL as single values (last one wins)."""
-    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+    """The query string of a backend URL as single values (last one wins).
+
+    Percent-escapes are decoded but "+" stays a plus: it is common in email addresses
+    (``?reject=user+tag@example.com``) and these URLs are typed by people, not forms.
+    """
+    options: dict[str, str] = {}
+    for pair in urlsplit(url).query.split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            options[unquote(key)] = unquote(value)
+    return options
 
 
 def flag(options: dict[str, str], name: str, default: bool) -> bool:
