@@ -22,6 +22,7 @@ from sqlalchemy import insert, literal
 from sqlmodel import Session
 
 from newsletter import importing, publish
+from newsletter.allocator import keep_freed_memory
 from newsletter.backends import memory
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
@@ -68,7 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="skip the allocator tuning, to compare"
+    )
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()  # as the `newsletter` command does
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(

@@ -6,6 +6,7 @@ a readable error and exits 1 when something is wrong, and never prints a secret.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -18,12 +19,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, col, select
 
 from newsletter import importing, ledger, publish, store
+from newsletter.allocator import keep_freed_memory
 from newsletter.backends import BackendError, backend_from_url
 from newsletter.backends.file import FileBackend
 from newsletter.config import ConfigError, Settings
+from newsletter.content import SLUG_PATTERN
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.importing import comparisons_json_schema
 from newsletter.models import Comparison, Edition, Newsletter
@@ -82,6 +86,12 @@ def readable_errors(func: F) -> F:
             raise _fail(f"configuration: {exc}") from None
         except _EXPECTED_ERRORS as exc:
             raise _fail(str(exc)) from None
+        except OperationalError as exc:
+            # The driver's own first line (no URL, so no password), e.g. connection refused.
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise _fail(f"database: {first}") from None
+        except ArgumentError:
+            raise _fail("NEWSLETTER_DATABASE_URL is not a valid SQLAlchemy URL") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -202,20 +212,22 @@ def newsletters_add(
     site_url: Annotated[str | None, typer.Option(help="Where 'N more' links.")] = None,
 ) -> None:
     """Add a newsletter (subscribers name it in the CSV 'newsletters' column)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _fail(f"--timezone: unknown IANA time zone {timezone!r}") from None
+    if not re.fullmatch(SLUG_PATTERN, slug):
+        raise _fail(f"SLUG {slug!r}: expected lower-case words joined by hyphens")
+    if not name.strip() or any(ord(c) < 32 for c in name):
+        raise _fail("--name: must be a single line of text")
+    # The same validation as the settings: an http(s) URL, a valid IANA zone.
     settings = _settings()
+    checked = _settings(timezone=timezone, site_url=site_url or settings.site_url)
     with _session(settings) as session:
+        if session.exec(select(Newsletter).where(Newsletter.slug == slug)).first():
+            raise _fail(f"newsletter {slug!r} already exists; nothing changed")
         n = store.ensure_newsletter(
             session,
             slug=slug,
-            name=name,
-            timezone=timezone,
-            site_url=site_url or settings.site_url,
+            name=name.strip(),
+            timezone=checked.timezone,
+            site_url=checked.site_url,
             item_cap=cap,
         )
         session.commit()
@@ -315,7 +327,14 @@ def edition_send(
     with _session(settings) as session:
         report = _send_with_progress(session, settings, edition_id, mailer)
     _print_report(report, mailer.describe())
-    if report.run.failed or report.run.deferred:
+    if report.run.failed or report.run.deferred or report.run.unknown:
+        raise typer.Exit(1)
+    if report.edition.status != "sent":
+        typer.echo(
+            f"edition {report.edition.id} is not finished (status {report.edition.status}); "
+            "deliveries claimed by another send wait for its lease to expire",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -353,7 +372,7 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
         typer.echo(f"edition {e.id} was already sent; nothing sent again")
     typer.echo(
         f"edition {e.id} via {backend}: sent {run.sent}, failed {run.failed}, "
-        f"deferred {run.deferred}, skipped {run.skipped} (this run)"
+        f"deferred {run.deferred}, unknown {run.unknown}, skipped {run.skipped} (this run)"
     )
     typer.echo(
         "totals: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f"; status {e.status}"
@@ -362,6 +381,12 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
         typer.echo(f"  {error}", err=True)
     if run.deferred:
         typer.echo("deferred deliveries are retried by running `edition send` again", err=True)
+    if run.unknown:
+        typer.echo(
+            "unknown: the server may have the message (connection lost during DATA); "
+            "not retried automatically, to avoid mailing anyone twice",
+            err=True,
+        )
 
 
 @edition_app.command("list")
@@ -402,7 +427,6 @@ def demo(
         database_url=f"sqlite:///{directory / 'newsletter.db'}",
         mail_backend=f"file://{outbox}",
         secret_key=key_file.read_text(encoding="ascii").strip(),
-        demo=True,
     )
     with _session(settings, migrate=True) as session:
         publish.default_newsletter(session, settings)
@@ -445,6 +469,7 @@ def demo(
 
 
 def main() -> None:
+    keep_freed_memory()
     app()
 
 

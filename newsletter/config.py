@@ -1,17 +1,23 @@
 """Settings read from the environment (prefix ``NEWSLETTER_``) and an optional ``.env`` file.
 
 Nothing is built at import time: call :func:`get_settings` where settings are needed, so tests
-and the demo can pass their own :class:`Settings` instead.
+and the demo can pass their own :class:`Settings` instead. Values are validated when settings
+are read, so a bad URL or time zone is refused before anything runs.
 """
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address
 from email.utils import parseaddr
 from functools import lru_cache
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newsletter.content import SLUG_PATTERN
 
 #: Placeholder values that must never sign real tokens.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
@@ -65,7 +71,14 @@ class Settings(BaseSettings):
     )
     item_cap: int = Field(8, ge=1, le=50, description="Most comparisons in one edition.")
     batch_size: int = Field(500, ge=1, le=10_000, description="Deliveries sent per batch.")
-    demo: bool = Field(False, description="Demo mode: allows a generated secret key.")
+    lease_seconds: float = Field(
+        300, ge=0, description="How long a send holds a claimed batch before another may take it."
+    )
+    old_secret_keys: str = Field(
+        "",
+        description="Comma-separated previous keys, still accepted when verifying tokens "
+        "(key rotation); never used to sign.",
+    )
 
     model_config["populate_by_name"] = True
 
@@ -80,9 +93,45 @@ class Settings(BaseSettings):
     @field_validator("base_url", "site_url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        """An http(s) URL of ASCII characters with a host and no query, fragment or spaces.
+
+        Every link in every email starts with it, and the unsubscribe URL goes into a header:
+        anything else would break links or allow header injection.
+        """
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or not value.isascii()
+            or any(c.isspace() or ord(c) < 32 for c in value)
+        ):
+            raise ValueError(
+                "expected an ASCII http(s) URL with a host and no query, fragment or spaces "
+                "(IDN hosts in their xn-- form)"
+            )
         return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("newsletter")
+    @classmethod
+    def _valid_slug(cls, value: str) -> str:
+        if not re.fullmatch(SLUG_PATTERN, value):
+            raise ValueError("expected lower-case words joined by hyphens, e.g. weekly-verdicts")
+        return value
+
+    def signing_keys(self) -> list[str]:
+        """The current key first, then the old ones still accepted."""
+        return [self.secret_key, *(k.strip() for k in self.old_secret_keys.split(",") if k.strip())]
 
     def sender(self) -> Address:
         """The From address as a structured value."""
@@ -91,13 +140,11 @@ class Settings(BaseSettings):
         return Address(display_name=name, username=local, domain=domain)
 
     def require_sending_ready(self) -> None:
-        """Refuse to mail real people with an unsafe configuration.
+        """Refuse to sign real links with a missing, placeholder or short key.
 
-        Raises :class:`ConfigError` naming the variable. Demo mode skips the check because the
-        demo generates its own key and mails only a local outbox.
+        Raises :class:`ConfigError` naming the variable, never the key. There is no demo
+        exception: ``newsletter demo`` generates a strong key of its own.
         """
-        if self.demo:
-            return
         key = self.secret_key
         if key.lower() in INSECURE_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH:
             raise ConfigError(

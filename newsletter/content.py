@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     field_validator,
 )
@@ -47,8 +48,8 @@ class _Frozen(BaseModel):
 class Votes(_Frozen):
     """Community up/down votes on one tool."""
 
-    up: int = Field(ge=0)
-    down: int = Field(ge=0)
+    up: StrictInt = Field(ge=0, le=2**31 - 1)
+    down: StrictInt = Field(ge=0, le=2**31 - 1)
 
     @property
     def total(self) -> int:
@@ -99,6 +100,15 @@ class ComparisonData(_Frozen):
     question: ShortText = "Which one should you ship with?"  # type: ignore[valid-type]
     intro: _text(2000) | None = None  # type: ignore[valid-type]
     tools: list[ToolData] = Field(min_length=2, max_length=2, description="exactly two tools")
+
+    @field_validator("published_at", mode="before")
+    @classmethod
+    def _iso_text_only(cls, value: object) -> object:
+        # pydantic would also take a Unix timestamp; an ISO 8601 string with an offset is the
+        # documented format, and a bare number is more likely a mistake than a date.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("expected an ISO 8601 date-time string with an offset")
+        return value
 
 
 class ComparisonFile(BaseModel):

@@ -9,6 +9,7 @@ all-or-nothing too). An address that unsubscribed, bounced or complained is neve
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ def parse_comparisons(text: str) -> list[ComparisonData]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImportRejected([f"file: not valid JSON: {exc}"]) from None
+    except RecursionError:
+        raise ImportRejected(["file: JSON nested too deeply"]) from None
     if not isinstance(document, dict) or not isinstance(document.get("comparisons"), list):
         raise ImportRejected(['file: expected an object {"comparisons": [...]}'])
     unknown = sorted(set(document) - {"comparisons", "$schema"})
@@ -71,6 +74,16 @@ def parse_comparisons(text: str) -> list[ComparisonData]:
     return records
 
 
+def read_text(path: Path, label: str) -> str:
+    """The file as UTF-8 text (a byte-order mark is allowed), or one clear problem."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportRejected(
+            [f"file {path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]
+        ) from None
+
+
 def _record_label(number: int, raw: Any) -> str:
     slug = raw.get("slug") if isinstance(raw, dict) else None
     return f"record {number} ({slug if isinstance(slug, str) and slug else 'no slug'})"
@@ -92,7 +105,7 @@ def comparisons_json_schema() -> str:
 
 def import_comparisons(session: Session, *, path: Path) -> store.UpsertReport:
     """Validate everything in ``path``, then upsert by slug. The caller commits."""
-    records = parse_comparisons(path.read_text(encoding="utf-8"))
+    records = parse_comparisons(read_text(path, "record 0 (file)"))
     return store.upsert_comparisons(session, records=records)
 
 
@@ -123,7 +136,9 @@ def parse_subscribers(
     text: str, *, known_newsletters: set[str], default_newsletter: str
 ) -> tuple[list[SubscriberRow], list[str]]:
     """Valid rows and one message per rejected line (``line N (email): field: reason``)."""
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    # newline="" leaves line breaks to the csv module, which splits on \r and \n only
+    # (str.splitlines would also split on NEL and U+2028 inside a name).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "email" not in header:
         raise ImportRejected(["line 1: header: needs an 'email' column"])
@@ -139,7 +154,14 @@ def parse_subscribers(
     rows: list[SubscriberRow] = []
     rejected: list[str] = []
     first_line: dict[str, int] = {}
-    for raw in reader:
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rejected.append(f"line {reader.line_num}: row: {exc}")
+            continue
         line = reader.line_num
         if None in raw:
             rejected.append(f"line {line}: row: more fields than the header has")
@@ -170,9 +192,9 @@ def _subscriber_row(
     if not raw_email:
         return None, f"{label}: email: missing"
     try:
-        email = validate_email(
-            raw_email, check_deliverability=False, allow_smtputf8=False
-        ).normalized
+        checked = validate_email(raw_email, check_deliverability=False, allow_smtputf8=False)
+        # The ASCII form (IDN domains as xn--): it goes into SMTP envelopes and headers as is.
+        email = checked.ascii_email or checked.normalized
     except EmailNotValidError as exc:
         return None, f"{label}: email: {exc}"
     name = values.get("name") or None
@@ -206,7 +228,7 @@ def import_subscribers(
     """
     newsletters = store.newsletters_by_slug(session)
     rows, rejected = parse_subscribers(
-        path.read_text(encoding="utf-8-sig"),
+        read_text(path, "line 0"),
         known_newsletters=set(newsletters),
         default_newsletter=default_newsletter,
     )
@@ -214,6 +236,7 @@ def import_subscribers(
         raise ImportRejected(rejected)
     report = SubscriberImportReport(rejected=rejected)
     existing = store.subscribers_by_key(session, keys=[r.email_key for r in rows])
+    new_keys = {r.email_key for r in rows if r.email_key not in existing}
     new_subscribers = [
         Subscriber(email=r.email, email_key=r.email_key, name=r.name, timezone=r.timezone)
         for r in rows
@@ -229,7 +252,7 @@ def import_subscribers(
     for row in rows:
         subscriber = existing[row.email_key]
         assert subscriber.id is not None
-        if subscriber not in new_subscribers and (
+        if row.email_key not in new_keys and (
             (row.name and row.name != subscriber.name)
             or (row.timezone and row.timezone != subscriber.timezone)
         ):

@@ -1,23 +1,28 @@
 """The delivery ledger: one Delivery row per (edition, subscriber), the only place they change.
 
 The unique key on (edition_id, subscriber_id) is what makes a send never mail anyone twice: the
-audience is written once when the send starts, and a delivery leaves ``pending`` only after
-the backend answered for it (unlike listmonk, which moves its checkpoint when a batch is
-fetched and so skips recipients after a crash).
+audience is written once when the send starts. A running send *claims* a batch (status
+``claimed``, its own lease owner and expiry) before it builds a single message, so two sends of
+one edition never hold the same delivery; a delivery leaves ``claimed`` only when the backend's
+answer is recorded (unlike listmonk, which moves its checkpoint when a batch is fetched and so
+skips recipients after a crash). A send that dies leaves its batch claimed until the lease
+expires; then any send takes it over: at most the in-flight batch is sent again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Table, bindparam, func, text, update
 from sqlmodel import Session, col, select
 
 from newsletter.models import Delivery, DeliveryStatus, UTCDateTime, utcnow
 
-#: Deliveries a send still has to attempt.
+#: Deliveries a send still has to attempt (besides claims whose lease expired).
 OPEN_STATUSES = (DeliveryStatus.pending.value, DeliveryStatus.deferred.value)
+_DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 
 
 def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) -> int:
@@ -57,10 +62,64 @@ class OpenDelivery:
     still_subscribed: bool  # re-checked right before sending: unsubscribes take effect now
 
 
-def next_batch(
-    session: Session, *, edition_id: int, newsletter_id: int, after_id: int, limit: int
+def claim_batch(
+    session: Session,
+    *,
+    edition_id: int,
+    newsletter_id: int,
+    after_id: int,
+    limit: int,
+    owner: str,
+    lease_seconds: float,
 ) -> list[OpenDelivery]:
-    """The next ``limit`` open deliveries with id > ``after_id`` (keyset pagination)."""
+    """Claim and return the next ``limit`` open deliveries with id > ``after_id``; commits.
+
+    Open means pending, deferred, or claimed by a send whose lease has expired. The UPDATE
+    re-checks the status, so of two sends racing for a row exactly one gets it (SQLite
+    serializes writers; on PostgreSQL the SELECT also skips rows another send has locked).
+    Subscription and suppression are read after the claim: an unsubscribe committed before
+    this moment is honoured.
+    """
+    now = utcnow()
+    params = {"edition_id": edition_id, "after_id": after_id, "limit": limit, "now": now}
+    lock = " FOR UPDATE SKIP LOCKED" if session.get_bind().dialect.name == "postgresql" else ""
+    ids = list(
+        session.execute(
+            text(
+                """
+                SELECT d.id FROM delivery AS d
+                WHERE d.edition_id = :edition_id
+                  AND d.id > :after_id
+                  AND (d.status IN ('pending', 'deferred')
+                       OR (d.status = 'claimed' AND d.lease_until < :now))
+                ORDER BY d.id
+                LIMIT :limit
+                """
+                + lock
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
+            params,
+        ).scalars()
+    )
+    if not ids:
+        session.commit()
+        return []
+    session.execute(
+        update(_DELIVERY)
+        .where(
+            _DELIVERY.c.id.in_(ids),
+            (_DELIVERY.c.status.in_(OPEN_STATUSES))
+            | (
+                (_DELIVERY.c.status == DeliveryStatus.claimed.value)
+                & (_DELIVERY.c.lease_until < now)
+            ),
+        )
+        .values(
+            status=DeliveryStatus.claimed.value,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+        )
+    )
+    session.commit()
     rows = session.execute(
         text(
             """
@@ -71,17 +130,17 @@ def next_batch(
             LEFT JOIN subscription AS s
                    ON s.subscriber_id = d.subscriber_id AND s.newsletter_id = :newsletter_id
             WHERE d.edition_id = :edition_id
-              AND d.status IN ('pending', 'deferred')
-              AND d.id > :after_id
+              AND d.id >= :first AND d.id <= :last
+              AND d.status = 'claimed' AND d.lease_owner = :owner
             ORDER BY d.id
-            LIMIT :limit
             """
         ),
         {
             "edition_id": edition_id,
             "newsletter_id": newsletter_id,
-            "after_id": after_id,
-            "limit": limit,
+            "first": ids[0],
+            "last": ids[-1],
+            "owner": owner,
         },
     ).all()
     return [OpenDelivery(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
@@ -97,10 +156,15 @@ class Outcome:
     provider_message_id: str | None = None
 
 
-_DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 _RECORD = (
     update(_DELIVERY)
-    .where(_DELIVERY.c.id == bindparam("b_id"))
+    # Only the send holding the claim may record: a send whose lease expired and was taken
+    # over cannot overwrite the new owner's answer.
+    .where(
+        _DELIVERY.c.id == bindparam("b_id"),
+        _DELIVERY.c.status == DeliveryStatus.claimed.value,
+        _DELIVERY.c.lease_owner == bindparam("b_owner"),
+    )
     .values(
         status=bindparam("b_status"),
         error_code=bindparam("b_code"),
@@ -109,12 +173,14 @@ _RECORD = (
         provider_message_id=bindparam("b_provider_id"),
         attempts=_DELIVERY.c.attempts + bindparam("b_tried"),
         updated_at=bindparam("b_now", type_=UTCDateTime()),
+        lease_owner=None,
+        lease_until=None,
     )
 )
 
 
-def record(session: Session, *, outcomes: Sequence[Outcome]) -> None:
-    """Store what the backend answered: one executemany for the whole batch."""
+def record(session: Session, *, outcomes: Sequence[Outcome], owner: str) -> None:
+    """Store what the backend answered for deliveries ``owner`` claimed: one executemany."""
     if not outcomes:
         return
     now = utcnow()
@@ -124,6 +190,7 @@ def record(session: Session, *, outcomes: Sequence[Outcome]) -> None:
         [
             {
                 "b_id": o.delivery_id,
+                "b_owner": owner,
                 "b_status": o.status.value,
                 "b_code": None if o.status in ok else o.code,
                 "b_text": None if o.status in ok else (o.detail or "")[:1000] or None,

@@ -51,13 +51,21 @@ class EditionStatus(enum.StrEnum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    """A closed list, as in django-anymail, plus ``deferred`` and ``skipped``."""
+    """Where one delivery stands.
+
+    ``pending`` and ``deferred`` are open (a send will attempt them); ``claimed`` is held by one
+    running send until its lease expires; the rest are closed. ``unknown`` means the message was
+    handed to the server and the answer was lost: it is not retried automatically, because the
+    recipient may already have it.
+    """
 
     pending = "pending"
+    claimed = "claimed"
     sent = "sent"
     queued = "queued"
     deferred = "deferred"
     failed = "failed"
+    unknown = "unknown"
     skipped = "skipped"
 
 
@@ -196,6 +204,8 @@ class Delivery(SQLModel, table=True):
     edition_id: int = Field(foreign_key="edition.id")
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
     status: str = Field(default=DeliveryStatus.pending.value, max_length=16)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     message_id: str | None = Field(default=None, max_length=250)
     provider_message_id: str | None = Field(default=None, max_length=250)

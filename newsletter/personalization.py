@@ -58,7 +58,9 @@ def instance_tag(secret_key: str) -> str:
 
 
 def _qp_chunk(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").encode("utf-8")
+    # Any CR (alone or in CRLF) becomes LF here; CRLF is put back after encoding, so no bare
+    # CR or LF ever reaches the wire.
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", _CRLF)
 
 
@@ -90,7 +92,7 @@ def format_address(name: str | None, email: str) -> str:
     if name.isascii():
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}" <{email}>'
-    return f"{Header(name, 'utf-8').encode()} <{email}>"
+    return f"{Header(name, 'utf-8').encode(linesep=chr(13) + chr(10))} <{email}>"
 
 
 class MessageTemplate:

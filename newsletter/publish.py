@@ -6,6 +6,7 @@ Each function takes an open session and commits where a step is complete.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -163,13 +164,20 @@ def prepare(
         newsletter_name=newsletter.name,
         sender=settings.sender(),
         base_url=settings.base_url,
-        instance_tag=instance_tag(settings.secret_key or "demo"),
+        instance_tag=instance_tag(settings.secret_key or "preview"),
     )
     return rendered, MessageTemplate(rendered, identity), newsletter
 
 
 def signer_for(settings: Settings) -> TokenSigner:
-    return TokenSigner([settings.secret_key or "insecure-preview-key"])
+    """Signs with the current key; verifies with it and the old ones (key rotation).
+
+    Previews work without a key (their links are signed with a random throwaway key, so they
+    are valid nowhere); sending checks the key first (``require_sending_ready``).
+    """
+    if not settings.secret_key:
+        return TokenSigner([secrets.token_urlsafe(32)])
+    return TokenSigner(settings.signing_keys())
 
 
 def preview_edition(
@@ -203,7 +211,8 @@ def send_edition(
 
     draft -> sending: the audience is fixed (one pending delivery per active subscriber) in the
     same transaction. A send that is run again, or resumed after a crash, only attempts the
-    deliveries still pending or deferred. When none remain the edition becomes ``sent``.
+    deliveries still pending or deferred (or claimed by a send whose lease expired). When none
+    remain the edition becomes ``sent``; ``unknown`` and ``failed`` ones wait for an operator.
     """
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)
@@ -228,7 +237,7 @@ def send_edition(
         return SendReport(edition, SendSummary(), totals, 0)
     _, template, newsletter = prepare(session, edition=edition, settings=settings)
     if on_start is not None:
-        on_start(totals["pending"] + totals["deferred"])
+        on_start(totals["pending"] + totals["deferred"] + totals["claimed"])
     run = dispatch(
         session,
         edition_id=edition_id,
@@ -237,10 +246,11 @@ def send_edition(
         signer=signer_for(settings),
         backend=backend,
         batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
         on_batch=on_batch,
     )
     totals = ledger.counts(session, edition_id=edition_id)
-    if totals["pending"] == 0 and totals["deferred"] == 0:
+    if totals["pending"] == 0 and totals["deferred"] == 0 and totals["claimed"] == 0:
         edition.status = EditionStatus.sent
         edition.sent_at = utcnow()
         session.add(edition)

@@ -462,6 +462,8 @@ def test_smtp_connect_error_does_not_leak_the_password() -> None:
 
 
 def test_memory_url_keeps_plus_in_addresses() -> None:
-    backend = MemoryBackend.from_url("memory://?reject=user+tag@example.com&defer=a%2Bb@example.com")
+    backend = MemoryBackend.from_url(
+        "memory://?reject=user+tag@example.com&defer=a%2Bb@example.com"
+    )
     assert backend.reject == frozenset({"user+tag@example.com"})
     assert backend.defer == frozenset({"a+b@example.com"})

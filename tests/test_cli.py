@@ -143,3 +143,45 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in README
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert command.replace("pip install", "pip install -q") in ci
+
+
+def test_newsletters_add_validates_and_refuses_duplicates(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run(["db", "upgrade"], env, tmp_path)
+    ok = run(
+        ["newsletters", "add", "tool-deals", "--name", "Tool Deals", "--timezone", "Europe/Berlin"],
+        env,
+        tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    cases = [
+        (["newsletters", "add", "Bad Slug", "--name", "X"], "expected lower-case words"),
+        (
+            ["newsletters", "add", "x-y", "--name", "X", "--timezone", "Mars/Base"],
+            "unknown IANA time zone",
+        ),
+        (
+            ["newsletters", "add", "x-z", "--name", "X", "--site-url", "javascript:alert(1)"],
+            "site_url",
+        ),
+        (["newsletters", "add", "tool-deals", "--name", "Other"], "already exists"),
+    ]
+    for args, message in cases:
+        out = run(args, env, tmp_path)
+        assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
+    listed = run(["newsletters", "list"], env, tmp_path).stdout
+    assert "tool-deals\tTool Deals\tEurope/Berlin" in listed and "x-y" not in listed
+
+
+def test_infrastructure_errors_are_readable_and_hide_passwords(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    down = {**env, "NEWSLETTER_DATABASE_URL": "postgresql://bob:Sup3rS3cret@127.0.0.1:1/x"}
+    out = run(["db", "upgrade"], down, tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith("error: database:")
+    assert "Sup3rS3cret" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    run(["db", "upgrade"], env, tmp_path)
+    for url in ["//bob:Sup3rS3cret@host:25", "smtp://bob:pa/Sup3rS3cret@host:25"]:
+        out = run(["edition", "send", "1", "--backend", url], env, tmp_path)
+        assert out.returncode == 1 and "Sup3rS3cret" not in out.stderr, out.stderr

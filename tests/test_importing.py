@@ -268,3 +268,51 @@ def test_schema_file_is_generated_from_the_models() -> None:
     schema = json.loads(schema_file.read_text(encoding="utf-8"))
     tool = schema["$defs"]["ToolData"]
     assert set(tool["required"]) >= {"name", "category", "tagline", "description", "entry_price"}
+
+
+def test_unreadable_and_malformed_inputs_get_clear_errors(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    publish.default_newsletter(session, settings)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("email,name\nj@example.com,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(ImportRejected, match="not UTF-8 text"):
+        importing.import_subscribers(session, path=latin, default_newsletter=settings.newsletter)
+    big = tmp_path / "big.csv"
+    big.write_text('email,name\n"a@example.com","' + "x" * 200_000 + '"\nb@example.com,B\n')
+    report = importing.import_subscribers(session, path=big, default_newsletter=settings.newsletter)
+    assert report.rejected and report.rejected[0].startswith("line ")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"comparisons": [comparison_dict()]}).encode())
+    assert importing.import_comparisons(session, path=bom).created == 1
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ImportRejected):
+        parse_comparisons(deep)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(published_at=1795000000), "published_at: Value error, expected an ISO"),
+        (lambda r: r["tools"][0].update(community={"up": True, "down": 0}), "community.up"),
+        (lambda r: r["tools"][0].update(community={"up": 2**63, "down": 0}), "community.up"),
+    ],
+)
+def test_lax_values_are_refused(mutate: Any, message: str) -> None:
+    record = comparison_dict("lax")
+    mutate(record)
+    with pytest.raises(ImportRejected) as info:
+        parse_comparisons(json.dumps({"comparisons": [record]}))
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_unicode_line_separators_inside_a_name_do_not_split_the_row(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    publish.default_newsletter(session, settings)
+    path = tmp_path / "nel.csv"
+    path.write_text("email,name\nnel@example.com,Ana\x85Smith\nz@example.com,Z\n", encoding="utf-8")
+    report = importing.import_subscribers(
+        session, path=path, default_newsletter=settings.newsletter
+    )
+    assert report.rejected == [] and report.created == 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -145,9 +147,54 @@ def test_crash_mid_send_resumes_without_duplicates_or_losses(
     seeded.rollback()
     assert len(outbox) == 10
     assert store.get_edition(seeded, edition_id=draft).status == "sending"
+    # Run again at once: the dead send's batch is still under its lease, so it is left alone
+    # (that send might still be alive); everything else goes out.
     report = publish.send_edition(seeded, edition_id=draft, settings=small, backend=MemoryBackend())
-    assert report.run.sent == 10 and report.audience_added == 0
+    assert report.run.sent == 5 and report.audience_added == 0
+    assert report.totals["claimed"] == 5 and report.edition.status == "sending"
+    # The lease expires (as if five minutes passed): the next run takes the batch over.
+    seeded.execute(
+        update(Delivery)
+        .where(Delivery.status == "claimed")
+        .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+    )
+    seeded.commit()
+    report = publish.send_edition(seeded, edition_id=draft, settings=small, backend=MemoryBackend())
+    assert report.run.sent == 5
     assert len(_recipients()) == 20 and set(_recipients().values()) == {1}
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+
+
+def _send_concurrently(engine: Engine, settings: Settings, edition_id: int, runs: int) -> None:
+    """``runs`` sends of one edition at once, each with its own session, as two cron jobs."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(runs)
+
+    def one() -> None:
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                barrier.wait()
+                publish.send_edition(
+                    session, edition_id=edition_id, settings=settings, backend=MemoryBackend()
+                )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_two_sends_at_once_mail_everyone_exactly_once_on_sqlite(
+    seeded: Session, engine: Engine, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(60)
+    _send_concurrently(engine, settings.model_copy(update={"batch_size": 5}), draft, runs=3)
+    assert len(_recipients()) == 60 and set(_recipients().values()) == {1}
+    seeded.expire_all()
     assert store.get_edition(seeded, edition_id=draft).status == "sent"
 
 
@@ -232,3 +279,51 @@ def test_whole_path_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             assert len(session.exec(select(Subscriber)).all()) == 25
     finally:
         engine.dispose()
+
+
+def test_unknown_outcome_is_never_retried_automatically(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(3)
+    lost = people[0].email
+    first = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=MemoryBackend.from_url(f"memory://?lose={lost}"),
+    )
+    assert first.run.unknown == 1 and first.totals["unknown"] == 1
+    again = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert again.run.attempted == 0 and _recipients()[lost] == 1
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+
+
+def test_a_bad_recipient_fails_alone_and_does_not_stall_the_edition(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(4)
+    people[1].email = "broken address@example.com"  # written behind the importer's back
+    seeded.add(people[1])
+    seeded.commit()
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.run.sent == 3 and report.run.failed == 1
+    assert "unsafe address" in report.run.errors[0]
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+
+
+def test_international_domain_is_stored_and_mailed_in_ascii_form(
+    seeded: Session, settings: Settings, draft: int, tmp_path: Any
+) -> None:
+    csv = tmp_path / "idn.csv"
+    csv.write_text("email,name\nana@bücher.de,Ana\nz@example.com,Z\n", encoding="utf-8")
+    importing.import_subscribers(seeded, path=csv, default_newsletter=settings.newsletter)
+    seeded.commit()
+    assert "ana@xn--bcher-kva.de" in seeded.exec(select(Subscriber.email)).all()
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.run.sent == 2 and "ana@xn--bcher-kva.de" in _recipients()

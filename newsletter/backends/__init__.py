@@ -31,7 +31,8 @@ def backend_from_url(url: str) -> MailBackend:
     """The backend for ``url``, e.g. ``smtp://host:25`` or ``file:///srv/outbox``."""
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
-        raise BackendError(f"mail backend {url!r} has no scheme, e.g. smtp:// or file://")
+        # Never echo the URL: it may carry a password.
+        raise BackendError("mail backend URL has no scheme, e.g. smtp:// or file://")
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
     if not matches:
         known = ", ".join(f"{s}://" for s in available_schemes()) or "none (is it installed?)"

@@ -2,7 +2,8 @@
 
 Sent messages land in the module-level :data:`outbox`. Options in the URL:
 ``memory://?retain=0`` counts messages and bytes without keeping them (benchmarks);
-``reject=a@x,b@y`` answers 550 and ``defer=c@z`` answers 451 for those recipients.
+``reject=a@x,b@y`` answers 550, ``defer=c@z`` answers 451 and ``lose=d@w`` reports the answer
+lost after handing over (``unknown``) for those recipients.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ class MemoryBackend(MailBackend):
         retain: bool = True,
         reject: frozenset[str] = frozenset(),
         defer: frozenset[str] = frozenset(),
+        lose: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.retain = retain
         self.reject = reject
         self.defer = defer
+        self.lose = lose
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -61,6 +64,7 @@ class MemoryBackend(MailBackend):
             retain=flag(options, "retain", True),
             reject=addresses("reject"),
             defer=addresses("defer"),
+            lose=addresses("lose"),
         )
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
@@ -78,6 +82,9 @@ class MemoryBackend(MailBackend):
                 counters.bytes += len(message.data)
                 if self.retain:
                     outbox.append(message)
+                if rcpt in self.lose:  # delivered, but the answer never came back
+                    results.append(SendResult(SendStatus.unknown, None, "connection lost"))
+                    continue
                 results.append(SendResult(SendStatus.sent, 250, "ok", provider_id=message.key))
         return results
 

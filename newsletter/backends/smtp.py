@@ -73,8 +73,12 @@ class SMTPBackend(MailBackend):
         try:
             port = parts.port or (465 if use_ssl else 587 if starttls else 25)
             timeout = float(options.get("timeout", "30"))
-        except ValueError as exc:
-            raise BackendError(f"SMTP backend URL: {exc}") from None
+        except ValueError:
+            # urllib's message may quote part of the password; say which part is wrong only.
+            raise BackendError(
+                "SMTP backend URL: the port or ?timeout= is not a number "
+                "(percent-encode special characters in the password)"
+            ) from None
         return cls(
             host=parts.hostname,
             port=port,
@@ -160,6 +164,12 @@ class SMTPBackend(MailBackend):
             except smtplib.SMTPDataError as exc:  # DATA command itself refused (no 354)
                 self._reset()
                 return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
+            except smtplib.SMTPResponseException as exc:  # e.g. HELO refused
+                self._drop()
+                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
+            except (UnicodeError, ValueError) as exc:  # an address smtplib can't encode
+                self._reset()
+                return SendResult(SendStatus.invalid, None, f"can't send to this address: {exc}")
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._drop()
                 if handed_over:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 13:55:17.131218
+Create Date: 2026-11-25 14:39:11.153415
 """
 
 from collections.abc import Sequence
@@ -131,6 +131,8 @@ def upgrade() -> None:
         sa.Column("edition_id", sa.Integer(), nullable=False),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.String(length=250), nullable=True),
         sa.Column("provider_message_id", sa.String(length=250), nullable=True),
