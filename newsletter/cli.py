@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -320,31 +321,54 @@ def edition_send(
             help="Mail backend URL (default: NEWSLETTER_MAIL_BACKEND).", show_default=False
         ),
     ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Senders in parallel, each with its own connection.")
+    ] = 1,
+    wait: Annotated[
+        bool, typer.Option(help="Keep going until done, waiting for deferred retries.")
+    ] = False,
 ) -> None:
     """Send to every active subscriber, once each; running it again sends only what is left."""
     settings = _settings()
-    mailer = backend_from_url(backend or settings.mail_backend)
+    url = backend or settings.mail_backend
+    backend_from_url(url)  # a bad URL is an error before anything starts
     with _session(settings) as session:
-        report = _send_with_progress(session, settings, edition_id, mailer)
-    _print_report(report, mailer.describe())
+        report = _send_with_progress(
+            session, settings, edition_id, lambda: backend_from_url(url), concurrency, wait
+        )
+    _print_report(report, backend_from_url(url).describe())
     if report.run.failed or report.run.deferred or report.run.unknown:
         raise typer.Exit(1)
     if report.edition.status != "sent":
         typer.echo(
-            f"edition {report.edition.id} is not finished (status {report.edition.status}); "
-            "deliveries claimed by another send wait for its lease to expire",
+            f"edition {report.edition.id} is not finished (status {report.edition.status})"
+            + (
+                f"; next retry at {report.next_retry_at:%Y-%m-%d %H:%M:%S} UTC"
+                if report.next_retry_at
+                else ""
+            ),
             err=True,
         )
         raise typer.Exit(1)
 
 
 def _send_with_progress(
-    session: Session, settings: Settings, edition_id: int, mailer: Any
+    session: Session,
+    settings: Settings,
+    edition_id: int,
+    make_backend: Callable[[], Any],
+    concurrency: int,
+    wait: bool,
 ) -> publish.SendReport:
+    options: dict[str, Any] = {
+        "edition_id": edition_id,
+        "settings": settings,
+        "make_backend": make_backend,
+        "concurrency": concurrency,
+        "wait": wait,
+    }
     if not sys.stderr.isatty():
-        return publish.send_edition(
-            session, edition_id=edition_id, settings=settings, backend=mailer
-        )
+        return publish.send_edition(session, **options)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress(
@@ -357,11 +381,9 @@ def _send_with_progress(
         task = progress.add_task(f"sending edition {edition_id}", total=None)
         return publish.send_edition(
             session,
-            edition_id=edition_id,
-            settings=settings,
-            backend=mailer,
             on_start=lambda total: progress.update(task, total=total),
             on_batch=lambda n: progress.advance(task, n),
+            **options,
         )
 
 
@@ -377,6 +399,8 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
     typer.echo(
         "totals: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f"; status {e.status}"
     )
+    if run.stopped_because:
+        typer.echo(f"stopped: {run.stopped_because}", err=True)
     for error in run.errors:
         typer.echo(f"  {error}", err=True)
     if run.deferred:
@@ -387,6 +411,92 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
             "not retried automatically, to avoid mailing anyone twice",
             err=True,
         )
+
+
+@edition_app.command("start")
+@readable_errors
+def edition_start(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Fix the audience and hand the edition to workers (`newsletter worker`) to send."""
+    settings = _settings()
+    with _session(settings) as session:
+        added = publish.start_edition(session, edition_id=edition_id, settings=settings)
+        status = store.edition_status(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} is {status}; {added} deliveries queued")
+
+
+@edition_app.command("pause")
+@readable_errors
+def edition_pause(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Shown in `status`.")] = "paused by an operator",
+) -> None:
+    """Stop sending; takes effect before the next batch of every running send."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.pause_edition(session, edition_id=edition_id, reason=reason)
+    typer.echo(f"edition {edition_id} paused")
+
+
+@edition_app.command("resume")
+@readable_errors
+def edition_resume(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Allow a paused edition to send again (run `send` or let workers pick it up)."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.resume_edition(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} resumed; nothing already sent is sent again")
+
+
+@edition_app.command("cancel")
+@readable_errors
+def edition_cancel(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Send nothing more; what was sent stays recorded."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.cancel_edition(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} cancelled")
+
+
+@edition_app.command("retry-failed")
+@readable_errors
+def edition_retry_failed(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    code: Annotated[int | None, typer.Option(help="Only failures with this reply code.")] = None,
+    include_unknown: Annotated[
+        bool, typer.Option(help="Also retry 'unknown' ones (they may already be delivered).")
+    ] = False,
+) -> None:
+    """Re-queue failed deliveries; then run `send` (or workers) again."""
+    settings = _settings()
+    with _session(settings) as session:
+        count = publish.retry_failed(
+            session, edition_id=edition_id, include_unknown=include_unknown, code=code
+        )
+    typer.echo(f"edition {edition_id}: {count} deliveries re-queued")
+
+
+@edition_app.command("status")
+@readable_errors
+def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Counts by state, send rate, ETA and the latest errors."""
+    settings = _settings()
+    with _session(settings) as session:
+        edition = store.get_edition(session, edition_id=edition_id)
+        p = ledger.progress(session, edition_id=edition_id)
+        due = ledger.next_retry_at(session, edition_id=edition_id)
+    c = p.counts
+    left = c["pending"] + c["deferred"] + c["claimed"]
+    typer.echo(f"edition {edition_id} ({edition.period_key}): {edition.status}")
+    if edition.status_reason:
+        typer.echo(f"  reason: {edition.status_reason}")
+    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    rate = p.sent_last_minute / 60
+    eta = f"{left / rate / 60:.1f} min" if rate and left else "-"
+    typer.echo(f"  rate: {rate:.1f}/s over the last minute; left: {left}; ETA: {eta}")
+    if due:
+        typer.echo(f"  next retry: {due:%Y-%m-%d %H:%M:%S} UTC")
+    for email, code, text in p.recent_errors:
+        typer.echo(f"  error: {email}: {code or ''} {text}")
 
 
 @edition_app.command("list")
@@ -402,6 +512,52 @@ def edition_list() -> None:
                 f"{e.id}\t{e.period_key}\t{e.status}\tsent {c['sent'] + c['queued']}"
                 f"\tfailed {c['failed']}\t{e.subject}"
             )
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+@app.command("worker")
+@readable_errors
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Senders in this process.")] = 1,
+    once: Annotated[bool, typer.Option(help="Exit when no edition has work left.")] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks for work.")] = 2.0,
+) -> None:
+    """Send every edition in `sending` state, claiming batches from the database.
+
+    Run several on PostgreSQL (any number of machines); on SQLite one is enough.
+    """
+    settings = _settings()
+    url = settings.mail_backend
+    backend_from_url(url)
+    with _session(settings) as session:
+        if session.get_bind().dialect.name == "sqlite":
+            typer.echo(
+                "note: SQLite serializes writers; one worker process is enough "
+                "(use --concurrency for parallel connections, PostgreSQL for several workers)",
+                err=True,
+            )
+        while True:
+            busy = False
+            for edition_id in publish.sending_editions(session):
+                try:
+                    report = publish.send_edition(
+                        session,
+                        edition_id=edition_id,
+                        settings=settings,
+                        make_backend=lambda: backend_from_url(url),
+                        concurrency=concurrency,
+                    )
+                except publish.EditionStateError:
+                    continue  # paused or cancelled since it was listed
+                busy = busy or report.run.attempted > 0
+                if report.run.attempted:
+                    _print_report(report, backend_from_url(url).describe())
+            if once and not busy and not publish.sending_editions(session):
+                break
+            if not busy:
+                time.sleep(poll)
 
 
 # --- demo ----------------------------------------------------------------------------------

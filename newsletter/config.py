@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.content import SLUG_PATTERN
+from newsletter.ratelimit import RateSpec
 
 #: Placeholder values that must never sign real tokens.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
@@ -74,6 +75,18 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         300, ge=0, description="How long a send holds a claimed batch before another may take it."
     )
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Tries of a transiently failing delivery before it fails."
+    )
+    retry_base_seconds: float = Field(
+        60, ge=0, description="First retry delay; doubles each try (with jitter), at most 1 h."
+    )
+    error_budget: int = Field(
+        100, ge=0, description="Failures in a row that pause the edition (0: never)."
+    )
+    rate_limit: str = Field(
+        "", description='Per send: "100/s", "50000/h" or "100/s,50000/h"; empty is unlimited.'
+    )
     old_secret_keys: str = Field(
         "",
         description="Comma-separated previous keys, still accepted when verifying tokens "
@@ -112,6 +125,12 @@ class Settings(BaseSettings):
                 "(IDN hosts in their xn-- form)"
             )
         return value.rstrip("/")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        RateSpec.parse(value)
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -1,23 +1,31 @@
-"""Send an edition's open deliveries in batches: fetch, re-check, personalize, send, record.
+"""Send an edition's open deliveries in batches: claim, re-check, personalize, send, record.
 
 Reads top to bottom like listmonk's manager, with one difference that matters: a batch is
 claimed in the ledger before it is sent and recorded only after the backend answered, so two
 sends never mail the same person and a crash re-sends at most the batch in flight (after its
 lease expires) and never skips anyone.
+
+Before every batch the edition's status is read again, so a pause or cancel takes effect
+within one batch. Transient failures are retried later with exponential backoff and jitter,
+up to ``max_attempts``; N failures in a row (the error budget) pause the edition and say why.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from newsletter import ledger
-from newsletter.backends import MailBackend, SendStatus
-from newsletter.models import DeliveryStatus
+from newsletter import ledger, store
+from newsletter.backends import MailBackend, SendResult, SendStatus
+from newsletter.message import OutgoingMessage
+from newsletter.models import DeliveryStatus, EditionStatus, utcnow
 from newsletter.personalization import MessageTemplate, Recipient
+from newsletter.ratelimit import RateLimiter
 from newsletter.tokens import TokenSigner
 
 _TO_LEDGER = {
@@ -31,6 +39,23 @@ _TO_LEDGER = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How one send behaves; built from settings by ``publish``."""
+
+    batch_size: int = 500
+    lease_seconds: float = 300
+    max_attempts: int = 5  # a transient failure after this many tries becomes failed
+    retry_base_seconds: float = 60  # first retry after ~1 min, then 2, 4, 8... (jittered)
+    retry_max_seconds: float = 3600
+    error_budget: int = 100  # failures in a row that pause the edition (0 = never)
+
+    def retry_at(self, attempts: int, now: datetime, rng: random.Random) -> datetime:
+        """Full jitter (AWS architecture blog): uniform in [base*2^(n-1)/2, base*2^(n-1)]."""
+        delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** max(0, attempts - 1))
+        return now + timedelta(seconds=delay * (0.5 + rng.random() / 2))
+
+
 @dataclass(slots=True)
 class SendSummary:
     """What one run of a send did (not the edition's totals: see ``ledger.counts``)."""
@@ -40,11 +65,37 @@ class SendSummary:
     deferred: int = 0
     unknown: int = 0
     skipped: int = 0
+    stopped_because: str | None = None  # paused, cancelled, or the error budget
     errors: list[str] = field(default_factory=list)  # a few samples for the operator
 
     @property
     def attempted(self) -> int:
         return self.sent + self.failed + self.deferred + self.unknown + self.skipped
+
+    def merge(self, other: SendSummary) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.deferred += other.deferred
+        self.unknown += other.unknown
+        self.skipped += other.skipped
+        self.stopped_because = self.stopped_because or other.stopped_because
+        self.errors.extend(other.errors[: max(0, 5 - len(self.errors))])
+
+
+@dataclass(slots=True)
+class _Run:
+    session: Session
+    edition_id: int
+    newsletter_id: int
+    template: MessageTemplate
+    signer: TokenSigner
+    backend: MailBackend
+    policy: Policy
+    limiter: RateLimiter
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    summary: SendSummary = field(default_factory=SendSummary)
+    failures_in_a_row: int = 0
+    rng: random.Random = field(default_factory=random.Random)
 
 
 def dispatch(
@@ -55,91 +106,123 @@ def dispatch(
     template: MessageTemplate,
     signer: TokenSigner,
     backend: MailBackend,
-    batch_size: int,
-    lease_seconds: float,
+    policy: Policy,
+    limiter: RateLimiter,
     on_batch: Callable[[int], None] | None = None,
 ) -> SendSummary:
-    """One pass over the open deliveries of an edition; commits after every batch.
+    """One pass over the claimable deliveries of an edition; commits after every batch.
 
     A backend that raises (it should return a result per message instead) stops the pass; its
-    batch stays claimed until the lease expires and is then sent by the next run.
+    batch stays claimed until the lease expires and is then sent by a later run.
     """
-    summary = SendSummary()
-    owner = uuid.uuid4().hex
+    run = _Run(session, edition_id, newsletter_id, template, signer, backend, policy, limiter)
     after_id = 0
     with backend:
         while True:
+            status = store.edition_status(session, edition_id=edition_id)
+            if status != EditionStatus.sending:
+                run.summary.stopped_because = status
+                break
             batch = ledger.claim_batch(
                 session,
                 edition_id=edition_id,
                 newsletter_id=newsletter_id,
                 after_id=after_id,
-                limit=batch_size,
-                owner=owner,
-                lease_seconds=lease_seconds,
+                limit=policy.batch_size,
+                owner=run.owner,
+                lease_seconds=policy.lease_seconds,
             )
             if not batch:
                 break
             after_id = batch[-1].id
-            outcomes = [
-                ledger.Outcome(d.id, DeliveryStatus.skipped, detail="unsubscribed before send")
-                for d in batch
-                if not d.still_subscribed
-            ]
-            summary.skipped += len(outcomes)
-            to_send = []
-            messages = []
-            for d in batch:
-                if not d.still_subscribed:
-                    continue
-                try:
-                    message = template.build(Recipient(d.subscriber_id, d.email, d.name), signer)
-                except ValueError as exc:  # one bad record must not stall the edition
-                    outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
-                    summary.failed += 1
-                    _note(summary, f"{d.email}: can't build message: {exc}")
-                    continue
-                to_send.append(d)
-                messages.append(message)
-            results = backend.send_messages(messages) if messages else []
-            if len(results) != len(messages):
-                raise RuntimeError(
-                    f"{backend.describe()} returned {len(results)} results for "
-                    f"{len(messages)} messages"
-                )
-            for delivery, message, result in zip(to_send, messages, results, strict=True):
-                status = _TO_LEDGER[result.status]
-                outcomes.append(
-                    ledger.Outcome(
-                        delivery.id,
-                        status,
-                        code=result.code,
-                        detail=result.detail,
-                        message_id=message.message_id,
-                        provider_message_id=result.provider_id,
-                    )
-                )
-                if status in (DeliveryStatus.sent, DeliveryStatus.queued):
-                    summary.sent += 1
-                    continue
-                if status == DeliveryStatus.failed:
-                    summary.failed += 1
-                elif status == DeliveryStatus.unknown:
-                    summary.unknown += 1
-                else:
-                    summary.deferred += 1
-                _note(
-                    summary,
-                    f"{delivery.email}: {result.status} {result.code or ''} {result.detail}",
-                )
-            ledger.record(session, outcomes=outcomes, owner=owner)
-            session.commit()
+            _send_batch(run, batch)
             if on_batch is not None:
                 on_batch(len(batch))
-    return summary
+            if policy.error_budget and run.failures_in_a_row >= policy.error_budget:
+                reason = (
+                    f"paused by the error budget: {run.failures_in_a_row} failures in a row; "
+                    f"last: {run.summary.errors[-1] if run.summary.errors else 'unknown'}"
+                )
+                store.set_edition_status(
+                    session, edition_id=edition_id, status=EditionStatus.paused, reason=reason[:500]
+                )
+                session.commit()
+                run.summary.stopped_because = reason
+                break
+    return run.summary
 
 
-def _note(summary: SendSummary, error: str) -> None:
-    """Keep a few sample errors for the operator, not thousands."""
-    if len(summary.errors) < 5:
-        summary.errors.append(error)
+def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
+    outcomes: list[ledger.Outcome] = []
+    ready: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
+    for d in batch:
+        if not d.still_subscribed:
+            outcomes.append(ledger.Outcome(d.id, DeliveryStatus.skipped, detail="unsubscribed"))
+            run.summary.skipped += 1
+            continue
+        try:
+            message = run.template.build(Recipient(d.subscriber_id, d.email, d.name), run.signer)
+        except ValueError as exc:  # one bad record must not stall the edition
+            outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
+            _count_failure(run, f"{d.email}: can't build message: {exc}")
+            run.summary.failed += 1
+            continue
+        ready.append((d, message))
+    step = run.limiter.chunk_size(len(ready)) if ready else 1
+    for start in range(0, len(ready), step):
+        chunk = ready[start : start + step]
+        run.limiter.acquire(len(chunk))
+        messages = [m for _, m in chunk]
+        results = run.backend.send_messages(messages)
+        if len(results) != len(messages):
+            raise RuntimeError(
+                f"{run.backend.describe()} returned {len(results)} results for "
+                f"{len(messages)} messages"
+            )
+        for (delivery, message), result in zip(chunk, results, strict=True):
+            outcomes.append(_outcome(run, delivery, message, result))
+    ledger.record(run.session, outcomes=outcomes, owner=run.owner)
+    run.session.commit()
+
+
+def _outcome(
+    run: _Run, delivery: ledger.OpenDelivery, message: OutgoingMessage, result: SendResult
+) -> ledger.Outcome:
+    status = _TO_LEDGER[result.status]
+    retry_at = None
+    detail = result.detail
+    if status in (DeliveryStatus.sent, DeliveryStatus.queued):
+        run.summary.sent += 1
+        run.failures_in_a_row = 0
+    else:
+        if status == DeliveryStatus.deferred:
+            tries = delivery.attempts + 1
+            if tries >= run.policy.max_attempts:
+                status = DeliveryStatus.failed
+                detail = f"gave up after {tries} attempts: {detail}"
+                run.summary.failed += 1
+            else:
+                retry_at = run.policy.retry_at(tries, utcnow(), run.rng)
+                run.summary.deferred += 1
+        elif status == DeliveryStatus.unknown:
+            run.summary.unknown += 1
+        else:
+            run.summary.failed += 1
+        _count_failure(run, f"{delivery.email}: {status} {result.code or ''} {detail}")
+    return ledger.Outcome(
+        delivery.id,
+        status,
+        code=result.code,
+        detail=detail,
+        message_id=message.message_id,
+        provider_message_id=result.provider_id,
+        retry_at=retry_at,
+    )
+
+
+def _count_failure(run: _Run, error: str) -> None:
+    run.failures_in_a_row += 1
+    if len(run.summary.errors) < 5:
+        run.summary.errors.append(error)
+    elif run.policy.error_budget:
+        run.summary.errors[-1] = error  # keep the latest for the pause reason

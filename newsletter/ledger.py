@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Table, bindparam, func, text, update
 from sqlmodel import Session, col, select
@@ -60,6 +60,7 @@ class OpenDelivery:
     email: str
     name: str | None
     still_subscribed: bool  # re-checked right before sending: unsubscribes take effect now
+    attempts: int = 0  # sends tried before this one
 
 
 def claim_batch(
@@ -90,7 +91,8 @@ def claim_batch(
                 SELECT d.id FROM delivery AS d
                 WHERE d.edition_id = :edition_id
                   AND d.id > :after_id
-                  AND (d.status IN ('pending', 'deferred')
+                  AND (d.status = 'pending'
+                       OR (d.status = 'deferred' AND (d.retry_at IS NULL OR d.retry_at <= :now))
                        OR (d.status = 'claimed' AND d.lease_until < :now))
                 ORDER BY d.id
                 LIMIT :limit
@@ -107,7 +109,11 @@ def claim_batch(
         update(_DELIVERY)
         .where(
             _DELIVERY.c.id.in_(ids),
-            (_DELIVERY.c.status.in_(OPEN_STATUSES))
+            (_DELIVERY.c.status == DeliveryStatus.pending.value)
+            | (
+                (_DELIVERY.c.status == DeliveryStatus.deferred.value)
+                & (_DELIVERY.c.retry_at.is_(None) | (_DELIVERY.c.retry_at <= now))
+            )
             | (
                 (_DELIVERY.c.status == DeliveryStatus.claimed.value)
                 & (_DELIVERY.c.lease_until < now)
@@ -124,7 +130,8 @@ def claim_batch(
         text(
             """
             SELECT d.id, d.subscriber_id, r.email, r.name,
-                   CASE WHEN s.status = 'active' AND r.suppressed IS NULL THEN 1 ELSE 0 END
+                   CASE WHEN s.status = 'active' AND r.suppressed IS NULL THEN 1 ELSE 0 END,
+                   d.attempts
             FROM delivery AS d
             JOIN subscriber AS r ON r.id = d.subscriber_id
             LEFT JOIN subscription AS s
@@ -143,7 +150,7 @@ def claim_batch(
             "owner": owner,
         },
     ).all()
-    return [OpenDelivery(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+    return [OpenDelivery(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +161,7 @@ class Outcome:
     detail: str | None = None
     message_id: str | None = None
     provider_message_id: str | None = None
+    retry_at: datetime | None = None  # for deferred: not before this
 
 
 _RECORD = (
@@ -173,6 +181,7 @@ _RECORD = (
         provider_message_id=bindparam("b_provider_id"),
         attempts=_DELIVERY.c.attempts + bindparam("b_tried"),
         updated_at=bindparam("b_now", type_=UTCDateTime()),
+        retry_at=bindparam("b_retry_at", type_=UTCDateTime()),
         lease_owner=None,
         lease_until=None,
     )
@@ -198,6 +207,7 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str) -> None
                 "b_provider_id": o.provider_message_id,
                 "b_tried": 0 if o.status == DeliveryStatus.skipped else 1,
                 "b_now": now,
+                "b_retry_at": o.retry_at,
             }
             for o in outcomes
         ],
@@ -214,3 +224,93 @@ def counts(session: Session, *, edition_id: int) -> dict[str, int]:
         ).all()
     )
     return {s.value: int(found.get(s.value, 0)) for s in DeliveryStatus}
+
+
+def retry_failed(
+    session: Session, *, edition_id: int, include_unknown: bool = False, code: int | None = None
+) -> int:
+    """Put failed (and optionally unknown) deliveries back to pending; returns how many.
+
+    An operator's decision, never automatic: ``unknown`` ones may already be in the inbox.
+    ``code`` limits it to one server reply code (e.g. 421 a relay gave to everyone).
+    """
+    statuses = [DeliveryStatus.failed.value] + (
+        [DeliveryStatus.unknown.value] if include_unknown else []
+    )
+    query = (
+        update(_DELIVERY)
+        .where(_DELIVERY.c.edition_id == edition_id, _DELIVERY.c.status.in_(statuses))
+        .values(status=DeliveryStatus.pending.value, attempts=0, retry_at=None)
+    )
+    if code is not None:
+        query = query.where(_DELIVERY.c.error_code == code)
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def open_count(session: Session, *, edition_id: int) -> int:
+    """Deliveries a send still has to finish: pending, deferred or claimed."""
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.edition_id == edition_id,
+                col(Delivery.status).in_([*OPEN_STATUSES, DeliveryStatus.claimed.value]),
+            )
+        ).one()
+    )
+
+
+def next_retry_at(session: Session, *, edition_id: int) -> datetime | None:
+    """When the earliest deferred delivery (or expiring lease) becomes claimable again."""
+    retry = session.exec(
+        select(func.min(Delivery.retry_at)).where(
+            Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.deferred.value
+        )
+    ).one()
+    lease = session.exec(
+        select(func.min(Delivery.lease_until)).where(
+            Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.claimed.value
+        )
+    ).one()
+    # func.min keeps the column type, so both come back timezone-aware.
+    return min((t for t in (retry, lease) if t is not None), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    counts: dict[str, int]
+    sent_last_minute: int
+    recent_errors: list[tuple[str, int | None, str]]  # (email, code, text)
+
+
+def progress(session: Session, *, edition_id: int) -> Progress:
+    """Counts by state, the send rate over the last minute and the latest errors."""
+    since = utcnow() - timedelta(minutes=1)
+    recent = session.exec(
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.edition_id == edition_id,
+            col(Delivery.status).in_([DeliveryStatus.sent.value, DeliveryStatus.queued.value]),
+            col(Delivery.updated_at) >= since,
+        )
+    ).one()
+    errors = session.execute(
+        text(
+            """
+            SELECT r.email, d.error_code, d.error_text FROM delivery AS d
+            JOIN subscriber AS r ON r.id = d.subscriber_id
+            WHERE d.edition_id = :edition_id AND d.error_text IS NOT NULL
+              AND d.status IN ('failed', 'deferred', 'unknown')
+            ORDER BY d.updated_at DESC, d.id DESC LIMIT 5
+            """
+        ),
+        {"edition_id": edition_id},
+    ).all()
+    return Progress(
+        counts=counts(session, edition_id=edition_id),
+        sent_last_minute=int(recent),
+        recent_errors=[(e[0], e[1], e[2]) for e in errors],
+    )

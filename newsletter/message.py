@@ -6,7 +6,30 @@ quoted-printable, non-ASCII headers RFC 2047-encoded), so any SMTP server accept
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """The same message as separate fields, for email APIs that take JSON rather than MIME.
+
+    The bodies are produced only when asked for (:meth:`bodies`), so SMTP sends never pay for
+    them.
+    """
+
+    from_name: str
+    from_email: str
+    to_name: str | None
+    to_email: str
+    subject: str
+    #: Headers an API must pass through: Message-ID, List-Id, List-Unsubscribe(-Post).
+    headers: Mapping[str, str]
+    render: Callable[[], tuple[str, str]] = field(repr=False)  # -> (html, text)
+
+    def bodies(self) -> tuple[str, str]:
+        """(html, text) for this recipient, decoded."""
+        return self.render()
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +39,4 @@ class OutgoingMessage:
     message_id: str  # the Message-ID header value, with angle brackets
     data: bytes  # the whole message, headers and body
     key: str  # idempotency key, stable for (edition, subscriber)
+    content: MessageContent | None = None  # the fields, for JSON email APIs

@@ -45,8 +45,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class EditionStatus(enum.StrEnum):
+    """draft -> sending -> sent; sending <-> paused; draft/sending/paused -> cancelled."""
+
     draft = "draft"
     sending = "sending"
+    paused = "paused"
+    cancelled = "cancelled"
     sent = "sent"
 
 
@@ -173,6 +177,8 @@ class Edition(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     send_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Why the edition is paused or cancelled (an operator's word or the error budget's).
+    status_reason: str | None = Field(default=None, max_length=500)
 
 
 class EditionItem(SQLModel, table=True):
@@ -206,6 +212,8 @@ class Delivery(SQLModel, table=True):
     status: str = Field(default=DeliveryStatus.pending.value, max_length=16)
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: A deferred delivery is not claimed again before this (exponential backoff).
+    retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     message_id: str | None = Field(default=None, max_length=250)
     provider_message_id: str | None = Field(default=None, max_length=250)

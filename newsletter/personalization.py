@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from email.header import Header
 from email.headerregistry import Address
 from email.utils import formatdate
+from functools import partial
 
-from newsletter.message import OutgoingMessage
+from newsletter.message import MessageContent, OutgoingMessage
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
 
@@ -106,6 +107,7 @@ class MessageTemplate:
         self._domain = identity.sender.domain or "localhost"
         self._unsubscribe_prefix = f"{identity.base_url}/u/"
         marker = rendered.marker
+        self._list_id_value = self._list_id()
         from_header = format_address(identity.sender.display_name or None, self._sender_addr)
         head = (
             f"From: {from_header}\r\n"
@@ -113,7 +115,7 @@ class MessageTemplate:
             f"Subject: {encode_header_text(rendered.subject, 'Subject')}\r\n"
             f"Date: {marker}date{marker}\r\n"
             f"Message-ID: {marker}message_id{marker}\r\n"
-            f"List-Id: {self._list_id()}\r\n"
+            f"List-Id: {self._list_id_value}\r\n"
             f"List-Unsubscribe: <{marker}list_unsubscribe{marker}>\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             "MIME-Version: 1.0\r\n"
@@ -216,18 +218,35 @@ class MessageTemplate:
         out = [b""] * (2 * len(chunks) - 1)
         out[0::2] = chunks
         out[1::2] = [values[k] for k in self._keys]
+        content = MessageContent(
+            from_name=self.identity.sender.display_name,
+            from_email=self._sender_addr,
+            to_name=recipient.name,
+            to_email=recipient.email,
+            subject=self.rendered.subject,
+            headers={
+                "Message-ID": message_id,
+                "List-Id": self._list_id_value,
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            render=partial(self._bodies, recipient.name, url),
+        )
         return OutgoingMessage(
             sender=self._sender_addr,
             recipient=recipient.email,
             message_id=message_id,
             data=b"".join(out),
             key=f"e{self.identity.edition_id}-s{recipient.subscriber_id}",
+            content=content,
         )
 
     def preview(self, recipient: Recipient, signer: TokenSigner) -> tuple[str, str]:
         """What ``recipient`` would see: (html, text), decoded, for previews and tests."""
-        url = self.unsubscribe_url(signer, recipient.subscriber_id)
-        greeting = recipient.name or "there"
+        return self._bodies(recipient.name, self.unsubscribe_url(signer, recipient.subscriber_id))
+
+    def _bodies(self, name: str | None, url: str) -> tuple[str, str]:
+        greeting = name or "there"
         token = self.rendered.slot_token
         text = self.rendered.text.replace(token("greeting_name"), greeting).replace(
             token("unsubscribe_url"), url

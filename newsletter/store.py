@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
@@ -235,6 +235,24 @@ def get_edition(session: Session, *, edition_id: int) -> Edition:
     if edition is None:
         raise NotFound(f"edition {edition_id} does not exist")
     return edition
+
+
+def edition_status(session: Session, *, edition_id: int) -> str:
+    """The edition's status, read fresh from the database (not from the session's cache)."""
+    status = session.exec(select(Edition.status).where(Edition.id == edition_id)).first()
+    if status is None:
+        raise NotFound(f"edition {edition_id} does not exist")
+    return status
+
+
+def set_edition_status(
+    session: Session, *, edition_id: int, status: str, reason: str | None = None
+) -> None:
+    session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id)
+        .values(status=status, status_reason=reason)
+    )
 
 
 def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Edition | None:

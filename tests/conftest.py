@@ -240,3 +240,73 @@ def smtp_server() -> Iterator[SMTPSink]:
         yield sink
     finally:
         controller.stop()
+
+
+# --- email APIs ----------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class APIStub:
+    """A real HTTP server on 127.0.0.1 standing in for an email API.
+
+    Answers come from ``replies`` in order (status, headers, body), the last one repeating;
+    bodies are the providers' recorded responses (tests/fixtures/http/). Every request is kept
+    in ``calls``. This is the only mock in the suite: the HTTP boundary of a third-party API.
+    """
+
+    url: str
+    calls: list[RecordedCall] = field(default_factory=list)
+    replies: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+
+    def reply(self, status: int, body: str | bytes, headers: dict[str, str] | None = None) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.replies.append((status, {"Content-Type": "application/json", **(headers or {})}, data))
+
+
+@pytest.fixture
+def api_stub() -> Iterator[APIStub]:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stub = APIStub(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            stub.calls.append(
+                RecordedCall(self.command, self.path, dict(self.headers.items()), body)
+            )
+            status, headers, data = (
+                (stub.replies.pop(0) if len(stub.replies) > 1 else stub.replies[0])
+                if stub.replies
+                else (500, {}, b"no reply configured")
+            )
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_PUT = do_GET = _answer
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()

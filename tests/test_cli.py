@@ -185,3 +185,31 @@ def test_infrastructure_errors_are_readable_and_hide_passwords(
     for url in ["//bob:Sup3rS3cret@host:25", "smtp://bob:pa/Sup3rS3cret@host:25"]:
         out = run(["edition", "send", "1", "--backend", url], env, tmp_path)
         assert out.returncode == 1 and "Sup3rS3cret" not in out.stderr, out.stderr
+
+
+def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
+    run(["db", "upgrade"], env, tmp_path)
+    run(["import", "comparisons", str(EXAMPLES)], env, tmp_path)
+    csv = tmp_path / "s.csv"
+    csv.write_text("email\n" + "".join(f"o{i}@example.com\n" for i in range(6)))
+    run(["import", "subscribers", str(csv)], env, tmp_path)
+    edition = run(["edition", "draft", "--at", "2026-11-25"], env, tmp_path).stdout.strip()
+    out = run(["edition", "start", edition], env, tmp_path)
+    assert out.returncode == 0 and "6 deliveries queued" in out.stdout
+    assert (
+        run(["edition", "pause", edition, "--reason", "checking a typo"], env, tmp_path).returncode
+        == 0
+    )
+    status = run(["edition", "status", edition], env, tmp_path).stdout
+    assert "paused" in status and "reason: checking a typo" in status and "pending 6" in status
+    blocked = run(["edition", "send", edition], env, tmp_path)
+    assert blocked.returncode == 1 and "resume" in blocked.stderr
+    assert run(["edition", "resume", edition], env, tmp_path).returncode == 0
+    sent = run(["edition", "send", edition, "--concurrency", "2"], env, tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 6" in run(["edition", "status", edition], env, tmp_path).stdout
+    out = run(["edition", "retry-failed", edition], env, tmp_path)
+    assert "0 deliveries re-queued" in out.stdout
+    out = run(["edition", "cancel", edition], env, tmp_path)
+    assert out.returncode == 1 and "can't make it cancelled" in out.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 6

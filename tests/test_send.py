@@ -203,6 +203,7 @@ def test_deferred_are_retried_by_the_next_run(
 ) -> None:
     people = add_subscribers(3)
     slow = people[1].email
+    settings = settings.model_copy(update={"retry_base_seconds": 0})  # retry at once
     first = publish.send_edition(
         seeded,
         edition_id=draft,
@@ -327,3 +328,160 @@ def test_international_domain_is_stored_and_mailed_in_ascii_form(
         seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
     )
     assert report.run.sent == 2 and "ana@xn--bcher-kva.de" in _recipients()
+
+
+# --- operating a send: backoff, error budget, pause/resume/cancel, retry-failed, concurrency --
+
+
+def test_deferred_wait_for_their_backoff_then_give_up_after_max_attempts(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(2)
+    slow = people[0].email
+    flaky = MemoryBackend.from_url(f"memory://?defer={slow}")
+    strict = settings.model_copy(update={"max_attempts": 3, "retry_base_seconds": 60})
+    publish.send_edition(seeded, edition_id=draft, settings=strict, backend=flaky)
+    row = seeded.exec(select(Delivery).where(Delivery.status == "deferred")).one()
+    assert row.retry_at is not None
+    wait = (row.retry_at - datetime.now(UTC)).total_seconds()
+    assert 25 < wait <= 60  # jittered in [base/2, base]
+    again = publish.send_edition(seeded, edition_id=draft, settings=strict, backend=flaky)
+    assert again.run.attempted == 0 and again.next_retry_at == row.retry_at  # not due yet
+    for _ in range(2):  # time passes: each retry becomes due
+        seeded.execute(update(Delivery).values(retry_at=datetime.now(UTC) - timedelta(seconds=1)))
+        seeded.commit()
+        last = publish.send_edition(seeded, edition_id=draft, settings=strict, backend=flaky)
+    assert last.run.failed == 1 and "gave up after 3 attempts" in last.run.errors[0]
+    seeded.refresh(row)
+    assert row.status == "failed" and row.attempts == 3 and row.error_code == 451
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    import random
+
+    from newsletter.dispatch import Policy
+
+    policy = Policy(retry_base_seconds=60, retry_max_seconds=600)
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    rng = random.Random(7)
+    delays = [
+        [(policy.retry_at(n, now, rng) - now).total_seconds() for _ in range(50)]
+        for n in (1, 2, 3, 6)
+    ]
+    for d, full in zip(delays, (60, 120, 240, 600), strict=True):
+        assert min(d) >= full / 2 and max(d) <= full and len(set(d)) > 40
+
+
+def test_error_budget_pauses_the_edition_and_says_why(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(30)
+    rejecting = MemoryBackend.from_url("memory://?reject=" + ",".join(p.email for p in people[:12]))
+    budget = settings.model_copy(update={"error_budget": 10, "batch_size": 5})
+    report = publish.send_edition(seeded, edition_id=draft, settings=budget, backend=rejecting)
+    assert report.edition.status == "paused"
+    assert "error budget: 10 failures in a row" in (report.edition.status_reason or "")
+    assert report.run.stopped_because and len(outbox) == 0
+    with pytest.raises(publish.EditionStateError, match="resume"):
+        publish.send_edition(seeded, edition_id=draft, settings=budget, backend=MemoryBackend())
+    publish.resume_edition(seeded, edition_id=draft)
+    done = publish.send_edition(seeded, edition_id=draft, settings=budget, backend=MemoryBackend())
+    # The two rejected addresses not reached before the pause now go through the new backend.
+    assert done.edition.status == "sent" and len(outbox) == 20
+    assert done.totals["failed"] == 10
+
+
+def test_pause_takes_effect_before_the_next_batch_and_resume_never_resends(
+    seeded: Session, engine: Engine, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(20)
+
+    class OperatorPausesDuringSend(MemoryBackend):
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            results = super().send_messages(messages)
+            if len(outbox) == 5:
+                with Session(engine) as operator:  # another process, in effect
+                    publish.pause_edition(operator, edition_id=draft)
+            return results
+
+    small = settings.model_copy(update={"batch_size": 5})
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=small, backend=OperatorPausesDuringSend()
+    )
+    assert len(outbox) == 5 and report.edition.status == "paused"
+    assert report.run.stopped_because == "paused"
+    publish.resume_edition(seeded, edition_id=draft)
+    publish.send_edition(seeded, edition_id=draft, settings=small, backend=MemoryBackend())
+    assert len(_recipients()) == 20 and set(_recipients().values()) == {1}
+
+
+def test_cancel_stops_for_good(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(3)
+    publish.start_edition(seeded, edition_id=draft, settings=settings)
+    publish.cancel_edition(seeded, edition_id=draft)
+    with pytest.raises(publish.EditionStateError, match="cancelled"):
+        publish.send_edition(seeded, edition_id=draft, settings=settings, backend=MemoryBackend())
+    with pytest.raises(publish.EditionStateError, match="can't make it sending"):
+        publish.resume_edition(seeded, edition_id=draft)
+    assert len(outbox) == 0
+
+
+def test_retry_failed_requeues_only_what_the_operator_chose(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(4)
+    backend = MemoryBackend.from_url(
+        f"memory://?reject={people[0].email},{people[1].email}&lose={people[2].email}"
+    )
+    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=backend)
+    assert store.get_edition(seeded, edition_id=draft).status == "sent"
+    assert publish.retry_failed(seeded, edition_id=draft, code=451) == 0
+    assert publish.retry_failed(seeded, edition_id=draft) == 2  # not the unknown one
+    assert store.edition_status(seeded, edition_id=draft) == "sending"
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.run.sent == 2 and report.edition.status == "sent"
+    assert _recipients()[people[2].email] == 1  # the unknown one was not sent twice
+
+
+def test_concurrent_senders_in_one_process_share_the_work(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(200)
+    report = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings.model_copy(update={"batch_size": 10}),
+        make_backend=MemoryBackend,
+        concurrency=4,
+    )
+    assert report.run.sent == 200 and report.edition.status == "sent"
+    assert len(_recipients()) == 200 and set(_recipients().values()) == {1}
+
+
+def test_wait_keeps_going_until_deferred_retries_are_done(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    people = add_subscribers(3)
+    calls = {"n": 0}
+
+    class FlakyOnce(MemoryBackend):
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            calls["n"] += 1
+            self.defer = frozenset({people[0].email}) if calls["n"] == 1 else frozenset()
+            return super().send_messages(messages)
+
+    naps: list[float] = []
+    report = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings.model_copy(update={"retry_base_seconds": 0.1}),
+        backend=FlakyOnce(),
+        wait=True,
+        sleep=naps.append,
+    )
+    assert report.edition.status == "sent" and len(outbox) == 3 and naps

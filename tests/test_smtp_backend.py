@@ -333,6 +333,7 @@ def test_send_edition_over_smtp_records_failures_and_resends_only_deferred(
 ) -> None:
     people = add_subscribers(6)
     by_email = {p.email: p for p in people}
+    settings = settings.model_copy(update={"retry_base_seconds": 0})  # retry at once
     smtp_server.responses["sub1@example.com"] = "550 5.1.1 no such user"
     smtp_server.responses["sub4@example.com"] = "450 4.2.1 mailbox busy"
 

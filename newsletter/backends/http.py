@@ -1,0 +1,162 @@
+"""The base for email-API backends: one fixed pipeline, each provider filling in the steps.
+
+After django-anymail: build the request for one message -> post it on a reused
+``requests.Session`` with a timeout -> turn the response into a :class:`SendResult`. A provider
+subclass implements :meth:`build_request` and :meth:`parse_response` (and ``from_url``), in well
+under 200 lines. The base decides what is transient and what is permanent:
+
+- no response (connect error): ``deferred``, nothing was handed over, safe to retry;
+- a timeout while waiting for the answer: ``unknown`` (the provider may have accepted it);
+  providers that accept an idempotency key get ``message.key``, so a retry is harmless there;
+- 429 and 5xx: ``deferred``, with the provider's ``Retry-After`` kept in the detail;
+- 401 and 403: the credentials are wrong for every message, so :class:`HTTPBackendError` is
+  raised (carrying the request payload and the response) instead of failing the whole list;
+- other 4xx: whatever the provider's body says, ``rejected`` or ``invalid`` by default.
+
+Secrets: the API key goes in a header or basic auth only; :meth:`describe` and errors never
+include it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.message import MessageContent, OutgoingMessage
+
+
+@dataclass(frozen=True, slots=True)
+class APIRequest:
+    """One HTTP request to an email API."""
+
+    url: str
+    json: Any = None  # sent as JSON when set
+    data: Mapping[str, Any] | None = None  # sent form-encoded (or multipart with files)
+    files: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+class HTTPBackendError(BackendError):
+    """The API refused the whole backend (bad credentials, account disabled).
+
+    Carries what was sent and what came back, with the credentials left out.
+    """
+
+    def __init__(self, message: str, *, payload: Any, response: requests.Response | None) -> None:
+        super().__init__(message)
+        self.payload = payload
+        self.response = response
+        self.status_code = response.status_code if response is not None else None
+        self.body = response.text[:2000] if response is not None else None
+
+
+class HTTPBackend(MailBackend):
+    """Session reuse, timeouts, per-recipient status and error mapping for email APIs."""
+
+    #: Human name of the provider, for messages.
+    provider = "email API"
+    #: Whether a 2xx means handed to the provider's queue (``queued``) or delivered onward.
+    accepted_status = SendStatus.queued
+
+    def __init__(self, *, timeout: float = 15.0, session: requests.Session | None = None) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.session: requests.Session | None = session
+        self._own_session = session is None
+
+    def open(self) -> bool:
+        if self.session is not None:
+            return False
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "newsletter-engine"
+        return True
+
+    def close(self) -> None:
+        if self.session is not None and self._own_session:
+            self.session.close()
+            self.session = None
+
+    @abstractmethod
+    def build_request(self, message: OutgoingMessage) -> APIRequest:
+        """The provider's request for one message."""
+
+    @abstractmethod
+    def parse_response(self, message: OutgoingMessage, response: requests.Response) -> SendResult:
+        """The result for a 2xx or a 4xx other than 401/403/429 (the base handles those)."""
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        opened_here = self.open()
+        try:
+            return [self._send_one(m) for m in messages]
+        finally:
+            if opened_here:
+                self.close()
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        assert self.session is not None
+        try:
+            request = self.build_request(message)
+        except (ValueError, KeyError) as exc:
+            return SendResult(
+                SendStatus.invalid, None, f"can't build {self.provider} request: {exc}"
+            )
+        try:
+            response = self.session.request(
+                request.method,
+                request.url,
+                json=request.json,
+                data=request.data,
+                files=request.files,
+                headers=dict(request.headers),
+                timeout=self.timeout,
+            )
+        except requests.ConnectTimeout as exc:
+            return SendResult(SendStatus.deferred, None, f"{self.provider}: connect timeout: {exc}")
+        except requests.Timeout as exc:
+            return SendResult(
+                SendStatus.unknown, None, f"{self.provider}: no answer in time: {exc}"
+            )
+        except requests.ConnectionError as exc:
+            return SendResult(
+                SendStatus.deferred, None, f"{self.provider}: connection failed: {exc}"
+            )
+        code = response.status_code
+        if code in (401, 403):
+            raise HTTPBackendError(
+                f"{self.provider} refused the credentials ({code}): {response.text[:300]}",
+                payload=request.json if request.json is not None else request.data,
+                response=response,
+            )
+        if code == 429 or code >= 500:
+            retry_after = response.headers.get("Retry-After")
+            detail = f"{self.provider} {code}: {response.text[:300]}"
+            if retry_after:
+                detail += f" (Retry-After: {retry_after})"
+            return SendResult(SendStatus.deferred, code, detail)
+        return self.parse_response(message, response)
+
+    # --- helpers for subclasses --------------------------------------------------------------
+
+    @staticmethod
+    def content(message: OutgoingMessage) -> MessageContent:
+        if message.content is None:
+            raise ValueError("this backend needs the message fields (OutgoingMessage.content)")
+        return message.content
+
+    @staticmethod
+    def json_body(response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            return {}
+        return body if isinstance(body, dict) else {"value": body}
+
+    def rejected(self, response: requests.Response, detail: str) -> SendResult:
+        return SendResult(SendStatus.rejected, response.status_code, f"{self.provider}: {detail}")
