@@ -28,7 +28,16 @@ def available_schemes() -> list[str]:
 
 
 def backend_from_url(url: str) -> MailBackend:
-    """The backend for ``url``, e.g. ``smtp://host:25`` or ``file:///srv/outbox``."""
+    """The backend for ``url``, e.g. ``smtp://host:25`` or ``file:///srv/outbox``.
+
+    Several URLs separated by spaces make a :class:`FailoverBackend` trying them in order.
+    """
+    urls = url.split()
+    if len(urls) > 1:
+        from newsletter.backends.failover import FailoverBackend
+
+        return FailoverBackend([backend_from_url(u) for u in urls])
+    url = urls[0] if urls else ""
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
         # Never echo the URL: it may carry a password.

@@ -1,0 +1,87 @@
+"""Failover: several backends in order; when one keeps failing transiently, use the next.
+
+``NEWSLETTER_MAIL_BACKEND="smtp://relay-a:25 postmark://TOKEN@"`` (URLs separated by spaces).
+Messages go through the first backend that works. When it can't be opened, or answers
+``deferred`` (nothing handed over: connection refused, SMTP 4xx, HTTP 429/5xx) for
+``switch_after`` messages in a row, the batch's deferred messages are sent again through the
+next one, which then stays in use for later batches. Messages the first backend accepted are
+never sent again. ``unknown`` answers are never re-sent through
+another backend: the first one may have delivered them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self
+
+from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.message import OutgoingMessage
+
+
+class FailoverBackend(MailBackend):
+    def __init__(self, backends: Sequence[MailBackend], *, switch_after: int = 3) -> None:
+        super().__init__()
+        if len(backends) < 2:
+            raise BackendError("failover needs at least two backends")
+        self.backends = list(backends)
+        self.switch_after = switch_after
+        self.current = 0
+        self._opened: set[int] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        raise BackendError("build a FailoverBackend from a list of backends, not one URL")
+
+    def open(self) -> bool:
+        while True:
+            try:
+                if self.backends[self.current].open():
+                    self._opened.add(self.current)
+                return bool(self._opened)
+            except BackendError:
+                if self.current + 1 >= len(self.backends):
+                    raise
+                self.current += 1
+
+    def close(self) -> None:
+        for index in sorted(self._opened):
+            self.backends[index].close()
+        self._opened.clear()
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        results: list[SendResult] = [SendResult(SendStatus.deferred, None, "not sent")] * len(
+            messages
+        )
+        todo = list(range(len(messages)))
+        while todo:
+            try:
+                answers = self.backends[self.current].send_messages([messages[i] for i in todo])
+            except BackendError as exc:  # can't connect at all: nothing was handed over
+                answers = [SendResult(SendStatus.deferred, None, str(exc))] * len(todo)
+            for i, result in zip(todo, answers, strict=True):
+                results[i] = result
+            deferred = [i for i, r in zip(todo, answers, strict=True) if r.status == "deferred"]
+            if not self._failing(answers) or self.current + 1 >= len(self.backends):
+                break
+            # Only the deferred ones (never handed over) go through the next backend.
+            todo = deferred
+            self.current += 1
+            try:
+                if self.backends[self.current].open():
+                    self._opened.add(self.current)
+            except BackendError:
+                pass  # that one is down too: it answers deferred, and the loop moves on
+        return results
+
+    def _failing(self, answers: Sequence[SendResult]) -> bool:
+        in_a_row = 0
+        for result in answers:
+            in_a_row = in_a_row + 1 if result.status == SendStatus.deferred else 0
+            if in_a_row >= self.switch_after:
+                return True
+        return bool(answers) and all(r.status == SendStatus.deferred for r in answers)
+
+    def describe(self) -> str:
+        names = [b.describe() for b in self.backends]
+        names[self.current] = f"[{names[self.current]}]"
+        return "failover: " + " -> ".join(names)

@@ -1,0 +1,89 @@
+"""Failover: a backend that keeps failing transiently hands its deferred messages to the next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from newsletter import publish, store
+from newsletter.backends import backend_from_url
+from newsletter.backends.failover import FailoverBackend
+from newsletter.backends.memory import MemoryBackend, outbox
+from newsletter.backends.smtp import SMTPBackend
+from newsletter.config import Settings
+from newsletter.personalization import Recipient
+
+from .conftest import free_port
+
+
+def _messages(seeded: Session, settings: Settings, draft: int, n: int) -> list[Any]:
+    edition = store.get_edition(seeded, edition_id=draft)
+    template = publish.prepare(seeded, edition=edition, settings=settings)[1]
+    signer = publish.signer_for(settings)
+    return [template.build(Recipient(i, f"f{i}@example.com", None), signer) for i in range(n)]
+
+
+def test_url_list_builds_a_failover_backend(smtp_server: Any) -> None:
+    backend = backend_from_url(f"smtp://127.0.0.1:{free_port()}   {smtp_server.url}")
+    assert isinstance(backend, FailoverBackend)
+    assert [type(b) for b in backend.backends] == [SMTPBackend, SMTPBackend]
+
+
+def test_dead_primary_fails_over_to_the_next(
+    seeded: Session, settings: Settings, draft: int, smtp_server: Any
+) -> None:
+    dead = SMTPBackend.from_url(f"smtp://127.0.0.1:{free_port()}")
+    backend = FailoverBackend([dead, SMTPBackend.from_url(smtp_server.url)])
+    with backend:
+        results = backend.send_messages(_messages(seeded, settings, draft, 4))
+    assert [r.status for r in results] == ["sent"] * 4
+    assert len(smtp_server.received) == 4 and backend.current == 1
+
+
+def test_primary_deferring_everyone_switches_and_accepted_ones_are_not_resent(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    messages = _messages(seeded, settings, draft, 6)
+    flaky = MemoryBackend(defer=frozenset(m.recipient for m in messages[2:]))
+    spare = MemoryBackend(retain=True)
+    backend = FailoverBackend([flaky, spare], switch_after=3)
+    results = backend.send_messages(messages)
+    assert [r.status for r in results] == ["sent"] * 6
+    recipients = [m.recipient for m in outbox]
+    assert sorted(recipients) == sorted(m.recipient for m in messages)  # each exactly once
+    assert backend.current == 1 and "[memory]" in backend.describe()
+
+
+def test_a_few_deferrals_do_not_switch(seeded: Session, settings: Settings, draft: int) -> None:
+    messages = _messages(seeded, settings, draft, 6)
+    backend = FailoverBackend(
+        [MemoryBackend(defer=frozenset({messages[1].recipient})), MemoryBackend()], switch_after=3
+    )
+    results = backend.send_messages(messages)
+    assert [r.status for r in results].count("deferred") == 1 and backend.current == 0
+
+
+def test_send_edition_through_failover(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any, smtp_server: Any
+) -> None:
+    add_subscribers(8)
+    url = f"smtp://127.0.0.1:{free_port()} {smtp_server.url}"
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, make_backend=lambda: backend_from_url(url)
+    )
+    assert report.run.sent == 8 and len(smtp_server.received) == 8
+    assert report.edition.status == "sent"
+
+
+def test_three_backends_two_dead_nothing_sent_twice(
+    seeded: Session, settings: Settings, draft: int, smtp_server: Any
+) -> None:
+    messages = _messages(seeded, settings, draft, 5)
+    half = MemoryBackend(defer=frozenset(m.recipient for m in messages[1:]))
+    dead = SMTPBackend.from_url(f"smtp://127.0.0.1:{free_port()}")
+    backend = FailoverBackend([half, dead, SMTPBackend.from_url(smtp_server.url)], switch_after=2)
+    results = backend.send_messages(messages)
+    assert [r.status for r in results] == ["sent"] * 5
+    assert len(outbox) == 1 and len(smtp_server.received) == 4
+    backend.close()
