@@ -551,6 +551,9 @@ def worker(
                     )
                 except publish.EditionStateError:
                     continue  # paused or cancelled since it was listed
+                except BackendError as exc:  # the edition is paused with the reason
+                    typer.secho(f"edition {edition_id}: {exc}", fg=typer.colors.RED, err=True)
+                    continue
                 busy = busy or report.run.attempted > 0
                 if report.run.attempted:
                     _print_report(report, backend_from_url(url).describe())

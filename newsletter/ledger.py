@@ -226,6 +226,20 @@ def counts(session: Session, *, edition_id: int) -> dict[str, int]:
     return {s.value: int(found.get(s.value, 0)) for s in DeliveryStatus}
 
 
+def release(session: Session, *, ids: Sequence[int], owner: str) -> None:
+    """Give claimed deliveries back to the queue untouched (they were never handed over)."""
+    if ids:
+        session.execute(
+            update(_DELIVERY)
+            .where(
+                _DELIVERY.c.id.in_(ids),
+                _DELIVERY.c.status == DeliveryStatus.claimed.value,
+                _DELIVERY.c.lease_owner == owner,
+            )
+            .values(status=DeliveryStatus.pending.value, lease_owner=None, lease_until=None)
+        )
+
+
 def retry_failed(
     session: Session, *, edition_id: int, include_unknown: bool = False, code: int | None = None
 ) -> int:

@@ -485,3 +485,42 @@ def test_wait_keeps_going_until_deferred_retries_are_done(
         sleep=naps.append,
     )
     assert report.edition.status == "sent" and len(outbox) == 3 and naps
+
+
+def test_credentials_refused_mid_batch_records_what_was_accepted_and_pauses(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any, api_stub: Any
+) -> None:
+    """An email API that stops accepting mid-batch (e.g. an account out of credits): the
+    messages it accepted are recorded, the rest go back to the queue, the edition pauses."""
+    from pathlib import Path
+
+    from newsletter.backends import BackendError
+    from newsletter.backends.postmark import PostmarkBackend
+
+    fixtures = Path(__file__).parent / "fixtures" / "http" / "postmark"
+    ok = (fixtures / "send-ok.json").read_text()
+    add_subscribers(6)
+    for _ in range(3):
+        api_stub.reply(200, ok)
+    api_stub.reply(401, (fixtures / "error-10-bad-token.json").read_text())
+    backend = PostmarkBackend.from_url(f"postmark://token@?endpoint={api_stub.url}")
+    with pytest.raises(BackendError):
+        publish.send_edition(seeded, edition_id=draft, settings=settings, backend=backend)
+    seeded.rollback()
+    counts = ledger.counts(seeded, edition_id=draft)
+    assert (counts["queued"], counts["pending"], counts["claimed"]) == (3, 3, 0)
+    edition = store.get_edition(seeded, edition_id=draft)
+    seeded.refresh(edition)
+    assert edition.status == "paused" and "401" in (edition.status_reason or "")
+    assert "token@" not in (edition.status_reason or "")
+    publish.resume_edition(seeded, edition_id=draft)
+    api_stub.replies.clear()
+    api_stub.reply(200, ok)
+    report = publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=PostmarkBackend.from_url(f"postmark://token@?endpoint={api_stub.url}"),
+    )
+    assert report.run.sent == 3 and report.edition.status == "sent"
+    assert len(api_stub.calls) == 4 + 3  # nobody accepted was posted again

@@ -48,7 +48,16 @@ class SendResult:
 
 
 class BackendError(RuntimeError):
-    """The backend can't work at all (bad URL, can't connect): nothing was sent."""
+    """The backend can't work at all (bad URL, can't connect, credentials refused).
+
+    ``results`` holds the answers for the messages of the batch handed over before it broke
+    (in order, a prefix of the batch), so the caller records them instead of sending them
+    again; the rest of the batch was not handed over.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.results: list[SendResult] = []
 
 
 class MailBackend(ABC):

@@ -93,8 +93,14 @@ class HTTPBackend(MailBackend):
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         opened_here = self.open()
+        results: list[SendResult] = []
         try:
-            return [self._send_one(m) for m in messages]
+            for message in messages:
+                results.append(self._send_one(message))
+            return results
+        except BackendError as exc:
+            exc.results = results  # what the provider already accepted must be recorded
+            raise
         finally:
             if opened_here:
                 self.close()

@@ -9,6 +9,7 @@ special characters in the user and password. A 4xx reply makes the recipient ``d
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Self
@@ -123,6 +124,8 @@ class SMTPBackend(MailBackend):
             if conn is not None:
                 conn.close()
             raise BackendError(f"can't open SMTP connection to {self.describe()}: {exc}") from exc
+        if conn.sock is not None:  # pipelined commands go out at once, not after an ACK
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection = conn
         return True
 
@@ -156,11 +159,11 @@ class SMTPBackend(MailBackend):
             assert self.connection is not None
             handed_over = False
             try:
-                result = self._transaction(self.connection, message)
+                result = self._envelope(self.connection, message)
                 if result is not None:
                     return result
                 handed_over = True
-                code, reply = self.connection.data(message.data)
+                code, reply = self._payload(self.connection, message.data)
             except smtplib.SMTPDataError as exc:  # DATA command itself refused (no 354)
                 self._reset()
                 return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
@@ -184,18 +187,55 @@ class SMTPBackend(MailBackend):
             return SendResult(_status_for(code), code, _text(reply))
         raise AssertionError("unreachable")
 
-    def _transaction(self, conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult | None:
-        """MAIL FROM and RCPT TO; a result if either was refused, None to go on to DATA."""
+    def _envelope(self, conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult | None:
+        """MAIL FROM, RCPT TO and DATA; a result if any was refused, None once DATA got 354.
+
+        With PIPELINING (RFC 2920) the three commands go out in one write and the three replies
+        are read after: one round trip instead of three.
+        """
         conn.ehlo_or_helo_if_needed()
-        code, reply = conn.mail(message.sender)
-        if code != 250:
-            self._reset()
-            return SendResult(_status_for(code), code, _text(reply))
-        code, reply = conn.rcpt(message.recipient)
-        if code not in (250, 251):
-            self._reset()
-            return SendResult(_status_for(code), code, _text(reply))
-        return None
+        sender, rcpt = message.sender, message.recipient
+        if not (sender + rcpt).isascii() or any(c in sender + rcpt for c in "\r\n<> "):
+            return SendResult(SendStatus.invalid, None, f"unsafe envelope address {rcpt!r}")
+        mail_cmd = f"MAIL FROM:<{sender}>\r\n".encode("ascii")
+        rcpt_cmd = f"RCPT TO:<{rcpt}>\r\n".encode("ascii")
+        if conn.does_esmtp and conn.has_extn("pipelining"):
+            conn.send(mail_cmd + rcpt_cmd + b"DATA\r\n")
+            replies = [conn.getreply(), conn.getreply(), conn.getreply()]
+        else:
+            replies = []
+            for command, ok in ((mail_cmd, (250,)), (rcpt_cmd, (250, 251)), (b"DATA\r\n", (354,))):
+                conn.send(command)
+                replies.append(conn.getreply())
+                if replies[-1][0] not in ok:
+                    break
+        (mail_code, mail_reply), *rest = replies
+        failed: tuple[int, bytes] | None = None
+        if mail_code != 250:
+            failed = (mail_code, mail_reply)
+        elif rest and rest[0][0] not in (250, 251):
+            failed = rest[0]
+        elif len(rest) < 2 or rest[1][0] != 354:
+            failed = rest[1] if len(rest) > 1 else (0, b"DATA not reached")
+        if failed is None:
+            return None
+        if len(rest) > 1 and rest[1][0] == 354:  # a server that said 354 anyway: send nothing
+            conn.send(b".\r\n")
+            conn.getreply()
+        self._reset()
+        return SendResult(_status_for(failed[0]), failed[0], _text(failed[1]))
+
+    @staticmethod
+    def _payload(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+        """The message, dot-stuffed with one ``bytes.replace`` (smtplib's regex costs ~300 us
+        on a 50 KB message), then the final reply."""
+        stuffed = data.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        # One write: a separate small write for the terminator would wait for the peer's
+        # delayed ACK (Nagle), ~40 ms per message.
+        conn.send(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+        return conn.getreply()
 
     def _reset(self) -> None:
         """RSET after a refused step, so the connection is clean for the next message."""

@@ -1,0 +1,105 @@
+"""Benchmark: one edition (~53 KB) to N subscribers over real SMTP, into a minimal sink.
+
+Starts ``bench/smtp_sink.py`` in its own process on 127.0.0.1, seeds N subscribers in SQLite,
+sends with ``--workers`` concurrent senders (threads, each with its own SMTP connection), and
+prints messages per second, client CPU microseconds per message (this process: rendering,
+personalization, ledger and SMTP client), peak RSS and the sink's count.
+
+    python bench/dispatch.py --subscribers 100000 --workers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from render_send import peak_rss_mib, seed_subscribers
+from sqlmodel import Session
+
+from newsletter import importing, ledger, publish
+from newsletter.allocator import keep_freed_memory
+from newsletter.backends import backend_from_url
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.paths import example_comparisons
+
+HERE = Path(__file__).resolve().parent
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--port", type=int, default=2599)
+    args = parser.parse_args()
+    keep_freed_memory()
+
+    sink = subprocess.Popen(
+        [sys.executable, str(HERE / "smtp_sink.py"), "--port", str(args.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+                secret_key="bench-" + "k" * 40,
+                base_url="https://news.example.com",
+                batch_size=args.batch_size,
+                _env_file=None,  # type: ignore[call-arg]
+            )
+            engine = make_engine(settings.database_url)
+            upgrade(engine)
+            url = f"smtp://127.0.0.1:{args.port}"
+            with Session(engine, expire_on_commit=False) as session:
+                newsletter = publish.default_newsletter(session, settings)
+                importing.import_comparisons(session, path=example_comparisons())
+                session.commit()
+                seed_subscribers(session, newsletter.id or 0, args.subscribers)
+                draft = publish.draft_edition(
+                    session,
+                    settings=settings,
+                    newsletter_slug=None,
+                    at=datetime(2026, 11, 25, tzinfo=UTC),
+                )
+                edition_id = draft.edition.id or 0
+                cpu0, t0 = cpu_seconds(), time.perf_counter()
+                report = publish.send_edition(
+                    session,
+                    edition_id=edition_id,
+                    settings=settings,
+                    make_backend=lambda: backend_from_url(url),
+                    concurrency=args.workers,
+                )
+                wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+                counts = ledger.counts(session, edition_id=edition_id)
+            engine.dispose()
+    finally:
+        sink.terminate()
+        out, _ = sink.communicate(timeout=30)
+    received = int(out.strip().splitlines()[-1])
+    n = report.run.sent
+    print(f"subscribers:           {args.subscribers:,} (workers {args.workers})")
+    print(f"sent (ledger):         {counts['sent']:,}; sink received {received:,}")
+    print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
+    print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
+    print(f"peak RSS:              {peak_rss_mib():.0f} MiB")
+    if received != counts["sent"]:
+        raise SystemExit("sink count and ledger disagree")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Resend backend: one ``POST /emails`` per message, with the message's idempotency key.
+
+URL: ``resend://API_KEY@?timeout=15&endpoint=https://...``. The API key is the URL's user
+part, percent-decoded (percent-encode ``/``, ``@``, ``#``, ``?``); a "sending access" key is
+enough. ``?endpoint=`` replaces the API base URL (``https://api.resend.com``); ``http://`` is
+allowed only for 127.0.0.1 and localhost (tests). ``?timeout=`` is in seconds.
+
+Request: ``from``, ``to``, ``subject``, ``html``, ``text`` and ``headers`` (Message-ID,
+List-Id, List-Unsubscribe, List-Unsubscribe-Post), with ``Idempotency-Key: message.key``:
+for 24 hours Resend answers a repeat of the same key and payload with the first answer and
+sends nothing, so a retry after a lost answer cannot mail anyone twice.
+
+Results: 200 ``{"id": ...}`` is ``queued`` with that id. 400 and 422 (``validation_error``,
+``missing_required_field``, ``invalid_idempotency_key``...) are ``invalid``; other 4xx are
+``rejected``; Resend's ``name`` and ``message`` go in the detail. 409
+``concurrent_idempotent_requests`` (the same key still in flight) is ``deferred``; 409
+``invalid_idempotent_request`` (the key already sent a different payload within 24 hours) is
+``unknown``: that earlier send may have reached the recipient. 429 (``rate_limit_exceeded``,
+``daily_quota_exceeded``) is deferred by the base with Resend's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import math
+from email.headerregistry import Address
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from newsletter.backends.base import BackendError, SendResult, SendStatus, query_options
+from newsletter.backends.http import APIRequest, HTTPBackend
+from newsletter.message import OutgoingMessage
+
+DEFAULT_ENDPOINT = "https://api.resend.com"
+
+
+def _parse_url(url: str) -> tuple[str, str, float]:
+    """(API key, API base URL, timeout); errors never quote the URL (it holds the key)."""
+    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
+    if not at or not userinfo:
+        raise BackendError("resend backend URL needs the API key: resend://API_KEY@")
+    if host:
+        raise BackendError("resend backend URL takes no host; use ?endpoint=https://...")
+    options = query_options(url)
+    if unknown := sorted(set(options) - {"endpoint", "timeout"}):
+        raise BackendError(f"resend backend URL: unknown option(s) {', '.join(unknown)}")
+    endpoint = (options.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
+    parts = urlsplit(endpoint)
+    local = parts.hostname in ("127.0.0.1", "localhost")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise BackendError(
+            "resend ?endpoint= must be an https:// URL (http:// only for 127.0.0.1 or localhost)"
+        )
+    try:
+        timeout = float(options.get("timeout", "15"))
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise BackendError("resend backend URL: ?timeout= must be a positive number of seconds")
+    return unquote(userinfo), endpoint, timeout
+
+
+def _address(name: str | None, email: str) -> str:
+    """``Name <email>``, the name quoted when needed and kept in UTF-8 (JSON, not MIME)."""
+    local, _, domain = email.rpartition("@")
+    return str(Address(" ".join((name or "").split()), local, domain))
+
+
+class ResendBackend(HTTPBackend):
+    """Resend's send-email API over a reused session."""
+
+    schemes = ("resend",)
+    provider = "resend"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = 15.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(timeout=timeout, session=session)
+        if not api_key:
+            raise BackendError("resend backend needs an API key")
+        self._api_key = api_key
+        self.endpoint = endpoint.rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        api_key, endpoint, timeout = _parse_url(url)
+        return cls(api_key, endpoint=endpoint, timeout=timeout)
+
+    def build_request(self, message: OutgoingMessage) -> APIRequest:
+        content = self.content(message)
+        html, text = content.bodies()
+        payload = {
+            "from": _address(content.from_name, content.from_email),
+            "to": [_address(content.to_name, content.to_email)],
+            "subject": content.subject,
+            "html": html,
+            "text": text,
+            "headers": dict(content.headers),
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}", "Idempotency-Key": message.key}
+        return APIRequest(url=f"{self.endpoint}/emails", json=payload, headers=headers)
+
+    def parse_response(self, message: OutgoingMessage, response: requests.Response) -> SendResult:
+        code = response.status_code
+        body = self.json_body(response)
+        if response.ok:
+            provider_id = body.get("id")
+            return SendResult(
+                self.accepted_status,
+                code,
+                "accepted",
+                provider_id=str(provider_id) if provider_id else None,
+            )
+        name = str(body.get("name") or "error")
+        detail = f"resend {code} {name}: {body.get('message') or response.text[:300]}"
+        if name == "concurrent_idempotent_requests":
+            return SendResult(SendStatus.deferred, code, detail)
+        if name == "invalid_idempotent_request":
+            return SendResult(SendStatus.unknown, code, detail)
+        status = SendStatus.invalid if code in (400, 422) else SendStatus.rejected
+        return SendResult(status, code, detail)
+
+    def describe(self) -> str:
+        return f"resend ({urlsplit(self.endpoint).netloc.rpartition('@')[2]})"

@@ -1,0 +1,148 @@
+"""SendGrid backend: one ``POST /v3/mail/send`` per message (Web API v3).
+
+URL: ``sendgrid://API_KEY@?timeout=15&endpoint=https://...``. The API key is the URL's user
+part, percent-decoded (percent-encode ``/``, ``@``, ``#``, ``?``); it needs the "Mail Send"
+permission. ``?endpoint=`` replaces the API base URL (``https://api.sendgrid.com``, or
+``https://api.eu.sendgrid.com`` for EU-pinned accounts); ``http://`` is allowed only for
+127.0.0.1 and localhost (tests). ``?timeout=`` is in seconds.
+
+Request: one personalization with the single recipient, ``content`` as text/plain then
+text/html (SendGrid requires that order), and the message's headers (Message-ID, List-Id,
+List-Unsubscribe, List-Unsubscribe-Post) in ``headers``. SendGrid refuses the whole request
+with a 400 if ``headers`` names a reserved header (To, From, Subject, Reply-To, Cc, Bcc,
+Content-Type, Content-Transfer-Encoding, DKIM-Signature, Received, X-SG-ID, X-SG-EID), so
+those are dropped: the JSON fields already carry them. SendGrid has no idempotency key.
+
+Results: 202 (empty body) is ``queued`` with the ``X-Message-Id`` response header as the
+provider id (the prefix of ``sg_message_id`` in SendGrid's events). 400 and 413 are
+``invalid``, other 4xx ``rejected``, with SendGrid's ``errors`` messages in the detail.
+SendGrid reports most per-recipient problems (suppressions, bounces) later, as events.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from newsletter.backends.base import BackendError, SendResult, SendStatus, query_options
+from newsletter.backends.http import APIRequest, HTTPBackend
+from newsletter.message import OutgoingMessage
+
+DEFAULT_ENDPOINT = "https://api.sendgrid.com"
+RESERVED_HEADERS = frozenset(
+    {
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "content-type",
+        "content-transfer-encoding",
+        "to",
+        "from",
+        "subject",
+        "reply-to",
+        "cc",
+        "bcc",
+    }
+)
+
+
+def _parse_url(url: str) -> tuple[str, str, float]:
+    """(API key, API base URL, timeout); errors never quote the URL (it holds the key)."""
+    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
+    if not at or not userinfo:
+        raise BackendError("sendgrid backend URL needs the API key: sendgrid://API_KEY@")
+    if host:
+        raise BackendError("sendgrid backend URL takes no host; use ?endpoint=https://...")
+    options = query_options(url)
+    if unknown := sorted(set(options) - {"endpoint", "timeout"}):
+        raise BackendError(f"sendgrid backend URL: unknown option(s) {', '.join(unknown)}")
+    endpoint = (options.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
+    parts = urlsplit(endpoint)
+    local = parts.hostname in ("127.0.0.1", "localhost")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise BackendError(
+            "sendgrid ?endpoint= must be an https:// URL (http:// only for 127.0.0.1 or localhost)"
+        )
+    try:
+        timeout = float(options.get("timeout", "15"))
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise BackendError("sendgrid backend URL: ?timeout= must be a positive number of seconds")
+    return unquote(userinfo), endpoint, timeout
+
+
+def _person(name: str | None, email: str) -> dict[str, str]:
+    name = " ".join((name or "").split())
+    return {"email": email, "name": name} if name else {"email": email}
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    message = str(error.get("message") or "")
+    return f"{error['field']}: {message}" if error.get("field") else message
+
+
+class SendGridBackend(HTTPBackend):
+    """SendGrid's v3 Mail Send API over a reused session."""
+
+    schemes = ("sendgrid",)
+    provider = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = 15.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(timeout=timeout, session=session)
+        if not api_key:
+            raise BackendError("sendgrid backend needs an API key")
+        self._api_key = api_key
+        self.endpoint = endpoint.rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        api_key, endpoint, timeout = _parse_url(url)
+        return cls(api_key, endpoint=endpoint, timeout=timeout)
+
+    def build_request(self, message: OutgoingMessage) -> APIRequest:
+        content = self.content(message)
+        html, text = content.bodies()
+        payload = {
+            "personalizations": [{"to": [_person(content.to_name, content.to_email)]}],
+            "from": _person(content.from_name, content.from_email),
+            "subject": content.subject,
+            "content": [
+                {"type": "text/plain", "value": text},
+                {"type": "text/html", "value": html},
+            ],
+            "headers": {
+                name: value
+                for name, value in content.headers.items()
+                if name.lower() not in RESERVED_HEADERS
+            },
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        return APIRequest(url=f"{self.endpoint}/v3/mail/send", json=payload, headers=headers)
+
+    def parse_response(self, message: OutgoingMessage, response: requests.Response) -> SendResult:
+        code = response.status_code
+        if response.ok:
+            provider_id = response.headers.get("X-Message-Id") or None
+            return SendResult(self.accepted_status, code, "accepted", provider_id=provider_id)
+        errors = self.json_body(response).get("errors")
+        texts = [_error_text(e) for e in errors] if isinstance(errors, list) else []
+        detail = "; ".join(t for t in texts if t) or response.text[:300]
+        status = SendStatus.invalid if code in (400, 413) else SendStatus.rejected
+        return SendResult(status, code, f"sendgrid {code}: {detail}")
+
+    def describe(self) -> str:
+        return f"sendgrid ({urlsplit(self.endpoint).netloc.rpartition('@')[2]})"
