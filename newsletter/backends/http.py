@@ -20,14 +20,22 @@ include it.
 from __future__ import annotations
 
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.backends.base import (
+    BackendError,
+    MailBackend,
+    SendResult,
+    SendStatus,
+    query_options,
+)
 from newsletter.message import MessageContent, OutgoingMessage
 
 
@@ -41,6 +49,58 @@ class APIRequest:
     files: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class APIURL:
+    """A parsed email-API backend URL: ``scheme://CREDENTIAL@?endpoint=...&timeout=...``."""
+
+    credential: str
+    endpoint: str
+    timeout: float
+    options: dict[str, str]
+
+
+def parse_api_url(
+    url: str,
+    *,
+    provider: str,
+    default_endpoint: str,
+    credential: str = "API key",
+    extra_options: frozenset[str] = frozenset(),
+) -> APIURL:
+    """Parse and check an API backend URL; errors name the problem but never quote the URL,
+    which holds the key. The credential is the URL's user part (percent-decoded); a host part
+    is refused (it would be a key typed in the wrong place); ``?endpoint=`` must be https, or
+    http on localhost for tests; unknown options are refused rather than ignored."""
+    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
+    placeholder = credential.upper().replace(" ", "_")
+    if not at or not userinfo:
+        raise BackendError(
+            f"{provider} backend URL needs the {credential}: {provider}://{placeholder}@"
+        )
+    if host:
+        raise BackendError(f"{provider} backend URL takes no host; use ?endpoint=https://...")
+    options = query_options(url)
+    if unknown := sorted(set(options) - {"endpoint", "timeout"} - extra_options):
+        raise BackendError(f"{provider} backend URL: unknown option(s) {', '.join(unknown)}")
+    endpoint = (options.get("endpoint") or default_endpoint).rstrip("/")
+    parts = urlsplit(endpoint)
+    local = parts.hostname in ("127.0.0.1", "localhost")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise BackendError(
+            f"{provider} ?endpoint= must be an https:// URL "
+            "(http:// only for 127.0.0.1 or localhost)"
+        )
+    try:
+        timeout = float(options.get("timeout", "15"))
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise BackendError(
+            f"{provider} backend URL: ?timeout= must be a positive number of seconds"
+        )
+    return APIURL(unquote(userinfo), endpoint, timeout, options)
 
 
 class HTTPBackendError(BackendError):

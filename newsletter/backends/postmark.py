@@ -23,15 +23,14 @@ the one SMTP sends carry, and sending it costs nothing when ignored.
 from __future__ import annotations
 
 import json
-import math
 from email.headerregistry import Address
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, SendResult, SendStatus, query_options
-from newsletter.backends.http import APIRequest, HTTPBackend, HTTPBackendError
+from newsletter.backends.base import BackendError, SendResult, SendStatus
+from newsletter.backends.http import APIRequest, HTTPBackend, HTTPBackendError, parse_api_url
 from newsletter.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.postmarkapp.com"
@@ -44,32 +43,6 @@ def _address(name: str | None, email: str) -> str:
     """``Name <email>``, the name quoted when needed and kept in UTF-8 (JSON, not MIME)."""
     local, _, domain = email.rpartition("@")
     return str(Address(" ".join((name or "").split()), local, domain))
-
-
-def _parse_url(url: str, allowed: frozenset[str]) -> tuple[str, str, float, dict[str, str]]:
-    """(token, API base URL, timeout, options); errors never quote the URL (it holds the key)."""
-    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
-    if not at or not userinfo:
-        raise BackendError("postmark backend URL needs the server token: postmark://TOKEN@")
-    if host:
-        raise BackendError("postmark backend URL takes no host; use ?endpoint=https://...")
-    options = query_options(url)
-    if unknown := sorted(set(options) - allowed):
-        raise BackendError(f"postmark backend URL: unknown option(s) {', '.join(unknown)}")
-    endpoint = (options.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(endpoint)
-    local = parts.hostname in ("127.0.0.1", "localhost")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
-        raise BackendError(
-            "postmark ?endpoint= must be an https:// URL (http:// only for 127.0.0.1 or localhost)"
-        )
-    try:
-        timeout = float(options.get("timeout", "15"))
-    except ValueError:
-        timeout = math.nan
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise BackendError("postmark backend URL: ?timeout= must be a positive number of seconds")
-    return unquote(userinfo), endpoint, timeout, options
 
 
 def _sent_payload(response: requests.Response) -> Any:
@@ -107,10 +80,15 @@ class PostmarkBackend(HTTPBackend):
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        token, endpoint, timeout, options = _parse_url(
-            url, frozenset({"endpoint", "timeout", "stream"})
+        parsed = parse_api_url(
+            url,
+            provider="postmark",
+            default_endpoint=DEFAULT_ENDPOINT,
+            credential="server token",
+            extra_options=frozenset({"stream"}),
         )
-        stream = options.get("stream", "broadcast")
+        token, endpoint, timeout = parsed.credential, parsed.endpoint, parsed.timeout
+        stream = parsed.options.get("stream", "broadcast")
         if not stream:
             raise BackendError("postmark backend URL: ?stream= is empty")
         return cls(token, endpoint=endpoint, stream=stream, timeout=timeout)

@@ -21,44 +21,17 @@ Results: 200 ``{"id": ...}`` is ``queued`` with that id. 400 and 422 (``validati
 
 from __future__ import annotations
 
-import math
 from email.headerregistry import Address
 from typing import Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, SendResult, SendStatus, query_options
-from newsletter.backends.http import APIRequest, HTTPBackend
+from newsletter.backends.base import BackendError, SendResult, SendStatus
+from newsletter.backends.http import APIRequest, HTTPBackend, parse_api_url
 from newsletter.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.resend.com"
-
-
-def _parse_url(url: str) -> tuple[str, str, float]:
-    """(API key, API base URL, timeout); errors never quote the URL (it holds the key)."""
-    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
-    if not at or not userinfo:
-        raise BackendError("resend backend URL needs the API key: resend://API_KEY@")
-    if host:
-        raise BackendError("resend backend URL takes no host; use ?endpoint=https://...")
-    options = query_options(url)
-    if unknown := sorted(set(options) - {"endpoint", "timeout"}):
-        raise BackendError(f"resend backend URL: unknown option(s) {', '.join(unknown)}")
-    endpoint = (options.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(endpoint)
-    local = parts.hostname in ("127.0.0.1", "localhost")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
-        raise BackendError(
-            "resend ?endpoint= must be an https:// URL (http:// only for 127.0.0.1 or localhost)"
-        )
-    try:
-        timeout = float(options.get("timeout", "15"))
-    except ValueError:
-        timeout = math.nan
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise BackendError("resend backend URL: ?timeout= must be a positive number of seconds")
-    return unquote(userinfo), endpoint, timeout
 
 
 def _address(name: str | None, email: str) -> str:
@@ -89,8 +62,8 @@ class ResendBackend(HTTPBackend):
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        api_key, endpoint, timeout = _parse_url(url)
-        return cls(api_key, endpoint=endpoint, timeout=timeout)
+        parsed = parse_api_url(url, provider="resend", default_endpoint=DEFAULT_ENDPOINT)
+        return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)
 
     def build_request(self, message: OutgoingMessage) -> APIRequest:
         content = self.content(message)

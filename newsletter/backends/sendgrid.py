@@ -21,14 +21,13 @@ SendGrid reports most per-recipient problems (suppressions, bounces) later, as e
 
 from __future__ import annotations
 
-import math
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, SendResult, SendStatus, query_options
-from newsletter.backends.http import APIRequest, HTTPBackend
+from newsletter.backends.base import BackendError, SendResult, SendStatus
+from newsletter.backends.http import APIRequest, HTTPBackend, parse_api_url
 from newsletter.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.sendgrid.com"
@@ -48,32 +47,6 @@ RESERVED_HEADERS = frozenset(
         "bcc",
     }
 )
-
-
-def _parse_url(url: str) -> tuple[str, str, float]:
-    """(API key, API base URL, timeout); errors never quote the URL (it holds the key)."""
-    userinfo, at, host = urlsplit(url).netloc.rpartition("@")
-    if not at or not userinfo:
-        raise BackendError("sendgrid backend URL needs the API key: sendgrid://API_KEY@")
-    if host:
-        raise BackendError("sendgrid backend URL takes no host; use ?endpoint=https://...")
-    options = query_options(url)
-    if unknown := sorted(set(options) - {"endpoint", "timeout"}):
-        raise BackendError(f"sendgrid backend URL: unknown option(s) {', '.join(unknown)}")
-    endpoint = (options.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(endpoint)
-    local = parts.hostname in ("127.0.0.1", "localhost")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
-        raise BackendError(
-            "sendgrid ?endpoint= must be an https:// URL (http:// only for 127.0.0.1 or localhost)"
-        )
-    try:
-        timeout = float(options.get("timeout", "15"))
-    except ValueError:
-        timeout = math.nan
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise BackendError("sendgrid backend URL: ?timeout= must be a positive number of seconds")
-    return unquote(userinfo), endpoint, timeout
 
 
 def _person(name: str | None, email: str) -> dict[str, str]:
@@ -110,8 +83,8 @@ class SendGridBackend(HTTPBackend):
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        api_key, endpoint, timeout = _parse_url(url)
-        return cls(api_key, endpoint=endpoint, timeout=timeout)
+        parsed = parse_api_url(url, provider="sendgrid", default_endpoint=DEFAULT_ENDPOINT)
+        return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)
 
     def build_request(self, message: OutgoingMessage) -> APIRequest:
         content = self.content(message)
