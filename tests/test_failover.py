@@ -87,3 +87,24 @@ def test_three_backends_two_dead_nothing_sent_twice(
     assert [r.status for r in results] == ["sent"] * 5
     assert len(outbox) == 1 and len(smtp_server.received) == 4
     backend.close()
+
+
+def test_backend_breaking_mid_batch_hands_only_the_unsent_to_the_next(
+    seeded: Session, settings: Settings, draft: int, api_stub: Any
+) -> None:
+    from pathlib import Path
+
+    from newsletter.backends.postmark import PostmarkBackend
+
+    fixtures = Path(__file__).parent / "fixtures" / "http" / "postmark"
+    api_stub.reply(200, (fixtures / "send-ok.json").read_text())
+    api_stub.reply(200, (fixtures / "send-ok.json").read_text())
+    api_stub.reply(401, (fixtures / "error-10-bad-token.json").read_text())
+    messages = _messages(seeded, settings, draft, 5)
+    spare = MemoryBackend()
+    backend = FailoverBackend(
+        [PostmarkBackend.from_url(f"postmark://t@?endpoint={api_stub.url}"), spare]
+    )
+    results = backend.send_messages(messages)
+    assert [r.status for r in results] == ["queued", "queued", "sent", "sent", "sent"]
+    assert [m.recipient for m in outbox] == [m.recipient for m in messages[2:]]

@@ -56,8 +56,11 @@ class FailoverBackend(MailBackend):
         while todo:
             try:
                 answers = self.backends[self.current].send_messages([messages[i] for i in todo])
-            except BackendError as exc:  # can't connect at all: nothing was handed over
-                answers = [SendResult(SendStatus.deferred, None, str(exc))] * len(todo)
+            except BackendError as exc:
+                # It broke: the answers it gave before stand (those messages were handed
+                # over), the rest were not sent and count as deferred, so they move on.
+                rest = len(todo) - len(exc.results)
+                answers = exc.results + [SendResult(SendStatus.deferred, None, str(exc))] * rest
             for i, result in zip(todo, answers, strict=True):
                 results[i] = result
             deferred = [i for i, r in zip(todo, answers, strict=True) if r.status == "deferred"]

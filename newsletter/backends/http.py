@@ -61,6 +61,48 @@ class APIURL:
     options: dict[str, str]
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def endpoint_option(options: dict[str, str], default: str, provider: str) -> str:
+    """``?endpoint=`` without a trailing slash, or ``default``: https, or http to loopback only.
+
+    Plain http would send the credentials in clear, so it is allowed only to this machine.
+    """
+    endpoint = options.get("endpoint")
+    if not endpoint:
+        return default
+    parts = urlsplit(endpoint)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise BackendError(f"{provider} ?endpoint= has a bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.username:
+        raise BackendError(f"{provider} ?endpoint= must be an http(s) base URL (no query, no user)")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise BackendError(
+            f"{provider} ?endpoint= must use https:// (http:// only to 127.0.0.1 or localhost)"
+        )
+    return endpoint.rstrip("/")
+
+
+def check_options(options: dict[str, str], allowed: set[str], provider: str) -> None:
+    """Refuse an unknown option: a typo (``?regoin=eu``) must not be silently ignored."""
+    if unknown := sorted(set(options) - allowed):
+        raise BackendError(f"{provider} backend URL: unknown option(s) {', '.join(unknown)}")
+
+
+def timeout_option(options: dict[str, str], provider: str, default: float = 15.0) -> float:
+    """``?timeout=`` in seconds: a finite positive number."""
+    try:
+        timeout = float(options.get("timeout", default))
+    except ValueError:
+        raise BackendError(f"{provider} ?timeout= is not a number of seconds") from None
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise BackendError(f"{provider} ?timeout= must be a positive number of seconds")
+    return timeout
+
+
 def parse_api_url(
     url: str,
     *,
@@ -69,10 +111,11 @@ def parse_api_url(
     credential: str = "API key",
     extra_options: frozenset[str] = frozenset(),
 ) -> APIURL:
-    """Parse and check an API backend URL; errors name the problem but never quote the URL,
-    which holds the key. The credential is the URL's user part (percent-decoded); a host part
-    is refused (it would be a key typed in the wrong place); ``?endpoint=`` must be https, or
-    http on localhost for tests; unknown options are refused rather than ignored."""
+    """Parse and check an API backend URL whose user part is the credential (percent-decoded).
+
+    Errors name the problem but never quote the URL, which holds the key. A host part is
+    refused (it would be a key typed in the wrong place); unknown options are refused.
+    """
     userinfo, at, host = urlsplit(url).netloc.rpartition("@")
     placeholder = credential.upper().replace(" ", "_")
     if not at or not userinfo:
@@ -82,25 +125,13 @@ def parse_api_url(
     if host:
         raise BackendError(f"{provider} backend URL takes no host; use ?endpoint=https://...")
     options = query_options(url)
-    if unknown := sorted(set(options) - {"endpoint", "timeout"} - extra_options):
-        raise BackendError(f"{provider} backend URL: unknown option(s) {', '.join(unknown)}")
-    endpoint = (options.get("endpoint") or default_endpoint).rstrip("/")
-    parts = urlsplit(endpoint)
-    local = parts.hostname in ("127.0.0.1", "localhost")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
-        raise BackendError(
-            f"{provider} ?endpoint= must be an https:// URL "
-            "(http:// only for 127.0.0.1 or localhost)"
-        )
-    try:
-        timeout = float(options.get("timeout", "15"))
-    except ValueError:
-        timeout = math.nan
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise BackendError(
-            f"{provider} backend URL: ?timeout= must be a positive number of seconds"
-        )
-    return APIURL(unquote(userinfo), endpoint, timeout, options)
+    check_options(options, {"endpoint", "timeout", *extra_options}, provider)
+    return APIURL(
+        unquote(userinfo),
+        endpoint_option(options, default_endpoint.rstrip("/"), provider),
+        timeout_option(options, provider),
+        options,
+    )
 
 
 class HTTPBackendError(BackendError):
