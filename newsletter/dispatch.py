@@ -152,9 +152,10 @@ def dispatch(
     return run.summary
 
 
-#: Messages built and handed to the backend at once. The ledger batch can be large (fewer
-#: round trips to the database) while only this many ~50 KB messages exist at a time per
-#: sender: 8 senders x 500 messages held 177 MiB at peak, 8 x 50 stays near the baseline.
+#: Messages built, handed to the backend and recorded at once. The ledger batch can be large
+#: (fewer claims) while only this many ~50 KB messages exist at a time per sender (8 senders x
+#: 500 messages held 177 MiB at peak, 8 x 50 stays near the baseline), and a killed sender
+#: leaves at most this many messages handed over but unrecorded.
 SEND_CHUNK = 50
 
 
@@ -197,6 +198,11 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
             )
         for (delivery, message), result in zip(chunk, results, strict=True):
             outcomes.append(_outcome(run, delivery, message, result))
+        # Record after every chunk, not every batch: a sender killed now re-sends at most the
+        # chunk in flight (SEND_CHUNK messages) once its lease expires, not a whole batch.
+        ledger.record(run.session, outcomes=outcomes, owner=run.owner)
+        run.session.commit()
+        outcomes = []
     ledger.record(run.session, outcomes=outcomes, owner=run.owner)
     run.session.commit()
 

@@ -524,3 +524,27 @@ def test_credentials_refused_mid_batch_records_what_was_accepted_and_pauses(
     )
     assert report.run.sent == 3 and report.edition.status == "sent"
     assert len(api_stub.calls) == 4 + 3  # nobody accepted was posted again
+
+
+def test_a_crash_mid_batch_leaves_only_the_chunk_in_flight_unrecorded(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    from newsletter.dispatch import SEND_CHUNK
+
+    add_subscribers(3 * SEND_CHUNK)
+    calls = {"n": 0}
+
+    class DiesOnThirdChunk(MemoryBackend):
+        def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                super().send_messages(messages)  # handed over...
+                raise KeyboardInterrupt  # ...and the process dies before recording
+            return super().send_messages(messages)
+
+    big = settings.model_copy(update={"batch_size": 3 * SEND_CHUNK})
+    with pytest.raises(KeyboardInterrupt):
+        publish.send_edition(seeded, edition_id=draft, settings=big, backend=DiesOnThirdChunk())
+    seeded.rollback()
+    counts = ledger.counts(seeded, edition_id=draft)
+    assert counts["sent"] == 2 * SEND_CHUNK and counts["claimed"] == SEND_CHUNK
