@@ -24,7 +24,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -257,3 +257,38 @@ class HTTPBackend(MailBackend):
 
     def rejected(self, response: requests.Response, detail: str) -> SendResult:
         return SendResult(SendStatus.rejected, response.status_code, f"{self.provider}: {detail}")
+
+
+class APIKeyBackend(HTTPBackend):
+    """An API authenticated by one key, given as ``scheme://KEY@?endpoint=&timeout=``.
+
+    Subclasses set ``provider`` and ``default_endpoint`` and build their requests with
+    ``self._api_key`` and ``self.endpoint``.
+    """
+
+    default_endpoint = ""
+    credential_name = "API key"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        endpoint: str | None = None,
+        timeout: float = 15.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(timeout=timeout, session=session)
+        if not api_key:
+            raise BackendError(f"{self.provider} backend needs an {self.credential_name}")
+        self._api_key = api_key
+        self.endpoint = (endpoint or self.default_endpoint).rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        parsed = parse_api_url(
+            url,
+            provider=cls.provider,
+            default_endpoint=cls.default_endpoint,
+            credential=cls.credential_name,
+        )
+        return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)

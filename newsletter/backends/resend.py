@@ -22,13 +22,12 @@ Results: 200 ``{"id": ...}`` is ``queued`` with that id. 400 and 422 (``validati
 from __future__ import annotations
 
 from email.headerregistry import Address
-from typing import Self
 from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, SendResult, SendStatus
-from newsletter.backends.http import APIRequest, HTTPBackend, parse_api_url
+from newsletter.backends.base import SendResult, SendStatus
+from newsletter.backends.http import APIKeyBackend, APIRequest
 from newsletter.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.resend.com"
@@ -40,30 +39,12 @@ def _address(name: str | None, email: str) -> str:
     return str(Address(" ".join((name or "").split()), local, domain))
 
 
-class ResendBackend(HTTPBackend):
+class ResendBackend(APIKeyBackend):
     """Resend's send-email API over a reused session."""
 
     schemes = ("resend",)
     provider = "resend"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        endpoint: str = DEFAULT_ENDPOINT,
-        timeout: float = 15.0,
-        session: requests.Session | None = None,
-    ) -> None:
-        super().__init__(timeout=timeout, session=session)
-        if not api_key:
-            raise BackendError("resend backend needs an API key")
-        self._api_key = api_key
-        self.endpoint = endpoint.rstrip("/")
-
-    @classmethod
-    def from_url(cls, url: str) -> Self:
-        parsed = parse_api_url(url, provider="resend", default_endpoint=DEFAULT_ENDPOINT)
-        return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)
+    default_endpoint = DEFAULT_ENDPOINT
 
     def build_request(self, message: OutgoingMessage) -> APIRequest:
         content = self.content(message)

@@ -21,13 +21,13 @@ SendGrid reports most per-recipient problems (suppressions, bounces) later, as e
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import BackendError, SendResult, SendStatus
-from newsletter.backends.http import APIRequest, HTTPBackend, parse_api_url
+from newsletter.backends.base import SendResult, SendStatus
+from newsletter.backends.http import APIKeyBackend, APIRequest
 from newsletter.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.sendgrid.com"
@@ -61,30 +61,12 @@ def _error_text(error: Any) -> str:
     return f"{error['field']}: {message}" if error.get("field") else message
 
 
-class SendGridBackend(HTTPBackend):
+class SendGridBackend(APIKeyBackend):
     """SendGrid's v3 Mail Send API over a reused session."""
 
     schemes = ("sendgrid",)
     provider = "sendgrid"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        endpoint: str = DEFAULT_ENDPOINT,
-        timeout: float = 15.0,
-        session: requests.Session | None = None,
-    ) -> None:
-        super().__init__(timeout=timeout, session=session)
-        if not api_key:
-            raise BackendError("sendgrid backend needs an API key")
-        self._api_key = api_key
-        self.endpoint = endpoint.rstrip("/")
-
-    @classmethod
-    def from_url(cls, url: str) -> Self:
-        parsed = parse_api_url(url, provider="sendgrid", default_endpoint=DEFAULT_ENDPOINT)
-        return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)
+    default_endpoint = DEFAULT_ENDPOINT
 
     def build_request(self, message: OutgoingMessage) -> APIRequest:
         content = self.content(message)
