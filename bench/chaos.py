@@ -1,0 +1,155 @@
+"""Chaos: kill -9 the sending worker at random moments, then check nobody was lost.
+
+Starts the minimal SMTP sink (bench/smtp_sink.py) in its own process, seeds N subscribers in
+SQLite, starts one edition, then runs ``newsletter worker`` processes and kills each with
+SIGKILL after a random time, ``--kills`` times; a last worker finishes the edition once the dead
+ones' leases expire. Then it compares the Message-IDs the sink received with the ledger and
+prints losses (ledger says sent, sink never got it, or never sent at all) and duplicates.
+
+    python bench/chaos.py --subscribers 100000 --kills 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from render_send import seed_subscribers
+from sqlalchemy import text
+from sqlmodel import Session
+
+from newsletter import importing, ledger, publish
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.paths import example_comparisons
+from newsletter.personalization import instance_tag
+
+HERE = Path(__file__).resolve().parent
+SECRET = "chaos-" + "k" * 40
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--port", type=int, default=2598)
+    parser.add_argument(
+        "--lease", type=float, default=3.0, help="lease seconds (short, to resume fast)"
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
+    ids_file = tmp / "ids.txt"
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "smtp_sink.py"),
+            "--port",
+            str(args.port),
+            "--ids",
+            str(ids_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    db_url = f"sqlite:///{tmp / 'chaos.db'}"
+    settings = Settings(
+        database_url=db_url,
+        secret_key=SECRET,
+        base_url="https://news.example.com",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with Session(engine, expire_on_commit=False) as session:
+        newsletter = publish.default_newsletter(session, settings)
+        importing.import_comparisons(session, path=example_comparisons())
+        session.commit()
+        seed_subscribers(session, newsletter.id or 0, args.subscribers)
+        draft = publish.draft_edition(
+            session, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+        )
+        edition_id = draft.edition.id or 0
+        publish.start_edition(session, edition_id=edition_id, settings=settings)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=db_url,
+        NEWSLETTER_MAIL_BACKEND=f"smtp://127.0.0.1:{args.port}",
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL="https://news.example.com",
+        NEWSLETTER_LEASE_SECONDS=str(args.lease),
+    )
+    command = [sys.executable, "-m", "newsletter.cli", "worker", "--once", "--poll", "0.5"]
+    t0 = time.perf_counter()
+    expected_duration = args.subscribers / 1500
+    for kill in range(args.kills):
+        worker = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(rng.uniform(1.0, max(1.5, expected_duration / (args.kills + 1))))
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            print(f"kill -9 #{kill + 1} at {time.perf_counter() - t0:.1f} s")
+    final = subprocess.run(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if final.returncode != 0:
+        print(final.stderr, file=sys.stderr)
+    wall = time.perf_counter() - t0
+
+    sink.terminate()
+    out, _ = sink.communicate(timeout=60)
+    received = Counter(line for line in ids_file.read_text().splitlines() if line)
+    with Session(engine) as session:
+        counts = ledger.counts(session, edition_id=edition_id)
+        status = session.execute(
+            text("SELECT status FROM edition WHERE id = :e"), {"e": edition_id}
+        ).scalar()
+        recorded = {
+            row[0]
+            for row in session.execute(
+                text("SELECT message_id FROM delivery WHERE edition_id = :e AND status = 'sent'"),
+                {"e": edition_id},
+            )
+        }
+        ids = {
+            row[0]
+            for row in session.execute(
+                text("SELECT subscriber_id FROM delivery WHERE edition_id = :e"), {"e": edition_id}
+            )
+        }
+    engine.dispose()
+    domain = settings.sender().domain
+    every = {f"<nl.{edition_id}.{sid}.{instance_tag(SECRET)}@{domain}>" for sid in ids}
+    lost = every - set(received)
+    recorded_not_received = recorded - set(received)
+    duplicates = sum(n - 1 for n in received.values() if n > 1)
+    print(f"subscribers:       {args.subscribers:,}; kills: {args.kills}; {wall:.1f} s in all")
+    totals = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    print(f"edition status:    {status}; ledger: {totals}")
+    print(f"sink received:     {sum(received.values()):,} messages, {len(received):,} distinct")
+    print(
+        f"lost:              {len(lost)} (never received); {len(recorded_not_received)} recorded "
+        "sent but not received"
+    )
+    print(f"duplicates:        {duplicates} (messages received more than once)")
+    if lost or recorded_not_received or status != "sent":
+        raise SystemExit("LOSS: some subscriber did not get the edition")
+
+
+if __name__ == "__main__":
+    main()
