@@ -20,17 +20,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
-from render_send import seed_subscribers
+from render_send import seed_edition
 from sqlalchemy import text
 from sqlmodel import Session
 
-from newsletter import importing, ledger, publish
+from newsletter import ledger, publish
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
-from newsletter.paths import example_comparisons
 from newsletter.personalization import instance_tag
 
 HERE = Path(__file__).resolve().parent
@@ -74,14 +72,7 @@ def main() -> None:
     engine = make_engine(db_url)
     upgrade(engine)
     with Session(engine, expire_on_commit=False) as session:
-        newsletter = publish.default_newsletter(session, settings)
-        importing.import_comparisons(session, path=example_comparisons())
-        session.commit()
-        seed_subscribers(session, newsletter.id or 0, args.subscribers)
-        draft = publish.draft_edition(
-            session, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
-        )
-        edition_id = draft.edition.id or 0
+        edition_id = seed_edition(session, settings, args.subscribers)
         publish.start_edition(session, edition_id=edition_id, settings=settings)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}

@@ -16,18 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from render_send import peak_rss_mib, seed_subscribers
+from render_send import peak_rss_mib, seed_edition
 from sqlmodel import Session
 
-from newsletter import importing, ledger, publish
+from newsletter import ledger, publish
 from newsletter.allocator import keep_freed_memory
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
-from newsletter.paths import example_comparisons
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,17 +63,7 @@ def main() -> None:
             upgrade(engine)
             url = f"smtp://127.0.0.1:{args.port}"
             with Session(engine, expire_on_commit=False) as session:
-                newsletter = publish.default_newsletter(session, settings)
-                importing.import_comparisons(session, path=example_comparisons())
-                session.commit()
-                seed_subscribers(session, newsletter.id or 0, args.subscribers)
-                draft = publish.draft_edition(
-                    session,
-                    settings=settings,
-                    newsletter_slug=None,
-                    at=datetime(2026, 11, 25, tzinfo=UTC),
-                )
-                edition_id = draft.edition.id or 0
+                edition_id = seed_edition(session, settings, args.subscribers)
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 report = publish.send_edition(
                     session,

@@ -65,6 +65,19 @@ def seed_subscribers(session: Session, newsletter_id: int, n: int) -> None:
     session.commit()
 
 
+def seed_edition(session: Session, settings: Settings, subscribers: int) -> int:
+    """The setup every benchmark shares: the default newsletter, the example comparisons, N
+    subscribers and the draft edition for the examples' week; returns the edition id."""
+    newsletter = publish.default_newsletter(session, settings)
+    importing.import_comparisons(session, path=example_comparisons())
+    session.commit()
+    seed_subscribers(session, newsletter.id or 0, subscribers)
+    draft = publish.draft_edition(
+        session, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    )
+    return draft.edition.id or 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000)
@@ -88,17 +101,8 @@ def main() -> None:
         upgrade(engine)
         with Session(engine, expire_on_commit=False) as session:
             t0 = time.perf_counter()
-            newsletter = publish.default_newsletter(session, settings)
-            importing.import_comparisons(session, path=example_comparisons())
-            session.commit()
-            seed_subscribers(session, newsletter.id or 0, args.subscribers)
+            edition_id = seed_edition(session, settings, args.subscribers)
             seeded_s = time.perf_counter() - t0
-            outcome = publish.draft_edition(
-                session,
-                settings=settings,
-                newsletter_slug=None,
-                at=datetime(2026, 11, 25, tzinfo=UTC),
-            )
             rss_before = peak_rss_mib()
 
             build_ns = 0
@@ -116,7 +120,7 @@ def main() -> None:
             t1 = time.perf_counter()
             report = publish.send_edition(
                 session,
-                edition_id=outcome.edition.id or 0,
+                edition_id=edition_id,
                 settings=settings,
                 backend=memory.MemoryBackend(retain=False),
             )
