@@ -142,6 +142,10 @@ class Subscriber(SQLModel, table=True):
     timezone: str | None = Field(default=None, max_length=64)
     suppressed: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: Soft bounces in a row since the last delivery; at the threshold the address is suppressed.
+    soft_bounces: int = 0
+    #: When the last double opt-in email went out: at most one per address per hour.
+    confirm_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Subscription(SQLModel, table=True):
@@ -216,7 +220,7 @@ class Delivery(SQLModel, table=True):
     retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     message_id: str | None = Field(default=None, max_length=250)
-    provider_message_id: str | None = Field(default=None, max_length=250)
+    provider_message_id: str | None = Field(default=None, max_length=250, index=True)
     error_code: int | None = None
     error_text: str | None = Field(default=None, max_length=1000)
     updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -228,8 +232,39 @@ class SubscriptionEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
     newsletter_id: int | None = Field(default=None, foreign_key="newsletter.id")
-    edition_id: int | None = Field(default=None, foreign_key="edition.id")
+    edition_id: int | None = Field(default=None, foreign_key="edition.id", index=True)
     kind: str = Field(max_length=32)
     source: str = Field(max_length=32)
     detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MailEventKind(enum.StrEnum):
+    """What a provider reported about a message after it was accepted (webhooks)."""
+
+    delivered = "delivered"
+    bounced_hard = "bounced_hard"
+    bounced_soft = "bounced_soft"
+    complained = "complained"
+
+
+class MailEvent(SQLModel, table=True):
+    """One provider report (bounce, complaint, delivery), tied to the delivery it is about.
+
+    ``(provider, provider_event_id)`` is unique, so a webhook the provider retries is stored
+    and acted on once.
+    """
+
+    __table_args__ = (UniqueConstraint("provider", "provider_event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=32)
+    provider_event_id: str = Field(max_length=250)
+    kind: str = Field(max_length=16)
+    email_key: str = Field(max_length=320, index=True)
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", index=True)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id")
+    edition_id: int | None = Field(default=None, foreign_key="edition.id", index=True)
+    detail: str | None = Field(default=None, max_length=500)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
