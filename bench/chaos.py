@@ -44,6 +44,9 @@ def main() -> None:
         "--lease", type=float, default=3.0, help="lease seconds (short, to resume fast)"
     )
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--no-journal", action="store_true", help="without the write-ahead journal (the before)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -82,6 +85,7 @@ def main() -> None:
         NEWSLETTER_SECRET_KEY=SECRET,
         NEWSLETTER_BASE_URL="https://news.example.com",
         NEWSLETTER_LEASE_SECONDS=str(args.lease),
+        NEWSLETTER_JOURNAL_DIR="" if args.no_journal else str(tmp / "journal"),
     )
     command = [sys.executable, "-m", "newsletter.cli", "worker", "--once", "--poll", "0.5"]
     t0 = time.perf_counter()

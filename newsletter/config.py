@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         "", description='Per send: "100/s", "50000/h" or "100/s,50000/h"; empty is unlimited.'
     )
+    journal_dir: str = Field(
+        "./.newsletter-journal",
+        description="Where each sender writes answers ahead of the ledger, read back after a "
+        "crash on this machine (empty: no journal).",
+    )
     old_secret_keys: str = Field(
         "",
         description="Comma-separated previous keys, still accepted when verifying tokens "

@@ -17,11 +17,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlmodel import Session
 
-from newsletter import ledger, store
+from newsletter import journal, ledger, store
 from newsletter.backends import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.journal import ResultJournal
 from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus, utcnow
 from newsletter.personalization import MessageTemplate, Recipient
@@ -92,7 +94,9 @@ class _Run:
     backend: MailBackend
     policy: Policy
     limiter: RateLimiter
+    journal_dir: Path | None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    journal: ResultJournal | None = None
     summary: SendSummary = field(default_factory=SendSummary)
     failures_in_a_row: int = 0
     rng: random.Random = field(default_factory=random.Random)
@@ -109,16 +113,35 @@ def dispatch(
     policy: Policy,
     limiter: RateLimiter,
     on_batch: Callable[[int], None] | None = None,
+    journal_dir: Path | None = None,
 ) -> SendSummary:
     """One pass over the claimable deliveries of an edition; commits after every batch.
 
+    With ``journal_dir``, every answer is also written ahead to this sender's journal (see
+    :mod:`newsletter.journal`), and journals of dead senders are read back before each claim.
     A backend that raises (it should return a result per message instead) stops the pass; its
     batch stays claimed until the lease expires and is then sent by a later run.
     """
-    run = _Run(session, edition_id, newsletter_id, template, signer, backend, policy, limiter)
+    run = _Run(
+        session, edition_id, newsletter_id, template, signer, backend, policy, limiter, journal_dir
+    )
+    if journal_dir is not None:
+        run.journal = ResultJournal(journal_dir, run.owner)
+    try:
+        _loop(run, on_batch)
+    finally:
+        if run.journal is not None:
+            run.journal.close()
+    return run.summary
+
+
+def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
+    session, edition_id, policy = run.session, run.edition_id, run.policy
     after_id = 0
-    with backend:
+    with run.backend:
         while True:
+            if run.journal_dir is not None:
+                journal.recover(session, run.journal_dir)
             status = store.edition_status(session, edition_id=edition_id)
             if status != EditionStatus.sending:
                 run.summary.stopped_because = status
@@ -126,7 +149,7 @@ def dispatch(
             batch = ledger.claim_batch(
                 session,
                 edition_id=edition_id,
-                newsletter_id=newsletter_id,
+                newsletter_id=run.newsletter_id,
                 after_id=after_id,
                 limit=policy.batch_size,
                 owner=run.owner,
@@ -149,7 +172,6 @@ def dispatch(
                 session.commit()
                 run.summary.stopped_because = reason
                 break
-    return run.summary
 
 
 #: Messages built, handed to the backend and recorded at once. The ledger batch can be large
@@ -185,49 +207,66 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         if not chunk:
             continue
         run.limiter.acquire(len(chunk))
-        messages = [m for _, m in chunk]
-        try:
-            results = run.backend.send_messages(messages)
-        except BackendError as exc:
-            _stop_on_backend_error(run, exc, chunk, live[start + step :], outcomes)
-            raise
-        if len(results) != len(messages):
-            raise RuntimeError(
-                f"{run.backend.describe()} returned {len(results)} results for "
-                f"{len(messages)} messages"
-            )
-        for (delivery, message), result in zip(chunk, results, strict=True):
-            outcomes.append(_outcome(run, delivery, message, result))
+        outcomes += _send_chunk(run, chunk, live[start + step :], outcomes)
         # Record after every chunk, not every batch: a sender killed now re-sends at most the
-        # chunk in flight (SEND_CHUNK messages) once its lease expires, not a whole batch.
+        # chunk in flight (SEND_CHUNK messages) once its lease expires, not a whole batch, and
+        # with a journal only the messages whose answer was not written down yet.
         ledger.record(run.session, outcomes=outcomes, owner=run.owner)
         run.session.commit()
+        if run.journal is not None:
+            run.journal.clear()
         outcomes = []
     ledger.record(run.session, outcomes=outcomes, owner=run.owner)
     run.session.commit()
 
 
+def _send_chunk(
+    run: _Run,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    later: list[ledger.OpenDelivery],
+    pending: list[ledger.Outcome],
+) -> list[ledger.Outcome]:
+    """Hand ``chunk`` to the backend; each answer becomes an outcome (journaled at once)."""
+    answered: list[ledger.Outcome] = []
+
+    def on_result(index: int, result: SendResult) -> None:
+        delivery, message = chunk[index]
+        answered.append(_outcome(run, delivery, message, result))
+        if run.journal is not None:
+            run.journal.write(answered[-1])
+
+    try:
+        results = run.backend.send_each([m for _, m in chunk], on_result)
+    except BackendError as exc:
+        ledger.record(run.session, outcomes=pending + answered, owner=run.owner)
+        _stop_on_backend_error(run, exc, chunk[len(answered) :], later)
+        run.session.commit()
+        raise
+    if len(results) != len(chunk) or len(answered) != len(chunk):
+        raise RuntimeError(
+            f"{run.backend.describe()} returned {len(results)} results for {len(chunk)} messages"
+        )
+    return answered
+
+
 def _stop_on_backend_error(
     run: _Run,
     exc: BackendError,
-    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    unanswered: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
     later: list[ledger.OpenDelivery],
-    outcomes: list[ledger.Outcome],
 ) -> None:
-    """The backend broke mid-batch (credentials refused, relay gone): record what it answered,
-    give the rest back to the queue, and pause the edition with the reason. Nothing handed over
-    is sent twice; nothing is lost."""
-    answered = list(zip(chunk, exc.results, strict=False))
-    for (delivery, message), result in answered:
-        outcomes.append(_outcome(run, delivery, message, result))
-    released = [d.id for d, _ in chunk[len(answered) :]] + [d.id for d in later]
-    ledger.record(run.session, outcomes=outcomes, owner=run.owner)
+    """The backend broke mid-batch (credentials refused, relay gone): give back what it did not
+    answer and pause the edition with the reason; the caller records what it did answer.
+    Nothing handed over is sent twice; nothing is lost."""
+    answered = list(zip(unanswered, exc.results, strict=False))
+    extra = [_outcome(run, d, m, r) for (d, m), r in answered]
+    ledger.record(run.session, outcomes=extra, owner=run.owner)
+    released = [d.id for d, _ in unanswered[len(answered) :]] + [d.id for d in later]
     ledger.release(run.session, ids=released, owner=run.owner)
     reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
     store.set_edition_status(
         run.session, edition_id=run.edition_id, status=EditionStatus.paused, reason=reason
     )
-    run.session.commit()
 
 
 def _outcome(

@@ -43,6 +43,7 @@ def settings(tmp_path: Path) -> Settings:
         postal_address="AI Tool Verdicts, 1 Test Street, Testville",
         timezone="UTC",
         site_url="https://aitoolverdicts.example",
+        journal_dir=str(tmp_path / "journal"),
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -88,6 +88,23 @@ class MailBackend(ABC):
     @abstractmethod
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send each message; one result per message, in the same order."""
+
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+    ) -> list[SendResult]:
+        """Like :meth:`send_messages`, and call ``on_result(index, result)`` for each answer.
+
+        A backend that hands messages over one at a time (SMTP) overrides this to report each
+        answer the moment it arrives, so the caller can write it down before the next message
+        goes out; batch APIs answer for the whole batch at once, which is what this default
+        does.
+        """
+        results = self.send_messages(messages)
+        for index, result in enumerate(results):
+            on_result(index, result)
+        return results
 
     def describe(self) -> str:
         """A human description, safe to log (no passwords)."""

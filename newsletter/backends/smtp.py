@@ -11,7 +11,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
@@ -139,9 +139,21 @@ class SMTPBackend(MailBackend):
             conn.close()
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return self.send_each(messages, lambda _index, _result: None)
+
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+    ) -> list[SendResult]:
+        """One transaction per message; each answer is reported before the next message."""
         opened_here = self.open()
+        results: list[SendResult] = []
         try:
-            return [self._send_one(m) for m in messages]
+            for index, message in enumerate(messages):
+                results.append(self._send_one(message))
+                on_result(index, results[-1])
+            return results
         finally:
             if opened_here:
                 self.close()

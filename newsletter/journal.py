@@ -1,0 +1,121 @@
+"""A sender's write-ahead file of answers the ledger does not have yet.
+
+The ledger is written once per chunk of messages (one transaction per ~50 messages keeps a
+send fast). A sender killed between the server's answer and that commit would leave the chunk
+claimed, and whoever takes the claim over would mail those people again. So each answer is also
+appended to this file the moment it arrives (one ``write``; the page cache keeps it when the
+process is killed) and the file is emptied after each commit. The next send on the same machine
+reads the files of dead senders back into the ledger before it claims anything.
+
+What is left is the time between the server's answer leaving it and our ``write``: microseconds
+per message instead of a chunk (RFC 1047 describes the same window for SMTP relays). A sender on
+another machine cannot read this file; after a whole machine is lost, at most the chunk in
+flight is sent again, as without a journal.
+
+A live sender holds an exclusive ``flock`` on its file; a file nobody holds belongs to a sender
+that died. Lines are JSON; a torn last line (killed mid-write) is ignored: its answer was not
+complete when the process died, so that message counts as in flight.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from sqlmodel import Session
+
+from newsletter import ledger
+from newsletter.models import DeliveryStatus
+
+SUFFIX = ".journal"
+
+
+class ResultJournal:
+    """The open journal of one sender (``owner`` is its lease owner id)."""
+
+    def __init__(self, directory: Path, owner: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{owner}{SUFFIX}"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write(self, outcome: ledger.Outcome) -> None:
+        """Append one answer in a single ``write`` call."""
+        line = json.dumps(
+            [
+                outcome.delivery_id,
+                outcome.status.value,
+                outcome.code,
+                outcome.detail,
+                outcome.message_id,
+                outcome.provider_message_id,
+                outcome.retry_at.isoformat() if outcome.retry_at else None,
+            ],
+            separators=(",", ":"),
+        )
+        os.write(self._fd, line.encode() + b"\n")
+
+    def clear(self) -> None:
+        """Forget what the ledger now holds (call right after the commit)."""
+        os.ftruncate(self._fd, 0)
+
+    def close(self) -> None:
+        """Remove the file: only called when everything in it is committed."""
+        if self._fd < 0:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def recover(session: Session, directory: Path) -> int:
+    """Record the answers in journals of dead senders, then delete those journals.
+
+    Only deliveries still claimed by the dead sender are updated (``ledger.record`` checks the
+    owner), so a journal read after its lease was taken over changes nothing. Returns how many
+    answers were read from journals.
+    """
+    if not directory.is_dir():
+        return 0
+    recovered = 0
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # another recoverer took it
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its sender is alive
+            with os.fdopen(os.dup(fd), "rb") as f:
+                outcomes = list(_read(f.read()))
+            if outcomes:
+                ledger.record(session, outcomes=outcomes, owner=path.name[: -len(SUFFIX)])
+                session.commit()
+                recovered += len(outcomes)
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return recovered
+
+
+def _read(data: bytes) -> Iterator[ledger.Outcome]:
+    for line in data.split(b"\n"):
+        try:
+            d_id, status, code, detail, message_id, provider_id, retry_at = json.loads(line)
+        except ValueError:
+            continue  # empty or torn line
+        yield ledger.Outcome(
+            d_id,
+            DeliveryStatus(status),
+            code=code,
+            detail=detail,
+            message_id=message_id,
+            provider_message_id=provider_id,
+            retry_at=datetime.fromisoformat(retry_at) if retry_at else None,
+        )

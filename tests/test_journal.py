@@ -1,0 +1,146 @@
+"""The write-ahead journal: a sender killed (SIGKILL) mid-chunk re-sends nothing it had an
+answer for, because the next send reads the dead sender's journal back into the ledger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from newsletter import journal, ledger, publish
+from newsletter.backends.file import FileBackend
+from newsletter.config import Settings
+from newsletter.database import make_engine
+from newsletter.models import DeliveryStatus
+
+from .conftest import SECRET
+
+#: The sender kills itself right after the backend answered this many messages: inside the
+#: first chunk of 50, before the chunk's ledger commit.
+KILL_AFTER = 7
+
+_SENDER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from sqlmodel import Session
+    from newsletter import publish
+    from newsletter.backends.file import FileBackend
+    from newsletter.config import Settings
+    from newsletter.database import make_engine
+
+    class DiesMidChunk(FileBackend):
+        answered = 0
+
+        def send_each(self, messages, on_result):
+            def counting(index, result):
+                on_result(index, result)
+                DiesMidChunk.answered += 1
+                if DiesMidChunk.answered == int(os.environ["KILL_AFTER"]):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            results = []
+            for i, m in enumerate(messages):
+                results += self.send_messages([m])
+                counting(i, results[-1])
+            return results
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        publish.send_edition(
+            session, edition_id=int(sys.argv[1]), settings=settings,
+            backend=DiesMidChunk(Path(sys.argv[2])),
+        )
+    """
+)
+
+
+@pytest.mark.parametrize("with_journal", [True, False])
+def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
+    seeded: Session,
+    settings: Settings,
+    add_subscribers: object,
+    tmp_path: Path,
+    with_journal: bool,
+) -> None:
+    add_subscribers(120)  # type: ignore[operator]
+    edition_id = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    ).edition.id
+    assert edition_id is not None
+    journal_dir = tmp_path / "journal" if with_journal else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=settings.database_url,
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL=settings.base_url,
+        NEWSLETTER_FROM=settings.from_address,
+        NEWSLETTER_LEASE_SECONDS="0.5",
+        NEWSLETTER_JOURNAL_DIR=str(journal_dir or ""),
+        KILL_AFTER=str(KILL_AFTER),
+    )
+    outbox = tmp_path / "outbox"
+    died = subprocess.run(
+        [sys.executable, "-c", _SENDER, str(edition_id), str(outbox)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert died.returncode == -9, died.stderr
+    assert len(list(outbox.glob("*.eml"))) == KILL_AFTER
+    if journal_dir is not None:
+        assert len(list(journal_dir.glob("*.journal"))) == 1  # left behind by the dead sender
+
+    # The next send (this process) resumes: the journal first, then the expired lease.
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        resumed = settings.model_copy(
+            update={"lease_seconds": 0.5, "journal_dir": str(journal_dir or "")}
+        )
+        report = publish.send_edition(
+            session,
+            edition_id=edition_id,
+            settings=resumed,
+            backend=FileBackend(outbox),
+            wait=True,
+        )
+        counts = ledger.counts(session, edition_id=edition_id)
+    engine.dispose()
+
+    files = list(outbox.glob("*.eml"))
+    copies = [f for f in files if f.name.count(".") > 1]  # "key.2.eml": a second copy
+    assert counts[DeliveryStatus.sent] == 120
+    assert len({f.name.split(".")[0] for f in files}) == 120  # nobody lost
+    if with_journal:
+        assert copies == []
+        assert report.run.sent == 120 - KILL_AFTER
+        assert not list(journal_dir.glob("*.journal"))  # type: ignore[union-attr]
+    else:
+        # Without the journal the answered-but-unrecorded messages go out again: the window
+        # the journal closes.
+        assert len(copies) == KILL_AFTER
+
+
+def test_a_live_senders_journal_is_left_alone(seeded: Session, tmp_path: Path) -> None:
+    """A journal whose sender still holds its lock is not read (that sender will record it)."""
+    live = journal.ResultJournal(tmp_path, "live-owner")
+    live.write(ledger.Outcome(1, DeliveryStatus.sent, message_id="<m@x>"))
+    assert journal.recover(seeded, tmp_path) == 0
+    assert live.path.exists()
+    live.close()
+    assert not live.path.exists()
+
+
+def test_a_torn_last_line_is_ignored(seeded: Session, tmp_path: Path) -> None:
+    path = tmp_path / f"dead{journal.SUFFIX}"
+    path.write_bytes(b'[1,"sent",250,null,"<a@x>",null,null]\n[2,"se')
+    assert journal.recover(seeded, tmp_path) == 1  # one answer read (no claim matched it)
+    assert not path.exists()
