@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from sqlmodel import Session
 
 from newsletter import store
+from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.models import Subscriber, Subscription, SubscriptionStatus
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
-MAX_NAME_LENGTH = 200
 
 
 class ImportRejected(ValueError):
@@ -189,20 +188,14 @@ def _subscriber_row(
 ) -> tuple[SubscriberRow | None, str | None]:
     raw_email = values.get("email", "")
     label = f"line {line} ({raw_email or 'no email'})"
-    if not raw_email:
-        return None, f"{label}: email: missing"
     try:
-        checked = validate_email(raw_email, check_deliverability=False, allow_smtputf8=False)
-        # The ASCII form (IDN domains as xn--): it goes into SMTP envelopes and headers as is.
-        email = checked.ascii_email or checked.normalized
-    except EmailNotValidError as exc:
+        email, email_key = normalize_email(raw_email)
+    except AddressError as exc:
         return None, f"{label}: email: {exc}"
-    name = values.get("name") or None
-    if name is not None:
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            return None, f"{label}: name: contains control characters or line breaks"
-        if len(name) > MAX_NAME_LENGTH:
-            return None, f"{label}: name: longer than {MAX_NAME_LENGTH} characters"
+    try:
+        name = check_name(values.get("name"))
+    except AddressError as exc:
+        return None, f"{label}: name: {exc}"
     tz = values.get("timezone") or None
     if tz is not None:
         try:
@@ -214,7 +207,7 @@ def _subscriber_row(
     if missing:
         return None, f"{label}: newsletters: unknown newsletter(s) {', '.join(missing)}"
     return (
-        SubscriberRow(line, email, email.lower(), name, tz, slugs),
+        SubscriberRow(line, email, email_key, name, tz, slugs),
         None,
     )
 

@@ -12,8 +12,9 @@ Resend documents the event as a permanent rejection) -> ``bounced_hard``, any ot
 ``email.delivered`` -> ``delivered``; everything else (sent, delivery_delayed, opened,
 clicked, ...) -> no event.
 
-One event per address in ``data.to`` (a ``Name <addr>`` entry gives ``addr``). Event id: the ``svix-id`` header (the same on every
-retry of the message); when ``data.to`` lists several addresses, ``{svix-id}:{index}``.
+One event per address in ``data.to`` (a ``Name <addr>`` entry gives ``addr``). Event id: the
+``svix-id`` header (the same on every retry of the message); when ``data.to`` lists several
+addresses, ``{svix-id}:{index}``.
 Message id: ``data.email_id``, the ``id`` Resend's send API returned.
 """
 

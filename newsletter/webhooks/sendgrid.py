@@ -100,7 +100,8 @@ def event_kind(event: dict[str, Any]) -> EventKind | None:
     """The kind of one SendGrid event, or None when the engine does not act on it."""
     name = text(event, "event")
     if name == "bounce":
-        return EventKind.bounced_soft if text(event, "type") == "blocked" else EventKind.bounced_hard
+        blocked = text(event, "type") == "blocked"  # SendGrid: temporary denial
+        return EventKind.bounced_soft if blocked else EventKind.bounced_hard
     if name == "spamreport":
         return EventKind.complained
     if name == "delivered":
