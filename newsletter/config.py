@@ -92,6 +92,28 @@ class Settings(BaseSettings):
         description="Where each sender writes answers ahead of the ledger, read back after a "
         "crash on this machine (empty: no journal).",
     )
+    admin_password: str = Field(
+        "",
+        description='Password of the "admin" user for /admin (HTTP Basic; use HTTPS). Empty: '
+        "no admin page.",
+    )
+    subscribe_limit: int = Field(
+        10, ge=1, le=10_000, description="Subscribe form posts per client IP per hour."
+    )
+    soft_bounce_limit: int = Field(
+        3, ge=0, le=100, description="Soft bounces in a row that suppress an address (0: never)."
+    )
+    webhook_postmark: str = Field(
+        "", description='Postmark webhook Basic auth "user:password" (empty: endpoint off).'
+    )
+    webhook_sendgrid: str = Field(
+        "", description="SendGrid Event Webhook verification key (base64 public key)."
+    )
+    webhook_mailgun: str = Field("", description="Mailgun HTTP webhook signing key.")
+    webhook_ses: str = Field(
+        "", description="Amazon SNS topic ARN whose SES notifications are accepted."
+    )
+    webhook_resend: str = Field("", description="Resend webhook signing secret (whsec_...).")
     old_secret_keys: str = Field(
         "",
         description="Comma-separated previous keys, still accepted when verifying tokens "

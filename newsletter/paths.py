@@ -40,3 +40,7 @@ def comparisons_schema() -> Path:
         _CHECKOUT / "schemas" / "comparisons.schema.json",
         _PACKAGE / "_schemas" / "comparisons.schema.json",
     )
+
+
+def web_templates_dir() -> Path:
+    return _first(_CHECKOUT / "templates" / "web", _PACKAGE / "_templates" / "web")

@@ -245,6 +245,11 @@ class MessageTemplate:
         """What ``recipient`` would see: (html, text), decoded, for previews and tests."""
         return self._bodies(recipient.name, self.unsubscribe_url(signer, recipient.subscriber_id))
 
+    def web_version(self, link: str) -> tuple[str, str]:
+        """(html, text) with no one's personal links: the greeting is generic and the
+        unsubscribe link is ``link`` (a page that explains how to leave)."""
+        return self._bodies(None, link)
+
     def _bodies(self, name: str | None, url: str) -> tuple[str, str]:
         greeting = name or "there"
         token = self.rendered.slot_token

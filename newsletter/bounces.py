@@ -1,0 +1,134 @@
+"""Act on what providers report after a message was accepted: bounces, complaints, deliveries.
+
+Input is already verified and normalized by :mod:`newsletter.webhooks`. Each report is stored
+once (a provider retrying a webhook is recognized by its event id), tied to the delivery it is
+about (by the provider's message id, which the send stored), and acted on:
+
+- a hard bounce or a complaint suppresses the address at once, on every list;
+- a soft bounce counts; ``soft_limit`` of them in a row suppress the address as bounced;
+- a delivery resets that count, so the bounces must be consecutive.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from newsletter import subscriptions
+from newsletter.models import Delivery, MailEvent, MailEventKind, Subscriber
+from newsletter.webhooks.base import ProviderEvent
+
+
+def apply_events(
+    session: Session, events: Sequence[ProviderEvent], *, soft_limit: int
+) -> Counter[str]:
+    """Store and act on ``events``; counts by outcome ("duplicate", "unknown address", kinds).
+
+    The caller commits. Each event runs in a savepoint, so a duplicate that races another
+    request (unique key on provider and event id) is skipped without losing the others.
+    """
+    outcome: Counter[str] = Counter()
+    for event in events:
+        if _seen(session, event):
+            outcome["duplicate"] += 1
+            continue
+        delivery = _delivery_for(session, event)
+        subscriber = _subscriber_for(session, event, delivery)
+        try:
+            with session.begin_nested():
+                session.add(
+                    MailEvent(
+                        provider=event.provider,
+                        provider_event_id=event.event_id[:250],
+                        kind=event.kind.value,
+                        email_key=event.email.lower()[:320],
+                        subscriber_id=subscriber.id if subscriber else None,
+                        delivery_id=delivery.id if delivery else None,
+                        edition_id=delivery.edition_id if delivery else None,
+                        detail=event.detail[:500] or None,
+                        occurred_at=event.occurred_at,
+                    )
+                )
+        except IntegrityError:
+            outcome["duplicate"] += 1
+            continue
+        if subscriber is None:
+            outcome["unknown address"] += 1
+            continue
+        _act(session, event, subscriber, delivery, soft_limit)
+        outcome[event.kind.value] += 1
+    session.flush()
+    return outcome
+
+
+def _seen(session: Session, event: ProviderEvent) -> bool:
+    return (
+        session.exec(
+            select(MailEvent.id).where(
+                MailEvent.provider == event.provider,
+                MailEvent.provider_event_id == event.event_id[:250],
+            )
+        ).first()
+        is not None
+    )
+
+
+def _delivery_for(session: Session, event: ProviderEvent) -> Delivery | None:
+    if not event.provider_message_id:
+        return None
+    return session.exec(
+        select(Delivery).where(Delivery.provider_message_id == event.provider_message_id)
+    ).first()
+
+
+def _subscriber_for(
+    session: Session, event: ProviderEvent, delivery: Delivery | None
+) -> Subscriber | None:
+    if delivery is not None:
+        return session.get(Subscriber, delivery.subscriber_id)
+    return session.exec(
+        select(Subscriber).where(Subscriber.email_key == event.email.lower())
+    ).first()
+
+
+def _act(
+    session: Session,
+    event: ProviderEvent,
+    subscriber: Subscriber,
+    delivery: Delivery | None,
+    soft_limit: int,
+) -> None:
+    assert subscriber.id is not None
+    edition_id = delivery.edition_id if delivery else None
+    kind = MailEventKind(event.kind.value)
+    if kind == MailEventKind.delivered:
+        subscriber.soft_bounces = 0
+    elif kind == MailEventKind.bounced_hard:
+        subscriptions.suppress(
+            session,
+            subscriber_id=subscriber.id,
+            reason=subscriptions.BOUNCED,
+            source="bounce",
+            edition_id=edition_id,
+        )
+    elif kind == MailEventKind.complained:
+        subscriptions.suppress(
+            session,
+            subscriber_id=subscriber.id,
+            reason=subscriptions.COMPLAINED,
+            source="complaint",
+            edition_id=edition_id,
+        )
+    elif kind == MailEventKind.bounced_soft:
+        subscriber.soft_bounces += 1
+        if soft_limit and subscriber.soft_bounces >= soft_limit:
+            subscriptions.suppress(
+                session,
+                subscriber_id=subscriber.id,
+                reason=subscriptions.BOUNCED,
+                source="bounce",
+                edition_id=edition_id,
+            )

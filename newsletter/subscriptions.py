@@ -1,0 +1,310 @@
+"""Joining, confirming, leaving and coming back: the rules, with an event row for each change.
+
+The web pages and the webhooks call these; they never change a subscription themselves. Every
+change of status writes a :class:`~newsletter.models.SubscriptionEvent` (kind and source, and
+the edition whose link was used), so a report can say which edition made people leave.
+
+Suppression is per address, not per list: an address that left everything, hard-bounced or
+complained is never mailed again, whatever list it is imported into later (imports skip
+suppressed addresses; the send's audience and every batch exclude them). Only the person can
+lift a suppression they caused by leaving everything, by confirming a new signup or using the
+resubscribe button of a signed link; a bounce or a complaint is never lifted by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from newsletter import store
+from newsletter.addresses import AddressError, check_name, normalize_email
+from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus, utcnow
+
+#: At most one confirmation email per address in this time, however often the form is sent.
+CONFIRM_INTERVAL = timedelta(hours=1)
+
+UNSUBSCRIBED_ALL = "unsubscribed_all"
+BOUNCED = "bounced"
+COMPLAINED = "complained"
+#: Suppressions only the engine's own evidence sets and nothing lifts.
+PERMANENT = frozenset({BOUNCED, COMPLAINED})
+
+
+class FormError(ValueError):
+    """One field of a form is unusable: ``field`` names it, the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class CannotResubscribe(RuntimeError):
+    """The address is suppressed for a reason the person can't lift (bounce, complaint)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signup:
+    email: str
+    email_key: str
+    name: str | None
+    newsletter_ids: tuple[int, ...]
+
+
+def parse_signup(
+    *, email: str, name: str | None, slugs: Sequence[str], newsletters: Mapping[str, Newsletter]
+) -> Signup:
+    """Validate a subscribe form; :class:`FormError` names the first bad field."""
+    try:
+        address, key = normalize_email(email)
+    except AddressError as exc:
+        raise FormError("email", str(exc)) from None
+    try:
+        clean_name = check_name(name)
+    except AddressError as exc:
+        raise FormError("name", str(exc)) from None
+    if clean_name is not None and any(c in clean_name for c in "<>"):
+        raise FormError("name", "must not contain < or >")
+    chosen = list(dict.fromkeys(slugs)) or (list(newsletters)[:1] if len(newsletters) == 1 else [])
+    if not chosen:
+        raise FormError("newsletters", "choose at least one newsletter")
+    unknown = [s for s in chosen if s not in newsletters]
+    if unknown:
+        raise FormError("newsletters", "unknown newsletter")
+    ids = tuple(newsletters[s].id or 0 for s in chosen)
+    return Signup(address, key, clean_name, ids)
+
+
+def request_signup(session: Session, signup: Signup, *, now: datetime | None = None) -> int | None:
+    """Record a signup as pending subscriptions; the subscriber id to send a confirmation to.
+
+    None when no email should go: every chosen list is already active, the address is
+    permanently suppressed, or a confirmation went out less than an hour ago. The caller shows
+    the same page in every case, so the form reveals nothing about who is on the list.
+    """
+    now = now or utcnow()
+    subscriber = session.exec(
+        select(Subscriber).where(Subscriber.email_key == signup.email_key)
+    ).first()
+    if subscriber is None:
+        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name)
+        session.add(subscriber)
+        session.flush()
+    assert subscriber.id is not None
+    if subscriber.suppressed in PERMANENT:
+        return None
+    current = {
+        s.newsletter_id: s
+        for s in session.exec(
+            select(Subscription).where(Subscription.subscriber_id == subscriber.id)
+        )
+    }
+    waiting = False
+    for newsletter_id in signup.newsletter_ids:
+        sub = current.get(newsletter_id)
+        if sub is not None and sub.status == SubscriptionStatus.active:
+            continue
+        if sub is None:
+            sub = Subscription(
+                subscriber_id=subscriber.id,
+                newsletter_id=newsletter_id,
+                status=SubscriptionStatus.pending,
+            )
+            session.add(sub)
+        elif sub.status != SubscriptionStatus.pending:
+            sub.status = SubscriptionStatus.pending
+            sub.updated_at = now
+        else:
+            waiting = True
+            continue
+        waiting = True
+        store.record_event(
+            session,
+            subscriber_id=subscriber.id,
+            newsletter_id=newsletter_id,
+            kind="subscribed",
+            source="form",
+            detail="waiting for confirmation",
+        )
+    session.flush()
+    if not waiting:
+        return None
+    last = subscriber.confirm_sent_at
+    if last is not None and now - last < CONFIRM_INTERVAL:
+        return None
+    subscriber.confirm_sent_at = now
+    session.flush()
+    return subscriber.id
+
+
+def confirm(session: Session, *, subscriber_id: int) -> list[int]:
+    """Activate the subscriber's pending subscriptions; the newsletter ids it activated.
+
+    Confirming is the person's own word, so it lifts a suppression they set by leaving
+    everything (not a bounce or complaint). Confirming twice changes nothing.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise store.NotFound(f"subscriber {subscriber_id}")
+    if subscriber.suppressed in PERMANENT:
+        return []
+    pending = session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status == SubscriptionStatus.pending,
+        )
+    ).all()
+    if pending and subscriber.suppressed == UNSUBSCRIBED_ALL:
+        subscriber.suppressed = None
+    for sub in pending:
+        sub.status = SubscriptionStatus.active
+        sub.updated_at = utcnow()
+        store.record_event(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=sub.newsletter_id,
+            kind="confirmed",
+            source="form",
+        )
+    session.flush()
+    return [s.newsletter_id for s in pending]
+
+
+def unsubscribe(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_id: int,
+    edition_id: int | None,
+    source: str,
+    everything: bool = False,
+) -> bool:
+    """Leave one newsletter (or all, which also suppresses the address). Idempotent.
+
+    True if something changed. A running send sees it at its next batch, because every
+    batch re-reads subscription status and suppression right before sending.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise store.NotFound(f"subscriber {subscriber_id}")
+    subs = session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status != SubscriptionStatus.unsubscribed,
+            *([] if everything else [Subscription.newsletter_id == newsletter_id]),
+        )
+    ).all()
+    changed = False
+    for sub in subs:
+        store.set_subscription_status(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=sub.newsletter_id,
+            status=SubscriptionStatus.unsubscribed,
+            source=source,
+            edition_id=edition_id,
+        )
+        changed = True
+    if everything and not subscriber.suppressed:
+        subscriber.suppressed = UNSUBSCRIBED_ALL
+        changed = True
+    session.flush()
+    return changed
+
+
+def resubscribe(
+    session: Session, *, subscriber_id: int, newsletter_id: int, edition_id: int | None
+) -> bool:
+    """Undo an unsubscribe from a signed link ("unsubscribed by mistake?"). Idempotent."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise store.NotFound(f"subscriber {subscriber_id}")
+    if subscriber.suppressed in PERMANENT:
+        raise CannotResubscribe(
+            "this address can't receive our email any more (it bounced or reported spam)"
+        )
+    changed = subscriber.suppressed == UNSUBSCRIBED_ALL
+    subscriber.suppressed = None
+    sub = session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.newsletter_id == newsletter_id,
+        )
+    ).first()
+    if sub is None:
+        session.add(
+            Subscription(subscriber_id=subscriber_id, newsletter_id=newsletter_id, status="active")
+        )
+        store.record_event(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=newsletter_id,
+            kind="resubscribed",
+            source="page",
+            edition_id=edition_id,
+        )
+        changed = True
+    elif sub.status != SubscriptionStatus.active:
+        store.set_subscription_status(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=newsletter_id,
+            status=SubscriptionStatus.active,
+            source="page",
+            edition_id=edition_id,
+        )
+        changed = True
+    session.flush()
+    return changed
+
+
+def suppress(
+    session: Session,
+    *,
+    subscriber_id: int,
+    reason: str,
+    source: str,
+    edition_id: int | None = None,
+) -> bool:
+    """Never mail this address again (``reason``: bounced or complained); leave every list.
+
+    True if the address was not suppressed for this reason before.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise store.NotFound(f"subscriber {subscriber_id}")
+    if subscriber.suppressed == reason:
+        return False
+    subscriber.suppressed = reason
+    for sub in session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            col(Subscription.status).in_(
+                [SubscriptionStatus.active.value, SubscriptionStatus.pending.value]
+            ),
+        )
+    ).all():
+        store.set_subscription_status(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=sub.newsletter_id,
+            status=SubscriptionStatus.unsubscribed,
+            source=source,
+            edition_id=edition_id,
+        )
+    session.flush()
+    return True
+
+
+def newsletters_of(session: Session, *, subscriber_id: int) -> list[tuple[Newsletter, str]]:
+    """Every newsletter the subscriber has a subscription row for, with its status."""
+    rows = session.exec(
+        select(Newsletter, Subscription.status)
+        .join(Subscription, col(Subscription.newsletter_id) == Newsletter.id)
+        .where(Subscription.subscriber_id == subscriber_id)
+        .order_by(col(Newsletter.name))
+    ).all()
+    return [(n, status) for n, status in rows]

@@ -1,0 +1,74 @@
+"""Build the FastAPI app from settings: no globals, nothing at import time.
+
+Everything a request needs hangs off ``app.state.web`` (one
+:class:`~newsletter.web.context.WebContext`), so tests build as many apps as they like, each
+on its own database and mail backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from newsletter import publish
+from newsletter.backends import MailBackend, backend_from_url
+from newsletter.config import Settings
+from newsletter.database import make_engine, require_head
+from newsletter.paths import web_templates_dir
+from newsletter.web import admin, hooks, public
+from newsletter.web.context import WebContext
+from newsletter.web.throttle import SlidingWindow
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    make_backend: Callable[[], MailBackend] | None = None,
+    sns_get: Callable[[str], bytes] | None = None,
+) -> FastAPI:
+    """The web app for ``settings``. Refuses to start without a usable secret key (tokens)
+    or with a database that is not migrated."""
+    settings.require_sending_ready()
+    engine = engine or make_engine(settings.database_url)
+    require_head(engine)
+    templates = Environment(
+        loader=FileSystemLoader(str(web_templates_dir())),
+        autoescape=select_autoescape(enabled_extensions=("html",), default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    ctx = WebContext(
+        settings=settings,
+        engine=engine,
+        signer=publish.signer_for(settings),
+        make_backend=make_backend or (lambda: backend_from_url(settings.mail_backend)),
+        templates=templates,
+        throttle=SlidingWindow(settings.subscribe_limit, 3600),
+        sns_get=sns_get,
+    )
+    app = FastAPI(title=settings.newsletter_name, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = ctx
+
+    app.include_router(public.router)
+    app.include_router(hooks.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _plain_errors(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 401:  # admin: ask for credentials
+            return Response("authentication required", 401, headers=exc.headers)
+        text = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return ctx.message(text, status=exc.status_code)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

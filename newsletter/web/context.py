@@ -1,0 +1,71 @@
+"""What every request handler needs: settings, database, signer, mail backend, templates.
+
+One :class:`WebContext` per app, on ``app.state.web``; handlers get it with
+:func:`web_context`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter.backends import MailBackend
+from newsletter.config import Settings
+from newsletter.tokens import TokenSigner
+from newsletter.web.throttle import SlidingWindow
+
+#: Headers on every page: no framing (clickjacking on the unsubscribe button), no referrer
+#: (the token is in the URL), no inline script needed anywhere.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    engine: Engine
+    signer: TokenSigner
+    make_backend: Callable[[], MailBackend]
+    templates: Environment
+    throttle: SlidingWindow
+    #: GET used for SNS signing certificates and subscription confirmations (tests inject one).
+    sns_get: Callable[[str], bytes] | None = None
+    #: Rendered web versions of sent editions, by id (they never change once sent).
+    archive_cache: dict[int, str] = field(default_factory=dict)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def page(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+        base = self.settings.base_url.rstrip("/")
+        template = self.templates.get_template(name)
+        body = template.render(
+            site_name=self.settings.newsletter_name,
+            postal_address=self.settings.postal_address,
+            url_for_path=lambda path: base + path,
+            **values,
+        )
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+    def message(self, heading: str, *lines: str, status: int = 200) -> HTMLResponse:
+        return self.page("message.html", status=status, heading=heading, lines=lines)
+
+
+def web_context(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.web
+    return ctx

@@ -1,0 +1,97 @@
+"""Webhook endpoints for the email APIs: ``POST /webhooks/{provider}``.
+
+Each request is verified by :mod:`newsletter.webhooks` (signature or shared secret) before
+anything is read from it, then handed to :func:`newsletter.bounces.apply_events`. An endpoint
+whose secret is not configured does not exist (404): an unverifiable webhook is never
+accepted. A rejected request gets 401 and changes nothing; a provider retrying an event it
+already delivered gets 200 and changes nothing either (events are deduplicated by id).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import requests
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from newsletter import bounces
+from newsletter.web.context import WebContext, web_context
+from newsletter.webhooks import (
+    PARSERS,
+    CertificateUnavailable,
+    ProviderEvent,
+    WebhookRejected,
+    subscription_confirm_url,
+)
+from newsletter.webhooks import ses as ses_hooks
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/webhooks")
+Ctx = Annotated[WebContext, Depends(web_context)]
+
+#: Providers batch events, but no genuine webhook body comes near this.
+MAX_BODY = 5 * 1024 * 1024
+
+
+def _secret(ctx: WebContext, provider: str) -> str:
+    s = ctx.settings
+    return {
+        "postmark": s.webhook_postmark,
+        "sendgrid": s.webhook_sendgrid,
+        "mailgun": s.webhook_mailgun,
+        "ses": s.webhook_ses,
+        "resend": s.webhook_resend,
+    }.get(provider, "")
+
+
+@router.post("/{provider}")
+async def webhook(provider: str, request: Request, ctx: Ctx) -> JSONResponse:
+    secret = _secret(ctx, provider)
+    if provider not in PARSERS or not secret:
+        return JSONResponse({"error": "no such webhook"}, status_code=404)
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    headers = dict(request.headers)
+    try:
+        if provider == "ses":
+            events = await run_in_threadpool(_ses, ctx, headers, body, secret)
+        else:
+            events = PARSERS[provider](headers, body, secret=secret)
+    except WebhookRejected as exc:
+        log.warning("%s webhook rejected: %s", provider, exc)
+        return JSONResponse({"error": f"rejected: {exc}"}, status_code=401)
+    except CertificateUnavailable:
+        return JSONResponse({"error": "signing certificate unavailable"}, status_code=503)
+    outcome = await run_in_threadpool(_apply, ctx, events)
+    return JSONResponse({"received": len(events), **outcome})
+
+
+def _ses(ctx: WebContext, headers: dict[str, str], body: bytes, secret: str) -> list[ProviderEvent]:
+    fetch = ctx.sns_get or ses_hooks.fetch_certificate
+    url = subscription_confirm_url(headers, body, secret, cert_fetcher=fetch)
+    if url is not None:  # a genuine subscription request for our topic: confirm it
+        (ctx.sns_get or _get)(url)
+        log.info("confirmed the SNS subscription to %s", secret)
+        return []
+    return ses_hooks.parse(headers, body, secret=secret, cert_fetcher=fetch)
+
+
+def _get(url: str) -> bytes:
+
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return response.content
+
+
+def _apply(ctx: WebContext, events: list[ProviderEvent]) -> dict[str, int]:
+    with ctx.session() as session:
+        outcome = bounces.apply_events(session, events, soft_limit=ctx.settings.soft_bounce_limit)
+        session.commit()
+    return dict(outcome)

@@ -1,0 +1,344 @@
+"""The public pages: subscribe with double opt-in, confirm, unsubscribe (RFC 8058), archive.
+
+No page needs JavaScript; every state change is a POST (a GET never changes anything, because
+mail scanners and link previews fetch every link in a message). Bad tokens get one plain 400
+page that says nothing about why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from sqlmodel import Session, col, select
+
+from newsletter import publish, store, subscriptions
+from newsletter.confirmation import build_confirmation
+from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
+from newsletter.tokens import BadToken, TokenClaims
+from newsletter.web.context import WebContext, web_context
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+Ctx = Annotated[WebContext, Depends(web_context)]
+
+#: Editions a reader may have received, so their "view in browser" link works.
+ARCHIVED = (EditionStatus.sending, EditionStatus.paused, EditionStatus.sent)
+
+
+def _bad_link(ctx: WebContext) -> HTMLResponse:
+    return ctx.message(
+        "This link is not valid",
+        "It may be incomplete: try copying the whole link from the email.",
+        status=400,
+    )
+
+
+def _claims(ctx: WebContext, token: str, purpose: str) -> TokenClaims | None:
+    try:
+        return ctx.signer.verify(token, purpose=purpose)
+    except BadToken:
+        return None
+
+
+# --- subscribe ------------------------------------------------------------------------------
+
+
+def _newsletters(session: Session) -> list[Newsletter]:
+    return list(session.exec(select(Newsletter).order_by(col(Newsletter.name))).all())
+
+
+@router.get("/", response_class=HTMLResponse)
+@router.get("/subscribe", response_class=HTMLResponse)
+def subscribe_form(ctx: Ctx) -> HTMLResponse:
+    with ctx.session() as session:
+        newsletters = _newsletters(session)
+    form = {"email": "", "name": "", "newsletters": []}
+    return ctx.page("subscribe.html", newsletters=newsletters, form=form, error=None)
+
+
+@router.post("/subscribe", response_class=HTMLResponse)
+def subscribe(
+    request: Request,
+    background: BackgroundTasks,
+    ctx: Ctx,
+    email: Annotated[str, Form(max_length=2000)] = "",
+    name: Annotated[str, Form(max_length=2000)] = "",
+    newsletters: Annotated[list[str] | None, Form()] = None,
+    website: Annotated[str, Form(max_length=2000)] = "",
+) -> HTMLResponse:
+    """Same answer for a new, pending or active address: the form reveals nothing, and the
+    email goes out after the response so the timing reveals nothing either."""
+    client = request.client.host if request.client else "unknown"
+    if not ctx.throttle.allow(client):
+        return ctx.message(
+            "Too many attempts",
+            "Please wait an hour before trying again.",
+            status=429,
+        )
+    slugs = newsletters or []
+    with ctx.session() as session:
+        known = {n.slug: n for n in _newsletters(session)}
+        try:
+            signup = subscriptions.parse_signup(
+                email=email, name=name, slugs=slugs, newsletters=known
+            )
+        except subscriptions.FormError as exc:
+            form = {"email": email[:254], "name": name[:200], "newsletters": slugs}
+            return ctx.page(
+                "subscribe.html",
+                status=400,
+                newsletters=list(known.values()),
+                form=form,
+                error=f"{exc.field.capitalize()}: {exc.message}",
+            )
+        if website:  # the hidden field only bots fill in
+            return _check_inbox(ctx)
+        subscriber_id = subscriptions.request_signup(session, signup)
+        session.commit()
+    if subscriber_id is not None:
+        background.add_task(_send_confirmation, ctx, subscriber_id)
+    return _check_inbox(ctx)
+
+
+def _check_inbox(ctx: WebContext) -> HTMLResponse:
+    return ctx.message(
+        "Check your inbox",
+        "If this address can receive our email, a message with a confirmation link is on its "
+        "way. Nothing else arrives until you confirm.",
+    )
+
+
+def _send_confirmation(ctx: WebContext, subscriber_id: int) -> None:
+    """Runs after the response. A failed send clears the hour's throttle, so the person can
+    simply try again; the error goes to the log without the backend's credentials."""
+    with ctx.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            return
+        pending = [
+            n
+            for n, status in subscriptions.newsletters_of(session, subscriber_id=subscriber_id)
+            if status == SubscriptionStatus.pending
+        ]
+        message = build_confirmation(ctx.settings, ctx.signer, subscriber, pending)
+        try:
+            with ctx.make_backend() as backend:
+                result = backend.send_messages([message])[0]
+            failed = not result.status.delivered
+            detail = result.detail
+        except Exception as exc:  # the backend is down or misconfigured
+            failed, detail = True, type(exc).__name__
+        if failed:
+            log.warning("confirmation email to subscriber %s failed: %s", subscriber_id, detail)
+            subscriber.confirm_sent_at = None
+            session.commit()
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(token: str, ctx: Ctx) -> HTMLResponse:
+    claims = _claims(ctx, token, "c")
+    if claims is None:
+        return _bad_link(ctx)
+    with ctx.session() as session:
+        subscriber = session.get(Subscriber, claims.subscriber_id)
+        if subscriber is None:
+            return _bad_link(ctx)
+        pending = [
+            n.name
+            for n, status in subscriptions.newsletters_of(
+                session, subscriber_id=claims.subscriber_id
+            )
+            if status == SubscriptionStatus.pending
+        ]
+    if not pending:
+        return ctx.message("You are subscribed", "There is nothing left to confirm.")
+    return ctx.page("confirm.html", token=token, email=subscriber.email, names=pending)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+def confirm(token: str, ctx: Ctx) -> HTMLResponse:
+    claims = _claims(ctx, token, "c")
+    if claims is None:
+        return _bad_link(ctx)
+    with ctx.session() as session:
+        try:
+            activated = subscriptions.confirm(session, subscriber_id=claims.subscriber_id)
+        except store.NotFound:
+            return _bad_link(ctx)
+        session.commit()
+        names = [n.name for n in _newsletters(session) if n.id in activated]
+    if names:
+        return ctx.message(
+            "You are subscribed", f"Welcome! {', '.join(names)} arrives with the next edition."
+        )
+    return ctx.message("You are subscribed", "There is nothing left to confirm.")
+
+
+# --- unsubscribe (RFC 8058) -----------------------------------------------------------------
+
+
+def _unsubscribe_view(
+    ctx: WebContext, session: Session, claims: TokenClaims, token: str, state: str, **extra: str
+) -> HTMLResponse:
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    newsletter = session.get(Newsletter, claims.newsletter_id)
+    assert subscriber is not None and newsletter is not None
+    others = [
+        n.name
+        for n, status in subscriptions.newsletters_of(session, subscriber_id=claims.subscriber_id)
+        if n.id != claims.newsletter_id and status == SubscriptionStatus.active
+    ]
+    return ctx.page(
+        "unsubscribe.html",
+        token=token,
+        state=state,
+        email=subscriber.email,
+        newsletter=newsletter,
+        others=others,
+        error=extra.get("error"),
+    )
+
+
+def _valid_unsubscribe(ctx: WebContext, session: Session, token: str) -> TokenClaims | None:
+    claims = _claims(ctx, token, "u")
+    if claims is None:
+        return None
+    if (
+        session.get(Subscriber, claims.subscriber_id) is None
+        or session.get(Newsletter, claims.newsletter_id) is None
+    ):
+        return None
+    if claims.edition_id is not None and session.get(Edition, claims.edition_id) is None:
+        return replace(claims, edition_id=None)  # the edition was deleted: still let them go
+    return claims
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str, ctx: Ctx) -> HTMLResponse:
+    """Shows one button; never changes anything (scanners fetch links)."""
+    with ctx.session() as session:
+        claims = _valid_unsubscribe(ctx, session, token)
+        if claims is None:
+            return _bad_link(ctx)
+        statuses = {
+            n.id: status
+            for n, status in subscriptions.newsletters_of(
+                session, subscriber_id=claims.subscriber_id
+            )
+        }
+        left = statuses.get(claims.newsletter_id) == SubscriptionStatus.unsubscribed
+        return _unsubscribe_view(ctx, session, claims, token, "left" if left else "ask")
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+def unsubscribe(
+    token: str,
+    ctx: Ctx,
+    via: Annotated[str, Form(max_length=20)] = "",
+    one_click: Annotated[str, Form(alias="List-Unsubscribe", max_length=100)] = "",
+) -> HTMLResponse:
+    """RFC 8058 one-click: unsubscribe at once, answer 200 (no redirect, no cookie).
+
+    The signed token is the authority; the ``List-Unsubscribe=One-Click`` body says a mail
+    client sent it (our own page adds ``via=page``, so the event says where it came from).
+    """
+    with ctx.session() as session:
+        claims = _valid_unsubscribe(ctx, session, token)
+        if claims is None:
+            return _bad_link(ctx)
+        subscriptions.unsubscribe(
+            session,
+            subscriber_id=claims.subscriber_id,
+            newsletter_id=claims.newsletter_id,
+            edition_id=claims.edition_id,
+            source="page" if via == "page" else "one-click",
+        )
+        session.commit()
+        return _unsubscribe_view(ctx, session, claims, token, "left")
+
+
+@router.post("/u/{token}/all", response_class=HTMLResponse)
+def unsubscribe_all(token: str, ctx: Ctx) -> HTMLResponse:
+    with ctx.session() as session:
+        claims = _valid_unsubscribe(ctx, session, token)
+        if claims is None:
+            return _bad_link(ctx)
+        subscriptions.unsubscribe(
+            session,
+            subscriber_id=claims.subscriber_id,
+            newsletter_id=claims.newsletter_id,
+            edition_id=claims.edition_id,
+            source="page",
+            everything=True,
+        )
+        session.commit()
+        return _unsubscribe_view(ctx, session, claims, token, "left_all")
+
+
+@router.post("/u/{token}/resubscribe", response_class=HTMLResponse)
+def resubscribe(token: str, ctx: Ctx) -> HTMLResponse:
+    with ctx.session() as session:
+        claims = _valid_unsubscribe(ctx, session, token)
+        if claims is None:
+            return _bad_link(ctx)
+        try:
+            subscriptions.resubscribe(
+                session,
+                subscriber_id=claims.subscriber_id,
+                newsletter_id=claims.newsletter_id,
+                edition_id=claims.edition_id,
+            )
+        except subscriptions.CannotResubscribe as exc:
+            return _unsubscribe_view(ctx, session, claims, token, "left", error=str(exc))
+        session.commit()
+        return _unsubscribe_view(ctx, session, claims, token, "back")
+
+
+# --- archive --------------------------------------------------------------------------------
+
+
+@router.get("/archive", response_class=HTMLResponse)
+def archive(ctx: Ctx) -> HTMLResponse:
+    with ctx.session() as session:
+        rows = session.exec(
+            select(Edition)
+            .where(col(Edition.status).in_([s.value for s in ARCHIVED]))
+            .order_by(col(Edition.send_started_at).desc())
+            .limit(500)
+        ).all()
+    editions = [
+        {
+            "id": e.id,
+            "subject": e.subject,
+            "date": (e.sent_at or e.send_started_at or e.created_at).strftime("%d %b %Y"),
+        }
+        for e in rows
+    ]
+    return ctx.page("archive.html", editions=editions)
+
+
+@router.get("/archive/{edition_id}", response_class=HTMLResponse)
+def archived_edition(edition_id: int, ctx: Ctx) -> HTMLResponse:
+    """The web version: the email as sent, with a generic greeting and no personal links."""
+    cached = ctx.archive_cache.get(edition_id)
+    if cached is None:
+        with ctx.session() as session:
+            edition = session.get(Edition, edition_id)
+            if edition is None or edition.status not in ARCHIVED:
+                return ctx.message("Not found", status=404)
+            _, template, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
+            cached, _ = template.web_version(f"{ctx.settings.base_url.rstrip('/')}/subscribe#leave")
+            if edition.status == EditionStatus.sent and len(ctx.archive_cache) < 256:
+                ctx.archive_cache[edition_id] = cached
+    return HTMLResponse(
+        cached,
+        headers={
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
