@@ -100,10 +100,10 @@ class MailgunBackend(HTTPBackend):
         code = response.status_code
         detail = str(body.get("message") or response.text[:300]).strip()
         if 200 <= code < 300:
-            provider_id = body.get("id")
-            return SendResult(
-                self.accepted_status, code, detail, str(provider_id) if provider_id else None
-            )
+            # Stored without the angle brackets Mailgun's answer has: its webhooks name the
+            # message that way, and bounces are matched to deliveries by this id.
+            provider_id = str(body.get("id") or "").strip().strip("<>")
+            return SendResult(self.accepted_status, code, detail, provider_id or None)
         if code == 404:
             raise HTTPBackendError(
                 f"Mailgun can't send for domain {self.domain} (404): {detail}",
