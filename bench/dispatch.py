@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--port", type=int, default=2599)
+    parser.add_argument(
+        "--no-journal", action="store_true", help="without the write-ahead journal (the before)"
+    )
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -57,6 +60,7 @@ def main() -> None:
                 secret_key="bench-" + "k" * 40,
                 base_url="https://news.example.com",
                 batch_size=args.batch_size,
+                journal_dir="" if args.no_journal else str(Path(tmp) / "journal"),
                 _env_file=None,  # type: ignore[call-arg]
             )
             engine = make_engine(settings.database_url)

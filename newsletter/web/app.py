@@ -72,3 +72,9 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for uvicorn's factory mode (``newsletter serve``): settings from the
+    environment, in each worker process."""
+    return create_app(Settings())
