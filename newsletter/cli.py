@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, col, select
 
-from newsletter import importing, ledger, publish, store
+from newsletter import importing, ledger, publish, store, subscriptions
 from newsletter.allocator import keep_freed_memory
 from newsletter.backends import BackendError, backend_from_url
 from newsletter.backends.file import FileBackend
@@ -31,7 +31,7 @@ from newsletter.config import ConfigError, Settings
 from newsletter.content import SLUG_PATTERN
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.importing import comparisons_json_schema
-from newsletter.models import Comparison, Edition, Newsletter
+from newsletter.models import Comparison, Edition, Newsletter, Subscriber, SubscriptionEvent
 from newsletter.paths import example_comparisons, example_subscribers
 from newsletter.rendering import GMAIL_CLIP_BYTES, RenderError
 
@@ -51,6 +51,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(edition_app, name="edition")
 app.add_typer(newsletters_app, name="newsletters")
+subscribers_app = typer.Typer(help="Look up and remove subscribers.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -201,6 +203,64 @@ def newsletters_list() -> None:
         for n in session.exec(select(Newsletter).order_by(col(Newsletter.slug))):
             active = store.count_active_subscribers(session, newsletter_id=n.id or 0)
             typer.echo(f"{n.slug}\t{n.name}\t{n.timezone}\tcap {n.item_cap}\t{active} active")
+
+
+def _subscriber(session: Session, email: str) -> Subscriber:
+    found = store.subscribers_by_key(session, keys=[email.strip().lower()])
+    if not found:
+        raise store.NotFound(f"no subscriber with address {email!r}")
+    return next(iter(found.values()))
+
+
+@subscribers_app.command("show")
+@readable_errors
+def subscribers_show(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
+    """A subscriber's lists, suppression, and the history of changes (newest last)."""
+    settings = _settings()
+    with _session(settings) as session:
+        person = _subscriber(session, email)
+        assert person.id is not None
+        typer.echo(f"{person.email}\t{person.name or ''}\tsuppressed: {person.suppressed or 'no'}")
+        for n, status in subscriptions.newsletters_of(session, subscriber_id=person.id):
+            typer.echo(f"  {n.slug}\t{status}")
+        for e in session.exec(
+            select(SubscriptionEvent)
+            .where(SubscriptionEvent.subscriber_id == person.id)
+            .order_by(col(SubscriptionEvent.id))
+        ):
+            edition = f"\tedition {e.edition_id}" if e.edition_id else ""
+            typer.echo(f"  {e.created_at:%Y-%m-%d %H:%M}Z\t{e.kind}\t{e.source}{edition}")
+
+
+@subscribers_app.command("remove")
+@readable_errors
+def subscribers_remove(
+    email: Annotated[str, typer.Argument(help="The address.")],
+    newsletter: Annotated[
+        str | None, typer.Option(help="Only this newsletter (default: the default one).")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Every newsletter, and suppress the address.")
+    ] = False,
+) -> None:
+    """Unsubscribe an address as an operator (recorded with source "operator"); a running
+    send skips it from its next batch."""
+    settings = _settings()
+    with _session(settings) as session:
+        person = _subscriber(session, email)
+        target = publish.resolve_newsletter(session, settings, newsletter)
+        assert person.id is not None and target.id is not None
+        changed = subscriptions.unsubscribe(
+            session,
+            subscriber_id=person.id,
+            newsletter_id=target.id,
+            edition_id=None,
+            source="operator",
+            everything=everything,
+        )
+        session.commit()
+    where = "every newsletter (suppressed)" if everything else target.slug
+    typer.echo(f"{person.email}: {'removed from' if changed else 'already off'} {where}")
 
 
 @newsletters_app.command("add")

@@ -213,3 +213,28 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
     out = run(["edition", "cancel", edition], env, tmp_path)
     assert out.returncode == 1 and "can't make it cancelled" in out.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 6
+
+
+def test_operator_removes_a_subscriber_and_the_history_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,name\nAda@Example.com,Ada\nbob@example.com,\n")
+    assert run(["import", "subscribers", str(csv)], env, tmp_path).returncode == 0
+    removed = run(["subscribers", "remove", "ada@example.com"], env, tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert "removed from weekly-ai-tool-verdicts" in removed.stdout
+    again = run(["subscribers", "remove", "ada@example.com"], env, tmp_path)
+    assert "already off" in again.stdout
+    shown = run(["subscribers", "show", "ADA@example.com"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "weekly-ai-tool-verdicts\tunsubscribed" in shown.stdout
+    assert re.search(r"\tsubscribed\timport\n.*\tunsubscribed\toperator", shown.stdout)
+    everything = run(["subscribers", "remove", "bob@example.com", "--all"], env, tmp_path)
+    assert "every newsletter (suppressed)" in everything.stdout
+    assert "suppressed: unsubscribed_all" in run(
+        ["subscribers", "show", "bob@example.com"], env, tmp_path
+    ).stdout
+    missing = run(["subscribers", "show", "nobody@example.com"], env, tmp_path)
+    assert missing.returncode == 1 and "no subscriber" in missing.stderr
