@@ -12,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class AddressError(ValueError):
@@ -40,6 +41,9 @@ def check_name(raw: str | None) -> str | None:
         return None
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise AddressError("contains control characters or line breaks")
+    if any(c in BIDI_CONTROLS for c in name):
+        # Right-to-left overrides make "moc.elpmaxe" read as something else in a header.
+        raise AddressError("contains bidirectional control characters")
     if len(name) > MAX_NAME_LENGTH:
         raise AddressError(f"longer than {MAX_NAME_LENGTH} characters")
     return name

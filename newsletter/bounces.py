@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import subscriptions
 from newsletter.models import Delivery, MailEvent, MailEventKind, Subscriber
@@ -105,7 +106,9 @@ def _act(
     edition_id = delivery.edition_id if delivery else None
     kind = MailEventKind(event.kind.value)
     if kind == MailEventKind.delivered:
-        subscriber.soft_bounces = 0
+        session.execute(
+            update(Subscriber).where(col(Subscriber.id) == subscriber.id).values(soft_bounces=0)
+        )
     elif kind == MailEventKind.bounced_hard:
         subscriptions.suppress(
             session,
@@ -123,7 +126,13 @@ def _act(
             edition_id=edition_id,
         )
     elif kind == MailEventKind.bounced_soft:
-        subscriber.soft_bounces += 1
+        # One UPDATE: two soft bounces reported at once both count.
+        session.execute(
+            update(Subscriber)
+            .where(col(Subscriber.id) == subscriber.id)
+            .values(soft_bounces=Subscriber.soft_bounces + 1)
+        )
+        session.refresh(subscriber, ["soft_bounces"])
         if soft_limit and subscriber.soft_bounces >= soft_limit:
             subscriptions.suppress(
                 session,

@@ -763,6 +763,13 @@ def serve(
             "the per-IP limit sees visitors, not the proxy)."
         ),
     ] = False,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="The proxy's address(es), comma-separated: only its X-Forwarded-For is "
+            "believed (never '*': clients could then pick their own IP)."
+        ),
+    ] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=1, help="Web processes.")] = 1,
 ) -> None:
     """Run the public web app: subscribe, confirm, unsubscribe, archive, webhooks, admin."""
@@ -781,7 +788,9 @@ def serve(
         port=port,
         workers=workers,
         proxy_headers=proxy_headers,
-        forwarded_allow_ips="*" if proxy_headers else None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        # The access log would write every /u/{token} and /confirm/{token}: bearer links.
+        access_log=False,
         log_level="info",
     )
 

@@ -7,10 +7,13 @@ are read, so a bad URL or time zone is refused before anything runs.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from email.headerregistry import Address
 from email.utils import parseaddr
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -88,9 +91,10 @@ class Settings(BaseSettings):
         "", description='Per send: "100/s", "50000/h" or "100/s,50000/h"; empty is unlimited.'
     )
     journal_dir: str = Field(
-        "./.newsletter-journal",
+        "auto",
         description="Where each sender writes answers ahead of the ledger, read back after a "
-        "crash on this machine (empty: no journal).",
+        'crash on this machine. "auto": a folder per database under the user\'s state '
+        'directory; "off": no journal.',
     )
     admin_password: str = Field(
         "",
@@ -178,6 +182,24 @@ class Settings(BaseSettings):
     def signing_keys(self) -> list[str]:
         """The current key first, then the old ones still accepted."""
         return [self.secret_key, *(k.strip() for k in self.old_secret_keys.split(",") if k.strip())]
+
+    def journal_path(self) -> Path | None:
+        """The journal folder of this database, or None when journaling is off.
+
+        Per database, because recovery deletes a journal once read: a journal of one
+        database must never be read by a sender of another. ``auto`` does not depend on the
+        working directory, so every sender of a database on this machine finds the others'.
+        """
+        if self.journal_dir.strip().lower() in ("", "off", "none"):
+            return None
+        if self.journal_dir != "auto":
+            return Path(self.journal_dir).expanduser().resolve()
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        identity = self.database_url
+        if identity.startswith("sqlite:///") and not identity.startswith("sqlite:////"):
+            identity = "sqlite:///" + str(Path(identity[len("sqlite:///") :]).resolve())
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return state / "newsletter" / "journal" / digest
 
     def sender(self) -> Address:
         """The From address as a structured value."""

@@ -9,21 +9,46 @@ mail scanners fetch every link in a message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
 from newsletter.config import Settings
 from newsletter.message import MessageContent, OutgoingMessage
-from newsletter.models import Newsletter, Subscriber
+from newsletter.models import Newsletter, Subscriber, utcnow
 from newsletter.personalization import format_address
 from newsletter.rendering import make_environment
-from newsletter.tokens import TokenSigner
+from newsletter.tokens import BadToken, TokenSigner
+
+#: A confirmation link works for this long; then the person simply subscribes again.
+CONFIRM_TTL = timedelta(days=7)
+
+
+def confirm_token(signer: TokenSigner, subscriber_id: int, *, now: datetime | None = None) -> str:
+    """A "c" token; its last field is the minute it was issued (signed, so it can't be moved)."""
+    issued = int((now or utcnow()).timestamp() // 60)
+    return signer.sign("c", subscriber_id=subscriber_id, newsletter_id=0, edition_id=issued)
+
+
+def confirmed_subscriber(
+    signer: TokenSigner, token: str, *, now: datetime | None = None
+) -> int | None:
+    """The subscriber id of a genuine, unexpired confirm token; None for anything else."""
+    try:
+        claims = signer.verify(token, purpose="c")
+    except BadToken:
+        return None
+    if claims.edition_id is None:
+        return None
+    age = (now or utcnow()) - datetime.fromtimestamp(claims.edition_id * 60, UTC)
+    if age > CONFIRM_TTL or age < -timedelta(minutes=5):
+        return None
+    return claims.subscriber_id
 
 
 def confirm_url(settings: Settings, signer: TokenSigner, subscriber_id: int) -> str:
-    token = signer.sign("c", subscriber_id=subscriber_id, newsletter_id=0, edition_id=None)
-    return f"{settings.base_url}/confirm/{token}"
+    return f"{settings.base_url}/confirm/{confirm_token(signer, subscriber_id)}"
 
 
 def build_confirmation(
@@ -40,7 +65,9 @@ def build_confirmation(
     values = {
         "names": names,
         "url": url,
-        "greeting": subscriber.name or "there",
+        # Not the name typed into the form: anyone can type anything there, and this email
+        # goes to an address that has not agreed to anything yet.
+        "greeting": "there",
         "postal_address": settings.postal_address,
     }
     subject = f"Confirm your subscription to {names[0]}"
@@ -52,7 +79,7 @@ def build_confirmation(
     message_id = make_msgid("confirm", domain=domain)
     msg = EmailMessage(policy=SMTP)
     msg["From"] = format_address(sender.display_name or None, sender.addr_spec)
-    msg["To"] = format_address(subscriber.name, subscriber.email)
+    msg["To"] = format_address(None, subscriber.email)
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = message_id
@@ -68,7 +95,7 @@ def build_confirmation(
         content=MessageContent(
             from_name=sender.display_name,
             from_email=sender.addr_spec,
-            to_name=subscriber.name,
+            to_name=None,
             to_email=subscriber.email,
             subject=subject,
             headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},

@@ -129,9 +129,14 @@ def dispatch(
         run.journal = ResultJournal(journal_dir, run.owner)
     try:
         _loop(run, on_batch)
-    finally:
+    except BaseException:
+        # Answers in the journal may not be in the ledger (Ctrl-C, a failed commit): keep the
+        # file for the next send's recovery instead of deleting it.
         if run.journal is not None:
-            run.journal.close()
+            run.journal.abandon()
+        raise
+    if run.journal is not None:
+        run.journal.close()
     return run.summary
 
 

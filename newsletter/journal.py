@@ -40,8 +40,12 @@ class ResultJournal:
     def __init__(self, directory: Path, owner: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{owner}{SUFFIX}"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Created and locked under another name, then renamed: a recovering sender never
+        # sees (and deletes) a journal that exists but is not locked yet.
+        starting = directory / f"{owner}{SUFFIX}.new"
+        self._fd = os.open(starting, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(starting, self.path)
 
     def write(self, outcome: ledger.Outcome) -> None:
         """Append one answer in a single ``write`` call."""
@@ -68,6 +72,14 @@ class ResultJournal:
         if self._fd < 0:
             return
         self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+    def abandon(self) -> None:
+        """Stop writing but keep the file (releasing the lock): the sender is stopping on an
+        error, and what the file holds may not be in the ledger; the next send recovers it."""
+        if self._fd < 0:
+            return
         os.close(self._fd)
         self._fd = -1
 

@@ -87,6 +87,8 @@ class Newsletter(SQLModel, table=True):
     item_cap: int = Field(default=8)
     site_url: str = Field(max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: "Name <address>" for this newsletter's mail; None: NEWSLETTER_FROM.
+    from_address: str | None = Field(default=None, max_length=320)
 
 
 class Comparison(SQLModel, table=True):
@@ -183,6 +185,12 @@ class Edition(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Why the edition is paused or cancelled (an operator's word or the error budget's).
     status_reason: str | None = Field(default=None, max_length=500)
+    #: The scheduled send time this edition is for (None: drafted by hand).
+    scheduled_for: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    approved_by: str | None = Field(default=None, max_length=200)
+    #: When the editors were told the edition waits for approval (once per edition).
+    alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class EditionItem(SQLModel, table=True):
@@ -267,4 +275,35 @@ class MailEvent(SQLModel, table=True):
     edition_id: int | None = Field(default=None, foreign_key="edition.id", index=True)
     detail: str | None = Field(default=None, max_length=500)
     occurred_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Schedule(SQLModel, table=True):
+    """When a newsletter goes out, loaded from ``schedules/<slug>.toml`` by ``schedule sync``.
+
+    ``paused`` is the operator's switch and survives a sync; everything else comes from the file.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    newsletter_id: int = Field(foreign_key="newsletter.id", unique=True, ondelete="CASCADE")
+    weekday: int  # 0 = Monday
+    send_time: str = Field(max_length=5)  # "09:00", local wall-clock time
+    timezone: str = Field(max_length=64)
+    draft_lead_minutes: int = 180
+    approval_required: bool = False
+    local_time: bool = False  # deliver at send_time in each subscriber's own zone
+    editors: str = Field(default="", max_length=2000)  # comma-separated addresses
+    paused: bool = False
+    source: str = Field(default="", max_length=500)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ScheduleSkip(SQLModel, table=True):
+    """A period an operator chose not to send (``schedule skip SLUG --period 2026-W49``)."""
+
+    __table_args__ = (UniqueConstraint("newsletter_id", "period_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    newsletter_id: int = Field(foreign_key="newsletter.id", ondelete="CASCADE")
+    period_key: str = Field(max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
@@ -336,7 +335,7 @@ def _one_pass(
             policy=policy,
             limiter=limiter,
             on_batch=on_batch,
-            journal_dir=Path(settings.journal_dir) if settings.journal_dir else None,
+            journal_dir=settings.journal_path(),
         )
 
     if concurrency <= 1:

@@ -6,9 +6,10 @@ the edition whose link was used), so a report can say which edition made people 
 
 Suppression is per address, not per list: an address that left everything, hard-bounced or
 complained is never mailed again, whatever list it is imported into later (imports skip
-suppressed addresses; the send's audience and every batch exclude them). Only the person can
-lift a suppression they caused by leaving everything, by confirming a new signup or using the
-resubscribe button of a signed link; a bounce or a complaint is never lifted by the engine.
+suppressed addresses; the send's audience and every batch exclude them; the subscribe form
+sends them nothing). Only the person can lift a suppression they caused by leaving
+everything, with the resubscribe button of one of their own signed links; a bounce or a
+complaint is never lifted by the engine. Each change of suppression is an event too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter import store
@@ -86,15 +89,11 @@ def request_signup(session: Session, signup: Signup, *, now: datetime | None = N
     the same page in every case, so the form reveals nothing about who is on the list.
     """
     now = now or utcnow()
-    subscriber = session.exec(
-        select(Subscriber).where(Subscriber.email_key == signup.email_key)
-    ).first()
-    if subscriber is None:
-        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name)
-        session.add(subscriber)
-        session.flush()
+    subscriber = _find_or_create(session, signup)
     assert subscriber.id is not None
-    if subscriber.suppressed in PERMANENT:
+    if subscriber.suppressed:
+        # Never mailed again, not even a confirmation a stranger asked for; a person who left
+        # everything comes back through the resubscribe button of one of their own links.
         return None
     current = {
         s.newsletter_id: s
@@ -108,12 +107,18 @@ def request_signup(session: Session, signup: Signup, *, now: datetime | None = N
         if sub is not None and sub.status == SubscriptionStatus.active:
             continue
         if sub is None:
-            sub = Subscription(
-                subscriber_id=subscriber.id,
-                newsletter_id=newsletter_id,
-                status=SubscriptionStatus.pending,
-            )
-            session.add(sub)
+            try:
+                with session.begin_nested():  # another post for this address may race us
+                    session.add(
+                        Subscription(
+                            subscriber_id=subscriber.id,
+                            newsletter_id=newsletter_id,
+                            status=SubscriptionStatus.pending,
+                        )
+                    )
+            except IntegrityError:
+                waiting = True
+                continue
         elif sub.status != SubscriptionStatus.pending:
             sub.status = SubscriptionStatus.pending
             sub.updated_at = now
@@ -132,24 +137,48 @@ def request_signup(session: Session, signup: Signup, *, now: datetime | None = N
     session.flush()
     if not waiting:
         return None
-    last = subscriber.confirm_sent_at
-    if last is not None and now - last < CONFIRM_INTERVAL:
-        return None
-    subscriber.confirm_sent_at = now
+    # One conditional UPDATE, so two posts at once can't both win the hour's confirmation.
+    won = session.execute(
+        update(Subscriber)
+        .where(
+            col(Subscriber.id) == subscriber.id,
+            or_(
+                col(Subscriber.confirm_sent_at).is_(None),
+                col(Subscriber.confirm_sent_at) <= now - CONFIRM_INTERVAL,
+            ),
+        )
+        .values(confirm_sent_at=now)
+    )
     session.flush()
-    return subscriber.id
+    return subscriber.id if getattr(won, "rowcount", 0) == 1 else None
+
+
+def _find_or_create(session: Session, signup: Signup) -> Subscriber:
+    """The subscriber with this address, created if new; two requests racing to create the
+    same address both end with the one row (the unique key decides, the loser re-reads)."""
+    query = select(Subscriber).where(Subscriber.email_key == signup.email_key)
+    found = session.exec(query).first()
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            created = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name)
+            session.add(created)
+        return created
+    except IntegrityError:
+        return session.exec(query).one()
 
 
 def confirm(session: Session, *, subscriber_id: int) -> list[int]:
     """Activate the subscriber's pending subscriptions; the newsletter ids it activated.
 
-    Confirming is the person's own word, so it lifts a suppression they set by leaving
-    everything (not a bounce or complaint). Confirming twice changes nothing.
+    A suppressed address is never activated (the form sends it no link). Confirming twice
+    changes nothing.
     """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise store.NotFound(f"subscriber {subscriber_id}")
-    if subscriber.suppressed in PERMANENT:
+    if subscriber.suppressed:
         return []
     pending = session.exec(
         select(Subscription).where(
@@ -157,8 +186,6 @@ def confirm(session: Session, *, subscriber_id: int) -> list[int]:
             Subscription.status == SubscriptionStatus.pending,
         )
     ).all()
-    if pending and subscriber.suppressed == UNSUBSCRIBED_ALL:
-        subscriber.suppressed = None
     for sub in pending:
         sub.status = SubscriptionStatus.active
         sub.updated_at = utcnow()
@@ -210,6 +237,9 @@ def unsubscribe(
         changed = True
     if everything and not subscriber.suppressed:
         subscriber.suppressed = UNSUBSCRIBED_ALL
+        _suppression_event(
+            session, subscriber_id, "suppressed", source, edition_id, UNSUBSCRIBED_ALL
+        )
         changed = True
     session.flush()
     return changed
@@ -227,7 +257,9 @@ def resubscribe(
             "this address can't receive our email any more (it bounced or reported spam)"
         )
     changed = subscriber.suppressed == UNSUBSCRIBED_ALL
-    subscriber.suppressed = None
+    if changed:
+        subscriber.suppressed = None
+        _suppression_event(session, subscriber_id, "unsuppressed", "page", edition_id, None)
     sub = session.exec(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber_id,
@@ -279,6 +311,7 @@ def suppress(
     if subscriber.suppressed == reason:
         return False
     subscriber.suppressed = reason
+    _suppression_event(session, subscriber_id, "suppressed", source, edition_id, reason)
     for sub in session.exec(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber_id,
@@ -297,6 +330,26 @@ def suppress(
         )
     session.flush()
     return True
+
+
+def _suppression_event(
+    session: Session,
+    subscriber_id: int,
+    kind: str,
+    source: str,
+    edition_id: int | None,
+    reason: str | None,
+) -> None:
+    """A change of the address's suppression, for every list (no newsletter)."""
+    store.record_event(
+        session,
+        subscriber_id=subscriber_id,
+        newsletter_id=None,
+        kind=kind,
+        source=source,
+        edition_id=edition_id,
+        detail=reason,
+    )
 
 
 def newsletters_of(session: Session, *, subscriber_id: int) -> list[tuple[Newsletter, str]]:

@@ -144,3 +144,60 @@ def test_a_torn_last_line_is_ignored(seeded: Session, tmp_path: Path) -> None:
     path.write_bytes(b'[1,"sent",250,null,"<a@x>",null,null]\n[2,"se')
     assert journal.recover(seeded, tmp_path) == 1  # one answer read (no claim matched it)
     assert not path.exists()
+
+
+class _InterruptedAfter(FileBackend):
+    """Answers ``n`` messages, then the operator presses Ctrl-C."""
+
+    def __init__(self, directory: Path, n: int) -> None:
+        super().__init__(directory)
+        self.left = n
+
+    def send_each(self, messages, on_result):  # type: ignore[no-untyped-def]
+        results = []
+        for i, m in enumerate(messages):
+            if self.left == 0:
+                raise KeyboardInterrupt
+            self.left -= 1
+            results += self.send_messages([m])
+            on_result(i, results[-1])
+        return results
+
+
+def test_an_interrupted_send_keeps_its_journal_for_the_next(
+    seeded: Session, settings: Settings, add_subscribers: object, tmp_path: Path
+) -> None:
+    add_subscribers(20)  # type: ignore[operator]
+    edition_id = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    ).edition.id
+    assert edition_id is not None
+    outbox = tmp_path / "outbox"
+    quick = settings.model_copy(update={"lease_seconds": 0.2})
+    with pytest.raises(KeyboardInterrupt):
+        publish.send_edition(
+            seeded, edition_id=edition_id, settings=quick, backend=_InterruptedAfter(outbox, 7)
+        )
+    seeded.rollback()
+    journal_dir = settings.journal_path()
+    assert journal_dir is not None and len(list(journal_dir.glob("*.journal"))) == 1
+    publish.send_edition(
+        seeded, edition_id=edition_id, settings=quick, backend=FileBackend(outbox), wait=True
+    )
+    files = list(outbox.glob("*.eml"))
+    assert len(files) == 20 and not [f for f in files if f.name.count(".") > 1]
+
+
+def test_the_automatic_journal_folder_is_per_database_not_per_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    a = Settings(database_url="sqlite:///a.db", _env_file=None)  # type: ignore[call-arg]
+    b = Settings(database_url="sqlite:///b.db", _env_file=None)  # type: ignore[call-arg]
+    path_a = a.journal_path()
+    assert path_a is not None and path_a.is_relative_to(tmp_path / "state" / "newsletter")
+    assert path_a != b.journal_path()
+    monkeypatch.chdir(tmp_path)
+    assert a.journal_path() != path_a  # same relative URL, another directory: another file
+    off = Settings(journal_dir="off", _env_file=None)  # type: ignore[call-arg]
+    assert off.journal_path() is None

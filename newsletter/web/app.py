@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Engine
@@ -66,6 +67,15 @@ def create_app(
             return Response("authentication required", 401, headers=exc.headers)
         text = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return ctx.message(text, status=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _unreadable(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default answer is JSON echoing the input back; a person gets a page.
+        return ctx.message(
+            "That request could not be read",
+            "A value is too long or malformed. Go back and check the form.",
+            status=400,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -55,9 +55,14 @@ async def webhook(provider: str, request: Request, ctx: Ctx) -> JSONResponse:
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         return JSONResponse({"error": "body too large"}, status_code=413)
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "body too large"}, status_code=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # a chunked body has no length to check up front
+        size += len(chunk)
+        if size > MAX_BODY:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     headers = dict(request.headers)
     try:
         if provider == "ses":

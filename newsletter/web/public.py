@@ -12,11 +12,12 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
 from newsletter import publish, store, subscriptions
-from newsletter.confirmation import build_confirmation
+from newsletter.confirmation import build_confirmation, confirmed_subscriber
 from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
 from newsletter.tokens import BadToken, TokenClaims
 from newsletter.web.context import WebContext, web_context
@@ -32,7 +33,7 @@ ARCHIVED = (EditionStatus.sending, EditionStatus.paused, EditionStatus.sent)
 def _bad_link(ctx: WebContext) -> HTMLResponse:
     return ctx.message(
         "This link is not valid",
-        "It may be incomplete: try copying the whole link from the email.",
+        "It may be incomplete or expired: try copying the whole link from the email.",
         status=400,
     )
 
@@ -97,10 +98,9 @@ def subscribe(
             )
         if website:  # the hidden field only bots fill in
             return _check_inbox(ctx)
-        subscriber_id = subscriptions.request_signup(session, signup)
-        session.commit()
-    if subscriber_id is not None:
-        background.add_task(_send_confirmation, ctx, subscriber_id)
+    # Everything that depends on whether the address is known happens after the response:
+    # new, pending and active addresses get the same page in the same time.
+    background.add_task(_signup, ctx, signup)
     return _check_inbox(ctx)
 
 
@@ -112,13 +112,17 @@ def _check_inbox(ctx: WebContext) -> HTMLResponse:
     )
 
 
-def _send_confirmation(ctx: WebContext, subscriber_id: int) -> None:
-    """Runs after the response. A failed send clears the hour's throttle, so the person can
-    simply try again; the error goes to the log without the backend's credentials."""
+def _signup(ctx: WebContext, signup: subscriptions.Signup) -> None:
+    """Record the signup and mail the confirmation if one is due. A failed send clears the
+    hour's throttle, so the person can simply try again; the error goes to the log without
+    the backend's credentials or the address."""
     with ctx.session() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is None:
+        subscriber_id = subscriptions.request_signup(session, signup)
+        session.commit()
+        if subscriber_id is None:
             return
+        subscriber = session.get(Subscriber, subscriber_id)
+        assert subscriber is not None
         pending = [
             n
             for n, status in subscriptions.newsletters_of(session, subscriber_id=subscriber_id)
@@ -140,18 +144,16 @@ def _send_confirmation(ctx: WebContext, subscriber_id: int) -> None:
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(token: str, ctx: Ctx) -> HTMLResponse:
-    claims = _claims(ctx, token, "c")
-    if claims is None:
+    subscriber_id = confirmed_subscriber(ctx.signer, token)
+    if subscriber_id is None:
         return _bad_link(ctx)
     with ctx.session() as session:
-        subscriber = session.get(Subscriber, claims.subscriber_id)
+        subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None:
             return _bad_link(ctx)
         pending = [
             n.name
-            for n, status in subscriptions.newsletters_of(
-                session, subscriber_id=claims.subscriber_id
-            )
+            for n, status in subscriptions.newsletters_of(session, subscriber_id=subscriber_id)
             if status == SubscriptionStatus.pending
         ]
     if not pending:
@@ -161,12 +163,12 @@ def confirm_page(token: str, ctx: Ctx) -> HTMLResponse:
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(token: str, ctx: Ctx) -> HTMLResponse:
-    claims = _claims(ctx, token, "c")
-    if claims is None:
+    subscriber_id = confirmed_subscriber(ctx.signer, token)
+    if subscriber_id is None:
         return _bad_link(ctx)
     with ctx.session() as session:
         try:
-            activated = subscriptions.confirm(session, subscriber_id=claims.subscriber_id)
+            activated = subscriptions.confirm(session, subscriber_id=subscriber_id)
         except store.NotFound:
             return _bad_link(ctx)
         session.commit()
@@ -238,8 +240,8 @@ def unsubscribe_page(token: str, ctx: Ctx) -> HTMLResponse:
 def unsubscribe(
     token: str,
     ctx: Ctx,
-    via: Annotated[str, Form(max_length=20)] = "",
-    one_click: Annotated[str, Form(alias="List-Unsubscribe", max_length=100)] = "",
+    via: Annotated[str, Form()] = "",
+    one_click: Annotated[str, Form(alias="List-Unsubscribe")] = "",
 ) -> HTMLResponse:
     """RFC 8058 one-click: unsubscribe at once, answer 200 (no redirect, no cookie).
 
@@ -322,7 +324,9 @@ def archive(ctx: Ctx) -> HTMLResponse:
 
 
 @router.get("/archive/{edition_id}", response_class=HTMLResponse)
-def archived_edition(edition_id: int, ctx: Ctx) -> HTMLResponse:
+def archived_edition(
+    edition_id: Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)], ctx: Ctx
+) -> HTMLResponse:
     """The web version: the email as sent, with a generic greeting and no personal links."""
     cached = ctx.archive_cache.get(edition_id)
     if cached is None:
