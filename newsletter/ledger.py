@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfoNotFoundError
 
 from sqlalchemy import Table, bindparam, func, text, update
 from sqlmodel import Session, col, select
 
 from newsletter.models import Delivery, DeliveryStatus, UTCDateTime, utcnow
+from newsletter.timing import local_wave
 
 #: Deliveries a send still has to attempt (besides claims whose lease expired).
 OPEN_STATUSES = (DeliveryStatus.pending.value, DeliveryStatus.deferred.value)
@@ -51,6 +53,48 @@ def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) ->
         {"edition_id": edition_id, "newsletter_id": newsletter_id},
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def schedule_local_waves(
+    session: Session, *, edition_id: int, day: date, at: time, default_timezone: str
+) -> dict[datetime, int]:
+    """Local-time delivery: each pending delivery waits until ``at`` on local ``day`` in its
+    subscriber's zone (the newsletter's when the subscriber has none), in hourly waves.
+
+    One UPDATE per distinct zone (a few hundred at most), never one per subscriber. Returns
+    how many deliveries each wave (a UTC hour) holds.
+    """
+    zones = session.execute(
+        text(
+            """
+            SELECT r.timezone, COUNT(*) FROM delivery AS d
+            JOIN subscriber AS r ON r.id = d.subscriber_id
+            WHERE d.edition_id = :e AND d.status = 'pending'
+            GROUP BY r.timezone
+            """
+        ),
+        {"e": edition_id},
+    ).all()
+    waves: dict[datetime, int] = {}
+    for zone, count in zones:
+        try:
+            due = local_wave(day, at, zone or default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):  # an unknown zone: the newsletter's
+            due = local_wave(day, at, default_timezone)
+        same_zone = "r.timezone IS NULL" if zone is None else "r.timezone = :zone"
+        session.execute(
+            text(
+                f"""
+                UPDATE delivery SET retry_at = :due
+                WHERE edition_id = :e AND status = 'pending' AND subscriber_id IN (
+                    SELECT r.id FROM subscriber AS r WHERE {same_zone}
+                )
+                """
+            ).bindparams(bindparam("due", type_=UTCDateTime())),
+            {"e": edition_id, "due": due, "zone": zone},
+        )
+        waves[due] = waves.get(due, 0) + int(count)
+    return dict(sorted(waves.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +135,8 @@ def claim_batch(
                 SELECT d.id FROM delivery AS d
                 WHERE d.edition_id = :edition_id
                   AND d.id > :after_id
-                  AND (d.status = 'pending'
-                       OR (d.status = 'deferred' AND (d.retry_at IS NULL OR d.retry_at <= :now))
+                  AND ((d.status IN ('pending', 'deferred')
+                        AND (d.retry_at IS NULL OR d.retry_at <= :now))
                        OR (d.status = 'claimed' AND d.lease_until < :now))
                 ORDER BY d.id
                 LIMIT :limit
@@ -109,9 +153,8 @@ def claim_batch(
         update(_DELIVERY)
         .where(
             _DELIVERY.c.id.in_(ids),
-            (_DELIVERY.c.status == DeliveryStatus.pending.value)
-            | (
-                (_DELIVERY.c.status == DeliveryStatus.deferred.value)
+            (
+                _DELIVERY.c.status.in_(OPEN_STATUSES)
                 & (_DELIVERY.c.retry_at.is_(None) | (_DELIVERY.c.retry_at <= now))
             )
             | (
@@ -277,10 +320,11 @@ def open_count(session: Session, *, edition_id: int) -> int:
 
 
 def next_retry_at(session: Session, *, edition_id: int) -> datetime | None:
-    """When the earliest deferred delivery (or expiring lease) becomes claimable again."""
+    """When the earliest waiting delivery (deferred, or pending for a later local-time wave)
+    or expiring lease becomes claimable again."""
     retry = session.exec(
         select(func.min(Delivery.retry_at)).where(
-            Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.deferred.value
+            Delivery.edition_id == edition_id, col(Delivery.status).in_(OPEN_STATUSES)
         )
     ).one()
     lease = session.exec(

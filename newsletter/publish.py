@@ -11,7 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as clock_time
+from email.headerregistry import Address
+from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
@@ -72,9 +75,16 @@ class DraftOutcome:
 
 
 def draft_edition(
-    session: Session, *, settings: Settings, newsletter_slug: str | None, at: datetime
+    session: Session,
+    *,
+    settings: Settings,
+    newsletter_slug: str | None,
+    at: datetime,
+    period: Period | None = None,
+    scheduled_for: datetime | None = None,
 ) -> DraftOutcome:
-    """Create or refresh the draft edition for the period containing ``at``.
+    """Create or refresh the draft edition for the period containing ``at`` (or ``period``,
+    which the scheduler passes with the send time the edition is for).
 
     A draft already there is refreshed with the current selection (comparisons published since
     it was drafted are added); an edition that started sending is returned unchanged. Raises
@@ -84,7 +94,7 @@ def draft_edition(
     assert newsletter.id is not None
     if at.tzinfo is None:  # a bare date or time means the newsletter's own clock
         at = at.replace(tzinfo=ZoneInfo(newsletter.timezone))
-    period = week_containing(at, newsletter.timezone)
+    period = period or week_containing(at, newsletter.timezone)
     edition = store.find_edition(session, newsletter_id=newsletter.id, period_key=period.key)
     if edition is not None and edition.status != EditionStatus.draft:
         items = store.edition_comparisons(session, edition_id=edition.id or 0)
@@ -115,6 +125,8 @@ def draft_edition(
         )
         session.add(edition)
     edition.subject = subject
+    edition.period_start, edition.period_end = period.start, period.end
+    edition.scheduled_for = scheduled_for or edition.scheduled_for
     edition.preheader = default_preheader(selection.items)
     edition.more_count = selection.more_count
     session.flush()
@@ -165,11 +177,36 @@ def prepare(
         newsletter_id=newsletter.id,
         newsletter_slug=newsletter.slug,
         newsletter_name=newsletter.name,
-        sender=settings.sender(),
+        sender=sender_of(newsletter, settings),
         base_url=settings.base_url,
         instance_tag=instance_tag(settings.secret_key or "preview"),
     )
     return rendered, MessageTemplate(rendered, identity), newsletter
+
+
+def sender_of(newsletter: Newsletter, settings: Settings) -> Address:
+    """The newsletter's own From (its schedule file's ``from``), else ``NEWSLETTER_FROM``."""
+    if newsletter.from_address:
+        name, addr = parseaddr(newsletter.from_address)
+        local, _, domain = addr.rpartition("@")
+        return Address(display_name=name, username=local, domain=domain)
+    return settings.sender()
+
+
+def approve_edition(session: Session, *, edition_id: int, by: str) -> Edition:
+    """An editor's go-ahead for a schedule that requires one; only a draft can be approved.
+
+    Approving freezes the content: the scheduler sends this draft as it is, without refreshing
+    its selection."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    if edition.status != EditionStatus.draft:
+        raise EditionStateError(
+            f"edition {edition_id} is {edition.status}; only a draft is approved"
+        )
+    edition.approved_at = utcnow()
+    edition.approved_by = by[:200]
+    session.commit()
+    return edition
 
 
 def signer_for(settings: Settings) -> TokenSigner:
@@ -212,11 +249,19 @@ def policy_for(settings: Settings) -> Policy:
     )
 
 
-def start_edition(session: Session, *, edition_id: int, settings: Settings) -> int:
+def start_edition(
+    session: Session,
+    *,
+    edition_id: int,
+    settings: Settings,
+    local_time: tuple[date, clock_time] | None = None,
+) -> int:
     """draft -> sending, fixing the audience: one pending delivery per active subscriber.
 
     Returns how many deliveries were written (0 if the edition had already started). Workers
-    (``newsletter worker``) then send it; ``send`` starts and sends in one go.
+    (``newsletter worker``) then send it; ``send`` starts and sends in one go. With
+    ``local_time`` (a local date and time), each delivery waits for that time in its
+    subscriber's own zone (hourly waves, see ``ledger.schedule_local_waves``).
     """
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)
@@ -235,6 +280,16 @@ def start_edition(session: Session, *, edition_id: int, settings: Settings) -> i
         added = ledger.open_deliveries(
             session, edition_id=edition_id, newsletter_id=edition.newsletter_id
         )
+        if local_time is not None:
+            newsletter = session.get(Newsletter, edition.newsletter_id)
+            assert newsletter is not None
+            ledger.schedule_local_waves(
+                session,
+                edition_id=edition_id,
+                day=local_time[0],
+                at=local_time[1],
+                default_timezone=newsletter.timezone,
+            )
     session.commit()
     return added
 

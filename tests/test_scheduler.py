@@ -1,0 +1,371 @@
+"""The weekly schedule with a controllable clock: weeks across a DST change, a missed send
+caught up after a restart, approval holds, pause/skip/resume, local-time waves, and two
+schedulers at once on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import Session, select
+
+from newsletter import ledger, publish, scheduler, schedules, store
+from newsletter.backends import memory
+from newsletter.backends.memory import MemoryBackend
+from newsletter.config import Settings
+from newsletter.content import ComparisonData
+from newsletter.database import make_engine, upgrade
+from newsletter.models import (
+    Delivery,
+    Edition,
+    Schedule,
+    ScheduleSkip,
+    Subscriber,
+    Subscription,
+)
+
+from .conftest import comparison_dict
+
+BERLIN = ZoneInfo("Europe/Berlin")
+SLUG = "weekly-ai-tool-verdicts"
+
+
+def write_schedule(directory: Path, **fields: object) -> Path:
+    values: dict[str, object] = {
+        "slug": SLUG,
+        "name": "Weekly AI Tool Verdicts",
+        "send": "Monday 09:00",
+        "timezone": "Europe/Berlin",
+        "draft_before": "3h",
+    } | fields
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]")
+        else:
+            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{values['slug']}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sync(session: Session, directory: Path, settings: Settings) -> None:
+    schedules.sync(session, schedules.load(directory), default_site_url=settings.site_url)
+    session.commit()
+
+
+def publish_daily(session: Session, start: datetime, days: int) -> None:
+    """One comparison published every day at 12:00 UTC."""
+    records = [
+        ComparisonData.model_validate(
+            comparison_dict(
+                f"day-{i}", published_at=(start + timedelta(days=i, hours=12)).isoformat()
+            )
+        )
+        for i in range(days)
+    ]
+    store.upsert_comparisons(session, records=records)
+    session.commit()
+
+
+def subscribe(session: Session, settings: Settings, n: int, zone: str | None = None) -> None:
+    newsletter = store.get_newsletter(session, slug=SLUG)
+    people = [
+        Subscriber(
+            email=f"p{zone}{i}@example.com".lower().replace("/", "-"),
+            email_key=f"p{zone}{i}@example.com".lower().replace("/", "-"),
+            timezone=zone,
+        )
+        for i in range(n)
+    ]
+    session.add_all(people)
+    session.flush()
+    session.add_all(
+        Subscription(subscriber_id=p.id or 0, newsletter_id=newsletter.id or 0) for p in people
+    )
+    session.commit()
+
+
+def run_clock(
+    session: Session,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    step: timedelta = timedelta(minutes=10),
+    skip: Callable[[datetime], bool] = lambda _: False,
+) -> list[tuple[datetime, str]]:
+    """Tick every ``step`` from ``start`` to ``end`` (except when ``skip`` says the
+    scheduler was down); what each tick did, with its time."""
+    log = []
+    now = start
+    while now < end:
+        if not skip(now):
+            for line in scheduler.tick(session, settings, now=now, make_backend=MemoryBackend):
+                log.append((now, line))
+        now += step
+    return log
+
+
+@pytest.fixture
+def planned(seeded: Session, settings: Settings, tmp_path: Path) -> Iterator[Path]:
+    memory.reset()
+    directory = tmp_path / "schedules"
+    write_schedule(directory)
+    sync(seeded, directory, settings)
+    yield directory
+    memory.reset()
+
+
+def editions(session: Session) -> list[Edition]:
+    session.expire_all()
+    newsletter = store.get_newsletter(session, slug=SLUG)
+    return list(
+        session.exec(
+            select(Edition).where(Edition.newsletter_id == newsletter.id).order_by(Edition.id)
+        ).all()
+    )
+
+
+def test_weeks_across_the_autumn_dst_change_send_once_at_nine_local(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    # Europe/Berlin leaves summer time on Sunday 2026-10-25.
+    publish_daily(seeded, datetime(2026, 10, 12, tzinfo=UTC), 28)
+    subscribe(seeded, settings, 3)
+    log = run_clock(
+        seeded, settings, datetime(2026, 10, 18, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    )
+    sent = [e for e in editions(seeded) if e.status == "sent"]
+    assert [e.period_key for e in sent] == ["2026-W43", "2026-W44", "2026-W45"]
+    started = [t for t, line in log if "started edition" in line]
+    # 09:00 in Berlin: 07:00 UTC in summer time, 08:00 UTC after the change.
+    assert [t.astimezone(BERLIN).strftime("%a %H:%M") for t in started] == ["Mon 09:00"] * 3
+    assert [t.strftime("%H:%M") for t in started] == ["07:00", "08:00", "08:00"]
+    drafted = [t for t, line in log if "drafted" in line]
+    assert [t.astimezone(BERLIN).strftime("%a %H:%M") for t in drafted] == ["Mon 06:00"] * 3
+    # Each subscriber got each edition exactly once, and the periods tile without a gap.
+    assert len(memory.outbox) == 9
+    assert len({(m.recipient, m.message_id) for m in memory.outbox}) == 9
+    for earlier, later in zip(sent, sent[1:], strict=False):
+        assert earlier.period_end == later.period_start
+    # Ticking on (restarts, overlaps) sends nothing again.
+    again = run_clock(
+        seeded, settings, datetime(2026, 10, 19, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    )
+    assert [line for _, line in again if "started" in line or "drafted" in line] == []
+    assert len(memory.outbox) == 9
+
+
+def test_spring_forward_day_neither_shifts_nor_doubles(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """A send at 02:30 on the night the clocks jump from 02:00 to 03:00 (2027-03-28, Berlin)."""
+    directory = tmp_path / "spring"
+    write_schedule(directory, send="Sunday 02:30", draft_before="1h")
+    sync(seeded, directory, settings)
+    publish_daily(seeded, datetime(2027, 3, 15, tzinfo=UTC), 20)
+    subscribe(seeded, settings, 1)
+    memory.reset()
+    log = run_clock(
+        seeded,
+        settings,
+        datetime(2027, 3, 20, tzinfo=UTC),
+        datetime(2027, 4, 5, tzinfo=UTC),
+        step=timedelta(minutes=5),
+    )
+    started = [t for t, line in log if "started" in line]
+    assert [t.astimezone(BERLIN).strftime("%m-%d %H:%M") for t in started] == [
+        "03-21 02:30",
+        "03-28 03:30",  # 02:30 does not exist that night: it happens at 03:30 (once)
+        "04-04 02:30",
+    ]
+    assert len(memory.outbox) == 3
+
+
+def test_a_send_missed_by_a_restart_is_caught_up_and_an_old_one_is_reported(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    publish_daily(seeded, datetime(2026, 11, 9, tzinfo=UTC), 28)
+    subscribe(seeded, settings, 2)
+    # The scheduler is down from Monday 05:00 to 11:00 UTC (the 09:00 Berlin send is 08:00 UTC).
+    down = (datetime(2026, 11, 23, 5, tzinfo=UTC), datetime(2026, 11, 23, 11, tzinfo=UTC))
+    log = run_clock(
+        seeded,
+        settings,
+        datetime(2026, 11, 22, tzinfo=UTC),
+        datetime(2026, 11, 24, tzinfo=UTC),
+        skip=lambda t: down[0] <= t < down[1],
+    )
+    started = [t for t, line in log if "started" in line]
+    assert started == [datetime(2026, 11, 23, 11, tzinfo=UTC)]  # the first tick back up
+    assert len(memory.outbox) == 2
+
+    # Down for the whole next Monday past the grace time: not sent late, but reported.
+    log = run_clock(
+        seeded,
+        settings,
+        datetime(2026, 12, 1, 12, tzinfo=UTC),
+        datetime(2026, 12, 2, tzinfo=UTC),
+    )
+    assert [line for _, line in log if "started" in line] == []
+    schedule, newsletter = schedules.active_schedules(seeded)[0]
+    later = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert scheduler.missed(seeded, schedule, newsletter, later) == "2026-W49"
+
+
+def test_approval_holds_the_send_alerts_editors_once_then_sends(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    directory = tmp_path / "approval"
+    write_schedule(directory, approval_required=True, editors=["editor@example.com"])
+    sync(seeded, directory, settings)
+    publish_daily(seeded, datetime(2026, 11, 16, tzinfo=UTC), 7)
+    subscribe(seeded, settings, 2)
+    memory.reset()
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    log = run_clock(seeded, settings, monday, monday + timedelta(hours=12))
+    held = [line for _, line in log if "held" in line]
+    assert len(held) == 1 and "editors alerted" in held[0]
+    assert [m.recipient for m in memory.outbox] == ["editor@example.com"]  # once, not per tick
+    (edition,) = editions(seeded)
+    assert edition.status == "draft" and edition.alerted_at is not None
+
+    publish.approve_edition(seeded, edition_id=edition.id or 0, by="Ada")
+    log = run_clock(seeded, settings, monday + timedelta(hours=12), monday + timedelta(hours=13))
+    assert any("started" in line for _, line in log)
+    assert sorted(m.recipient for m in memory.outbox) == [
+        "editor@example.com",
+        "pnone0@example.com",
+        "pnone1@example.com",
+    ]
+
+
+def test_pause_skip_and_resume(seeded: Session, settings: Settings, planned: Path) -> None:
+    publish_daily(seeded, datetime(2026, 11, 9, tzinfo=UTC), 28)
+    subscribe(seeded, settings, 1)
+    schedule = seeded.exec(select(Schedule)).one()
+    schedule.paused = True
+    seeded.commit()
+    log = run_clock(
+        seeded, settings, datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC)
+    )
+    assert log == [] and editions(seeded) == []
+    schedule.paused = False
+    newsletter = store.get_newsletter(seeded, slug=SLUG)
+    seeded.add(ScheduleSkip(newsletter_id=newsletter.id or 0, period_key="2026-W49"))
+    seeded.commit()
+    schedules.sync(seeded, schedules.load(planned), default_site_url=settings.site_url)
+    seeded.commit()
+    assert seeded.exec(select(Schedule)).one().paused is False  # a sync keeps the switch
+    run_clock(
+        seeded, settings, datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 12, 9, tzinfo=UTC)
+    )
+    assert [e.period_key for e in editions(seeded)] == ["2026-W50"]  # W49 skipped
+
+
+def test_local_time_delivery_sends_in_hourly_waves(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    directory = tmp_path / "local"
+    write_schedule(directory, local_time=True)
+    sync(seeded, directory, settings)
+    publish_daily(seeded, datetime(2026, 11, 16, tzinfo=UTC), 7)
+    subscribe(seeded, settings, 1, zone="Asia/Tokyo")  # 09:00 there is 00:00 UTC
+    subscribe(seeded, settings, 1, zone="America/New_York")  # 14:00 UTC
+    subscribe(seeded, settings, 1, zone="Asia/Kolkata")  # 03:30 UTC -> the 03:00 wave
+    subscribe(seeded, settings, 1)  # no zone: the newsletter's, 08:00 UTC
+    # Starting only (no backend): the send loop runs on the real clock, which is past these
+    # waves; the test reads when each delivery is due.
+    started = []
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    while now < datetime(2026, 11, 23, tzinfo=UTC):
+        if any("started" in line for line in scheduler.tick(seeded, settings, now=now)):
+            started.append(now)
+        now += timedelta(minutes=10)
+    # The first wave is 09:00 at UTC+14 (Sunday 19:00 UTC): the edition starts then.
+    assert started == [datetime(2026, 11, 22, 19, tzinfo=UTC)]
+    due = {
+        email.split("@")[0]: retry_at.astimezone(UTC).strftime("%d %H:%M")
+        for email, retry_at in seeded.exec(
+            select(Subscriber.email, Delivery.retry_at).join(
+                Delivery,
+                Delivery.subscriber_id == Subscriber.id,  # type: ignore[arg-type]
+            )
+        )
+    }
+    assert due == {
+        "pasia-tokyo0": "23 00:00",
+        "pasia-kolkata0": "23 03:00",
+        "pnone0": "23 08:00",
+        "pamerica-new_york0": "23 14:00",
+    }
+
+
+def test_a_pending_delivery_waits_for_its_wave(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Callable[..., object]
+) -> None:
+    """The ledger side of the waves: a send claims only deliveries whose time has come."""
+    add_subscribers(2)
+    publish.start_edition(seeded, edition_id=draft, settings=settings)
+    early, late = seeded.exec(select(Delivery).order_by(Delivery.id)).all()  # type: ignore[arg-type]
+    late.retry_at = datetime.now(UTC) + timedelta(hours=3)
+    seeded.commit()
+    memory.reset()
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.run.sent == 1 and report.edition.status == "sending"
+    assert report.next_retry_at is not None and report.next_retry_at > datetime.now(UTC)
+    assert [m.recipient for m in memory.outbox] == ["sub0@example.com"]
+    assert ledger.counts(seeded, edition_id=draft)["pending"] == 1
+
+
+def test_two_schedulers_at_once_on_postgresql(
+    postgres_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    pg = settings.model_copy(update={"database_url": postgres_url})
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    directory = tmp_path / "pg"
+    write_schedule(directory)
+    with Session(engine, expire_on_commit=False) as session:
+        sync(session, directory, pg)
+        publish_daily(session, datetime(2026, 11, 9, tzinfo=UTC), 21)
+        subscribe(session, pg, 40)
+    memory.reset()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def one_scheduler() -> None:
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                now = datetime(2026, 11, 15, tzinfo=UTC)
+                while now < datetime(2026, 12, 1, tzinfo=UTC):
+                    barrier.wait(timeout=30)  # both tick at the same instant, every time
+                    scheduler.tick(session, pg, now=now, make_backend=MemoryBackend)
+                    now += timedelta(minutes=30)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=one_scheduler) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    with Session(engine) as session:
+        rows = session.exec(select(Edition.period_key, Edition.status)).all()
+    engine.dispose()
+    assert sorted(rows) == [("2026-W47", "sent"), ("2026-W48", "sent"), ("2026-W49", "sent")]
+    per_person = {}
+    for m in memory.outbox:
+        per_person[(m.recipient, m.message_id)] = per_person.get((m.recipient, m.message_id), 0) + 1
+    assert len(per_person) == 40 * 3 and set(per_person.values()) == {1}
