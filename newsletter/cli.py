@@ -6,10 +6,11 @@ a readable error and exits 1 when something is wrong, and never prints a secret.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, col, select
 
@@ -31,9 +34,21 @@ from newsletter.config import ConfigError, Settings
 from newsletter.content import SLUG_PATTERN
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.importing import comparisons_json_schema
-from newsletter.models import Comparison, Edition, Newsletter, Subscriber, SubscriptionEvent
+from newsletter.models import (
+    Comparison,
+    Edition,
+    EditionStatus,
+    Newsletter,
+    Schedule,
+    ScheduleSkip,
+    Subscriber,
+    SubscriptionEvent,
+    utcnow,
+)
 from newsletter.paths import example_comparisons, example_subscribers
 from newsletter.rendering import GMAIL_CLIP_BYTES, RenderError
+from newsletter.schedules import ScheduleFileError
+from newsletter.timing import RuleError
 
 app = typer.Typer(
     help="Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send "
@@ -53,6 +68,10 @@ app.add_typer(edition_app, name="edition")
 app.add_typer(newsletters_app, name="newsletters")
 subscribers_app = typer.Typer(help="Look up and remove subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
+schedule_app = typer.Typer(
+    help="Weekly schedules: check, sync, list, pause, skip.", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -63,6 +82,7 @@ _EXPECTED_ERRORS = (
     publish.EmptyWeek,
     publish.EditionStateError,
     RenderError,
+    RuleError,
     FileNotFoundError,
     IsADirectoryError,
     PermissionError,
@@ -81,6 +101,10 @@ def readable_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except ScheduleFileError as exc:
+            for problem in exc.problems:
+                typer.echo(problem, err=True)
+            raise _fail(f"{len(exc.problems)} problem(s) in the schedule files") from None
         except importing.ImportRejected as exc:
             for problem in exc.problems:
                 typer.echo(problem, err=True)
@@ -484,6 +508,19 @@ def edition_start(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> N
     typer.echo(f"edition {edition_id} is {status}; {added} deliveries queued")
 
 
+@edition_app.command("approve")
+@readable_errors
+def edition_approve(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    by: Annotated[str, typer.Option(help="Who approves (recorded).")] = "an editor",
+) -> None:
+    """Approve a draft whose schedule requires it; the scheduler sends it at its next look."""
+    settings = _settings()
+    with _session(settings) as session:
+        edition = publish.approve_edition(session, edition_id=edition_id, by=by)
+    typer.echo(f"edition {edition_id} ({edition.period_key}) approved by {by}")
+
+
 @edition_app.command("pause")
 @readable_errors
 def edition_pause(
@@ -588,9 +625,10 @@ def worker(
 
     Run several on PostgreSQL (any number of machines); on SQLite one is enough.
     """
+    from newsletter.runner import worker_loop
+
     settings = _settings()
-    url = settings.mail_backend
-    backend_from_url(url)
+    describe = backend_from_url(settings.mail_backend).describe()
     with _session(settings) as session:
         if session.get_bind().dialect.name == "sqlite":
             typer.echo(
@@ -598,29 +636,282 @@ def worker(
                 "(use --concurrency for parallel connections, PostgreSQL for several workers)",
                 err=True,
             )
-        while True:
-            busy = False
-            for edition_id in publish.sending_editions(session):
-                try:
-                    report = publish.send_edition(
-                        session,
-                        edition_id=edition_id,
-                        settings=settings,
-                        make_backend=lambda: backend_from_url(url),
-                        concurrency=concurrency,
-                    )
-                except publish.EditionStateError:
-                    continue  # paused or cancelled since it was listed
-                except BackendError as exc:  # the edition is paused with the reason
-                    typer.secho(f"edition {edition_id}: {exc}", fg=typer.colors.RED, err=True)
-                    continue
-                busy = busy or report.run.attempted > 0
-                if report.run.attempted:
-                    _print_report(report, backend_from_url(url).describe())
-            if once and not busy and not publish.sending_editions(session):
-                break
-            if not busy:
-                time.sleep(poll)
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        worker_loop(
+            settings,
+            engine,
+            stop=threading.Event(),
+            poll=poll,
+            concurrency=concurrency,
+            once=once,
+            report=lambda r: _print_report(r, describe),
+        )
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+SCHEDULES_DIR = Path("schedules")
+
+
+@schedule_app.command("check")
+@readable_errors
+def schedule_check(
+    directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
+) -> None:
+    """Validate every schedule file; print each problem (file: field: why) and exit 1."""
+    from newsletter import schedules
+
+    specs = schedules.load(directory)
+    for spec in specs:
+        typer.echo(f"{spec.path.name}: ok ({spec.slug}, {spec.rule.describe()})")
+
+
+@schedule_app.command("sync")
+@readable_errors
+def schedule_sync(
+    directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
+) -> None:
+    """Load the schedule files into the database (all or nothing); pauses are kept."""
+    from newsletter import schedules
+
+    settings = _settings()
+    specs = schedules.load(directory)
+    with _session(settings) as session:
+        report = schedules.sync(session, specs, default_site_url=settings.site_url)
+        session.commit()
+    for label, slugs in (
+        ("created", report.created),
+        ("updated", report.updated),
+        ("removed", report.removed),
+    ):
+        if slugs:
+            typer.echo(f"{label}: {', '.join(slugs)}")
+    typer.echo(f"{len(specs)} schedule(s) in the database")
+
+
+@schedule_app.command("list")
+@readable_errors
+def schedule_list() -> None:
+    """Each schedule: next draft and send time (local and UTC), paused, approval, misses."""
+    from newsletter import scheduler, schedules
+
+    settings = _settings()
+    now = utcnow()
+    with _session(settings) as session:
+        rows = schedules.active_schedules(session)
+        if not rows:
+            typer.echo("no schedules: write schedules/<slug>.toml, then `newsletter schedule sync`")
+        for schedule, newsletter in rows:
+            occ = scheduler.next_times(schedule, newsletter, now)
+            zone = occ.rule.zone
+
+            flags = ["PAUSED" if schedule.paused else "active"]
+            if schedule.approval_required:
+                flags.append("approval required")
+            if schedule.local_time:
+                flags.append("local-time delivery")
+            typer.echo(f"{newsletter.slug}: {occ.rule.describe()} [{', '.join(flags)}]")
+            typer.echo(f"  next draft {_local_and_utc(occ.draft_at, zone)}")
+            typer.echo(f"  next send  {_local_and_utc(occ.start_at, zone)} for period {occ.key}")
+            missed = scheduler.missed(session, schedule, newsletter, now)
+            if missed:
+                typer.secho(
+                    f"  no edition for {missed}: nothing new, or missed while no scheduler ran "
+                    "(`run-now` sends the current period only)",
+                    fg=typer.colors.YELLOW,
+                )
+
+
+def _local_and_utc(moment: datetime, zone: ZoneInfo) -> str:
+    return f"{moment.astimezone(zone):%a %d %b %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"
+
+
+def _schedule_of(session: Session, slug: str) -> Schedule:
+    newsletter = store.get_newsletter(session, slug=slug)
+    schedule = session.exec(select(Schedule).where(Schedule.newsletter_id == newsletter.id)).first()
+    if schedule is None:
+        raise store.NotFound(f"newsletter {slug!r} has no schedule: add schedules/{slug}.toml")
+    return schedule
+
+
+@schedule_app.command("pause")
+@readable_errors
+def schedule_pause(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Stop drafting and sending on schedule (a send already running is not touched)."""
+    settings = _settings()
+    with _session(settings) as session:
+        _schedule_of(session, slug).paused = True
+        session.commit()
+    typer.echo(f"{slug}: schedule paused")
+
+
+@schedule_app.command("resume")
+@readable_errors
+def schedule_resume(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Resume the schedule from its next occurrence (or one missed within the grace time)."""
+    settings = _settings()
+    with _session(settings) as session:
+        _schedule_of(session, slug).paused = False
+        session.commit()
+    typer.echo(f"{slug}: schedule resumed")
+
+
+@schedule_app.command("skip")
+@readable_errors
+def schedule_skip(
+    slug: Annotated[str, typer.Argument(metavar="SLUG")],
+    period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
+) -> None:
+    """Do not draft or send this period's edition (an edition already started is not touched)."""
+    from newsletter.schedules import rule_of
+
+    settings = _settings()
+    with _session(settings) as session:
+        schedule = _schedule_of(session, slug)
+        when = rule_of(schedule).occurrence_for(period)
+        exists = session.exec(
+            select(ScheduleSkip).where(
+                ScheduleSkip.newsletter_id == schedule.newsletter_id,
+                ScheduleSkip.period_key == period,
+            )
+        ).first()
+        if exists is None:
+            session.add(ScheduleSkip(newsletter_id=schedule.newsletter_id, period_key=period))
+        session.commit()
+    typer.echo(f"{slug}: {period} (send {when:%a %d %b %Y %H:%M} UTC) will be skipped")
+
+
+@schedule_app.command("run-now")
+@readable_errors
+def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Assemble and send the current period's edition now. Idempotent: run twice, it sends
+    (or finishes sending) the one edition; the scheduler later finds it sent."""
+    from newsletter import scheduler as sched
+
+    settings = _settings()
+    now = utcnow()
+    with _session(settings) as session:
+        schedule = _schedule_of(session, slug)
+        newsletter = store.get_newsletter(session, slug=slug)
+        occ = sched.current(schedule, newsletter, now)
+        edition = store.find_edition(session, newsletter_id=newsletter.id or 0, period_key=occ.key)
+        if edition is None:
+            edition = publish.draft_edition(
+                session,
+                settings=settings,
+                newsletter_slug=slug,
+                at=now,
+                period=sched.period_of(session, occ, end=now),
+                scheduled_for=occ.send_at,
+            ).edition
+        if (
+            edition.status == EditionStatus.draft
+            and schedule.approval_required
+            and edition.approved_at is None
+        ):
+            raise publish.EditionStateError(
+                f"edition {edition.id} ({occ.key}) needs an editor's approval first: "
+                f"`newsletter edition approve {edition.id}`"
+            )
+        url = settings.mail_backend
+        report = publish.send_edition(
+            session,
+            edition_id=edition.id or 0,
+            settings=settings,
+            make_backend=lambda: backend_from_url(url),
+            wait=True,
+        )
+    _print_report(report, backend_from_url(url).describe())
+
+
+@app.command("scheduler")
+@readable_errors
+def scheduler_command(
+    send: Annotated[
+        bool, typer.Option(help="Also send what it starts (else leave it to workers).")
+    ] = True,
+) -> None:
+    """Run the weekly schedules (APScheduler): draft at draft time, send at send time.
+
+    Safe to run twice by mistake: the database's unique (newsletter, period) key and
+    conditional updates make every step happen once."""
+    from newsletter.runner import build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    settings.require_sending_ready()
+    engine = make_engine(settings.database_url)
+    require_head(engine)
+    typer.echo("scheduler running; Ctrl-C stops it", err=True)
+    try:
+        build_scheduler(settings, engine, send=send, blocking=True).start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        engine.dispose()
+
+
+@app.command("run")
+@readable_errors
+def run_all(
+    host: Annotated[str, typer.Option(help="Web app interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Web app port.")] = 8000,
+    schedules_dir: Annotated[
+        Path | None, typer.Option(help="Sync these schedule files first.")
+    ] = None,
+) -> None:
+    """Everything for a small deployment in one process: the scheduler, a worker and the web
+    app (on SQLite this is the layout to use)."""
+    import uvicorn
+
+    from newsletter import schedules
+    from newsletter.runner import build_scheduler, worker_loop
+    from newsletter.web.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    settings.require_sending_ready()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    if schedules_dir is not None:
+        with Session(engine) as session:
+            schedules.sync(
+                session, schedules.load(schedules_dir), default_site_url=settings.site_url
+            )
+            session.commit()
+    app_ = create_app(settings, engine=engine)
+    stop = threading.Event()
+    aps = build_scheduler(settings, engine, send=False, blocking=False)
+    aps.start()
+    worker = threading.Thread(
+        target=worker_loop, args=(settings, engine), kwargs={"stop": stop}, name="worker"
+    )
+    worker.start()
+    try:
+        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="info")
+    finally:
+        stop.set()
+        aps.shutdown(wait=False)
+        worker.join(timeout=60)
+        engine.dispose()
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+@app.command("doctor")
+def doctor_command() -> None:
+    """Check configuration, database, mail backend, secret key and URLs; say how to fix."""
+    from newsletter import doctor
+
+    try:
+        settings = _settings()
+    except ValidationError as exc:
+        raise _fail(f"configuration: {exc}") from None
+    checks = doctor.run_checks(settings)
+    typer.echo(doctor.render(checks), nl=False)
+    raise typer.Exit(doctor.exit_code(checks))
 
 
 # --- demo ----------------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""The long-running processes: the scheduler (APScheduler 3.11), the worker loop, and
+``newsletter run``, which puts both beside the web app in one process for small deployments.
+
+The scheduler's jobs all call :func:`newsletter.scheduler.tick`, which is idempotent, so the
+jobs only decide *when* to look: one cron job per schedule at its draft time and one at its
+send time (exact to the second, with a misfire grace time and coalescing, so a late or missed
+run fires once), and a 30-second interval job as the safety net that also picks up schedule
+changes and catches up after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter import publish, scheduler
+from newsletter.backends import BackendError, MailBackend, backend_from_url
+from newsletter.config import Settings
+from newsletter.models import utcnow
+from newsletter.schedules import active_schedules
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 30
+
+
+def build_scheduler(
+    settings: Settings, engine: Engine, *, send: bool, blocking: bool
+) -> BaseScheduler:
+    """An APScheduler 3.11 scheduler whose jobs run :func:`scheduler.tick`."""
+    grace = int(scheduler.GRACE.total_seconds())
+    defaults = {"coalesce": True, "misfire_grace_time": grace, "max_instances": 1}
+    aps: BaseScheduler = (
+        BlockingScheduler(timezone="UTC", job_defaults=defaults)
+        if blocking
+        else BackgroundScheduler(timezone="UTC", job_defaults=defaults)
+    )
+    make_backend: Callable[[], MailBackend] | None = None
+    if send:
+        url = settings.mail_backend
+        backend_from_url(url)  # a bad URL stops the start, not the first send
+
+        def make_backend() -> MailBackend:
+            return backend_from_url(url)
+
+    lock = threading.Lock()  # cron and interval jobs may fire together: one tick at a time
+
+    def run_tick() -> None:
+        with lock, Session(engine, expire_on_commit=False) as session:
+            for line in scheduler.tick(session, settings, make_backend=make_backend):
+                log.info("%s", line)
+            _refresh_jobs(aps, session, run_tick)
+
+    aps.add_job(
+        run_tick, IntervalTrigger(seconds=REFRESH_SECONDS), id="tick", next_run_time=utcnow()
+    )
+    return aps
+
+
+def _refresh_jobs(aps: BaseScheduler, session: Session, run_tick: Callable[[], None]) -> None:
+    """One cron job per schedule's draft time and send time; replaced when a schedule changes,
+    removed when it goes."""
+    wanted: set[str] = set()
+    now = utcnow()
+    for schedule, newsletter in active_schedules(session):
+        occ = scheduler.next_times(schedule, newsletter, now)
+        zone = occ.rule.timezone
+        for label, moment in (("draft", occ.draft_at), ("send", occ.start_at)):
+            local = moment.astimezone(occ.rule.zone)
+            job_id = f"{label}:{newsletter.slug}:{local:%a %H:%M}:{zone}"
+            wanted.add(job_id)
+            if aps.get_job(job_id) is None:
+                trigger = CronTrigger(
+                    day_of_week=local.strftime("%a").lower(),
+                    hour=local.hour,
+                    minute=local.minute,
+                    timezone=zone,
+                )
+                aps.add_job(run_tick, trigger, id=job_id, replace_existing=True)
+    for job in aps.get_jobs():
+        if job.id != "tick" and job.id not in wanted:
+            job.remove()
+
+
+def worker_loop(
+    settings: Settings,
+    engine: Engine,
+    *,
+    stop: threading.Event,
+    poll: float = 2.0,
+    concurrency: int = 1,
+    once: bool = False,
+    report: Callable[[publish.SendReport], None] | None = None,
+) -> None:
+    """Send every edition in ``sending`` state until ``stop`` is set (or, with ``once``, until
+    nothing is left). Claims make any number of these safe side by side."""
+    url = settings.mail_backend
+    backend_from_url(url)
+    with Session(engine, expire_on_commit=False) as session:
+        while not stop.is_set():
+            busy = False
+            for edition_id in publish.sending_editions(session):
+                try:
+                    result = publish.send_edition(
+                        session,
+                        edition_id=edition_id,
+                        settings=settings,
+                        make_backend=lambda: backend_from_url(url),
+                        concurrency=concurrency,
+                    )
+                except publish.EditionStateError:
+                    continue  # paused or cancelled since it was listed
+                except BackendError as exc:  # the edition is paused with the reason
+                    log.error("edition %s: %s", edition_id, exc)
+                    continue
+                busy = busy or result.run.attempted > 0
+                if result.run.attempted and report is not None:
+                    report(result)
+            if once and not busy and not publish.sending_editions(session):
+                return
+            if not busy:
+                stop.wait(poll)
+
+
+def describe_grace() -> str:
+    hours = scheduler.GRACE / timedelta(hours=1)
+    return f"{hours:g} h"
