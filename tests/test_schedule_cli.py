@@ -154,3 +154,65 @@ def test_two_scheduler_processes_at_once_on_postgresql(postgres_url: str, tmp_pa
     files = list((tmp_path / "outbox").glob("*.eml"))
     assert len(files) == 25 and not [f for f in files if f.name.count(".") > 1]
     assert sum("started edition" in err for _, err in logs) == 1, logs
+
+
+def test_run_serves_the_web_app_with_scheduler_and_worker(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _import_fresh(env, tmp_path, 2)
+    _due_now_schedule(tmp_path / "schedules")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "newsletter.cli",
+            "run",
+            "--port",
+            str(port),
+            "--schedules-dir",
+            str(tmp_path / "schedules"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        page = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/subscribe", timeout=2) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert "Subscribe" in page
+        outbox = tmp_path / "outbox"
+        while len(list(outbox.glob("*.eml"))) < 2:  # the scheduler started it, the worker sent it
+            assert time.monotonic() < deadline, "the due edition was not sent"
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_doctor_says_what_is_wrong_and_exits_1(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    broken = dict(env, NEWSLETTER_SECRET_KEY="short")
+    result = run(["doctor"], broken, tmp_path)
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "secret key" in result.stdout
+    assert "short" not in result.stdout.replace("too short", "").replace("shorter", "")
+    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    healthy = run(["doctor"], env, tmp_path)
+    assert healthy.returncode == 0, healthy.stdout
