@@ -89,6 +89,7 @@ class Sink:
     received: list[Any] = field(default_factory=list)
     greetings: int = 0
     data_responses: dict[str, str] = field(default_factory=dict)
+    rcpt_responses: dict[str, str] = field(default_factory=dict)
     drop_at_rcpt: dict[str, int] = field(default_factory=dict)
     drop_after_data: dict[str, int] = field(default_factory=dict)
     stop_listening_at_rcpt: set[str] = field(default_factory=set)
@@ -117,17 +118,22 @@ def _take(rules: dict[str, int], address: str) -> bool:
     return True
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelining"])
+def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
+    """Run twice: once as a plain server, once advertising PIPELINING (RFC 2920), where the
+    client sends each envelope in one write and the next message's envelope with the body."""
     from aiosmtpd.controller import Controller
 
     box = Sink("127.0.0.1", free_port())
+    pipelining: bool = request.param
 
     class Handler:
         async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
             with box.lock:
                 box.greetings += 1
             session.host_name = hostname
+            if pipelining:  # aiosmtpd reads commands in order, so it can take pipelined input
+                responses.insert(-1, "250-PIPELINING")
             return responses
 
         async def handle_HELO(self, server, session, envelope, hostname):  # noqa: ANN001
@@ -144,6 +150,8 @@ def sink() -> Iterator[Sink]:
             if _take(box.drop_at_rcpt, address):
                 server.transport.close()
                 return "250 OK"
+            if address.lower() in box.rcpt_responses:
+                return box.rcpt_responses[address.lower()]
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
@@ -486,3 +494,56 @@ def test_failed_login_closes_the_socket(sink: Sink) -> None:
     assert backend.connection is None
     leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == [], [str(w.message) for w in leaks]
+
+
+def test_with_pipelining_each_message_costs_one_write_and_one_round_trip(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    """The next envelope rides with the previous body: N messages, N + 1 writes (2N without),
+    and a refusal in the middle still lands on the right message."""
+    messages = batch(build, 6)
+    sink.data_responses["r2@example.com"] = "554 5.7.1 spam"
+    backend = SMTPBackend.from_url(sink.url)
+    writes = 0
+    with backend:
+        assert backend.connection is not None
+        original = backend.connection.send
+
+        def counting(data: Any) -> None:
+            nonlocal writes
+            writes += 1
+            original(data)
+
+        backend.connection.send = counting  # type: ignore[method-assign]
+        results = backend.send_messages(messages)
+        backend_features = dict(backend.connection.esmtp_features) if backend.connection else None
+    statuses = [r.status for r in results]
+    assert statuses == [SendStatus.sent] * 2 + [SendStatus.rejected] + [SendStatus.sent] * 3
+    assert sink.rcpts() == [f"r{i}@example.com" for i in (0, 1, 3, 4, 5)]
+    # Besides EHLO and QUIT: with PIPELINING one write per message plus the first envelope;
+    # without, MAIL, RCPT, DATA and the body each on their own.
+    assert backend_features is not None
+    if "pipelining" in backend_features:
+        assert writes - 2 == len(messages) + 1
+    else:
+        assert writes - 2 == 4 * len(messages)
+
+
+def test_a_refused_recipient_between_accepted_ones(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    """With pipelining the refused RCPT arrives as the answer to an envelope sent ahead with
+    the previous body: it must land on its own message and leave the connection clean."""
+    messages = batch(build, 4)
+    sink.rcpt_responses["r1@example.com"] = "550 5.1.1 no such user"
+    sink.rcpt_responses["r2@example.com"] = "451 4.3.0 try later"
+    with SMTPBackend.from_url(sink.url) as backend:
+        results = backend.send_messages(messages)
+    assert [(r.status, r.code) for r in results] == [
+        (SendStatus.sent, 250),
+        (SendStatus.rejected, 550),
+        (SendStatus.deferred, 451),
+        (SendStatus.sent, 250),
+    ]
+    assert sink.rcpts() == ["r0@example.com", "r3@example.com"]
+    assert sink.greetings == 1  # one connection throughout
