@@ -547,3 +547,23 @@ def test_a_refused_recipient_between_accepted_ones(
     ]
     assert sink.rcpts() == ["r0@example.com", "r3@example.com"]
     assert sink.greetings == 1  # one connection throughout
+
+
+def test_a_caller_stopping_mid_batch_leaves_no_stray_replies(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    """If the caller raises from its per-answer callback (say, its journal's disk is full)
+    while an envelope went out ahead, the next batch must not read that envelope's replies
+    as its own."""
+    first, second = batch(build, 3), batch(build, 5)[3:]
+    with SMTPBackend.from_url(sink.url) as backend:
+
+        def stop(index: int, result: Any) -> None:
+            if index == 0:
+                raise RuntimeError("journal disk full")
+
+        with pytest.raises(RuntimeError):
+            backend.send_each(first, stop)
+        results = backend.send_messages(second)
+    assert [r.status for r in results] == [SendStatus.sent, SendStatus.sent]
+    assert sink.rcpts() == ["r0@example.com", "r3@example.com", "r4@example.com"]

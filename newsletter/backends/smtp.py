@@ -60,8 +60,9 @@ class SMTPBackend(MailBackend):
         self.use_ssl, self.starttls = use_ssl, starttls
         self.timeout, self.helo, self.verify = timeout, helo, verify
         self.connection: smtplib.SMTP | None = None
-        #: The next message's envelope replies, read after the previous body (pipelining).
-        self._ahead: tuple[OutgoingMessage, list[tuple[int, bytes]]] | None = None
+        #: The message whose envelope went out with the previous body (pipelining); its
+        #: replies wait on the connection until its turn.
+        self._ahead: OutgoingMessage | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -164,7 +165,10 @@ class SMTPBackend(MailBackend):
                 on_result(index, results[-1])
             return results
         finally:
-            self._ahead = None
+            if self._ahead is not None:
+                # Stopped early (the caller raised) with an envelope's replies unread: they
+                # would answer the next command, so this connection can't be used again.
+                self._drop()
             if opened_here:
                 self.close()
 
@@ -185,8 +189,8 @@ class SMTPBackend(MailBackend):
             handed_over = False
             try:
                 ahead, self._ahead = self._ahead, None
-                if ahead is not None and ahead[0] is message:
-                    result = self._judge(self.connection, ahead[1])
+                if ahead is not None and ahead is message:
+                    result = self._judge(self.connection, self._read_ahead())
                 else:
                     result = self._envelope(self.connection, message)
                 if result is not None:
@@ -212,8 +216,10 @@ class SMTPBackend(MailBackend):
                 if attempt == 2:
                     return SendResult(SendStatus.deferred, None, f"connection lost: {exc}")
                 continue
-            if next_envelope is not None and following is not None:
-                self._read_ahead(following)
+            if next_envelope is not None:
+                # Its replies are read when it is that message's turn: this answer goes to the
+                # caller (and its journal) first, without waiting for three more replies.
+                self._ahead = following
             if code == 250:
                 return SendResult(SendStatus.sent, code, _text(reply))
             return SendResult(_status_for(code), code, _text(reply))
@@ -235,17 +241,11 @@ class SMTPBackend(MailBackend):
             return None
         return commands[0] + commands[1] + b"DATA\r\n"
 
-    def _read_ahead(self, following: OutgoingMessage) -> None:
-        """Read the replies to the envelope sent ahead; kept for ``following``'s turn. A lost
-        connection here loses nothing: only the envelope was sent, and the next message starts
-        over on a new connection."""
+    def _read_ahead(self) -> list[tuple[int, bytes]]:
+        """The replies to the envelope sent ahead with the previous body. A lost connection
+        here loses nothing: only the envelope was sent (the caller retries on a new one)."""
         assert self.connection is not None
-        try:
-            replies = [self.connection.getreply() for _ in range(3)]
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self._drop()
-            return
-        self._ahead = (following, replies)
+        return [self.connection.getreply() for _ in range(3)]
 
     @staticmethod
     def _commands(message: OutgoingMessage) -> tuple[bytes, bytes] | SendResult:
