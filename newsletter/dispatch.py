@@ -291,7 +291,10 @@ def _outcome(
                 detail = f"gave up after {tries} attempts: {detail}"
                 run.summary.failed += 1
             else:
-                retry_at = run.policy.retry_at(tries, utcnow(), run.rng)
+                now = utcnow()
+                retry_at = run.policy.retry_at(tries, now, run.rng)
+                if result.retry_after is not None:  # the provider's word beats our guess
+                    retry_at = max(retry_at, now + timedelta(seconds=result.retry_after))
                 run.summary.deferred += 1
         elif status == DeliveryStatus.unknown:
             run.summary.unknown += 1

@@ -356,8 +356,43 @@ def test_rate_limit_is_deferred_with_retry_after(
     api_stub.reply(429, recorded(provider.scheme, "error-429-rate-limit"), {"Retry-After": "7"})
     results = provider.backend(api_stub).send_messages(built.messages)
     assert [r.status for r in results] == [SendStatus.deferred] * 3
-    assert all(r.code == 429 and "Retry-After: 7" in r.detail for r in results)
-    assert len(api_stub.calls) == 3
+    assert all(r.code == 429 and r.retry_after == 7 for r in results)
+    assert "Retry-After: 7" in results[0].detail
+    assert len(api_stub.calls) == 1  # the rest of the batch waits instead of hammering the API
+
+
+def test_retry_after_is_read_as_seconds_or_a_date() -> None:
+    from datetime import UTC, datetime
+
+    from newsletter.backends.http import parse_retry_after
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after("Wed, 25 Nov 2026 12:05:00 GMT", now=now) == 300
+    assert parse_retry_after("Wed, 25 Nov 2026 11:00:00 GMT", now=now) == 0
+    assert parse_retry_after("999999999", now=now) == 86_400
+    assert parse_retry_after("soon", now=now) is None and parse_retry_after(None) is None
+
+
+def test_the_providers_retry_after_sets_the_retry_time(
+    api_stub: APIStub, seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    add_subscribers(2)
+    api_stub.reply(429, recorded("postmark", "error-429-rate-limit"), {"Retry-After": "7200"})
+    quick = settings.model_copy(update={"retry_base_seconds": 1})
+    before = datetime.now(UTC)
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=quick,
+        backend=POSTMARK.backend(api_stub),
+    )
+    waits = [d.retry_at for d in seeded.exec(select(Delivery)).all()]
+    assert len(waits) == 2 and all(
+        w is not None and w >= before + timedelta(seconds=7200) for w in waits
+    )
 
 
 @by_scheme

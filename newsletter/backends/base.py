@@ -45,6 +45,8 @@ class SendResult:
     code: int | None = None  # SMTP reply code or HTTP status
     detail: str = ""  # server text, for operators; never contains credentials
     provider_id: str | None = None  # the backend's own message id, if it returns one
+    #: Seconds the provider asked us to wait (HTTP Retry-After) before trying again.
+    retry_after: float | None = None
 
 
 class BackendError(RuntimeError):

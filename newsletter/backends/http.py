@@ -24,6 +24,8 @@ import math
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -187,7 +189,19 @@ class HTTPBackend(MailBackend):
         results: list[SendResult] = []
         try:
             for message in messages:
-                results.append(self._send_one(message))
+                result = self._send_one(message)
+                results.append(result)
+                if result.code == 429:
+                    # Rate limited: the rest of the batch waits too instead of hammering the
+                    # API with requests it has said it will refuse.
+                    wait = SendResult(
+                        SendStatus.deferred,
+                        429,
+                        f"{self.provider}: not sent, rate limited by an earlier request",
+                        retry_after=result.retry_after,
+                    )
+                    results += [wait] * (len(messages) - len(results))
+                    break
             return results
         except BackendError as exc:
             exc.results = results  # what the provider already accepted must be recorded
@@ -236,7 +250,9 @@ class HTTPBackend(MailBackend):
             detail = f"{self.provider} {code}: {response.text[:300]}"
             if retry_after:
                 detail += f" (Retry-After: {retry_after})"
-            return SendResult(SendStatus.deferred, code, detail)
+            return SendResult(
+                SendStatus.deferred, code, detail, retry_after=parse_retry_after(retry_after)
+            )
         return self.parse_response(message, response)
 
     # --- helpers for subclasses --------------------------------------------------------------
@@ -292,3 +308,21 @@ class APIKeyBackend(HTTPBackend):
             credential=cls.credential_name,
         )
         return cls(parsed.credential, endpoint=parsed.endpoint, timeout=parsed.timeout)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 10.2.3);
+    None when absent or unreadable. Capped at a day, so a bogus date can't park a send."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), 86_400.0)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), 86_400.0)
