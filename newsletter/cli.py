@@ -786,7 +786,11 @@ def schedule_skip(
 @readable_errors
 def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
     """Assemble and send the current period's edition now. Idempotent: run twice, it sends
-    (or finishes sending) the one edition; the scheduler later finds it sent."""
+    (or finishes sending) the one edition; the scheduler later finds it sent.
+
+    The current period is the one whose send time is next (or passed less than 6 h ago): run
+    mid-week, it sends next Monday's edition early, with what was published until now, and
+    Monday sends nothing (what comes later goes into the following week's edition)."""
     from newsletter import scheduler as sched
 
     settings = _settings()
@@ -795,6 +799,10 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
         schedule = _schedule_of(session, slug)
         newsletter = store.get_newsletter(session, slug=slug)
         occ = sched.current(schedule, newsletter, now)
+        if sched.is_skipped(session, occ):
+            raise publish.EditionStateError(
+                f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
+            )
         edition = store.find_edition(session, newsletter_id=newsletter.id or 0, period_key=occ.key)
         if edition is None:
             edition = publish.draft_edition(
@@ -814,13 +822,21 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
                 f"edition {edition.id} ({occ.key}) needs an editor's approval first: "
                 f"`newsletter edition approve {edition.id}`"
             )
+        if schedule.local_time:  # each subscriber's own 09:00, as the scheduler would
+            local_day = occ.send_at.astimezone(occ.rule.zone).date()
+            publish.start_edition(
+                session,
+                edition_id=edition.id or 0,
+                settings=settings,
+                local_time=(local_day, occ.rule.at),
+            )
         url = settings.mail_backend
         report = publish.send_edition(
             session,
             edition_id=edition.id or 0,
             settings=settings,
             make_backend=lambda: backend_from_url(url),
-            wait=True,
+            wait=not schedule.local_time,  # later waves: the scheduler or workers send them
         )
     _print_report(report, backend_from_url(url).describe())
 

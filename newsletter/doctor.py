@@ -448,7 +448,12 @@ def _secrets(settings: Settings) -> re.Pattern[str] | None:
     except Exception:  # an unparsable URL: the whole of it may be a secret
         values.append(settings.database_url)
     for url in settings.mail_backend.split():
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises on a malformed netloc)
+        except ValueError:  # unparsable: the whole URL may carry a secret
+            values.append(url)
+            continue
         values += [parts.password or "", unquote(parts.password or "")]
         if parts.scheme.lower() not in SMTPBackend.schemes:  # API backends: the user is the key
             values += [parts.username or "", unquote(parts.username or "")]

@@ -200,7 +200,7 @@ def _subscriber_row(
     if tz is not None:
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             return None, f"{label}: timezone: unknown IANA time zone {tz!r}"
     slugs = tuple(dict.fromkeys((values.get("newsletters") or default).replace(";", " ").split()))
     missing = [s for s in slugs if s not in known_newsletters]

@@ -79,7 +79,7 @@ def schedule_local_waves(
     for zone, count in zones:
         try:
             due = local_wave(day, at, zone or default_timezone)
-        except (ZoneInfoNotFoundError, ValueError):  # an unknown zone: the newsletter's
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown zone: the newsletter's
             due = local_wave(day, at, default_timezone)
         same_zone = "r.timezone IS NULL" if zone is None else "r.timezone = :zone"
         session.execute(

@@ -123,6 +123,11 @@ def worker_loop(
                 except BackendError as exc:  # the edition is paused with the reason
                     log.error("edition %s: %s", edition_id, exc)
                     continue
+                except Exception:  # a locked database, a dropped connection: try again later
+                    session.rollback()
+                    log.exception("edition %s: send pass failed; retrying", edition_id)
+                    stop.wait(poll)
+                    continue
                 busy = busy or result.run.attempted > 0
                 if result.run.attempted and report is not None:
                     report(result)

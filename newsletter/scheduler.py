@@ -88,10 +88,59 @@ def tick(
             continue
         try:
             done += _step(session, settings, current(schedule, newsletter, now), now, make_backend)
+            done += _late_approvals(session, settings, newsletter, now)
         except Exception:  # one newsletter's trouble must not stop the others
             session.rollback()
             log.exception("schedule %s: tick failed", newsletter.slug)
             done.append(f"{newsletter.slug}: failed (see the log)")
+    if make_backend is not None:
+        done += _continue_sends(session, settings, make_backend)
+    return done
+
+
+def _late_approvals(
+    session: Session, settings: Settings, newsletter: Newsletter, now: datetime
+) -> list[str]:
+    """Approved drafts whose send time has passed (approved late, even days late): an
+    approval means "send it", so they start now rather than wait for nothing."""
+    done = []
+    for edition in session.exec(
+        select(Edition).where(
+            Edition.newsletter_id == newsletter.id,
+            Edition.status == EditionStatus.draft,
+            col(Edition.approved_at).is_not(None),
+            col(Edition.scheduled_for).is_not(None),
+            col(Edition.scheduled_for) <= now,
+        )
+    ).all():
+        added = publish.start_edition(session, edition_id=edition.id or 0, settings=settings)
+        if added:
+            done.append(
+                f"{newsletter.slug} {edition.period_key}: started approved edition {edition.id} "
+                f"for {added} subscribers"
+            )
+    return done
+
+
+def _continue_sends(
+    session: Session, settings: Settings, make_backend: Callable[[], MailBackend]
+) -> list[str]:
+    """One send pass over every edition still sending (later local-time waves, retries that
+    came due, a send a restart interrupted), so a scheduler without workers finishes them."""
+    done = []
+    for edition_id in publish.sending_editions(session):
+        try:
+            report = publish.send_edition(
+                session, edition_id=edition_id, settings=settings, make_backend=make_backend
+            )
+        except publish.EditionStateError:
+            continue  # paused or cancelled meanwhile
+        except Exception:
+            session.rollback()
+            log.exception("edition %s: send pass failed", edition_id)
+            continue
+        if report.run.attempted:
+            done.append(f"edition {edition_id}: sent {report.run.sent} ({report.edition.status})")
     return done
 
 
@@ -110,7 +159,9 @@ def _step(
     if edition is None:
         edition = _draft(session, settings, occ, now)
         if edition is None:
-            return [f"{slug} {occ.key}: nothing new to send"] if now >= occ.start_at else []
+            # Said once, at the send time, not on every tick until the grace time ends.
+            due = occ.start_at <= now < occ.start_at + timedelta(minutes=1)
+            return [f"{slug} {occ.key}: nothing new to send"] if due else []
         done.append(f"{slug} {occ.key}: drafted edition {edition.id}")
     if now < occ.start_at:
         return done
@@ -128,12 +179,6 @@ def _step(
         if added:
             done.append(f"{slug} {occ.key}: started edition {edition.id} for {added} subscribers")
         session.refresh(edition)
-    if edition.status == EditionStatus.sending and make_backend is not None:
-        report = publish.send_edition(
-            session, edition_id=edition.id or 0, settings=settings, make_backend=make_backend
-        )
-        if report.run.attempted:
-            done.append(f"{slug} {occ.key}: sent {report.run.sent} ({report.edition.status})")
     return done
 
 
@@ -159,7 +204,10 @@ def period_of(session: Session, occ: Occurrence, *, end: datetime | None = None)
         select(func.max(Edition.period_end)).where(
             Edition.newsletter_id == occ.newsletter.id,
             Edition.period_key != occ.key,
-            col(Edition.status) != EditionStatus.draft,
+            # What went out (or is going): a cancelled edition's comparisons are still unsent.
+            col(Edition.status).in_(
+                [EditionStatus.sending, EditionStatus.paused, EditionStatus.sent]
+            ),
         )
     ).one()
     lead = occ.send_at - (end if end is not None else occ.draft_at)
@@ -219,7 +267,7 @@ def missed(
     """The period key of the last occurrence if it went by without an edition or a skip."""
     rule = rule_of(schedule)
     last = rule.previous(rule.next_at_or_after(now))
-    if last >= now - GRACE or last < schedule.updated_at - timedelta(days=7):
+    if last >= now - GRACE or last < schedule.updated_at:  # not due yet, or before the schedule
         return None
     occ = occurrence(schedule, newsletter, last)
     if _edition(session, occ) is not None or is_skipped(session, occ):

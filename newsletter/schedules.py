@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.utils import parseaddr
+from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +165,11 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
             problems.append(f"{label}: send: {exc}")
     sender = text("from")
     if sender is not None:
-        _, address = parseaddr(sender)
+        display, address = parseaddr(sender)
         try:
-            normalize_email(address)
+            # Stored with the ASCII form of the address (IDN domain as xn--): it becomes the
+            # envelope sender, which SMTP needs in ASCII.
+            sender = formataddr((display, normalize_email(address)[0]))
         except AddressError as exc:
             problems.append(f'{label}: from: expected "Name <address>": {exc}')
     lead = timedelta(hours=3)

@@ -26,6 +26,8 @@ from newsletter.selection import Period
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _RULE = re.compile(r"^\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
+#: How far back an edition reaches for what the previous ones did not carry (skips, pauses).
+MAX_CATCH_UP = timedelta(weeks=8)
 
 
 class RuleError(ValueError):
@@ -77,13 +79,13 @@ class WeeklyRule:
 
         Ending at the draft time means an editor approves exactly what goes out, and a
         comparison published after the draft goes into the next edition instead of being
-        skipped. Without a recent previous edition (none, or over two weeks back: the
-        newsletter was paused), the period is the seven days before the draft time.
+        skipped (skipped weeks roll into the next edition). Without a previous edition in the
+        last eight weeks (none, or a long pause), the period is the seven days before the draft
+        time.
         """
         end = occurrence - lead
-        week_before = _local_shift(end, self.zone, days=-7)
-        start = week_before
-        if previous_end is not None and _local_shift(end, self.zone, days=-14) <= previous_end:
+        start = _local_shift(end, self.zone, days=-7)
+        if previous_end is not None and previous_end >= end - MAX_CATCH_UP:
             start = min(previous_end, end)
         return Period(key=self.key(occurrence), start=start, end=end, timezone=self.timezone)
 
@@ -125,7 +127,7 @@ def parse_rule(text: str, timezone: str) -> WeeklyRule:
 def check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder: OSError
         raise RuleError(f"unknown IANA time zone {name!r} (e.g. Europe/Berlin)") from None
     return name
 

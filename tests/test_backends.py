@@ -467,3 +467,11 @@ def test_memory_url_keeps_plus_in_addresses() -> None:
     )
     assert backend.reject == frozenset({"user+tag@example.com"})
     assert backend.defer == frozenset({"a+b@example.com"})
+
+
+def test_a_url_that_cannot_be_parsed_gets_a_readable_error_without_the_password() -> None:
+    from newsletter.backends import BackendError, backend_from_url
+
+    with pytest.raises(BackendError) as caught:
+        backend_from_url("smtp://user:pa[ss@mail.example.com:587")
+    assert "percent-encode" in str(caught.value) and "pa[ss" not in str(caught.value)

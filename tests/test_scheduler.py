@@ -369,3 +369,83 @@ def test_two_schedulers_at_once_on_postgresql(
     for m in memory.outbox:
         per_person[(m.recipient, m.message_id)] = per_person.get((m.recipient, m.message_id), 0) + 1
     assert len(per_person) == 40 * 3 and set(per_person.values()) == {1}
+
+
+def test_an_approval_given_after_the_grace_time_still_sends(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    directory = tmp_path / "late"
+    write_schedule(directory, approval_required=True, editors=["editor@example.com"])
+    sync(seeded, directory, settings)
+    publish_daily(seeded, datetime(2026, 11, 16, tzinfo=UTC), 7)
+    subscribe(seeded, settings, 2)
+    memory.reset()
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    run_clock(seeded, settings, monday, monday + timedelta(hours=12))
+    (edition,) = editions(seeded)
+    publish.approve_edition(seeded, edition_id=edition.id or 0, by="Ada")  # 16 h late
+    log = run_clock(seeded, settings, monday + timedelta(hours=16), monday + timedelta(hours=17))
+    assert any("started approved edition" in line for _, line in log)
+    assert editions(seeded)[0].status == "sent"
+    assert len([m for m in memory.outbox if m.recipient != "editor@example.com"]) == 2
+
+
+def test_the_scheduler_finishes_sends_after_the_grace_time(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    """Retries and later waves come due after the occurrence left the grace window: a
+    scheduler without workers must still send them."""
+    publish_daily(seeded, datetime(2026, 11, 16, tzinfo=UTC), 7)
+    subscribe(seeded, settings, 3)
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    for now in (monday + timedelta(hours=5), monday + timedelta(hours=8)):  # draft, then start
+        scheduler.tick(seeded, settings, now=now)  # no backend: starts, sends nothing
+    (edition,) = editions(seeded)
+    assert edition.status == "sending"
+    memory.reset()
+    scheduler.tick(seeded, settings, now=monday + timedelta(days=2), make_backend=MemoryBackend)
+    assert editions(seeded)[0].status == "sent" and len(memory.outbox) == 3
+
+
+def test_a_cancelled_edition_does_not_use_up_its_period(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    publish_daily(seeded, datetime(2026, 11, 9, tzinfo=UTC), 21)
+    subscribe(seeded, settings, 1)
+    run_clock(
+        seeded, settings, datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC)
+    )
+    run_clock(
+        seeded, settings, datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 23, 6, tzinfo=UTC)
+    )
+    w47, w48 = editions(seeded)
+    assert w48.status == "draft"
+    publish.cancel_edition(seeded, edition_id=w48.id or 0, reason="wrong week")
+    run_clock(
+        seeded, settings, datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    w49 = editions(seeded)[-1]
+    assert w49.period_key == "2026-W49" and w49.status == "sent"
+    assert w49.period_start == w47.period_end  # W48's comparisons go out with W49
+
+
+def test_an_international_from_domain_is_stored_in_ascii(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    directory = tmp_path / "idn"
+    write_schedule(directory, **{"from": "Bücher News <news@bücher.example>"})
+    sync(seeded, directory, settings)
+    newsletter = store.get_newsletter(seeded, slug=SLUG)
+    assert "<news@xn--bcher-kva.example>" in (newsletter.from_address or "")
+    sender = publish.sender_of(newsletter, settings)
+    assert sender.addr_spec == "news@xn--bcher-kva.example"
+
+
+def test_a_zone_that_names_a_folder_is_a_clear_problem(tmp_path: Path) -> None:
+    directory = tmp_path / "zones"
+    write_schedule(directory, timezone="Europe")
+    with pytest.raises(schedules.ScheduleFileError) as caught:
+        schedules.load(directory)
+    assert caught.value.problems == [
+        f"{SLUG}.toml: timezone: unknown IANA time zone 'Europe' (e.g. Europe/Berlin)"
+    ]

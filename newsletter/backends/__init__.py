@@ -38,7 +38,15 @@ def backend_from_url(url: str) -> MailBackend:
 
         return FailoverBackend([backend_from_url(u) for u in urls])
     url = urls[0] if urls else ""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+        urlsplit(url).port  # noqa: B018  (raises on a malformed netloc)
+    except ValueError:
+        # urllib's message may quote part of the password: say what to do, not what it saw.
+        raise BackendError(
+            "mail backend URL can't be parsed; percent-encode special characters "
+            "(such as [ ] @ : / in the password)"
+        ) from None
     if not scheme:
         # Never echo the URL: it may carry a password.
         raise BackendError("mail backend URL has no scheme, e.g. smtp:// or file://")
