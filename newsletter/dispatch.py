@@ -27,7 +27,7 @@ from newsletter.journal import ResultJournal
 from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus, utcnow
 from newsletter.personalization import MessageTemplate, Recipient
-from newsletter.ratelimit import RateLimiter
+from newsletter.ratelimit import Limiter
 from newsletter.tokens import TokenSigner
 
 _TO_LEDGER = {
@@ -93,7 +93,7 @@ class _Run:
     signer: TokenSigner
     backend: MailBackend
     policy: Policy
-    limiter: RateLimiter
+    limiter: Limiter
     journal_dir: Path | None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     journal: ResultJournal | None = None
@@ -111,7 +111,7 @@ def dispatch(
     signer: TokenSigner,
     backend: MailBackend,
     policy: Policy,
-    limiter: RateLimiter,
+    limiter: Limiter,
     on_batch: Callable[[int], None] | None = None,
     journal_dir: Path | None = None,
 ) -> SendSummary:

@@ -307,3 +307,18 @@ class ScheduleSkip(SQLModel, table=True):
     newsletter_id: int = Field(foreign_key="newsletter.id", ondelete="CASCADE")
     period_key: str = Field(max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RateBucket(SQLModel, table=True):
+    """The rate limit state of one edition's send, shared by every sender on every machine.
+
+    Updated with a compare-and-set on ``version``, so concurrent senders never both spend the
+    same tokens, without row locks (SQLite has none).
+    """
+
+    edition_id: int = Field(primary_key=True, foreign_key="edition.id", ondelete="CASCADE")
+    tokens: float = 0.0
+    refilled_at: float = 0.0  # epoch seconds
+    hour_start: float = 0.0
+    hour_used: int = 0
+    version: int = 0

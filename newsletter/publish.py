@@ -17,7 +17,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
@@ -26,7 +26,7 @@ from newsletter.config import Settings
 from newsletter.dispatch import Policy, SendSummary, dispatch
 from newsletter.models import Edition, EditionStatus, Newsletter, utcnow
 from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
-from newsletter.ratelimit import RateLimiter, RateSpec
+from newsletter.ratelimit import Limiter, RateSpec
 from newsletter.rendering import (
     EditionContext,
     RenderedEdition,
@@ -35,6 +35,7 @@ from newsletter.rendering import (
     render_edition,
 )
 from newsletter.selection import Period, Selection, select_comparisons, week_containing
+from newsletter.sharedrate import SharedRateLimiter
 from newsletter.tokens import TokenSigner
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
@@ -331,7 +332,10 @@ def send_edition(
             + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
         )
     _, template, _ = prepare(session, edition=edition, settings=settings)
-    limiter = RateLimiter(RateSpec.parse(settings.rate_limit))
+    # Shared by every sender of this edition, in this process and in any other.
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
     if on_start is not None:
         on_start(ledger.open_count(session, edition_id=edition_id))
     total = SendSummary()
@@ -369,7 +373,7 @@ def _one_pass(
     edition: Edition,
     template: MessageTemplate,
     settings: Settings,
-    limiter: RateLimiter,
+    limiter: Limiter,
     backend: MailBackend | None,
     make_backend: Callable[[], MailBackend] | None,
     concurrency: int,

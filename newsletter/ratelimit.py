@@ -1,8 +1,9 @@
 """A token-bucket rate limit: messages per second and an optional quota per hour.
 
 Email APIs and SMTP relays impose both (e.g. 14/s and 50,000/day on a new SES account), so a
-send must respect both. One limiter belongs to one send (one edition in one process), not to
-the whole machine; with several worker processes, give each its share.
+send must respect both. This limiter counts in one process; sends use
+:class:`~newsletter.sharedrate.SharedRateLimiter`, which keeps the same bucket in the database
+so every worker of an edition shares it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,14 @@ class RateSpec:
     @property
     def unlimited(self) -> bool:
         return self.per_second is None and self.per_hour is None
+
+
+class Limiter(Protocol):
+    """What a send needs from a rate limit (in-process or shared through the database)."""
+
+    def chunk_size(self, batch: int) -> int: ...
+
+    def acquire(self, n: int) -> None: ...
 
 
 class RateLimiter:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from newsletter.ratelimit import RateLimiter, RateSpec
@@ -52,3 +55,93 @@ def test_unlimited_never_sleeps() -> None:
     limiter = RateLimiter(RateSpec(), clock=clock, sleep=clock.sleep)
     limiter.acquire(10_000)
     assert clock.slept == [] and limiter.chunk_size(500) == 500
+
+
+# --- shared by several senders through the database -----------------------------------------
+
+
+def _two_senders(url: str, edition_id: int, spec: RateSpec, clock: FakeClock):  # type: ignore[no-untyped-def]
+    from newsletter.database import make_engine
+    from newsletter.sharedrate import SharedRateLimiter
+
+    # Two engines: as two worker processes would have.
+    return [
+        SharedRateLimiter(make_engine(url), edition_id, spec, clock=clock, sleep=clock.sleep)
+        for _ in range(2)
+    ]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_senders_share_one_edition_allowance(
+    database: str, settings: Any, draft: int, request: pytest.FixtureRequest
+) -> None:
+    url = settings.database_url
+    edition_id = draft
+    if database == "postgresql":
+        from sqlmodel import Session
+
+        from newsletter import publish
+        from newsletter.database import make_engine, upgrade
+        from newsletter.importing import import_comparisons
+
+        from .conftest import EXAMPLES
+
+        url = request.getfixturevalue("postgres_url")
+        engine = make_engine(url)
+        upgrade(engine)
+        with Session(engine) as session:
+            publish.default_newsletter(session, settings)
+            import_comparisons(session, path=EXAMPLES)
+            session.commit()
+            edition_id = (
+                publish.draft_edition(
+                    session,
+                    settings=settings,
+                    newsletter_slug=None,
+                    at=datetime(2026, 11, 25, tzinfo=UTC),
+                ).edition.id
+                or 0
+            )
+        engine.dispose()
+    clock = FakeClock()
+    clock.now = 1_800_000_000.0
+    start = clock.now
+    a, b = _two_senders(url, edition_id, RateSpec(per_second=10), clock)
+    for _ in range(10):  # 100 messages, alternating senders, 5 at a time
+        a.acquire(5)
+        b.acquire(5)
+    # One bucket of 10/s for both (burst 10): 100 messages take at least 9 s, not 4.5.
+    assert clock.now - start >= 9.0 - 1e-6
+    a.engine.dispose()
+    b.engine.dispose()
+
+
+def test_two_senders_share_the_hourly_quota(settings: Any, draft: int) -> None:
+    clock = FakeClock()
+    clock.now = 1_800_000_000.0
+    a, b = _two_senders(settings.database_url, draft, RateSpec(per_hour=100), clock)
+    a.acquire(60)
+    assert clock.slept == []
+    b.acquire(50)  # only 40 left this hour: waits for the next one
+    assert clock.slept and sum(clock.slept) == pytest.approx(3600)
+    a.engine.dispose()
+    b.engine.dispose()
+
+
+def test_a_rate_limited_send_spends_from_the_editions_bucket(
+    seeded: Any, settings: Any, draft: int, add_subscribers: Any
+) -> None:
+    from sqlmodel import select
+
+    from newsletter import publish
+    from newsletter.backends.memory import MemoryBackend
+    from newsletter.models import RateBucket
+
+    add_subscribers(30)
+    limited = settings.model_copy(update={"rate_limit": "1000/s,50000/h"})
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=limited, backend=MemoryBackend()
+    )
+    assert report.run.sent == 30
+    bucket = seeded.exec(select(RateBucket).where(RateBucket.edition_id == draft)).one()
+    assert bucket.hour_used == 30 and bucket.version >= 1
