@@ -6,16 +6,12 @@ backend like every other message.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, make_msgid
 
 from newsletter.config import Settings
-from newsletter.message import MessageContent, OutgoingMessage
+from newsletter.message import OutgoingMessage
 from newsletter.models import Edition, Newsletter
-from newsletter.personalization import format_address
+from newsletter.notice import build_notice
 
 
 def build_approval_alert(
@@ -33,33 +29,14 @@ def build_approval_alert(
         f"Approve:  newsletter edition approve {edition.id} --by YOUR-NAME\n\n"
         "Once approved, the scheduler sends it within a minute.\n"
     )
-    messages = []
-    for editor in editors:
-        message_id = make_msgid("approval", domain=sender.domain or "localhost")
-        msg = EmailMessage(policy=SMTP)
-        msg["From"] = format_address(sender.display_name or None, sender.addr_spec)
-        msg["To"] = format_address(None, editor)
-        msg["Subject"] = subject
-        msg["Date"] = formatdate(usegmt=True)
-        msg["Message-ID"] = message_id
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(text)
-        messages.append(
-            OutgoingMessage(
-                sender=sender.addr_spec,
-                recipient=editor,
-                message_id=message_id,
-                data=msg.as_bytes(),
-                key=f"approval-e{edition.id}-{editor}",
-                content=MessageContent(
-                    from_name=sender.display_name,
-                    from_email=sender.addr_spec,
-                    to_name=None,
-                    to_email=editor,
-                    subject=subject,
-                    headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
-                    render=lambda: ("<pre>" + html.escape(text) + "</pre>", text),
-                ),
-            )
+    return [
+        build_notice(
+            sender=sender,
+            to=editor,
+            subject=subject,
+            text=text,
+            key=f"approval-e{edition.id}-{editor}",
+            kind="approval",
         )
-    return messages
+        for editor in editors
+    ]

@@ -109,20 +109,13 @@ def _act(
         session.execute(
             update(Subscriber).where(col(Subscriber.id) == subscriber.id).values(soft_bounces=0)
         )
-    elif kind == MailEventKind.bounced_hard:
+    elif kind in (MailEventKind.bounced_hard, MailEventKind.complained):
+        complaint = kind == MailEventKind.complained
         subscriptions.suppress(
             session,
             subscriber_id=subscriber.id,
-            reason=subscriptions.BOUNCED,
-            source="bounce",
-            edition_id=edition_id,
-        )
-    elif kind == MailEventKind.complained:
-        subscriptions.suppress(
-            session,
-            subscriber_id=subscriber.id,
-            reason=subscriptions.COMPLAINED,
-            source="complaint",
+            reason=subscriptions.COMPLAINED if complaint else subscriptions.BOUNCED,
+            source="complaint" if complaint else "bounce",
             edition_id=edition_id,
         )
     elif kind == MailEventKind.bounced_soft:

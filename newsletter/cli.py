@@ -739,22 +739,22 @@ def _schedule_of(session: Session, slug: str) -> Schedule:
 @readable_errors
 def schedule_pause(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
     """Stop drafting and sending on schedule (a send already running is not touched)."""
-    settings = _settings()
-    with _session(settings) as session:
-        _schedule_of(session, slug).paused = True
-        session.commit()
-    typer.echo(f"{slug}: schedule paused")
+    _set_paused(slug, True)
 
 
 @schedule_app.command("resume")
 @readable_errors
 def schedule_resume(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
     """Resume the schedule from its next occurrence (or one missed within the grace time)."""
+    _set_paused(slug, False)
+
+
+def _set_paused(slug: str, paused: bool) -> None:
     settings = _settings()
     with _session(settings) as session:
-        _schedule_of(session, slug).paused = False
+        _schedule_of(session, slug).paused = paused
         session.commit()
-    typer.echo(f"{slug}: schedule resumed")
+    typer.echo(f"{slug}: schedule {'paused' if paused else 'resumed'}")
 
 
 @schedule_app.command("skip")

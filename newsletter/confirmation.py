@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, make_msgid
 
 from newsletter.config import Settings
-from newsletter.message import MessageContent, OutgoingMessage
+from newsletter.message import OutgoingMessage
 from newsletter.models import Newsletter, Subscriber, utcnow
-from newsletter.personalization import format_address
+from newsletter.notice import build_notice
 from newsletter.rendering import make_environment
 from newsletter.tokens import BadToken, TokenSigner
 
@@ -70,35 +67,12 @@ def build_confirmation(
         "greeting": "there",
         "postal_address": settings.postal_address,
     }
-    subject = f"Confirm your subscription to {names[0]}"
-    sender = settings.sender()
-    domain = sender.domain or "localhost"
-
-    html_body = env.get_template("confirm.html.j2").render(values)
-    text_body = env.get_template("confirm.txt.j2").render(values)
-    message_id = make_msgid("confirm", domain=domain)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = format_address(sender.display_name or None, sender.addr_spec)
-    msg["To"] = format_address(None, subscriber.email)
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(text_body, cte="quoted-printable")
-    msg.add_alternative(html_body, subtype="html", cte="quoted-printable")
-    return OutgoingMessage(
-        sender=sender.addr_spec,
-        recipient=subscriber.email,
-        message_id=message_id,
-        data=msg.as_bytes(),
+    return build_notice(
+        sender=settings.sender(),
+        to=subscriber.email,
+        subject=f"Confirm your subscription to {names[0]}",
+        text=env.get_template("confirm.txt.j2").render(values),
+        html_body=env.get_template("confirm.html.j2").render(values),
         key=f"confirm-s{subscriber.id}",
-        content=MessageContent(
-            from_name=sender.display_name,
-            from_email=sender.addr_spec,
-            to_name=None,
-            to_email=subscriber.email,
-            subject=subject,
-            headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
-            render=lambda: (html_body, text_body),
-        ),
+        kind="confirm",
     )

@@ -47,6 +47,13 @@ class RateSpec:
     def unlimited(self) -> bool:
         return self.per_second is None and self.per_hour is None
 
+    def chunk_size(self, batch: int) -> int:
+        """How many messages to hand to the backend at once under this limit: at most one
+        second's worth, so a chunk never waits longer than a second for its tokens."""
+        if self.per_second is None:
+            return batch
+        return max(1, min(batch, int(self.per_second)))
+
 
 class Limiter(Protocol):
     """What a send needs from a rate limit (in-process or shared through the database)."""
@@ -77,10 +84,7 @@ class RateLimiter:
         self._hour_start, self._hour_used = now, 0
 
     def chunk_size(self, batch: int) -> int:
-        """How many messages to hand to the backend at once under this limit."""
-        if self.spec.per_second is None:
-            return batch
-        return max(1, min(batch, int(self.spec.per_second)))
+        return self.spec.chunk_size(batch)
 
     def acquire(self, n: int) -> None:
         if self.spec.unlimited:

@@ -41,9 +41,7 @@ class SharedRateLimiter:
         self._capacity = max(1.0, rate) if rate else 0.0  # a burst of at most one second
 
     def chunk_size(self, batch: int) -> int:
-        if self.spec.per_second is None:
-            return batch
-        return max(1, min(batch, int(self.spec.per_second)))
+        return self.spec.chunk_size(batch)
 
     def acquire(self, n: int) -> None:
         if self.spec.unlimited:
