@@ -1,0 +1,190 @@
+"""What every command shares: the Typer apps, settings and sessions, readable errors, and
+the send report. Commands live in the sibling modules, one per group."""
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
+
+from newsletter import importing, publish, store
+from newsletter.backends import BackendError
+from newsletter.config import ConfigError, Settings
+from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
+from newsletter.rendering import RenderError
+from newsletter.schedules import ScheduleFileError
+from newsletter.timing import RuleError
+
+app = typer.Typer(
+    help="Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send "
+    "editions. Settings come from NEWSLETTER_* environment variables (see the README).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import comparisons (JSON) and subscribers (CSV).", no_args_is_help=True
+)
+edition_app = typer.Typer(help="Draft, preview and send editions.", no_args_is_help=True)
+newsletters_app = typer.Typer(help="List and add newsletters.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(edition_app, name="edition")
+app.add_typer(newsletters_app, name="newsletters")
+subscribers_app = typer.Typer(help="Look up and remove subscribers.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+schedule_app = typer.Typer(
+    help="Weekly schedules: check, sync, list, pause, skip.", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_EXPECTED_ERRORS = (
+    ConfigError,
+    BackendError,
+    SchemaOutOfDate,
+    store.NotFound,
+    publish.EmptyWeek,
+    publish.EditionStateError,
+    RenderError,
+    RuleError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def readable_errors(func: F) -> F:
+    """Turn the errors a user can fix into one red line and exit code 1 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ScheduleFileError as exc:
+            for problem in exc.problems:
+                typer.echo(problem, err=True)
+            raise _fail(f"{len(exc.problems)} problem(s) in the schedule files") from None
+        except importing.ImportRejected as exc:
+            for problem in exc.problems:
+                typer.echo(problem, err=True)
+            raise _fail(f"{len(exc.problems)} problem(s); nothing was imported") from None
+        except ValidationError as exc:
+            raise _fail(f"configuration: {exc}") from None
+        except _EXPECTED_ERRORS as exc:
+            raise _fail(str(exc)) from None
+        except OperationalError as exc:
+            # The driver's own first line (no URL, so no password), e.g. connection refused.
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise _fail(f"database: {first}") from None
+        except ArgumentError:
+            raise _fail("NEWSLETTER_DATABASE_URL is not a valid SQLAlchemy URL") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextmanager
+def _session(settings: Settings, *, migrate: bool = False) -> Iterator[Session]:
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            require_head(engine)
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _subscriber_summary(report: importing.SubscriberImportReport) -> str:
+    return (
+        f"subscribers: {report.created} new, {report.updated} updated, "
+        f"{report.subscribed} subscriptions added, {report.kept_unsubscribed} kept unsubscribed, "
+        f"{report.suppressed} suppressed left alone, {len(report.rejected)} line(s) rejected"
+    )
+
+
+def _parse_at(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"--at: {value!r} is not an ISO 8601 date or time") from None
+
+
+def _send_with_progress(
+    session: Session,
+    settings: Settings,
+    edition_id: int,
+    make_backend: Callable[[], Any],
+    concurrency: int,
+    wait: bool,
+) -> publish.SendReport:
+    options: dict[str, Any] = {
+        "edition_id": edition_id,
+        "settings": settings,
+        "make_backend": make_backend,
+        "concurrency": concurrency,
+        "wait": wait,
+    }
+    if not sys.stderr.isatty():
+        return publish.send_edition(session, **options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"sending edition {edition_id}", total=None)
+        return publish.send_edition(
+            session,
+            on_start=lambda total: progress.update(task, total=total),
+            on_batch=lambda n: progress.advance(task, n),
+            **options,
+        )
+
+
+def _print_report(report: publish.SendReport, backend: str) -> None:
+    run, totals = report.run, report.totals
+    e = report.edition
+    if run.attempted == 0 and e.status == "sent":
+        typer.echo(f"edition {e.id} was already sent; nothing sent again")
+    typer.echo(
+        f"edition {e.id} via {backend}: sent {run.sent}, failed {run.failed}, "
+        f"deferred {run.deferred}, unknown {run.unknown}, skipped {run.skipped} (this run)"
+    )
+    typer.echo(
+        "totals: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f"; status {e.status}"
+    )
+    if run.stopped_because:
+        typer.echo(f"stopped: {run.stopped_because}", err=True)
+    for error in run.errors:
+        typer.echo(f"  {error}", err=True)
+    if run.deferred:
+        typer.echo("deferred deliveries are retried by running `edition send` again", err=True)
+    if run.unknown:
+        typer.echo(
+            "unknown: the server may have the message (connection lost during DATA); "
+            "not retried automatically, to avoid mailing anyone twice",
+            err=True,
+        )

@@ -1,0 +1,288 @@
+"""Edition commands (draft, preview, send, start, approve, pause, resume, cancel,
+retry-failed, status, list) and the worker."""
+
+import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from newsletter import ledger, publish, store
+from newsletter.backends import backend_from_url
+from newsletter.cli.common import (
+    _parse_at,
+    _print_report,
+    _send_with_progress,
+    _session,
+    _settings,
+    app,
+    edition_app,
+    readable_errors,
+)
+from newsletter.models import (
+    Edition,
+)
+from newsletter.rendering import GMAIL_CLIP_BYTES
+
+# --- edition -------------------------------------------------------------------------------
+
+
+@edition_app.command("draft")
+@readable_errors
+def edition_draft(
+    newsletter: Annotated[
+        str | None, typer.Option(help="Newsletter slug (default: NEWSLETTER_NEWSLETTER).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="An instant in the period, ISO 8601 (default now; no offset = the "
+            "newsletter's time zone)."
+        ),
+    ] = None,
+) -> None:
+    """Create (or refresh) the draft edition for the week containing --at; prints its id."""
+    settings = _settings()
+    with _session(settings) as session:
+        outcome = publish.draft_edition(
+            session, settings=settings, newsletter_slug=newsletter, at=_parse_at(at)
+        )
+    e = outcome.edition
+    verb = "created" if outcome.created else f"existing ({e.status})"
+    typer.echo(
+        f"edition {e.id} {verb}: {outcome.period.describe()}, "
+        f"{len(outcome.selection.items)} comparison(s), {e.more_count} more",
+        err=True,
+    )
+    typer.echo(str(e.id))
+
+
+class PreviewFormat(StrEnum):
+    html = "html"
+    text = "text"
+
+
+@edition_app.command("preview")
+@readable_errors
+def edition_preview(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    format: Annotated[PreviewFormat, typer.Option("--format", help="html or text.")] = (
+        PreviewFormat.html
+    ),
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write what a subscriber would see, rendered for a sample recipient."""
+    settings = _settings()
+    with _session(settings) as session:
+        page, text, rendered = publish.preview_edition(
+            session, edition_id=edition_id, settings=settings
+        )
+    content = page if format == PreviewFormat.html else text
+    if rendered.html_bytes > GMAIL_CLIP_BYTES:
+        typer.secho(
+            f"warning: HTML is {rendered.html_bytes} bytes; Gmail clips over {GMAIL_CLIP_BYTES}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if out is None:
+        sys.stdout.write(content)
+    else:
+        out.write_text(content, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+
+
+@edition_app.command("send")
+@readable_errors
+def edition_send(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Mail backend URL (default: NEWSLETTER_MAIL_BACKEND).", show_default=False
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Senders in parallel, each with its own connection.")
+    ] = 1,
+    wait: Annotated[
+        bool, typer.Option(help="Keep going until done, waiting for deferred retries.")
+    ] = False,
+) -> None:
+    """Send to every active subscriber, once each; running it again sends only what is left."""
+    settings = _settings()
+    url = backend or settings.mail_backend
+    backend_from_url(url)  # a bad URL is an error before anything starts
+    with _session(settings) as session:
+        report = _send_with_progress(
+            session, settings, edition_id, lambda: backend_from_url(url), concurrency, wait
+        )
+    _print_report(report, backend_from_url(url).describe())
+    if report.run.failed or report.run.deferred or report.run.unknown:
+        raise typer.Exit(1)
+    if report.edition.status != "sent":
+        typer.echo(
+            f"edition {report.edition.id} is not finished (status {report.edition.status})"
+            + (
+                f"; next retry at {report.next_retry_at:%Y-%m-%d %H:%M:%S} UTC"
+                if report.next_retry_at
+                else ""
+            ),
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@edition_app.command("start")
+@readable_errors
+def edition_start(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Fix the audience and hand the edition to workers (`newsletter worker`) to send."""
+    settings = _settings()
+    with _session(settings) as session:
+        added = publish.start_edition(session, edition_id=edition_id, settings=settings)
+        status = store.edition_status(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} is {status}; {added} deliveries queued")
+
+
+@edition_app.command("approve")
+@readable_errors
+def edition_approve(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    by: Annotated[str, typer.Option(help="Who approves (recorded).")] = "an editor",
+) -> None:
+    """Approve a draft whose schedule requires it; the scheduler sends it at its next look."""
+    settings = _settings()
+    with _session(settings) as session:
+        edition = publish.approve_edition(session, edition_id=edition_id, by=by)
+    typer.echo(f"edition {edition_id} ({edition.period_key}) approved by {by}")
+
+
+@edition_app.command("pause")
+@readable_errors
+def edition_pause(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Shown in `status`.")] = "paused by an operator",
+) -> None:
+    """Stop sending; takes effect before the next batch of every running send."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.pause_edition(session, edition_id=edition_id, reason=reason)
+    typer.echo(f"edition {edition_id} paused")
+
+
+@edition_app.command("resume")
+@readable_errors
+def edition_resume(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Allow a paused edition to send again (run `send` or let workers pick it up)."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.resume_edition(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} resumed; nothing already sent is sent again")
+
+
+@edition_app.command("cancel")
+@readable_errors
+def edition_cancel(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Send nothing more; what was sent stays recorded."""
+    settings = _settings()
+    with _session(settings) as session:
+        publish.cancel_edition(session, edition_id=edition_id)
+    typer.echo(f"edition {edition_id} cancelled")
+
+
+@edition_app.command("retry-failed")
+@readable_errors
+def edition_retry_failed(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    code: Annotated[int | None, typer.Option(help="Only failures with this reply code.")] = None,
+    include_unknown: Annotated[
+        bool, typer.Option(help="Also retry 'unknown' ones (they may already be delivered).")
+    ] = False,
+) -> None:
+    """Re-queue failed deliveries; then run `send` (or workers) again."""
+    settings = _settings()
+    with _session(settings) as session:
+        count = publish.retry_failed(
+            session, edition_id=edition_id, include_unknown=include_unknown, code=code
+        )
+    typer.echo(f"edition {edition_id}: {count} deliveries re-queued")
+
+
+@edition_app.command("status")
+@readable_errors
+def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Counts by state, send rate, ETA and the latest errors."""
+    settings = _settings()
+    with _session(settings) as session:
+        edition = store.get_edition(session, edition_id=edition_id)
+        p = ledger.progress(session, edition_id=edition_id)
+        due = ledger.next_retry_at(session, edition_id=edition_id)
+    c = p.counts
+    left = c["pending"] + c["deferred"] + c["claimed"]
+    typer.echo(f"edition {edition_id} ({edition.period_key}): {edition.status}")
+    if edition.status_reason:
+        typer.echo(f"  reason: {edition.status_reason}")
+    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    rate = p.sent_last_minute / 60
+    eta = f"{left / rate / 60:.1f} min" if rate and left else "-"
+    typer.echo(f"  rate: {rate:.1f}/s over the last minute; left: {left}; ETA: {eta}")
+    if due:
+        typer.echo(f"  next retry: {due:%Y-%m-%d %H:%M:%S} UTC")
+    for email, code, text in p.recent_errors:
+        typer.echo(f"  error: {email}: {code or ''} {text}")
+
+
+@edition_app.command("list")
+@readable_errors
+def edition_list() -> None:
+    """Every edition: id, newsletter, period, status, subject, delivery counts."""
+    settings = _settings()
+    with _session(settings) as session:
+        rows = session.exec(select(Edition).order_by(col(Edition.id))).all()
+        for e in rows:
+            c = ledger.counts(session, edition_id=e.id or 0)
+            typer.echo(
+                f"{e.id}\t{e.period_key}\t{e.status}\tsent {c['sent'] + c['queued']}"
+                f"\tfailed {c['failed']}\t{e.subject}"
+            )
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+@app.command("worker")
+@readable_errors
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Senders in this process.")] = 1,
+    once: Annotated[bool, typer.Option(help="Exit when no edition has work left.")] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks for work.")] = 2.0,
+) -> None:
+    """Send every edition in `sending` state, claiming batches from the database.
+
+    Run several on PostgreSQL (any number of machines); on SQLite one is enough.
+    """
+    from newsletter.runner import worker_loop
+
+    settings = _settings()
+    describe = backend_from_url(settings.mail_backend).describe()
+    with _session(settings) as session:
+        if session.get_bind().dialect.name == "sqlite":
+            typer.echo(
+                "note: SQLite serializes writers; one worker process is enough "
+                "(use --concurrency for parallel connections, PostgreSQL for several workers)",
+                err=True,
+            )
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        worker_loop(
+            settings,
+            engine,
+            stop=threading.Event(),
+            poll=poll,
+            concurrency=concurrency,
+            once=once,
+            report=lambda r: _print_report(r, describe),
+        )

@@ -1,0 +1,292 @@
+"""Schedule commands, the scheduler process and the all-in-one `run`."""
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from sqlmodel import Session, select
+
+from newsletter import publish, store
+from newsletter.backends import backend_from_url
+from newsletter.cli.common import (
+    _print_report,
+    _session,
+    _settings,
+    app,
+    readable_errors,
+    schedule_app,
+)
+from newsletter.database import make_engine, require_head, upgrade
+from newsletter.models import (
+    EditionStatus,
+    Schedule,
+    ScheduleSkip,
+    utcnow,
+)
+
+# --- schedules -----------------------------------------------------------------------------
+
+SCHEDULES_DIR = Path("schedules")
+
+
+@schedule_app.command("check")
+@readable_errors
+def schedule_check(
+    directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
+) -> None:
+    """Validate every schedule file; print each problem (file: field: why) and exit 1."""
+    from newsletter import schedules
+
+    specs = schedules.load(directory)
+    for spec in specs:
+        typer.echo(f"{spec.path.name}: ok ({spec.slug}, {spec.rule.describe()})")
+
+
+@schedule_app.command("sync")
+@readable_errors
+def schedule_sync(
+    directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
+) -> None:
+    """Load the schedule files into the database (all or nothing); pauses are kept."""
+    from newsletter import schedules
+
+    settings = _settings()
+    specs = schedules.load(directory)
+    with _session(settings) as session:
+        report = schedules.sync(session, specs, default_site_url=settings.site_url)
+        session.commit()
+    for label, slugs in (
+        ("created", report.created),
+        ("updated", report.updated),
+        ("removed", report.removed),
+    ):
+        if slugs:
+            typer.echo(f"{label}: {', '.join(slugs)}")
+    typer.echo(f"{len(specs)} schedule(s) in the database")
+
+
+@schedule_app.command("list")
+@readable_errors
+def schedule_list() -> None:
+    """Each schedule: next draft and send time (local and UTC), paused, approval, misses."""
+    from newsletter import scheduler, schedules
+
+    settings = _settings()
+    now = utcnow()
+    with _session(settings) as session:
+        rows = schedules.active_schedules(session)
+        if not rows:
+            typer.echo("no schedules: write schedules/<slug>.toml, then `newsletter schedule sync`")
+        for schedule, newsletter in rows:
+            occ = scheduler.next_times(schedule, newsletter, now)
+            zone = occ.rule.zone
+
+            flags = ["PAUSED" if schedule.paused else "active"]
+            if schedule.approval_required:
+                flags.append("approval required")
+            if schedule.local_time:
+                flags.append("local-time delivery")
+            typer.echo(f"{newsletter.slug}: {occ.rule.describe()} [{', '.join(flags)}]")
+            typer.echo(f"  next draft {_local_and_utc(occ.draft_at, zone)}")
+            typer.echo(f"  next send  {_local_and_utc(occ.start_at, zone)} for period {occ.key}")
+            missed = scheduler.missed(session, schedule, newsletter, now)
+            if missed:
+                typer.secho(
+                    f"  no edition for {missed}: nothing new, or missed while no scheduler ran "
+                    "(`run-now` sends the current period only)",
+                    fg=typer.colors.YELLOW,
+                )
+
+
+def _local_and_utc(moment: datetime, zone: ZoneInfo) -> str:
+    return f"{moment.astimezone(zone):%a %d %b %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"
+
+
+def _schedule_of(session: Session, slug: str) -> Schedule:
+    newsletter = store.get_newsletter(session, slug=slug)
+    schedule = session.exec(select(Schedule).where(Schedule.newsletter_id == newsletter.id)).first()
+    if schedule is None:
+        raise store.NotFound(f"newsletter {slug!r} has no schedule: add schedules/{slug}.toml")
+    return schedule
+
+
+@schedule_app.command("pause")
+@readable_errors
+def schedule_pause(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Stop drafting and sending on schedule (a send already running is not touched)."""
+    _set_paused(slug, True)
+
+
+@schedule_app.command("resume")
+@readable_errors
+def schedule_resume(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Resume the schedule from its next occurrence (or one missed within the grace time)."""
+    _set_paused(slug, False)
+
+
+def _set_paused(slug: str, paused: bool) -> None:
+    settings = _settings()
+    with _session(settings) as session:
+        _schedule_of(session, slug).paused = paused
+        session.commit()
+    typer.echo(f"{slug}: schedule {'paused' if paused else 'resumed'}")
+
+
+@schedule_app.command("skip")
+@readable_errors
+def schedule_skip(
+    slug: Annotated[str, typer.Argument(metavar="SLUG")],
+    period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
+) -> None:
+    """Do not draft or send this period's edition (an edition already started is not touched)."""
+    from newsletter.schedules import rule_of
+
+    settings = _settings()
+    with _session(settings) as session:
+        schedule = _schedule_of(session, slug)
+        when = rule_of(schedule).occurrence_for(period)
+        exists = session.exec(
+            select(ScheduleSkip).where(
+                ScheduleSkip.newsletter_id == schedule.newsletter_id,
+                ScheduleSkip.period_key == period,
+            )
+        ).first()
+        if exists is None:
+            session.add(ScheduleSkip(newsletter_id=schedule.newsletter_id, period_key=period))
+        session.commit()
+    typer.echo(f"{slug}: {period} (send {when:%a %d %b %Y %H:%M} UTC) will be skipped")
+
+
+@schedule_app.command("run-now")
+@readable_errors
+def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> None:
+    """Assemble and send the current period's edition now. Idempotent: run twice, it sends
+    (or finishes sending) the one edition; the scheduler later finds it sent.
+
+    The current period is the one whose send time is next (or passed less than 6 h ago): run
+    mid-week, it sends next Monday's edition early, with what was published until now, and
+    Monday sends nothing (what comes later goes into the following week's edition)."""
+    from newsletter import scheduler as sched
+
+    settings = _settings()
+    now = utcnow()
+    with _session(settings) as session:
+        schedule = _schedule_of(session, slug)
+        newsletter = store.get_newsletter(session, slug=slug)
+        occ = sched.current(schedule, newsletter, now)
+        if sched.is_skipped(session, occ):
+            raise publish.EditionStateError(
+                f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
+            )
+        edition = store.find_edition(session, newsletter_id=newsletter.id or 0, period_key=occ.key)
+        if edition is None:
+            edition = publish.draft_edition(
+                session,
+                settings=settings,
+                newsletter_slug=slug,
+                at=now,
+                period=sched.period_of(session, occ, end=now),
+                scheduled_for=occ.send_at,
+            ).edition
+        if (
+            edition.status == EditionStatus.draft
+            and schedule.approval_required
+            and edition.approved_at is None
+        ):
+            raise publish.EditionStateError(
+                f"edition {edition.id} ({occ.key}) needs an editor's approval first: "
+                f"`newsletter edition approve {edition.id}`"
+            )
+        if schedule.local_time:  # each subscriber's own 09:00, as the scheduler would
+            local_day = occ.send_at.astimezone(occ.rule.zone).date()
+            publish.start_edition(
+                session,
+                edition_id=edition.id or 0,
+                settings=settings,
+                local_time=(local_day, occ.rule.at),
+            )
+        url = settings.mail_backend
+        report = publish.send_edition(
+            session,
+            edition_id=edition.id or 0,
+            settings=settings,
+            make_backend=lambda: backend_from_url(url),
+            wait=not schedule.local_time,  # later waves: the scheduler or workers send them
+        )
+    _print_report(report, backend_from_url(url).describe())
+
+
+@app.command("scheduler")
+@readable_errors
+def scheduler_command(
+    send: Annotated[
+        bool, typer.Option(help="Also send what it starts (else leave it to workers).")
+    ] = True,
+) -> None:
+    """Run the weekly schedules (APScheduler): draft at draft time, send at send time.
+
+    Safe to run twice by mistake: the database's unique (newsletter, period) key and
+    conditional updates make every step happen once."""
+    from newsletter.runner import build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    settings.require_sending_ready()
+    engine = make_engine(settings.database_url)
+    require_head(engine)
+    typer.echo("scheduler running; Ctrl-C stops it", err=True)
+    try:
+        build_scheduler(settings, engine, send=send, blocking=True).start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        engine.dispose()
+
+
+@app.command("run")
+@readable_errors
+def run_all(
+    host: Annotated[str, typer.Option(help="Web app interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Web app port.")] = 8000,
+    schedules_dir: Annotated[
+        Path | None, typer.Option(help="Sync these schedule files first.")
+    ] = None,
+) -> None:
+    """Everything for a small deployment in one process: the scheduler, a worker and the web
+    app (on SQLite this is the layout to use)."""
+    import uvicorn
+
+    from newsletter import schedules
+    from newsletter.runner import build_scheduler, worker_loop
+    from newsletter.web.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    settings.require_sending_ready()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    if schedules_dir is not None:
+        with Session(engine) as session:
+            schedules.sync(
+                session, schedules.load(schedules_dir), default_site_url=settings.site_url
+            )
+            session.commit()
+    app_ = create_app(settings, engine=engine)
+    stop = threading.Event()
+    aps = build_scheduler(settings, engine, send=False, blocking=False)
+    aps.start()
+    worker = threading.Thread(
+        target=worker_loop, args=(settings, engine), kwargs={"stop": stop}, name="worker"
+    )
+    worker.start()
+    try:
+        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="info")
+    finally:
+        stop.set()
+        aps.shutdown(wait=False)
+        worker.join(timeout=60)
+        engine.dispose()
