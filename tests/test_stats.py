@@ -34,16 +34,8 @@ from newsletter.models import (
     Subscription,
     SubscriptionEvent,
 )
-from newsletter.stats import (
-    EditionStats,
-    WeekGrowth,
-    edition_stats,
-    list_growth,
-    report_json,
-    to_csv,
-    to_json,
-    to_table,
-)
+from newsletter.stats import EditionStats, WeekGrowth, edition_stats, list_growth
+from newsletter.statsformat import report_json, to_csv, to_json, to_table
 
 from .conftest import EXAMPLES
 

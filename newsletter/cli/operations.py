@@ -63,6 +63,7 @@ def stats(
     # Imported here: matplotlib is slow to import and only this command needs it.
     from newsletter import chart as charts
     from newsletter import stats as reports
+    from newsletter import statsformat as formats
 
     chart_format: charts.ChartFormat | None = None
     if chart is not None:
@@ -78,14 +79,14 @@ def stats(
         editions = reports.edition_stats(session, newsletter_id=newsletter_id)
         growth = reports.list_growth(session, newsletter_id=newsletter_id, weeks=weeks)
     if format == StatsFormat.json:
-        typer.echo(reports.report_json(editions, growth))
+        typer.echo(formats.report_json(editions, growth))
     elif format == StatsFormat.csv:
-        typer.echo(reports.to_csv(editions))
-        typer.echo(reports.to_csv(growth), nl=False)
+        typer.echo(formats.to_csv(editions))
+        typer.echo(formats.to_csv(growth), nl=False)
     else:
-        typer.echo(reports.to_table(editions) or "no edition has been sent yet\n")
+        typer.echo(formats.to_table(editions) or "no edition has been sent yet\n")
         typer.echo(
-            "list growth per ISO week (UTC):\n" + (reports.to_table(growth) or "no events yet\n"),
+            "list growth per ISO week (UTC):\n" + (formats.to_table(growth) or "no events yet\n"),
             nl=False,
         )
     if chart is not None and chart_format is not None:
