@@ -1,0 +1,73 @@
+"""Checks of the database: reachable, migrated."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from newsletter.config import Settings
+from newsletter.database import alembic_config, current_revision, head_revision, make_engine
+from newsletter.doctor.check import Check
+
+# --- database ------------------------------------------------------------------------------
+
+
+def check_database(settings: Settings, timeout: float) -> list[Check]:
+    try:
+        url = make_url(settings.database_url)
+    except Exception:  # any parse error; its message may quote the password
+        fix = "Set NEWSLETTER_DATABASE_URL, e.g. sqlite:///./newsletter.db."
+        return [Check("database", False, "NEWSLETTER_DATABASE_URL is not a database URL", fix)]
+    shown = url.render_as_string(hide_password=True)
+    skipped = Check("schema", None, "not checked: the database is not reachable")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(str(url.database)).exists():
+            fix = "Run `newsletter db upgrade` to create it, or fix NEWSLETTER_DATABASE_URL."
+            return [Check("database", False, f"{shown}: the file does not exist", fix), skipped]
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": str(max(1, math.ceil(timeout)))})
+    try:
+        engine = make_engine(url.render_as_string(hide_password=False))
+    except ImportError as exc:
+        fix = "Install the driver, e.g. `pip install 'newsletter-engine[postgres]'`."
+        return [Check("database", False, f"{shown}: driver missing ({exc.name})", fix), skipped]
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return [Check("database", True, f"{shown} reachable"), _schema(engine)]
+    except SQLAlchemyError as exc:
+        fix = "Check NEWSLETTER_DATABASE_URL (host, port, user, password) and that the server runs."
+        return [Check("database", False, f"can't connect to {shown}: {_reason(exc)}", fix), skipped]
+    finally:
+        engine.dispose()
+
+
+def _schema(engine: Engine) -> Check:
+    try:
+        current, head = current_revision(engine), head_revision(engine)
+    except SQLAlchemyError as exc:
+        return Check("schema", False, f"can't read the migration level: {_reason(exc)}")
+    if current == head:
+        return Check("schema", True, f"at the head revision {head}")
+    upgrade = "Run `newsletter db upgrade` (back up the database first)."
+    if current is None:
+        summary = f"empty (no migrations applied); code expects {head}"
+        return Check("schema", False, summary, upgrade)
+    try:
+        ScriptDirectory.from_config(alembic_config(engine)).get_revision(current)
+    except Exception:  # alembic raises several kinds for an unknown revision
+        summary = f"at revision {current}, which this code does not know (migrated by a newer one?)"
+        fix = "Run the engine version that migrated it, or point NEWSLETTER_DATABASE_URL elsewhere."
+        return Check("schema", False, summary, fix)
+    return Check("schema", False, f"at revision {current}, code expects {head}", upgrade)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own words on one line, without SQLAlchemy's SQL echo and links."""
+    reason = exc.orig if isinstance(exc, DBAPIError) else exc
+    return " ".join(str(reason).split())
