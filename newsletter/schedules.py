@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.addresses import AddressError, normalize_email
 from newsletter.content import SLUG_PATTERN
-from newsletter.models import Newsletter, Schedule, utcnow
+from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, utcnow
 from newsletter.timing import RuleError, WeeklyRule, check_zone, parse_duration, parse_rule
 
 FIELDS = {
@@ -82,6 +82,7 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def load(directory: Path) -> list[ScheduleSpec]:
@@ -272,6 +273,9 @@ def sync(session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: s
                 setattr(schedule, k, v)
             schedule.updated_at = utcnow()
             report.updated.append(spec.slug)
+            warning = _week_already_sent(session, newsletter, spec.rule)
+            if warning:
+                report.warnings.append(warning)
     slugs = {n.id: n.slug for n in newsletters.values()}
     for newsletter_id, schedule in schedules.items():
         if newsletter_id not in kept:
@@ -279,6 +283,27 @@ def sync(session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: s
             report.removed.append(slugs.get(newsletter_id, str(newsletter_id)))
     session.flush()
     return report
+
+
+def _week_already_sent(session: Session, newsletter: Newsletter, rule: WeeklyRule) -> str | None:
+    """A changed rule whose next send falls in a week that already has an edition: that send
+    will find its period key taken and send nothing (one edition per newsletter and week)."""
+    upcoming = rule.next_at_or_after(utcnow())
+    key = rule.key(upcoming)
+    taken = session.exec(
+        select(Edition.id).where(
+            Edition.newsletter_id == newsletter.id,
+            Edition.period_key == key,
+            col(Edition.status) != EditionStatus.draft,
+        )
+    ).first()
+    if taken is None:
+        return None
+    return (
+        f"{newsletter.slug}: the next send ({upcoming:%a %d %b %H:%M} UTC) is in {key}, which "
+        f"already has edition {taken}: nothing goes out that week; the schedule resumes the "
+        "week after"
+    )
 
 
 def rule_of(schedule: Schedule) -> WeeklyRule:

@@ -449,3 +449,36 @@ def test_a_zone_that_names_a_folder_is_a_clear_problem(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"{SLUG}.toml: timezone: unknown IANA time zone 'Europe' (e.g. Europe/Berlin)"
     ]
+
+
+def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Moving the send day inside a week that already had its edition skips that week; the
+    operator is told at sync time rather than finding out on the day."""
+    now = datetime.now(UTC)
+    directory = tmp_path / "moved"
+    write_schedule(directory, send="Monday 09:00")
+    sync(seeded, directory, settings)
+    rule_then = schedules.load(directory)[0].rule
+    later = rule_then.next_at_or_after(now)
+    newsletter = store.get_newsletter(seeded, slug=SLUG)
+    # Pretend this week's edition went out already, under the key the new day will use.
+    moved_day = (later - timedelta(days=1)).astimezone(BERLIN)
+    write_schedule(directory, send=f"{moved_day:%A} 09:00")
+    rule_now = schedules.load(directory)[0].rule
+    key = rule_now.key(rule_now.next_at_or_after(now))
+    seeded.add(
+        Edition(
+            newsletter_id=newsletter.id or 0,
+            period_key=key,
+            period_start=now - timedelta(days=7),
+            period_end=now,
+            status="sent",
+            subject="Already out",
+        )
+    )
+    seeded.commit()
+    report = schedules.sync(seeded, schedules.load(directory), default_site_url=settings.site_url)
+    assert report.updated == [SLUG]
+    assert len(report.warnings) == 1 and key in report.warnings[0]

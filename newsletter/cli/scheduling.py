@@ -66,6 +66,8 @@ def schedule_sync(
     ):
         if slugs:
             typer.echo(f"{label}: {', '.join(slugs)}")
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"{len(specs)} schedule(s) in the database")
 
 
