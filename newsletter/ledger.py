@@ -107,6 +107,26 @@ class OpenDelivery:
     attempts: int = 0  # sends tried before this one
 
 
+#: A delivery a send may take now: open and due (a deferred retry or a local-time wave whose
+#: time came), or claimed by a send whose lease expired. Shared by the claim and its probe.
+_CLAIMABLE = """((d.status IN ('pending', 'deferred')
+                        AND (d.retry_at IS NULL OR d.retry_at <= :now))
+                       OR (d.status = 'claimed' AND d.lease_until < :now))"""
+
+
+def has_claimable(session: Session, *, edition_id: int) -> bool:
+    """Whether a send would find anything to claim now (one indexed probe, no claim)."""
+    row = session.execute(
+        text(
+            "SELECT 1 FROM delivery AS d WHERE d.edition_id = :edition_id AND "
+            + _CLAIMABLE
+            + " LIMIT 1"
+        ).bindparams(bindparam("now", type_=UTCDateTime())),
+        {"edition_id": edition_id, "now": utcnow()},
+    ).first()
+    return row is not None
+
+
 def claim_batch(
     session: Session,
     *,
@@ -135,9 +155,9 @@ def claim_batch(
                 SELECT d.id FROM delivery AS d
                 WHERE d.edition_id = :edition_id
                   AND d.id > :after_id
-                  AND ((d.status IN ('pending', 'deferred')
-                        AND (d.retry_at IS NULL OR d.retry_at <= :now))
-                       OR (d.status = 'claimed' AND d.lease_until < :now))
+                  AND """
+                + _CLAIMABLE
+                + """
                 ORDER BY d.id
                 LIMIT :limit
                 """

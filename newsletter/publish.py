@@ -331,6 +331,18 @@ def send_edition(
             + (f" ({edition.status_reason})" if edition.status_reason else "")
             + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
         )
+    if not wait and not ledger.has_claimable(session, edition_id=edition_id):
+        # Nothing due yet (a later local-time wave, a retry not come due): workers and the
+        # scheduler look every few seconds, so skip rendering the edition for an empty pass.
+        _finish_if_done(session, edition_id=edition_id)
+        session.refresh(edition)
+        return SendReport(
+            edition,
+            SendSummary(),
+            ledger.counts(session, edition_id=edition_id),
+            added,
+            ledger.next_retry_at(session, edition_id=edition_id),
+        )
     _, template, _ = prepare(session, edition=edition, settings=settings)
     # Shared by every sender of this edition, in this process and in any other.
     bind = session.get_bind()

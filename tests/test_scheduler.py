@@ -309,7 +309,11 @@ def test_local_time_delivery_sends_in_hourly_waves(
 
 
 def test_a_pending_delivery_waits_for_its_wave(
-    seeded: Session, settings: Settings, draft: int, add_subscribers: Callable[..., object]
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Callable[..., object],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The ledger side of the waves: a send claims only deliveries whose time has come."""
     add_subscribers(2)
@@ -325,6 +329,18 @@ def test_a_pending_delivery_waits_for_its_wave(
     assert report.next_retry_at is not None and report.next_retry_at > datetime.now(UTC)
     assert [m.recipient for m in memory.outbox] == ["sub0@example.com"]
     assert ledger.counts(seeded, edition_id=draft)["pending"] == 1
+
+    # Polled again before the wave (workers look every few seconds): nothing is claimable, so
+    # the edition is not even rendered.
+    def no_render(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered for a pass with nothing to send")
+
+    monkeypatch.setattr(publish, "prepare", no_render)
+    again = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert again.run.attempted == 0 and again.edition.status == "sending"
+    assert again.next_retry_at == report.next_retry_at
 
 
 def test_two_schedulers_at_once_on_postgresql(
