@@ -24,7 +24,6 @@ from newsletter.webhooks import (
     CertificateUnavailable,
     ProviderEvent,
     WebhookRejected,
-    subscription_confirm_url,
 )
 from newsletter.webhooks import ses as ses_hooks
 
@@ -79,13 +78,15 @@ async def webhook(provider: str, request: Request, ctx: Ctx) -> JSONResponse:
 
 
 def _ses(ctx: WebContext, headers: dict[str, str], body: bytes, secret: str) -> list[ProviderEvent]:
-    fetch = ctx.sns_get or ses_hooks.fetch_certificate
-    url = subscription_confirm_url(headers, body, secret, cert_fetcher=fetch)
-    if url is not None:  # a genuine subscription request for our topic: confirm it
-        (ctx.sns_get or _get)(url)
+    """Verify once; a genuine subscription request for our topic is confirmed (GET its
+    SubscribeURL), a notification gives its events."""
+    confirm_url, events = ses_hooks.read(
+        headers, body, secret=secret, cert_fetcher=ctx.sns_get or ses_hooks.fetch_certificate
+    )
+    if confirm_url is not None:
+        (ctx.sns_get or _get)(confirm_url)
         log.info("confirmed the SNS subscription to %s", secret)
-        return []
-    return ses_hooks.parse(headers, body, secret=secret, cert_fetcher=fetch)
+    return events
 
 
 def _get(url: str) -> bytes:

@@ -169,17 +169,7 @@ def parse(
 ) -> list[ProviderEvent]:
     """The events in one SNS request carrying SES notifications (``now`` is unused: SNS
     retries for a long time, so its Timestamp is not checked; ``event_id`` dedupes retries)."""
-    message = as_object(load_json(body), "SNS message")
-    verify(headers, message, secret, cert_fetcher)
-    if message["Type"] != "Notification":
-        return []
-    try:
-        ses_event = json.loads(message["Message"])
-    except ValueError:
-        raise WebhookRejected("SNS Message is not JSON") from None
-    ses_event = as_object(ses_event, "SES event")
-    sns_time = from_iso(message.get("Timestamp"), "SNS Timestamp")
-    return ses_events(require_text(message, "MessageId", "SNS message"), ses_event, sns_time)
+    return _events(_verified(headers, body, secret, cert_fetcher))
 
 
 def subscription_confirm_url(
@@ -193,14 +183,48 @@ def subscription_confirm_url(
 
     The URL is checked to be https on an SNS host too, so a GET to it can reach nothing else.
     """
+    return _confirm_url(_verified(headers, body, secret, cert_fetcher))
+
+
+def read(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str,
+    cert_fetcher: CertFetcher = fetch_certificate,
+) -> tuple[str | None, list[ProviderEvent]]:
+    """Both of the above from one verification: (SubscribeURL or None, events)."""
+    message = _verified(headers, body, secret, cert_fetcher)
+    return _confirm_url(message), _events(message)
+
+
+def _verified(
+    headers: Mapping[str, str], body: bytes, secret: str, cert_fetcher: CertFetcher
+) -> dict[str, Any]:
     message = as_object(load_json(body), "SNS message")
     verify(headers, message, secret, cert_fetcher)
+    return message
+
+
+def _confirm_url(message: dict[str, Any]) -> str | None:
     if message["Type"] != "SubscriptionConfirmation":
         return None
     url = text(message, "SubscribeURL")
     if not is_sns_url(url):
         raise WebhookRejected("SubscribeURL is not an SNS https URL")
     return url
+
+
+def _events(message: dict[str, Any]) -> list[ProviderEvent]:
+    if message["Type"] != "Notification":
+        return []
+    try:
+        ses_event = json.loads(message["Message"])
+    except ValueError:
+        raise WebhookRejected("SNS Message is not JSON") from None
+    ses_event = as_object(ses_event, "SES event")
+    sns_time = from_iso(message.get("Timestamp"), "SNS Timestamp")
+    return ses_events(require_text(message, "MessageId", "SNS message"), ses_event, sns_time)
 
 
 def ses_events(sns_id: str, event: dict[str, Any], sns_time: datetime) -> list[ProviderEvent]:
