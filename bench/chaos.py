@@ -4,7 +4,9 @@ Starts the minimal SMTP sink (bench/smtp_sink.py) in its own process, seeds N su
 SQLite, starts one edition, then runs ``newsletter worker`` processes and kills each with
 SIGKILL after a random time, ``--kills`` times; a last worker finishes the edition once the dead
 ones' leases expire. Then it compares the Message-IDs the sink received with the ledger and
-prints losses (ledger says sent, sink never got it, or never sent at all) and duplicates.
+prints losses (ledger says sent, sink never got it, or never sent at all), duplicates, and
+the deliveries left ``unknown`` (a sender killed after handing a message over and before reading
+the answer: not sent again; the sink tells whether they arrived).
 
     python bench/chaos.py --subscribers 100000 --kills 5
 """
@@ -121,6 +123,15 @@ def main() -> None:
                 {"e": edition_id},
             )
         }
+        unknown = {
+            row[0]
+            for row in session.execute(
+                text(
+                    "SELECT message_id FROM delivery WHERE edition_id = :e AND status = 'unknown'"
+                ),
+                {"e": edition_id},
+            )
+        }
         ids = {
             row[0]
             for row in session.execute(
@@ -140,6 +151,10 @@ def main() -> None:
     print(
         f"lost:              {len(lost)} (never received); {len(recorded_not_received)} recorded "
         "sent but not received"
+    )
+    print(
+        f"unknown:           {len(unknown)} (sender killed between the dot and the 250); "
+        f"{len(unknown & set(received))} of them received by the sink"
     )
     print(f"duplicates:        {duplicates} (messages received more than once)")
     if lost or recorded_not_received or status != "sent":

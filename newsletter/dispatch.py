@@ -179,6 +179,13 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
                 break
 
 
+#: Why a delivery is ``unknown`` when its sender died after handing it to the server and
+#: before reading the answer (written ahead to the journal; its answer, once read, replaces it).
+HANDED_OVER = (
+    "the sender stopped after handing this message to the server, before reading its answer: "
+    "most likely delivered, so not sent again (retry-failed --include-unknown to re-send)"
+)
+
 #: Messages built, handed to the backend and recorded at once. The ledger batch can be large
 #: (fewer claims) while only this many ~50 KB messages exist at a time per sender (8 senders x
 #: 500 messages held 177 MiB at peak, 8 x 50 stays near the baseline), and a killed sender
@@ -233,6 +240,22 @@ def _send_chunk(
 ) -> list[ledger.Outcome]:
     """Hand ``chunk`` to the backend; each answer becomes an outcome (journaled at once)."""
     answered: list[ledger.Outcome] = []
+    on_handover: Callable[[int], None] | None = None
+    if run.journal is not None:
+        # Encoded before anything is sent: between the socket write and the journal write
+        # there is nothing but this call (see newsletter.journal on RFC 1047's window).
+        marks = [
+            run.journal.encode(
+                ledger.Outcome(
+                    d.id, DeliveryStatus.unknown, detail=HANDED_OVER, message_id=m.message_id
+                )
+            )
+            for d, m in chunk
+        ]
+        write_line = run.journal.write_line
+
+        def on_handover(index: int) -> None:
+            write_line(marks[index])
 
     def on_result(index: int, result: SendResult) -> None:
         delivery, message = chunk[index]
@@ -241,7 +264,7 @@ def _send_chunk(
             run.journal.write(answered[-1])
 
     try:
-        results = run.backend.send_each([m for _, m in chunk], on_result)
+        results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
     except BackendError as exc:
         ledger.record(run.session, outcomes=pending + answered, owner=run.owner)
         _stop_on_backend_error(run, exc, chunk[len(answered) :], later)

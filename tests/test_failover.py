@@ -108,3 +108,41 @@ def test_backend_breaking_mid_batch_hands_only_the_unsent_to_the_next(
     results = backend.send_messages(messages)
     assert [r.status for r in results] == ["queued", "queued", "sent", "sent", "sent"]
     assert [m.recipient for m in outbox] == [m.recipient for m in messages[2:]]
+
+
+def test_each_answer_is_reported_once_and_as_soon_as_it_is_final(
+    seeded: Session, settings: Settings, draft: int, smtp_server: Any
+) -> None:
+    """Through failover the journal still hears of every hand-over and every answer as it
+    happens; a deferred answer is reported only once no other backend will take the message."""
+    messages = _messages(seeded, settings, draft, 6)
+    smtp_server.responses = {m.recipient: "451 try later" for m in messages[3:]}
+    spare = MemoryBackend(retain=True)
+    backend = FailoverBackend([SMTPBackend.from_url(smtp_server.url), spare], switch_after=3)
+    events: list[tuple[str, int, str]] = []
+    with backend:
+        results = backend.send_each(
+            messages,
+            lambda i, r: events.append(("answer", i, r.status)),
+            lambda i: events.append(("handed", i, "")),
+        )
+    assert [r.status for r in results] == ["sent"] * 6
+    answers = [e for e in events if e[0] == "answer"]
+    assert sorted(i for _, i, _ in answers) == list(range(6))  # once each
+    assert all(status == "sent" for _, _, status in answers)  # no deferred reported
+    # SMTP reported its three while it sent them: each hand-over before its answer, in order.
+    smtp_part = [e for e in events if e[1] < 3]
+    assert smtp_part == [e for i in range(3) for e in (("handed", i, ""), ("answer", i, "sent"))]
+    assert len(outbox) == 3 and len(smtp_server.received) == 3
+
+
+def test_deferred_answers_are_reported_when_no_backend_is_left(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    messages = _messages(seeded, settings, draft, 4)
+    everyone = frozenset(m.recipient for m in messages)
+    backend = FailoverBackend([MemoryBackend(defer=everyone), MemoryBackend(defer=everyone)])
+    reported: list[tuple[int, str]] = []
+    results = backend.send_each(messages, lambda i, r: reported.append((i, r.status)))
+    assert [r.status for r in results] == ["deferred"] * 4
+    assert sorted(reported) == [(i, "deferred") for i in range(4)]

@@ -7,19 +7,23 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from newsletter import journal, ledger, publish
 from newsletter.backends.file import FileBackend
+from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.database import make_engine
-from newsletter.models import DeliveryStatus
+from newsletter.models import Delivery, DeliveryStatus
 
-from .conftest import SECRET
+from .conftest import SECRET, SMTPSink
 
 #: The sender kills itself right after the backend answered this many messages: inside the
 #: first chunk of 50, before the chunk's ledger commit.
@@ -38,7 +42,7 @@ _SENDER = textwrap.dedent(
     class DiesMidChunk(FileBackend):
         answered = 0
 
-        def send_each(self, messages, on_result):
+        def send_each(self, messages, on_result, on_handover=None):
             def counting(index, result):
                 on_result(index, result)
                 DiesMidChunk.answered += 1
@@ -129,6 +133,127 @@ def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
         assert len(copies) == KILL_AFTER
 
 
+_SMTP_SENDER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from sqlmodel import Session
+    from newsletter import publish
+    from newsletter.backends.smtp import SMTPBackend
+    from newsletter.config import Settings
+    from newsletter.database import make_engine
+
+    class DiesAfterHandingOver(SMTPBackend):
+        \"\"\"Killed right after the end-of-data dot of message KILL_AT went to the server,
+        before its 250 is read: RFC 1047's window.\"\"\"
+        handed = 0
+
+        def send_each(self, messages, on_result, on_handover=None):
+            def handing(index):
+                if on_handover is not None:
+                    on_handover(index)
+                DiesAfterHandingOver.handed += 1
+                if DiesAfterHandingOver.handed == int(os.environ["KILL_AT"]):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return super().send_each(messages, on_result, handing)
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        publish.send_edition(
+            session, edition_id=int(sys.argv[1]), settings=settings,
+            backend=DiesAfterHandingOver.from_url(sys.argv[2]),
+        )
+    """
+)
+
+
+@pytest.mark.parametrize("with_journal", [True, False])
+def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
+    seeded: Session,
+    settings: Settings,
+    add_subscribers: object,
+    smtp_server: SMTPSink,
+    tmp_path: Path,
+    with_journal: bool,
+) -> None:
+    """The kill lands after the dot went out and before the 250 was read: the server has the
+    message, the sender never learnt it. With the journal's hand-over line that delivery is
+    ``unknown`` and not sent again; without it, it is sent twice (the test can fail)."""
+    add_subscribers(30)  # type: ignore[operator]
+    edition_id = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    ).edition.id
+    assert edition_id is not None
+    journal_dir = tmp_path / "journal" if with_journal else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=settings.database_url,
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL=settings.base_url,
+        NEWSLETTER_FROM=settings.from_address,
+        NEWSLETTER_LEASE_SECONDS="0.5",
+        NEWSLETTER_JOURNAL_DIR=str(journal_dir or ""),
+        KILL_AT=str(KILL_AFTER),
+    )
+    died = subprocess.run(
+        [sys.executable, "-c", _SMTP_SENDER, str(edition_id), smtp_server.url],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert died.returncode == -9, died.stderr
+    _wait_for(lambda: len(smtp_server.received) >= KILL_AFTER)  # the kernel still sent the dot
+
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        resumed = settings.model_copy(
+            update={"lease_seconds": 0.5, "journal_dir": str(journal_dir or "")}
+        )
+        publish.send_edition(
+            session,
+            edition_id=edition_id,
+            settings=resumed,
+            backend=SMTPBackend.from_url(smtp_server.url),
+            wait=True,
+        )
+        counts = ledger.counts(session, edition_id=edition_id)
+        unknown = session.exec(
+            select(Delivery).where(
+                Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.unknown
+            )
+        ).all()
+    engine.dispose()
+
+    per_recipient = Counter(rcpt for envelope in smtp_server.received for rcpt in envelope.rcpt_tos)
+    assert len(per_recipient) == 30  # nobody lost
+    twice = [rcpt for rcpt, n in per_recipient.items() if n > 1]
+    if with_journal:
+        assert twice == []
+        assert counts[DeliveryStatus.sent] == 29 and counts[DeliveryStatus.unknown] == 1
+        assert (
+            unknown[0].error_text is not None and "most likely delivered" in unknown[0].error_text
+        )
+        received_ids = {
+            envelope.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+            for envelope in smtp_server.received
+        }
+        assert unknown[0].message_id in received_ids  # and it was: nobody lost
+    else:
+        # Nothing written down: every message of the chunk handed over so far goes again
+        # (with a journal of answers only, it would be the one whose answer was unread).
+        assert len(twice) == KILL_AFTER
+        assert counts[DeliveryStatus.sent] == 30
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def test_a_live_senders_journal_is_left_alone(seeded: Session, tmp_path: Path) -> None:
     """A journal whose sender still holds its lock is not read (that sender will record it)."""
     live = journal.ResultJournal(tmp_path, "live-owner")
@@ -153,7 +278,7 @@ class _InterruptedAfter(FileBackend):
         super().__init__(directory)
         self.left = n
 
-    def send_each(self, messages, on_result):  # type: ignore[no-untyped-def]
+    def send_each(self, messages, on_result, on_handover=None):  # type: ignore[no-untyped-def]
         results = []
         for i, m in enumerate(messages):
             if self.left == 0:

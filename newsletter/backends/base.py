@@ -95,6 +95,7 @@ class MailBackend(ABC):
         self,
         messages: Sequence[OutgoingMessage],
         on_result: Callable[[int, SendResult], None],
+        on_handover: Callable[[int], None] | None = None,
     ) -> list[SendResult]:
         """Like :meth:`send_messages`, and call ``on_result(index, result)`` for each answer.
 
@@ -102,6 +103,12 @@ class MailBackend(ABC):
         answer the moment it arrives, so the caller can write it down before the next message
         goes out; batch APIs answer for the whole batch at once, which is what this default
         does.
+
+        ``on_handover(index)``, where a backend can tell, is called the moment the message's
+        last byte is with the operating system and before the server's answer is read (for
+        SMTP: right after the end-of-data dot). A caller that writes this down knows, after a
+        crash, which messages the server may have accepted without telling us. A batch API
+        can't tell (a request may or may not have reached it), so this default never calls it.
         """
         results = self.send_messages(messages)
         for index, result in enumerate(results):

@@ -11,7 +11,8 @@ another backend: the first one may have delivered them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Self
 
 from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
@@ -49,21 +50,45 @@ class FailoverBackend(MailBackend):
         self._opened.clear()
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return self.send_each(messages, lambda _index, _result: None)
+
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+        on_handover: Callable[[int], None] | None = None,
+    ) -> list[SendResult]:
+        """Each answer is reported once, as soon as it is final: at once for anything but
+        ``deferred`` (the backend's own ``send_each`` timing, so a journal keeps up with SMTP),
+        and a ``deferred`` one when no other backend will take that message."""
         results: list[SendResult] = [SendResult(SendStatus.deferred, None, "not sent")] * len(
             messages
         )
+        reported: set[int] = set()
+
+        def report(index: int, result: SendResult) -> None:
+            results[index] = result
+            if result.status != SendStatus.deferred and index not in reported:
+                reported.add(index)
+                on_result(index, result)
+
         todo = list(range(len(messages)))
         while todo:
+            batch = list(todo)
             try:
-                answers = self.backends[self.current].send_messages([messages[i] for i in todo])
+                answers = self.backends[self.current].send_each(
+                    [messages[i] for i in batch],
+                    partial(_mapped_result, report, batch),
+                    None if on_handover is None else partial(_mapped, on_handover, batch),
+                )
             except BackendError as exc:
                 # It broke: the answers it gave before stand (those messages were handed
                 # over), the rest were not sent and count as deferred, so they move on.
-                rest = len(todo) - len(exc.results)
+                rest = len(batch) - len(exc.results)
                 answers = exc.results + [SendResult(SendStatus.deferred, None, str(exc))] * rest
-            for i, result in zip(todo, answers, strict=True):
-                results[i] = result
-            deferred = [i for i, r in zip(todo, answers, strict=True) if r.status == "deferred"]
+            for i, result in zip(batch, answers, strict=True):
+                report(i, result)
+            deferred = [i for i, r in zip(batch, answers, strict=True) if r.status == "deferred"]
             if not self._failing(answers) or self.current + 1 >= len(self.backends):
                 break
             # Only the deferred ones (never handed over) go through the next backend.
@@ -74,6 +99,9 @@ class FailoverBackend(MailBackend):
                     self._opened.add(self.current)
             except BackendError:
                 pass  # that one is down too: it answers deferred, and the loop moves on
+        for index, result in enumerate(results):
+            if index not in reported:  # deferred, and no backend left to try
+                on_result(index, result)
         return results
 
     def _failing(self, answers: Sequence[SendResult]) -> bool:
@@ -88,3 +116,13 @@ class FailoverBackend(MailBackend):
         names = [b.describe() for b in self.backends]
         names[self.current] = f"[{names[self.current]}]"
         return "failover: " + " -> ".join(names)
+
+
+def _mapped(on_handover: Callable[[int], None], batch: list[int], j: int) -> None:
+    on_handover(batch[j])
+
+
+def _mapped_result(
+    report: Callable[[int, SendResult], None], batch: list[int], j: int, result: SendResult
+) -> None:
+    report(batch[j], result)
