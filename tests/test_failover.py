@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlmodel import Session
 
 from newsletter import publish, store
@@ -14,7 +17,7 @@ from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.personalization import Recipient
 
-from .conftest import free_port
+from .conftest import SMTPSink, free_port
 
 
 def _messages(seeded: Session, settings: Settings, draft: int, n: int) -> list[Any]:
@@ -110,30 +113,88 @@ def test_backend_breaking_mid_batch_hands_only_the_unsent_to_the_next(
     assert [m.recipient for m in outbox] == [m.recipient for m in messages[2:]]
 
 
+@pytest.fixture
+def spare_smtp() -> Iterator[SMTPSink]:
+    """A second real SMTP server, for the backend failover moves to."""
+    with _smtp_server("250 OK") as sink:
+        yield sink
+
+
+@contextmanager
+def _smtp_server(data_reply: str) -> Iterator[SMTPSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = SMTPSink("127.0.0.1", free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            if data_reply.startswith("250"):
+                sink.received.append(envelope)
+            return data_reply
+
+    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def _recording() -> tuple[list[tuple[str, int, str]], Any, Any]:
+    events: list[tuple[str, int, str]] = []
+    return (
+        events,
+        lambda i, r: events.append(("answer", i, r.status)),
+        lambda i: events.append(("handed", i, "")),
+    )
+
+
 def test_each_answer_is_reported_once_and_as_soon_as_it_is_final(
-    seeded: Session, settings: Settings, draft: int, smtp_server: Any
+    seeded: Session, settings: Settings, draft: int, smtp_server: Any, spare_smtp: SMTPSink
 ) -> None:
     """Through failover the journal still hears of every hand-over and every answer as it
-    happens; a deferred answer is reported only once no other backend will take the message."""
+    happens, under the caller's index; a deferred answer is reported only once no other
+    backend will take the message."""
     messages = _messages(seeded, settings, draft, 6)
     smtp_server.responses = {m.recipient: "451 try later" for m in messages[3:]}
-    spare = MemoryBackend(retain=True)
-    backend = FailoverBackend([SMTPBackend.from_url(smtp_server.url), spare], switch_after=3)
-    events: list[tuple[str, int, str]] = []
+    backend = FailoverBackend(
+        [SMTPBackend.from_url(smtp_server.url), SMTPBackend.from_url(spare_smtp.url)],
+        switch_after=3,
+    )
+    events, on_result, on_handover = _recording()
     with backend:
-        results = backend.send_each(
-            messages,
-            lambda i, r: events.append(("answer", i, r.status)),
-            lambda i: events.append(("handed", i, "")),
-        )
+        results = backend.send_each(messages, on_result, on_handover)
     assert [r.status for r in results] == ["sent"] * 6
-    answers = [e for e in events if e[0] == "answer"]
-    assert sorted(i for _, i, _ in answers) == list(range(6))  # once each
-    assert all(status == "sent" for _, _, status in answers)  # no deferred reported
-    # SMTP reported its three while it sent them: each hand-over before its answer, in order.
-    smtp_part = [e for e in events if e[1] < 3]
-    assert smtp_part == [e for i in range(3) for e in (("handed", i, ""), ("answer", i, "sent"))]
-    assert len(outbox) == 3 and len(smtp_server.received) == 3
+    assert len(smtp_server.received) == 3 and len(spare_smtp.received) == 3
+    # Each hand-over right before its answer, in order, with the caller's index: 3-5 went
+    # through the spare as its 0-2 (refused at RCPT by the first, so never handed over there).
+    assert events == [e for i in range(6) for e in (("handed", i, ""), ("answer", i, "sent"))]
+    spare_got = [envelope.rcpt_tos[0] for envelope in spare_smtp.received]
+    assert spare_got == [m.recipient for m in messages[3:]]
+
+
+def test_a_message_refused_after_its_hand_over_is_deferred_at_once_not_moved(
+    seeded: Session, settings: Settings, draft: int, spare_smtp: SMTPSink
+) -> None:
+    """A 4xx to the end of data: the journal's last word must not stay "handed over" while the
+    next backend works, so the deferral is reported at once; the message waits for its retry
+    time. Later batches go to the next backend."""
+    messages = _messages(seeded, settings, draft, 4)
+    with _smtp_server("452 4.3.1 insufficient storage") as full:
+        backend = FailoverBackend(
+            [SMTPBackend.from_url(full.url), SMTPBackend.from_url(spare_smtp.url)],
+            switch_after=3,
+        )
+        events, on_result, on_handover = _recording()
+        with backend:
+            results = backend.send_each(messages, on_result, on_handover)
+            assert [r.status for r in results] == ["deferred"] * 4
+            assert events == [
+                e for i in range(4) for e in (("handed", i, ""), ("answer", i, "deferred"))
+            ]
+            assert spare_smtp.received == [] and backend.current == 1
+            later = backend.send_messages(messages[:2])
+    assert [r.status for r in later] == ["sent"] * 2 and len(spare_smtp.received) == 2
 
 
 def test_deferred_answers_are_reported_when_no_backend_is_left(

@@ -26,6 +26,7 @@ from sqlmodel import Session, select
 
 from newsletter import ledger, publish, store
 from newsletter.backends import BackendError, SendStatus
+from newsletter.backends.base import HandoverError
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.message import OutgoingMessage
@@ -567,3 +568,37 @@ def test_a_caller_stopping_mid_batch_leaves_no_stray_replies(
         results = backend.send_messages(second)
     assert [r.status for r in results] == [SendStatus.sent, SendStatus.sent]
     assert sink.rcpts() == ["r0@example.com", "r3@example.com", "r4@example.com"]
+
+
+def test_hand_overs_come_right_before_their_answers(sink: Sink, build: Any) -> None:
+    messages = batch(build, 3)
+    events: list[tuple[str, int]] = []
+    with SMTPBackend.from_url(sink.url) as backend:
+        backend.send_each(
+            messages,
+            lambda i, r: events.append(("answer", i)),
+            lambda i: events.append(("handed", i)),
+        )
+    assert events == [e for i in range(3) for e in (("handed", i), ("answer", i))]
+
+
+def test_a_failing_hand_over_callback_stops_the_send_not_as_a_lost_connection(
+    sink: Sink, build: Any
+) -> None:
+    """A journal that can't be written (disk full: an OSError) must not be mistaken for a
+    connection lost during DATA (that would record the message ``unknown`` for the wrong reason
+    and carry on): the send stops, and the next batch uses a clean connection."""
+    first, second = batch(build, 3), batch(build, 5)[3:]
+    answers: list[int] = []
+
+    def full_disk(index: int) -> None:
+        if index == 1:
+            raise OSError(28, "No space left on device")
+
+    with SMTPBackend.from_url(sink.url) as backend:
+        with pytest.raises(HandoverError, match="No space left"):
+            backend.send_each(first, lambda i, r: answers.append(i), full_disk)
+        results = backend.send_messages(second)
+    assert answers == [0]  # message 1 has no answer: it counts as in flight
+    assert [r.status for r in results] == [SendStatus.sent, SendStatus.sent]
+    assert sink.rcpts() == ["r0@example.com", "r1@example.com", "r3@example.com", "r4@example.com"]

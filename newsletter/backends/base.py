@@ -62,6 +62,14 @@ class BackendError(RuntimeError):
         self.results: list[SendResult] = []
 
 
+class HandoverError(RuntimeError):
+    """The caller's ``on_handover`` raised (its journal could not be written, say).
+
+    Not an ``OSError``: a backend must not take it for a lost connection and record the
+    message ``unknown`` for the wrong reason; it stops the send, and the message counts as
+    in flight (sent again after the lease, as without a journal)."""
+
+
 class MailBackend(ABC):
     """Base class for every backend. Subclasses implement :meth:`send_messages`."""
 

@@ -6,7 +6,8 @@ Messages go through the first backend that works. When it can't be opened, or an
 ``switch_after`` messages in a row, the batch's deferred messages are sent again through the
 next one, which then stays in use for later batches. Messages the first backend accepted are
 never sent again. ``unknown`` answers are never re-sent through
-another backend: the first one may have delivered them.
+another backend: the first one may have delivered them; nor are messages deferred after they
+were handed over (a 4xx to the end of data): they wait for their retry time.
 """
 
 from __future__ import annotations
@@ -60,15 +61,26 @@ class FailoverBackend(MailBackend):
     ) -> list[SendResult]:
         """Each answer is reported once, as soon as it is final: at once for anything but
         ``deferred`` (the backend's own ``send_each`` timing, so a journal keeps up with SMTP),
-        and a ``deferred`` one when no other backend will take that message."""
+        and a ``deferred`` one when no other backend will take that message. A message deferred
+        after it was handed over (refused at the end of data) is not moved to the next backend
+        in this batch: it is retried later like any deferral."""
         results: list[SendResult] = [SendResult(SendStatus.deferred, None, "not sent")] * len(
             messages
         )
         reported: set[int] = set()
+        handed: set[int] = set()
+
+        def handover(index: int) -> None:
+            handed.add(index)
+            if on_handover is not None:
+                on_handover(index)
 
         def report(index: int, result: SendResult) -> None:
             results[index] = result
-            if result.status != SendStatus.deferred and index not in reported:
+            # Deferred after its hand-over (a 4xx to the end of data) is final too: held back,
+            # the caller's journal would say "handed over" while the next backend works.
+            final = result.status != SendStatus.deferred or index in handed
+            if final and index not in reported:
                 reported.add(index)
                 on_result(index, result)
 
@@ -79,7 +91,7 @@ class FailoverBackend(MailBackend):
                 answers = self.backends[self.current].send_each(
                     [messages[i] for i in batch],
                     partial(_mapped_result, report, batch),
-                    None if on_handover is None else partial(_mapped, on_handover, batch),
+                    partial(_mapped, handover, batch),
                 )
             except BackendError as exc:
                 # It broke: the answers it gave before stand (those messages were handed
@@ -88,7 +100,11 @@ class FailoverBackend(MailBackend):
                 answers = exc.results + [SendResult(SendStatus.deferred, None, str(exc))] * rest
             for i, result in zip(batch, answers, strict=True):
                 report(i, result)
-            deferred = [i for i, r in zip(batch, answers, strict=True) if r.status == "deferred"]
+            deferred = [
+                i
+                for i, r in zip(batch, answers, strict=True)
+                if r.status == SendStatus.deferred and i not in handed
+            ]
             if not self._failing(answers) or self.current + 1 >= len(self.backends):
                 break
             # Only the deferred ones (never handed over) go through the next backend.

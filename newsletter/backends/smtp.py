@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from newsletter.backends.base import (
     BackendError,
+    HandoverError,
     MailBackend,
     SendResult,
     SendStatus,
@@ -205,6 +206,9 @@ class SMTPBackend(MailBackend):
                 handed_over = True
                 next_envelope = self._pipelined_envelope(self.connection, following)
                 code, reply = self._payload(self.connection, message.data, next_envelope, handed)
+            except HandoverError:
+                self._drop()  # the dot's reply is unread: this connection can't be reused
+                raise
             except smtplib.SMTPDataError as exc:  # DATA command itself refused (no 354)
                 self._reset()
                 return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
@@ -328,7 +332,10 @@ class SMTPBackend(MailBackend):
         end = b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
         conn.send(stuffed + end + (then or b""))
         if handed is not None:
-            handed()
+            try:
+                handed()
+            except Exception as exc:
+                raise HandoverError(f"recording the hand-over failed: {exc}") from exc
         return conn.getreply()
 
     def _reset(self) -> None:
