@@ -238,8 +238,11 @@ def _send_chunk(
     later: list[ledger.OpenDelivery],
     pending: list[ledger.Outcome],
 ) -> list[ledger.Outcome]:
-    """Hand ``chunk`` to the backend; each answer becomes an outcome (journaled at once)."""
-    answered: list[ledger.Outcome] = []
+    """Hand ``chunk`` to the backend; each answer becomes an outcome (journaled at once).
+
+    A backend may report an index again (failover: deferred by one backend, then answered by
+    the next); the last report is the answer, and only it is counted."""
+    answers: dict[int, SendResult] = {}
     on_handover: Callable[[int], None] | None = None
     if run.journal is not None:
         # Encoded before anything is sent: between the socket write and the journal write
@@ -258,39 +261,46 @@ def _send_chunk(
             write_line(marks[index])
 
     def on_result(index: int, result: SendResult) -> None:
-        delivery, message = chunk[index]
-        answered.append(_outcome(run, delivery, message, result))
+        answers[index] = result
         if run.journal is not None:
-            run.journal.write(answered[-1])
+            run.journal.write(_outcome(run, *chunk[index], result))
 
     try:
         results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
     except BackendError as exc:
-        ledger.record(run.session, outcomes=pending + answered, owner=run.owner)
-        _stop_on_backend_error(run, exc, chunk[len(answered) :], later)
+        # What it answered before breaking stands (exc.results is from the chunk's start).
+        answers.update(enumerate(exc.results))
+        ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
+        unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
+        _stop_on_backend_error(run, exc, unanswered + later)
         run.session.commit()
         raise
-    if len(results) != len(chunk) or len(answered) != len(chunk):
+    if len(results) != len(chunk) or len(answers) != len(chunk):
         raise RuntimeError(
             f"{run.backend.describe()} returned {len(results)} results for {len(chunk)} messages"
         )
-    return answered
+    return _final(run, chunk, answers)
 
 
-def _stop_on_backend_error(
+def _final(
     run: _Run,
-    exc: BackendError,
-    unanswered: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
-    later: list[ledger.OpenDelivery],
-) -> None:
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    answers: dict[int, SendResult],
+) -> list[ledger.Outcome]:
+    """The outcomes of the answered messages, in order, each counted once in the summary."""
+    outcomes = []
+    for index in sorted(answers):
+        delivery, message = chunk[index]
+        outcomes.append(_outcome(run, delivery, message, answers[index]))
+        _tally(run, delivery, outcomes[-1])
+    return outcomes
+
+
+def _stop_on_backend_error(run: _Run, exc: BackendError, unsent: list[ledger.OpenDelivery]) -> None:
     """The backend broke mid-batch (credentials refused, relay gone): give back what it did not
     answer and pause the edition with the reason; the caller records what it did answer.
     Nothing handed over is sent twice; nothing is lost."""
-    answered = list(zip(unanswered, exc.results, strict=False))
-    extra = [_outcome(run, d, m, r) for (d, m), r in answered]
-    ledger.record(run.session, outcomes=extra, owner=run.owner)
-    released = [d.id for d, _ in unanswered[len(answered) :]] + [d.id for d in later]
-    ledger.release(run.session, ids=released, owner=run.owner)
+    ledger.release(run.session, ids=[d.id for d in unsent], owner=run.owner)
     reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
     store.set_edition_status(
         run.session, edition_id=run.edition_id, status=EditionStatus.paused, reason=reason
@@ -300,30 +310,20 @@ def _stop_on_backend_error(
 def _outcome(
     run: _Run, delivery: ledger.OpenDelivery, message: OutgoingMessage, result: SendResult
 ) -> ledger.Outcome:
+    """What the ledger records for ``result`` (no counting: see :func:`_tally`)."""
     status = _TO_LEDGER[result.status]
     retry_at = None
     detail = result.detail
-    if status in (DeliveryStatus.sent, DeliveryStatus.queued):
-        run.summary.sent += 1
-        run.failures_in_a_row = 0
-    else:
-        if status == DeliveryStatus.deferred:
-            tries = delivery.attempts + 1
-            if tries >= run.policy.max_attempts:
-                status = DeliveryStatus.failed
-                detail = f"gave up after {tries} attempts: {detail}"
-                run.summary.failed += 1
-            else:
-                now = utcnow()
-                retry_at = run.policy.retry_at(tries, now, run.rng)
-                if result.retry_after is not None:  # the provider's word beats our guess
-                    retry_at = max(retry_at, now + timedelta(seconds=result.retry_after))
-                run.summary.deferred += 1
-        elif status == DeliveryStatus.unknown:
-            run.summary.unknown += 1
+    if status == DeliveryStatus.deferred:
+        tries = delivery.attempts + 1
+        if tries >= run.policy.max_attempts:
+            status = DeliveryStatus.failed
+            detail = f"gave up after {tries} attempts: {detail}"
         else:
-            run.summary.failed += 1
-        _count_failure(run, f"{delivery.email}: {status} {result.code or ''} {detail}")
+            now = utcnow()
+            retry_at = run.policy.retry_at(tries, now, run.rng)
+            if result.retry_after is not None:  # the provider's word beats our guess
+                retry_at = max(retry_at, now + timedelta(seconds=result.retry_after))
     return ledger.Outcome(
         delivery.id,
         status,
@@ -333,6 +333,21 @@ def _outcome(
         provider_message_id=result.provider_id,
         retry_at=retry_at,
     )
+
+
+def _tally(run: _Run, delivery: ledger.OpenDelivery, outcome: ledger.Outcome) -> None:
+    status = outcome.status
+    if status in (DeliveryStatus.sent, DeliveryStatus.queued):
+        run.summary.sent += 1
+        run.failures_in_a_row = 0
+        return
+    if status == DeliveryStatus.deferred:
+        run.summary.deferred += 1
+    elif status == DeliveryStatus.unknown:
+        run.summary.unknown += 1
+    else:
+        run.summary.failed += 1
+    _count_failure(run, f"{delivery.email}: {status} {outcome.code or ''} {outcome.detail}")
 
 
 def _count_failure(run: _Run, error: str) -> None:

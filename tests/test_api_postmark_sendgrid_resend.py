@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 import json
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.utils import parseaddr
@@ -22,6 +24,7 @@ from sqlmodel import Session, select
 
 from newsletter import ledger, publish, store
 from newsletter.backends import BackendError, SendStatus, backend_from_url
+from newsletter.backends.base import HandoverError
 from newsletter.backends.http import HTTPBackend, HTTPBackendError
 from newsletter.backends.postmark import PostmarkBackend
 from newsletter.backends.resend import ResendBackend
@@ -531,3 +534,88 @@ def test_send_edition_end_to_end(
         assert delivery.message_id and delivery.message_id.startswith(f"<nl.{draft}.")
         assert delivery.error_text is None
     assert backend.session is None, "dispatch opened the session and closed it"
+
+
+# --- hand-over: when a request has left in full ---------------------------------------------
+
+
+@by_scheme
+def test_each_request_is_reported_handed_over_before_its_answer(
+    provider: Provider, api_stub: APIStub, built: Built
+) -> None:
+    api_stub.reply(*provider.ok("id"))
+    events: list[tuple[str, int]] = []
+    provider.backend(api_stub).send_each(
+        built.messages,
+        lambda i, r: events.append(("answer", i)),
+        lambda i: events.append(("handed", i)),
+    )
+    assert events == [e for i in range(3) for e in (("handed", i), ("answer", i))]
+    assert len(api_stub.calls) == 3
+
+
+def _swallowing_server() -> tuple[str, threading.Thread, list[bytes]]:
+    """Reads one whole HTTP request, then closes the connection without a word: the provider
+    got the request (and may have acted on it), the answer was lost."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            got.append(body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread, got
+
+
+@by_scheme
+def test_a_connection_lost_after_the_request_left_is_unknown_not_deferred(
+    provider: Provider, built: Built
+) -> None:
+    """Deferred would be retried, and the provider may already be sending it: unknown."""
+    url, thread, got = _swallowing_server()
+    handed: list[int] = []
+    backend = backend_from_url(provider.url(url, "&timeout=5"))
+    results = backend.send_each(built.messages[:1], lambda i, r: None, handed.append)
+    thread.join(5)
+    assert len(got) == 1 and handed == [0]
+    assert results[0].status == SendStatus.unknown
+    assert "connection lost after the request was sent" in results[0].detail
+    assert provider.key not in results[0].detail
+
+
+def test_a_failing_hand_over_stops_the_send_and_is_not_taken_for_a_network_error(
+    api_stub: APIStub, built: Built
+) -> None:
+    api_stub.reply(*POSTMARK.ok("id"))
+
+    def full_disk(index: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    answers: list[int] = []
+    with pytest.raises(HandoverError, match="No space left"):
+        POSTMARK.backend(api_stub).send_each(
+            built.messages, lambda i, r: answers.append(i), full_disk
+        )
+    assert answers == []  # the message has no answer: it counts as in flight
+    deadline = time.monotonic() + 5
+    while not api_stub.calls and time.monotonic() < deadline:
+        time.sleep(0.01)  # the stub records the request in its own thread
+    assert len(api_stub.calls) == 1  # and the next message was never sent

@@ -3,6 +3,7 @@ answer for, because the next send reads the dead sender's journal back into the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,13 +18,15 @@ import pytest
 from sqlmodel import Session, select
 
 from newsletter import journal, ledger, publish
+from newsletter.backends import backend_from_url
 from newsletter.backends.file import FileBackend
-from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.database import make_engine
 from newsletter.models import Delivery, DeliveryStatus
 
-from .conftest import SECRET, SMTPSink
+from .conftest import SECRET, APIStub, SMTPSink
+
+HTTP_FIXTURES = Path(__file__).parent / "fixtures" / "http"
 
 #: The sender kills itself right after the backend answered this many messages: inside the
 #: first chunk of 50, before the chunk's ledger commit.
@@ -133,57 +136,88 @@ def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
         assert len(copies) == KILL_AFTER
 
 
-_SMTP_SENDER = textwrap.dedent(
+_HANDING_SENDER = textwrap.dedent(
     """
     import os, signal, sys
     from sqlmodel import Session
     from newsletter import publish
-    from newsletter.backends.smtp import SMTPBackend
+    from newsletter.backends import backend_from_url
     from newsletter.config import Settings
     from newsletter.database import make_engine
 
-    class DiesAfterHandingOver(SMTPBackend):
-        \"\"\"Killed right after the end-of-data dot of message KILL_AT went to the server,
-        before its 250 is read: RFC 1047's window.\"\"\"
-        handed = 0
+    backend = backend_from_url(sys.argv[2])
+    inner, handed = backend.send_each, [0]
 
-        def send_each(self, messages, on_result, on_handover=None):
-            def handing(index):
-                if on_handover is not None:
-                    on_handover(index)
-                DiesAfterHandingOver.handed += 1
-                if DiesAfterHandingOver.handed == int(os.environ["KILL_AT"]):
-                    os.kill(os.getpid(), signal.SIGKILL)
-            return super().send_each(messages, on_result, handing)
+    def send_each(messages, on_result, on_handover=None):
+        # Killed right after message KILL_AT was handed over (SMTP: its end-of-data dot;
+        # HTTP: its request written in full), before its answer is read: RFC 1047's window.
+        def handing(index):
+            if on_handover is not None:
+                on_handover(index)
+            handed[0] += 1
+            if handed[0] == int(os.environ["KILL_AT"]):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return inner(messages, on_result, handing)
 
+    backend.send_each = send_each
     settings = Settings()
     engine = make_engine(settings.database_url)
     with Session(engine, expire_on_commit=False) as session:
         publish.send_edition(
-            session, edition_id=int(sys.argv[1]), settings=settings,
-            backend=DiesAfterHandingOver.from_url(sys.argv[2]),
+            session, edition_id=int(sys.argv[1]), settings=settings, backend=backend
         )
     """
 )
 
 
-@pytest.mark.parametrize("with_journal", [True, False])
+@pytest.mark.parametrize(
+    ("backend", "with_journal"),
+    [("smtp", True), ("smtp", False), ("postmark", True)],
+    ids=["smtp-journal", "smtp-no-journal", "postmark-journal"],
+)
 def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
     seeded: Session,
     settings: Settings,
     add_subscribers: object,
     smtp_server: SMTPSink,
+    api_stub: APIStub,
     tmp_path: Path,
+    backend: str,
     with_journal: bool,
 ) -> None:
-    """The kill lands after the dot went out and before the 250 was read: the server has the
-    message, the sender never learnt it. With the journal's hand-over line that delivery is
+    """The kill lands after the message went out and before the answer was read: the server
+    has it, the sender never learnt it. With the journal's hand-over line that delivery is
     ``unknown`` and not sent again; without it, it is sent twice (the test can fail)."""
     add_subscribers(30)  # type: ignore[operator]
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id
     assert edition_id is not None
+    if backend == "smtp":
+        url = smtp_server.url
+
+        def received() -> list[tuple[str, str]]:  # (recipient, Message-ID)
+            return [
+                (
+                    e.rcpt_tos[0],
+                    e.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode(),
+                )
+                for e in smtp_server.received
+            ]
+    else:
+        api_stub.reply(200, (HTTP_FIXTURES / "postmark" / "send-ok.json").read_text())
+        url = f"postmark://token@?endpoint={api_stub.url}"
+
+        def received() -> list[tuple[str, str]]:
+            payloads = [json.loads(call.body) for call in api_stub.calls]
+            return [
+                (
+                    p["To"],
+                    next(h["Value"] for h in p["Headers"] if h["Name"] == "Message-ID"),
+                )
+                for p in payloads
+            ]
+
     journal_dir = tmp_path / "journal" if with_journal else None
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
@@ -196,7 +230,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
         KILL_AT=str(KILL_AFTER),
     )
     died = subprocess.run(
-        [sys.executable, "-c", _SMTP_SENDER, str(edition_id), smtp_server.url],
+        [sys.executable, "-c", _HANDING_SENDER, str(edition_id), url],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -204,7 +238,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
         timeout=120,
     )
     assert died.returncode == -9, died.stderr
-    _wait_for(lambda: len(smtp_server.received) >= KILL_AFTER)  # the kernel still sent the dot
+    _wait_for(lambda: len(received()) >= KILL_AFTER)  # the kernel still sent it
 
     engine = make_engine(settings.database_url)
     with Session(engine, expire_on_commit=False) as session:
@@ -215,7 +249,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
             session,
             edition_id=edition_id,
             settings=resumed,
-            backend=SMTPBackend.from_url(smtp_server.url),
+            backend=backend_from_url(url),
             wait=True,
         )
         counts = ledger.counts(session, edition_id=edition_id)
@@ -226,25 +260,21 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
         ).all()
     engine.dispose()
 
-    per_recipient = Counter(rcpt for envelope in smtp_server.received for rcpt in envelope.rcpt_tos)
+    per_recipient = Counter(rcpt for rcpt, _ in received())
     assert len(per_recipient) == 30  # nobody lost
     twice = [rcpt for rcpt, n in per_recipient.items() if n > 1]
+    accepted = DeliveryStatus.sent if backend == "smtp" else DeliveryStatus.queued
     if with_journal:
         assert twice == []
-        assert counts[DeliveryStatus.sent] == 29 and counts[DeliveryStatus.unknown] == 1
-        assert (
-            unknown[0].error_text is not None and "most likely delivered" in unknown[0].error_text
-        )
-        received_ids = {
-            envelope.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
-            for envelope in smtp_server.received
-        }
-        assert unknown[0].message_id in received_ids  # and it was: nobody lost
+        assert counts[accepted] == 29 and counts[DeliveryStatus.unknown] == 1
+        assert unknown[0].error_text is not None
+        assert "most likely delivered" in unknown[0].error_text
+        assert unknown[0].message_id in {mid for _, mid in received()}  # and it was
     else:
         # Nothing written down: every message of the chunk handed over so far goes again
         # (with a journal of answers only, it would be the one whose answer was unread).
         assert len(twice) == KILL_AFTER
-        assert counts[DeliveryStatus.sent] == 30
+        assert counts[accepted] == 30
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

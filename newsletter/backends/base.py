@@ -107,16 +107,17 @@ class MailBackend(ABC):
     ) -> list[SendResult]:
         """Like :meth:`send_messages`, and call ``on_result(index, result)`` for each answer.
 
-        A backend that hands messages over one at a time (SMTP) overrides this to report each
-        answer the moment it arrives, so the caller can write it down before the next message
-        goes out; batch APIs answer for the whole batch at once, which is what this default
-        does.
+        A backend that hands messages over one at a time (SMTP, the email APIs) overrides this
+        to report each answer the moment it arrives, so the caller can write it down before the
+        next message goes out; this default answers for the whole batch at once. An index may
+        be reported again when another backend takes the message over (failover after a
+        deferral); the last report is its answer.
 
         ``on_handover(index)``, where a backend can tell, is called the moment the message's
         last byte is with the operating system and before the server's answer is read (for
-        SMTP: right after the end-of-data dot). A caller that writes this down knows, after a
-        crash, which messages the server may have accepted without telling us. A batch API
-        can't tell (a request may or may not have reached it), so this default never calls it.
+        SMTP: right after the end-of-data dot; HTTP: when the request is written in full). A
+        caller that writes this down knows, after a crash, which messages the server may have
+        accepted without telling us. This default can't tell, so it never calls it.
         """
         results = self.send_messages(messages)
         for index, result in enumerate(results):

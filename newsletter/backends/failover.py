@@ -2,12 +2,11 @@
 
 ``NEWSLETTER_MAIL_BACKEND="smtp://relay-a:25 postmark://TOKEN@"`` (URLs separated by spaces).
 Messages go through the first backend that works. When it can't be opened, or answers
-``deferred`` (nothing handed over: connection refused, SMTP 4xx, HTTP 429/5xx) for
-``switch_after`` messages in a row, the batch's deferred messages are sent again through the
-next one, which then stays in use for later batches. Messages the first backend accepted are
-never sent again. ``unknown`` answers are never re-sent through
-another backend: the first one may have delivered them; nor are messages deferred after they
-were handed over (a 4xx to the end of data): they wait for their retry time.
+``deferred`` (refused for now, so not accepted: connection refused, SMTP 4xx, HTTP 429/5xx)
+for ``switch_after`` messages in a row, the batch's deferred messages are sent again through
+the next one, which then stays in use for later batches. Messages the first backend accepted
+are never sent again. ``unknown`` answers are never re-sent through another backend: the first
+one may have delivered them.
 """
 
 from __future__ import annotations
@@ -59,55 +58,42 @@ class FailoverBackend(MailBackend):
         on_result: Callable[[int, SendResult], None],
         on_handover: Callable[[int], None] | None = None,
     ) -> list[SendResult]:
-        """Each answer is reported once, as soon as it is final: at once for anything but
-        ``deferred`` (the backend's own ``send_each`` timing, so a journal keeps up with SMTP),
-        and a ``deferred`` one when no other backend will take that message. A message deferred
-        after it was handed over (refused at the end of data) is not moved to the next backend
-        in this batch: it is retried later like any deferral."""
+        """Every answer is reported as it comes (the backend's own ``send_each`` timing, so a
+        journal keeps up), under the caller's index; a deferred message moved to the next
+        backend is reported again with that backend's answer (the last report counts)."""
         results: list[SendResult] = [SendResult(SendStatus.deferred, None, "not sent")] * len(
             messages
         )
-        reported: set[int] = set()
-        handed: set[int] = set()
-
-        def handover(index: int) -> None:
-            handed.add(index)
-            if on_handover is not None:
-                on_handover(index)
-
-        def report(index: int, result: SendResult) -> None:
-            results[index] = result
-            # Deferred after its hand-over (a 4xx to the end of data) is final too: held back,
-            # the caller's journal would say "handed over" while the next backend works.
-            final = result.status != SendStatus.deferred or index in handed
-            if final and index not in reported:
-                reported.add(index)
-                on_result(index, result)
-
         todo = list(range(len(messages)))
         while todo:
             batch = list(todo)
+            heard: set[int] = set()
+
+            def report(
+                j: int, result: SendResult, batch: list[int] = batch, heard: set[int] = heard
+            ) -> None:
+                heard.add(j)
+                results[batch[j]] = result
+                on_result(batch[j], result)
+
             try:
                 answers = self.backends[self.current].send_each(
                     [messages[i] for i in batch],
-                    partial(_mapped_result, report, batch),
-                    partial(_mapped, handover, batch),
+                    report,
+                    None if on_handover is None else partial(_mapped, on_handover, batch),
                 )
             except BackendError as exc:
                 # It broke: the answers it gave before stand (those messages were handed
                 # over), the rest were not sent and count as deferred, so they move on.
                 rest = len(batch) - len(exc.results)
                 answers = exc.results + [SendResult(SendStatus.deferred, None, str(exc))] * rest
-            for i, result in zip(batch, answers, strict=True):
-                report(i, result)
-            deferred = [
-                i
-                for i, r in zip(batch, answers, strict=True)
-                if r.status == SendStatus.deferred and i not in handed
-            ]
+            for j, result in enumerate(answers):
+                if j not in heard:  # a backend that answers for the batch at once
+                    report(j, result)
+            deferred = [i for i, r in zip(batch, answers, strict=True) if r.status == "deferred"]
             if not self._failing(answers) or self.current + 1 >= len(self.backends):
                 break
-            # Only the deferred ones (never handed over) go through the next backend.
+            # Only the deferred ones (refused, so not accepted) go through the next backend.
             todo = deferred
             self.current += 1
             try:
@@ -115,9 +101,6 @@ class FailoverBackend(MailBackend):
                     self._opened.add(self.current)
             except BackendError:
                 pass  # that one is down too: it answers deferred, and the loop moves on
-        for index, result in enumerate(results):
-            if index not in reported:  # deferred, and no backend left to try
-                on_result(index, result)
         return results
 
     def _failing(self, answers: Sequence[SendResult]) -> bool:
@@ -136,9 +119,3 @@ class FailoverBackend(MailBackend):
 
 def _mapped(on_handover: Callable[[int], None], batch: list[int], j: int) -> None:
     on_handover(batch[j])
-
-
-def _mapped_result(
-    report: Callable[[int, SendResult], None], batch: list[int], j: int, result: SendResult
-) -> None:
-    report(batch[j], result)

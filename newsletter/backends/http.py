@@ -5,8 +5,10 @@ After django-anymail: build the request for one message -> post it on a reused
 subclass implements :meth:`build_request` and :meth:`parse_response` (and ``from_url``), in well
 under 200 lines. The base decides what is transient and what is permanent:
 
-- no response (connect error): ``deferred``, nothing was handed over, safe to retry;
-- a timeout while waiting for the answer: ``unknown`` (the provider may have accepted it);
+- no connection (refused, connect timeout, DNS), or a connection lost before the request was
+  written in full: ``deferred``, nothing was handed over, safe to retry;
+- a timeout while waiting for the answer, or the connection lost after the request was written
+  (see :mod:`newsletter.backends.wire`): ``unknown`` (the provider may have accepted it);
   providers that accept an idempotency key get ``message.key``, so a retry is harmless there;
 - 429 and 5xx: ``deferred``, with the provider's ``Retry-After`` kept in the detail;
 - 401 and 403: the credentials are wrong for every message, so :class:`HTTPBackendError` is
@@ -22,10 +24,11 @@ from __future__ import annotations
 import json
 import math
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -38,6 +41,7 @@ from newsletter.backends.base import (
     SendStatus,
     query_options,
 )
+from newsletter.backends.wire import HandoverAdapter, on_written
 from newsletter.message import MessageContent, OutgoingMessage
 
 
@@ -169,6 +173,9 @@ class HTTPBackend(MailBackend):
             return False
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "newsletter-engine"
+        adapter = HandoverAdapter()  # tells when each request has left (the hand-over)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         return True
 
     def close(self) -> None:
@@ -185,12 +192,25 @@ class HTTPBackend(MailBackend):
         """The result for a 2xx or a 4xx other than 401/403/429 (the base handles those)."""
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return self.send_each(messages, lambda _index, _result: None)
+
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+        on_handover: Callable[[int], None] | None = None,
+    ) -> list[SendResult]:
+        """One request per message; each answer is reported as it arrives, and each hand-over
+        when its request has been written in full (a session this backend opened itself).
+        On :class:`BackendError` ``exc.results`` holds the answers given before it."""
         opened_here = self.open()
         results: list[SendResult] = []
         try:
-            for message in messages:
-                result = self._send_one(message)
+            for index, message in enumerate(messages):
+                handed = None if on_handover is None else partial(on_handover, index)
+                result = self._send_one(message, handed)
                 results.append(result)
+                on_result(index, result)
                 if result.code == 429:
                     # Rate limited: the rest of the batch waits too instead of hammering the
                     # API with requests it has said it will refuse.
@@ -200,7 +220,9 @@ class HTTPBackend(MailBackend):
                         f"{self.provider}: not sent, rate limited by an earlier request",
                         retry_after=result.retry_after,
                     )
-                    results += [wait] * (len(messages) - len(results))
+                    for rest in range(len(results), len(messages)):
+                        results.append(wait)
+                        on_result(rest, wait)
                     break
             return results
         except BackendError as exc:
@@ -210,8 +232,18 @@ class HTTPBackend(MailBackend):
             if opened_here:
                 self.close()
 
-    def _send_one(self, message: OutgoingMessage) -> SendResult:
+    def _send_one(
+        self, message: OutgoingMessage, on_handover: Callable[[], None] | None = None
+    ) -> SendResult:
         assert self.session is not None
+        written = False
+
+        def handed() -> None:
+            nonlocal written
+            written = True
+            if on_handover is not None:
+                on_handover()
+
         try:
             request = self.build_request(message)
         except (ValueError, KeyError) as exc:
@@ -219,15 +251,16 @@ class HTTPBackend(MailBackend):
                 SendStatus.invalid, None, f"can't build {self.provider} request: {exc}"
             )
         try:
-            response = self.session.request(
-                request.method,
-                request.url,
-                json=request.json,
-                data=request.data,
-                files=request.files,
-                headers=dict(request.headers),
-                timeout=self.timeout,
-            )
+            with on_written(handed):
+                response = self.session.request(
+                    request.method,
+                    request.url,
+                    json=request.json,
+                    data=request.data,
+                    files=request.files,
+                    headers=dict(request.headers),
+                    timeout=self.timeout,
+                )
         except requests.ConnectTimeout as exc:
             return SendResult(SendStatus.deferred, None, f"{self.provider}: connect timeout: {exc}")
         except requests.Timeout as exc:
@@ -235,6 +268,12 @@ class HTTPBackend(MailBackend):
                 SendStatus.unknown, None, f"{self.provider}: no answer in time: {exc}"
             )
         except requests.ConnectionError as exc:
+            if written:  # the whole request went out: the provider may have acted on it
+                return SendResult(
+                    SendStatus.unknown,
+                    None,
+                    f"{self.provider}: connection lost after the request was sent: {exc}",
+                )
             return SendResult(
                 SendStatus.deferred, None, f"{self.provider}: connection failed: {exc}"
             )
