@@ -68,6 +68,21 @@ _SENDER = textwrap.dedent(
 )
 
 
+def _sender_env(settings: Settings, journal_dir: Path | None, **extra: str) -> dict[str, str]:
+    """The environment of a sender subprocess: this test's database, a short lease."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=settings.database_url,
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL=settings.base_url,
+        NEWSLETTER_FROM=settings.from_address,
+        NEWSLETTER_LEASE_SECONDS="0.5",
+        NEWSLETTER_JOURNAL_DIR=str(journal_dir or ""),
+        **extra,
+    )
+    return env
+
+
 @pytest.mark.parametrize("with_journal", [True, False])
 def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
     seeded: Session,
@@ -82,16 +97,7 @@ def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
     ).edition.id
     assert edition_id is not None
     journal_dir = tmp_path / "journal" if with_journal else None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=settings.database_url,
-        NEWSLETTER_SECRET_KEY=SECRET,
-        NEWSLETTER_BASE_URL=settings.base_url,
-        NEWSLETTER_FROM=settings.from_address,
-        NEWSLETTER_LEASE_SECONDS="0.5",
-        NEWSLETTER_JOURNAL_DIR=str(journal_dir or ""),
-        KILL_AFTER=str(KILL_AFTER),
-    )
+    env = _sender_env(settings, journal_dir, KILL_AFTER=str(KILL_AFTER))
     outbox = tmp_path / "outbox"
     died = subprocess.run(
         [sys.executable, "-c", _SENDER, str(edition_id), str(outbox)],
@@ -219,16 +225,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
             ]
 
     journal_dir = tmp_path / "journal" if with_journal else None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=settings.database_url,
-        NEWSLETTER_SECRET_KEY=SECRET,
-        NEWSLETTER_BASE_URL=settings.base_url,
-        NEWSLETTER_FROM=settings.from_address,
-        NEWSLETTER_LEASE_SECONDS="0.5",
-        NEWSLETTER_JOURNAL_DIR=str(journal_dir or ""),
-        KILL_AT=str(KILL_AFTER),
-    )
+    env = _sender_env(settings, journal_dir, KILL_AT=str(KILL_AFTER))
     died = subprocess.run(
         [sys.executable, "-c", _HANDING_SENDER, str(edition_id), url],
         env=env,

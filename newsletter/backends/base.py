@@ -142,6 +142,27 @@ class MailBackend(ABC):
             self.close()
 
 
+class ReportingBackend(MailBackend):
+    """A backend whose real work is :meth:`send_each` (it reports message by message);
+    :meth:`send_messages` is that, with nobody listening."""
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return self.send_each(messages, _nobody_listens)
+
+    @abstractmethod
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+        on_handover: Callable[[int], None] | None = None,
+    ) -> list[SendResult]:
+        """See :meth:`MailBackend.send_each`."""
+
+
+def _nobody_listens(_index: int, _result: SendResult) -> None:
+    return None
+
+
 def query_options(url: str) -> dict[str, str]:
     """The query string of a backend URL as single values (last one wins).
 

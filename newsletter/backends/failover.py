@@ -15,11 +15,17 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Self
 
-from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.backends.base import (
+    BackendError,
+    MailBackend,
+    ReportingBackend,
+    SendResult,
+    SendStatus,
+)
 from newsletter.message import OutgoingMessage
 
 
-class FailoverBackend(MailBackend):
+class FailoverBackend(ReportingBackend):
     def __init__(self, backends: Sequence[MailBackend], *, switch_after: int = 3) -> None:
         super().__init__()
         if len(backends) < 2:
@@ -48,9 +54,6 @@ class FailoverBackend(MailBackend):
         for index in sorted(self._opened):
             self.backends[index].close()
         self._opened.clear()
-
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        return self.send_each(messages, lambda _index, _result: None)
 
     def send_each(
         self,

@@ -36,7 +36,7 @@ import requests
 
 from newsletter.backends.base import (
     BackendError,
-    MailBackend,
+    ReportingBackend,
     SendResult,
     SendStatus,
     query_options,
@@ -154,7 +154,7 @@ class HTTPBackendError(BackendError):
         self.body = response.text[:2000] if response is not None else None
 
 
-class HTTPBackend(MailBackend):
+class HTTPBackend(ReportingBackend):
     """Session reuse, timeouts, per-recipient status and error mapping for email APIs."""
 
     #: Human name of the provider, for messages.
@@ -190,9 +190,6 @@ class HTTPBackend(MailBackend):
     @abstractmethod
     def parse_response(self, message: OutgoingMessage, response: requests.Response) -> SendResult:
         """The result for a 2xx or a 4xx other than 401/403/429 (the base handles those)."""
-
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        return self.send_each(messages, lambda _index, _result: None)
 
     def send_each(
         self,

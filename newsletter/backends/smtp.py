@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from newsletter.backends.base import (
     BackendError,
     HandoverError,
-    MailBackend,
+    ReportingBackend,
     SendResult,
     SendStatus,
     flag,
@@ -40,7 +40,7 @@ def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
-class SMTPBackend(MailBackend):
+class SMTPBackend(ReportingBackend):
     schemes = ("smtp", "smtps")
 
     def __init__(
@@ -142,9 +142,6 @@ class SMTPBackend(MailBackend):
             conn.quit()
         except (OSError, smtplib.SMTPException):
             conn.close()
-
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        return self.send_each(messages, lambda _index, _result: None)
 
     def send_each(
         self,
