@@ -23,7 +23,8 @@ from sqlmodel import Session
 
 from newsletter import journal, ledger, store
 from newsletter.backends import BackendError, MailBackend, SendResult, SendStatus
-from newsletter.journal import ResultJournal
+from newsletter.backends.base import HandoverError
+from newsletter.journal import JournalError, ResultJournal
 from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus, utcnow
 from newsletter.personalization import MessageTemplate, Recipient
@@ -243,6 +244,7 @@ def _send_chunk(
     A backend may report an index again (failover: deferred by one backend, then answered by
     the next); the last report is the answer, and only it is counted."""
     answers: dict[int, SendResult] = {}
+    handed: set[int] = set()
     on_handover: Callable[[int], None] | None = None
     if run.journal is not None:
         # Encoded before anything is sent: between the socket write and the journal write
@@ -258,6 +260,7 @@ def _send_chunk(
         write_line = run.journal.write_line
 
         def on_handover(index: int) -> None:
+            handed.add(index)
             write_line(marks[index])
 
     def on_result(index: int, result: SendResult) -> None:
@@ -273,6 +276,16 @@ def _send_chunk(
         ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
         unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
         _stop_on_backend_error(run, exc, unanswered + later)
+        run.session.commit()
+        raise
+    except (HandoverError, JournalError):
+        # The journal can't be written (disk full), but this process knows what it handed over
+        # and what was answered: straight into the ledger, the rest back to the queue.
+        for index in handed - answers.keys():
+            answers[index] = SendResult(SendStatus.unknown, None, HANDED_OVER)
+        ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
+        unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
+        ledger.release(run.session, ids=[d.id for d in unanswered + later], owner=run.owner)
         run.session.commit()
         raise
     if len(results) != len(chunk) or len(answers) != len(chunk):

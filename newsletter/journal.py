@@ -41,6 +41,11 @@ from newsletter.models import DeliveryStatus
 SUFFIX = ".journal"
 
 
+class JournalError(RuntimeError):
+    """The journal can't be written (disk full, folder gone): the send stops, keeping what the
+    journal and the ledger hold; nothing is lost, and running it again continues."""
+
+
 class ResultJournal:
     """The open journal of one sender (``owner`` is its lease owner id)."""
 
@@ -61,7 +66,13 @@ class ResultJournal:
     def write_line(self, line: bytes) -> None:
         """Append a line made by :meth:`encode` earlier: the hand-over of a message is written
         with nothing but this system call between it and the socket write."""
-        os.write(self._fd, line)
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            raise JournalError(
+                f"can't write the send journal {self.path}: {exc.strerror or exc}; the send "
+                "stopped and nothing is lost: run it again once this is fixed"
+            ) from exc
 
     @staticmethod
     def encode(outcome: ledger.Outcome) -> bytes:

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from newsletter import journal, ledger, publish
 from newsletter.backends import backend_from_url
+from newsletter.backends.base import HandoverError
 from newsletter.backends.file import FileBackend
 from newsletter.config import Settings
 from newsletter.database import make_engine
@@ -353,3 +354,63 @@ def test_the_automatic_journal_folder_is_per_database_not_per_directory(
     assert a.journal_path() != path_a  # same relative URL, another directory: another file
     off = Settings(journal_dir="off", _env_file=None)  # type: ignore[call-arg]
     assert off.journal_path() is None
+
+
+@pytest.mark.parametrize("failing_write", [6, 7], ids=["an-answer", "a-hand-over"])
+def test_a_full_disk_stops_the_send_and_loses_nothing(
+    seeded: Session,
+    settings: Settings,
+    add_subscribers: object,
+    smtp_server: SMTPSink,
+    monkeypatch: pytest.MonkeyPatch,
+    failing_write: int,
+) -> None:
+    """The journal's writes land on /dev/full from the Nth line: the send stops with an error
+    that names the journal (not a lost connection), what it handed over and heard goes straight
+    to the ledger, and the next send delivers everyone exactly once."""
+    add_subscribers(12)  # type: ignore[operator]
+    edition_id = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    ).edition.id
+    assert edition_id is not None
+    real_write_line = journal.ResultJournal.write_line
+    written = [0]
+
+    def filling(self: journal.ResultJournal, line: bytes) -> None:
+        written[0] += 1
+        if written[0] == failing_write:
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, self._fd)
+            os.close(full)
+        real_write_line(self, line)
+
+    monkeypatch.setattr(journal.ResultJournal, "write_line", filling)
+    quick = settings.model_copy(update={"lease_seconds": 0.3})
+    with pytest.raises(
+        (HandoverError, journal.JournalError), match="can't write the send journal .*No space"
+    ):
+        publish.send_edition(
+            seeded,
+            edition_id=edition_id,
+            settings=quick,
+            backend=backend_from_url(smtp_server.url),
+        )
+    seeded.rollback()
+    counts = ledger.counts(seeded, edition_id=edition_id)
+    # Lines: hand-over 0, answer 0, hand-over 1, answer 1, hand-over 2, answer 2, hand-over 3.
+    # The 6th failing: message 2's answer was heard; the 7th: message 3 went out unrecorded.
+    assert counts[DeliveryStatus.sent] == 3
+    assert counts[DeliveryStatus.unknown] == (1 if failing_write == 7 else 0)
+    assert counts[DeliveryStatus.claimed] == 0  # the rest went back to the queue at once
+    monkeypatch.setattr(journal.ResultJournal, "write_line", real_write_line)
+    publish.send_edition(
+        seeded,
+        edition_id=edition_id,
+        settings=quick,
+        backend=backend_from_url(smtp_server.url),
+        wait=True,
+    )
+    per_recipient = Counter(e.rcpt_tos[0] for e in smtp_server.received)
+    assert len(per_recipient) == 12 and max(per_recipient.values()) == 1
+    final = ledger.counts(seeded, edition_id=edition_id)
+    assert final[DeliveryStatus.sent] + final[DeliveryStatus.unknown] == 12

@@ -15,8 +15,10 @@ from sqlmodel import Session
 
 from newsletter import importing, publish, store
 from newsletter.backends import BackendError
+from newsletter.backends.base import HandoverError
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
+from newsletter.journal import JournalError
 from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
 from newsletter.timing import RuleError
@@ -48,6 +50,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
     ConfigError,
     BackendError,
+    HandoverError,
+    JournalError,
     SchemaOutOfDate,
     store.NotFound,
     publish.EmptyWeek,
