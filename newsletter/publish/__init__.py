@@ -1,0 +1,58 @@
+"""The one place where the stages meet: draft, preview, approve and send an edition.
+
+The CLI, the scheduler and the web app call these functions and nothing below them. Each takes
+an open session and commits where a step is complete. ``drafting`` owns an edition's content,
+``sending`` its start and its sends, ``controls`` the state changes people make in between.
+"""
+
+from newsletter.publish.controls import (
+    EditionStateError,
+    approve_edition,
+    cancel_edition,
+    pause_edition,
+    resume_edition,
+    retry_failed,
+    sending_editions,
+)
+from newsletter.publish.drafting import (
+    SAMPLE_RECIPIENT,
+    DraftOutcome,
+    EmptyWeek,
+    default_newsletter,
+    draft_edition,
+    prepare,
+    preview_edition,
+    resolve_newsletter,
+    sender_of,
+    signer_for,
+)
+from newsletter.publish.sending import (
+    SendReport,
+    policy_for,
+    send_edition,
+    start_edition,
+)
+
+__all__ = [
+    "DraftOutcome",
+    "EditionStateError",
+    "EmptyWeek",
+    "SAMPLE_RECIPIENT",
+    "SendReport",
+    "approve_edition",
+    "cancel_edition",
+    "default_newsletter",
+    "draft_edition",
+    "pause_edition",
+    "policy_for",
+    "prepare",
+    "preview_edition",
+    "resolve_newsletter",
+    "resume_edition",
+    "retry_failed",
+    "send_edition",
+    "sender_of",
+    "sending_editions",
+    "signer_for",
+    "start_edition",
+]

@@ -1,0 +1,202 @@
+"""An edition's content: draft it from the week's comparisons, render it, preview it.
+
+Drafting is repeatable until the send starts (a refreshed draft picks up comparisons published
+since); rendering happens once per edition and per send, never per recipient.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.utils import parseaddr
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session
+
+from newsletter import store
+from newsletter.config import Settings
+from newsletter.models import Edition, EditionStatus, Newsletter
+from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
+from newsletter.rendering import (
+    EditionContext,
+    RenderedEdition,
+    default_preheader,
+    default_subject,
+    render_edition,
+)
+from newsletter.selection import Period, Selection, select_comparisons, week_containing
+from newsletter.tokens import TokenSigner
+
+SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
+
+
+class EmptyWeek(LookupError):
+    """No new comparisons in the period: there is nothing worth mailing."""
+
+
+def default_newsletter(session: Session, settings: Settings) -> Newsletter:
+    """The configured default newsletter, created from settings on first use."""
+    return store.ensure_newsletter(
+        session,
+        slug=settings.newsletter,
+        name=settings.newsletter_name,
+        timezone=settings.timezone,
+        site_url=settings.site_url,
+        item_cap=settings.item_cap,
+    )
+
+
+def resolve_newsletter(session: Session, settings: Settings, slug: str | None) -> Newsletter:
+    if slug is None or slug == settings.newsletter:
+        return default_newsletter(session, settings)
+    return store.get_newsletter(session, slug=slug)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOutcome:
+    edition: Edition
+    created: bool
+    period: Period
+    selection: Selection
+
+
+def draft_edition(
+    session: Session,
+    *,
+    settings: Settings,
+    newsletter_slug: str | None,
+    at: datetime,
+    period: Period | None = None,
+    scheduled_for: datetime | None = None,
+) -> DraftOutcome:
+    """Create or refresh the draft edition for the period containing ``at`` (or ``period``,
+    which the scheduler passes with the send time the edition is for).
+
+    A draft already there is refreshed with the current selection (comparisons published since
+    it was drafted are added); an edition that started sending is returned unchanged. Raises
+    :class:`EmptyWeek` when the period has nothing new, rather than drafting an empty email.
+    """
+    newsletter = resolve_newsletter(session, settings, newsletter_slug)
+    assert newsletter.id is not None
+    if at.tzinfo is None:  # a bare date or time means the newsletter's own clock
+        at = at.replace(tzinfo=ZoneInfo(newsletter.timezone))
+    period = period or week_containing(at, newsletter.timezone)
+    edition = store.find_edition(session, newsletter_id=newsletter.id, period_key=period.key)
+    if edition is not None and edition.status != EditionStatus.draft:
+        items = store.edition_comparisons(session, edition_id=edition.id or 0)
+        return DraftOutcome(edition, False, period, Selection(tuple(items), edition.more_count))
+    selection = select_comparisons(
+        store.comparisons_published_between(session, start=period.start, end=period.end),
+        period=period,
+        already_sent=store.comparison_ids_already_sent(
+            session,
+            newsletter_id=newsletter.id,
+            exclude_edition_id=edition.id if edition else None,
+        ),
+        cap=newsletter.item_cap,
+    )
+    if selection.empty:
+        raise EmptyWeek(
+            f"no new comparisons were published in {period.describe()}; nothing to draft"
+        )
+    subject = default_subject(newsletter.name, selection.items, selection.more_count)
+    created = edition is None
+    if edition is None:
+        edition = Edition(
+            newsletter_id=newsletter.id,
+            period_key=period.key,
+            period_start=period.start,
+            period_end=period.end,
+            subject=subject,
+        )
+        session.add(edition)
+    edition.subject = subject
+    edition.period_start, edition.period_end = period.start, period.end
+    edition.scheduled_for = scheduled_for or edition.scheduled_for
+    edition.preheader = default_preheader(selection.items)
+    edition.more_count = selection.more_count
+    session.flush()
+    assert edition.id is not None
+    store.set_edition_items(
+        session, edition_id=edition.id, comparison_ids=[c.id for c in selection.items if c.id]
+    )
+    session.commit()
+    return DraftOutcome(edition, created, period, selection)
+
+
+def _context(
+    session: Session, edition: Edition, settings: Settings
+) -> tuple[EditionContext, Newsletter]:
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    assert newsletter is not None and edition.id is not None
+    items = store.edition_comparisons(session, edition_id=edition.id)
+    ctx = EditionContext(
+        edition_id=edition.id,
+        newsletter_name=newsletter.name,
+        period=Period(
+            key=edition.period_key,
+            start=edition.period_start,
+            end=edition.period_end,
+            timezone=newsletter.timezone,
+        ),
+        items=items,
+        more_count=edition.more_count,
+        subject=edition.subject,
+        preheader=edition.preheader,
+        web_url=f"{settings.base_url}/archive/{edition.id}",
+        more_url=newsletter.site_url,
+        site_url=newsletter.site_url,
+        postal_address=settings.postal_address,
+    )
+    return ctx, newsletter
+
+
+def prepare(
+    session: Session, *, edition: Edition, settings: Settings
+) -> tuple[RenderedEdition, MessageTemplate, Newsletter]:
+    """Render the edition once and build its MIME template."""
+    ctx, newsletter = _context(session, edition, settings)
+    rendered = render_edition(ctx)
+    assert newsletter.id is not None and edition.id is not None
+    identity = EditionIdentity(
+        edition_id=edition.id,
+        newsletter_id=newsletter.id,
+        newsletter_slug=newsletter.slug,
+        newsletter_name=newsletter.name,
+        sender=sender_of(newsletter, settings),
+        base_url=settings.base_url,
+        instance_tag=instance_tag(settings.secret_key or "preview"),
+    )
+    return rendered, MessageTemplate(rendered, identity), newsletter
+
+
+def sender_of(newsletter: Newsletter, settings: Settings) -> Address:
+    """The newsletter's own From (its schedule file's ``from``), else ``NEWSLETTER_FROM``."""
+    if newsletter.from_address:
+        name, addr = parseaddr(newsletter.from_address)
+        local, _, domain = addr.rpartition("@")
+        return Address(display_name=name, username=local, domain=domain)
+    return settings.sender()
+
+
+def signer_for(settings: Settings) -> TokenSigner:
+    """Signs with the current key; verifies with it and the old ones (key rotation).
+
+    Previews work without a key (their links are signed with a random throwaway key, so they
+    are valid nowhere); sending checks the key first (``require_sending_ready``).
+    """
+    if not settings.secret_key:
+        return TokenSigner([secrets.token_urlsafe(32)])
+    return TokenSigner(settings.signing_keys())
+
+
+def preview_edition(
+    session: Session, *, edition_id: int, settings: Settings
+) -> tuple[str, str, RenderedEdition]:
+    """(html, text, rendered) as the sample recipient would see them."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    rendered, template, _ = prepare(session, edition=edition, settings=settings)
+    page, text = template.preview(SAMPLE_RECIPIENT, signer_for(settings))
+    return page, text, rendered

@@ -1,0 +1,246 @@
+"""Start an edition (fix its audience in the ledger) and send it: passes of the dispatcher,
+in threads or as one of many workers, until nothing is open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from datetime import time as clock_time
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
+
+from newsletter import ledger, store
+from newsletter.backends import MailBackend
+from newsletter.config import Settings
+from newsletter.dispatch import Policy, SendSummary, dispatch
+from newsletter.models import Edition, EditionStatus, Newsletter, utcnow
+from newsletter.personalization import MessageTemplate
+from newsletter.publish.controls import EditionStateError
+from newsletter.publish.drafting import prepare, signer_for
+from newsletter.ratelimit import Limiter, RateSpec
+from newsletter.sharedrate import SharedRateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    edition: Edition
+    run: SendSummary
+    totals: dict[str, int]
+    audience_added: int
+    next_retry_at: datetime | None = None
+
+
+def policy_for(settings: Settings) -> Policy:
+    return Policy(
+        batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        error_budget=settings.error_budget,
+    )
+
+
+def start_edition(
+    session: Session,
+    *,
+    edition_id: int,
+    settings: Settings,
+    local_time: tuple[date, clock_time] | None = None,
+) -> int:
+    """draft -> sending, fixing the audience: one pending delivery per active subscriber.
+
+    Returns how many deliveries were written (0 if the edition had already started). Workers
+    (``newsletter worker``) then send it; ``send`` starts and sends in one go. With
+    ``local_time`` (a local date and time), each delivery waits for that time in its
+    subscriber's own zone (hourly waves, see ``ledger.schedule_local_waves``).
+    """
+    settings.require_sending_ready()
+    edition = store.get_edition(session, edition_id=edition_id)
+    if edition.status != EditionStatus.draft:
+        return 0
+    if not store.edition_comparisons(session, edition_id=edition_id):
+        raise EditionStateError(f"edition {edition_id} carries no comparisons")
+    # Only one caller moves a draft to sending, even if two start at once.
+    moved = session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.draft)
+        .values(status=EditionStatus.sending, send_started_at=utcnow())
+    )
+    added = 0
+    if getattr(moved, "rowcount", 0) == 1:
+        added = ledger.open_deliveries(
+            session, edition_id=edition_id, newsletter_id=edition.newsletter_id
+        )
+        if local_time is not None:
+            newsletter = session.get(Newsletter, edition.newsletter_id)
+            assert newsletter is not None
+            ledger.schedule_local_waves(
+                session,
+                edition_id=edition_id,
+                day=local_time[0],
+                at=local_time[1],
+                default_timezone=newsletter.timezone,
+            )
+    session.commit()
+    return added
+
+
+def send_edition(
+    session: Session,
+    *,
+    edition_id: int,
+    settings: Settings,
+    backend: MailBackend | None = None,
+    make_backend: Callable[[], MailBackend] | None = None,
+    concurrency: int = 1,
+    wait: bool = False,
+    on_start: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Send an edition to every active subscriber of its newsletter, exactly once each.
+
+    Starts a draft (see :func:`start_edition`), then sends what is claimable: pending
+    deliveries, deferred ones whose retry time came, and batches whose send died (lease
+    expired). ``concurrency`` > 1 runs that many senders in threads, each with its own session
+    and its own backend from ``make_backend``. With ``wait`` it keeps going until nothing is
+    left (sleeping until the next retry), else one pass. When nothing is left the edition
+    becomes ``sent``; ``unknown`` and ``failed`` deliveries wait for an operator.
+    """
+    settings.require_sending_ready()
+    if backend is None and make_backend is None:
+        raise ValueError("give a backend or make_backend")
+    added = start_edition(session, edition_id=edition_id, settings=settings)
+    edition = store.get_edition(session, edition_id=edition_id)
+    session.refresh(edition)
+    if edition.status == EditionStatus.sent:
+        return SendReport(edition, SendSummary(), ledger.counts(session, edition_id=edition_id), 0)
+    if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
+        raise EditionStateError(
+            f"edition {edition_id} is {edition.status}"
+            + (f" ({edition.status_reason})" if edition.status_reason else "")
+            + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
+        )
+    if not wait and not ledger.has_claimable(session, edition_id=edition_id):
+        # Nothing due yet (a later local-time wave, a retry not come due): workers and the
+        # scheduler look every few seconds, so skip rendering the edition for an empty pass.
+        _finish_if_done(session, edition_id=edition_id)
+        session.refresh(edition)
+        return SendReport(
+            edition,
+            SendSummary(),
+            ledger.counts(session, edition_id=edition_id),
+            added,
+            ledger.next_retry_at(session, edition_id=edition_id),
+        )
+    _, template, _ = prepare(session, edition=edition, settings=settings)
+    # Shared by every sender of this edition, in this process and in any other.
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
+    if on_start is not None:
+        on_start(ledger.open_count(session, edition_id=edition_id))
+    total = SendSummary()
+    while True:
+        total.merge(
+            _one_pass(
+                session,
+                edition,
+                template,
+                settings,
+                limiter,
+                backend,
+                make_backend,
+                concurrency,
+                on_batch,
+            )
+        )
+        if _finish_if_done(session, edition_id=edition_id) or not wait or total.stopped_because:
+            break
+        due = ledger.next_retry_at(session, edition_id=edition_id)
+        pause = 1.0 if due is None else (due - utcnow()).total_seconds()
+        sleep(min(max(pause, 0.05), 5.0))  # short naps: a pause still takes effect quickly
+    session.refresh(edition)
+    return SendReport(
+        edition,
+        total,
+        ledger.counts(session, edition_id=edition_id),
+        added,
+        ledger.next_retry_at(session, edition_id=edition_id),
+    )
+
+
+def _one_pass(
+    session: Session,
+    edition: Edition,
+    template: MessageTemplate,
+    settings: Settings,
+    limiter: Limiter,
+    backend: MailBackend | None,
+    make_backend: Callable[[], MailBackend] | None,
+    concurrency: int,
+    on_batch: Callable[[int], None] | None,
+) -> SendSummary:
+    assert edition.id is not None
+    signer = signer_for(settings)
+    policy = policy_for(settings)
+
+    def run(s: Session, b: MailBackend) -> SendSummary:
+        return dispatch(
+            s,
+            edition_id=edition.id or 0,
+            newsletter_id=edition.newsletter_id,
+            template=template,
+            signer=signer,
+            backend=b,
+            policy=policy,
+            limiter=limiter,
+            on_batch=on_batch,
+            journal_dir=settings.journal_path(),
+        )
+
+    if concurrency <= 1:
+        chosen = backend if backend is not None else make_backend()  # type: ignore[misc]
+        return run(session, chosen)
+    if make_backend is None:
+        raise ValueError("concurrency > 1 needs make_backend: one backend per sender")
+    engine = session.get_bind()
+    results: list[SendSummary] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with Session(engine, expire_on_commit=False) as own:
+                results.append(run(own, make_backend()))
+        except BaseException as exc:  # re-raised below, after every thread stopped
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"sender-{i}") for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    total = SendSummary()
+    for r in results:
+        total.merge(r)
+    return total
+
+
+def _finish_if_done(session: Session, *, edition_id: int) -> bool:
+    """Mark the edition sent when no delivery is open; True if it is sent."""
+    if ledger.open_count(session, edition_id=edition_id):
+        return False
+    session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.sending)
+        .values(status=EditionStatus.sent, sent_at=utcnow())
+    )
+    session.commit()
+    return store.edition_status(session, edition_id=edition_id) == EditionStatus.sent
