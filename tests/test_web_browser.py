@@ -12,7 +12,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 
 import pytest
@@ -41,9 +42,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(settings: Settings, engine: Engine, seeded: Session) -> Iterator[str]:
+    with _serve(settings, engine) as base:
+        yield base
+
+
+@contextmanager
+def _serve(settings: Settings, engine: Engine, **overrides: object) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    served = settings.model_copy(update={"base_url": base})
+    served = settings.model_copy(update={"base_url": base, **overrides})
     memory.reset()
     app = create_app(served, engine=engine)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
@@ -133,13 +140,16 @@ def test_hostile_subscribe_input_in_a_browser(server: str, page: Page, seeded: S
 
 
 def test_unsubscribe_and_resubscribe_in_a_browser(
-    server: str, page: Page, seeded: Session, settings: Settings, draft: int, add_subscribers: object
+    server: str,
+    page: Page,
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: object,
 ) -> None:
     add_subscribers(1, prefix="leaver")  # type: ignore[operator]
     served = settings.model_copy(update={"base_url": server})
-    publish.send_edition(
-        seeded, edition_id=draft, settings=served, backend=memory.MemoryBackend()
-    )
+    publish.send_edition(seeded, edition_id=draft, settings=served, backend=memory.MemoryBackend())
     sent = memory.outbox[-1]
     unsubscribe = re.search(r"<(http[^>]+/u/[^>]+)>", sent.data.decode())
     assert unsubscribe, "no List-Unsubscribe header"
@@ -161,3 +171,44 @@ def test_unsubscribe_and_resubscribe_in_a_browser(
     overflow = page.evaluate(OVERFLOW_JS, 375)
     assert overflow["offenders"] == [] and overflow["scrollWidth"] <= 375, overflow
     assert page.locator("a[href*='/u/']").count() == 0
+
+
+def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
+    settings: Settings,
+    engine: Engine,
+    seeded: Session,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    """The admin page behind its password: the live send with its numbers, Pause, the
+    confirmation, Resume; JavaScript off."""
+    add_subscribers(5, prefix="op")
+    publish.start_edition(seeded, edition_id=draft, settings=settings)
+    with _serve(settings, engine, admin_password="op-s3cret") as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        context = browser.new_context(
+            java_script_enabled=False,
+            http_credentials={"username": "admin", "password": "op-s3cret"},
+        )
+        page = context.new_page()
+        page.goto(f"{base}/admin")
+        send = page.locator("section.send", has_text=f"#{draft} ")
+        assert "sending" in send.inner_text().lower() and "left 5" in send.inner_text()
+        shoot(page, "admin-sending")
+        send.get_by_role("button", name="Pause").click()
+        page.wait_for_url(re.compile(r"/admin\?done=pause"))
+        assert page.get_by_role("status").inner_text() == (
+            f"Edition {draft} paused; senders stop within one batch."
+        )
+        assert "paused by an operator (admin page)" in send.inner_text()
+        seeded.expire_all()
+        assert publish.live_editions(seeded)[0].edition.status == "paused"
+        shoot(page, "admin-paused")
+        send.get_by_role("button", name="Resume").click()
+        page.wait_for_url(re.compile(r"/admin\?done=resume"))
+        assert "sending" in send.inner_text().lower()
+        send.get_by_role("button", name="Cancel edition").click()  # box not ticked
+        assert "done=resume" in page.url  # the unticked required box kept the form back
+        seeded.expire_all()
+        assert publish.live_editions(seeded)[0].edition.status == "sending"
+        browser.close()

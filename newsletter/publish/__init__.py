@@ -7,8 +7,10 @@ an open session and commits where a step is complete. ``drafting`` owns an editi
 
 from newsletter.publish.controls import (
     EditionStateError,
+    LiveEdition,
     approve_edition,
     cancel_edition,
+    live_editions,
     pause_edition,
     resume_edition,
     retry_failed,
@@ -34,6 +36,8 @@ from newsletter.publish.sending import (
 )
 
 __all__ = [
+    "LiveEdition",
+    "live_editions",
     "DraftOutcome",
     "EditionStateError",
     "EmptyWeek",

@@ -1,20 +1,27 @@
-"""The admin page: per-edition numbers and the chart, behind HTTP Basic authentication.
+"""The admin page, behind HTTP Basic authentication: sends in progress with their buttons
+(approve, pause, resume, cancel, retry failures), per-edition numbers and the chart.
 
 Off unless ``NEWSLETTER_ADMIN_PASSWORD`` is set (then user ``admin``); compared in constant
-time. Read-only, so it needs no CSRF protection; serve it over HTTPS.
+time; serve it over HTTPS. A browser sends Basic credentials with any request to this site,
+so every button is a POST form carrying a signed token (:mod:`newsletter.web.forms`), and a
+request the browser marks cross-site is refused before the token is looked at. An action
+answers with a redirect back to the page (reloading it repeats nothing).
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from sqlmodel import Session
 
-from newsletter import chart, stats
+from newsletter import chart, publish, stats, store
 from newsletter.web.context import WebContext, web_context
+from newsletter.web.forms import form_token, form_token_ok
 
 router = APIRouter(prefix="/admin")
 _basic = HTTPBasic(auto_error=False, realm="newsletter admin")
@@ -41,13 +48,97 @@ def require_admin(
 Admin = Annotated[WebContext, Depends(require_admin)]
 
 
+#: The message shown after an action (fixed texts: nothing from the URL is echoed).
+DONE = {
+    "approve": "approved; the scheduler sends it at its send time",
+    "pause": "paused; senders stop within one batch",
+    "resume": "resumed; nothing already sent goes out again",
+    "cancel": "cancelled; nothing more is sent",
+    "retry-failed": "re-queued its failed deliveries; the workers send them",
+}
+
+
 @router.get("", response_class=HTMLResponse)
-def dashboard(ctx: Admin) -> HTMLResponse:
+def dashboard(ctx: Admin, done: str = "", edition: int = 0) -> HTMLResponse:
+    return _page(ctx, notice=f"Edition {edition} {DONE[done]}." if done in DONE else None)
+
+
+def _page(
+    ctx: WebContext, *, notice: str | None = None, problem: str | None = None, status: int = 200
+) -> HTMLResponse:
     with ctx.session() as session:
         rows = stats.edition_stats(session)
-    response = ctx.page("admin.html", stats=rows)
+        live = publish.live_editions(session)
+    secret = ctx.settings.secret_key or ""
+    now = time.time()
+    response = ctx.page(
+        "admin.html",
+        status=status,
+        stats=rows,
+        live=live,
+        notice=notice,
+        problem=problem,
+        token=lambda action, edition_id: form_token(
+            secret, action=action, target=edition_id, now=now
+        ),
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@router.post("/editions/{edition_id}/{action}", response_class=HTMLResponse)
+def act(
+    ctx: Admin,
+    request: Request,
+    edition_id: int,
+    action: str,
+    token: Annotated[str, Form(max_length=100)] = "",
+    confirm: Annotated[str, Form(max_length=10)] = "",
+    include_unknown: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    if action not in DONE:
+        raise HTTPException(404)
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return _page(
+            ctx, problem="That request came from another site; nothing was done.", status=403
+        )
+    secret = ctx.settings.secret_key or ""
+    if not secret or not form_token_ok(
+        secret, token, action=action, target=edition_id, now=time.time()
+    ):
+        return _page(
+            ctx,
+            problem="That form has expired or did not come from this page; nothing was done. "
+            "Try again from the page below.",
+            status=403,
+        )
+    if action == "cancel" and confirm != "yes":
+        return _page(
+            ctx, problem=f"Tick the box to confirm cancelling edition {edition_id}.", status=400
+        )
+    try:
+        with ctx.session() as session:
+            _run(session, action, edition_id, include_unknown == "yes")
+    except (publish.EditionStateError, store.NotFound) as exc:
+        return _page(ctx, problem=str(exc), status=409)
+    return RedirectResponse(
+        f"{ctx.settings.base_url.rstrip('/')}/admin?done={action}&edition={edition_id}",
+        status_code=303,
+    )
+
+
+def _run(session: Session, action: str, edition_id: int, include_unknown: bool) -> None:
+    reason = "by an operator (admin page)"
+    if action == "approve":
+        publish.approve_edition(session, edition_id=edition_id, by="admin (web)")
+    elif action == "pause":
+        publish.pause_edition(session, edition_id=edition_id, reason=f"paused {reason}")
+    elif action == "resume":
+        publish.resume_edition(session, edition_id=edition_id)
+    elif action == "cancel":
+        publish.cancel_edition(session, edition_id=edition_id, reason=f"cancelled {reason}")
+    else:
+        publish.retry_failed(session, edition_id=edition_id, include_unknown=include_unknown)
 
 
 @router.get("/chart.svg")
