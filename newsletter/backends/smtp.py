@@ -206,9 +206,6 @@ class SMTPBackend(ReportingBackend):
             except HandoverError:
                 self._drop()  # the dot's reply is unread: this connection can't be reused
                 raise
-            except smtplib.SMTPDataError as exc:  # DATA command itself refused (no 354)
-                self._reset()
-                return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
             except smtplib.SMTPResponseException as exc:  # e.g. HELO refused
                 self._drop()
                 return SendResult(_status_for(exc.smtp_code), exc.smtp_code, _text(exc.smtp_error))
