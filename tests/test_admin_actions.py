@@ -121,7 +121,7 @@ def test_an_action_the_state_does_not_allow_says_why(
 ) -> None:
     resume = {"token": form_token(SECRET, action="resume", target=sending, now=time.time())}
     answer = admin.post(f"/admin/editions/{sending}/resume", data=resume, auth=AUTH)
-    assert answer.status_code == 409 and "is sending; can&#39;t make it sending" in answer.text
+    assert answer.status_code == 409 and "resume is not possible now" in answer.text
     assert _form(answer.text, sending, "pause")  # the page it answers with has the right button
     assert _status(seeded, sending) == EditionStatus.sending
 
@@ -153,19 +153,77 @@ def test_retry_failed_from_the_page_and_unknown_only_when_ticked(
     assert counts[DeliveryStatus.failed] == 1 and counts[DeliveryStatus.unknown] == 1
     page = admin.get("/admin", auth=AUTH).text
     assert "Retry failed (1)" in page and "also the 1 unknown" in page
-    admin.post(
-        f"/admin/editions/{draft}/retry-failed", data=_form(page, draft, "retry-failed"), auth=AUTH
+    done = admin.post(
+        f"/admin/editions/{draft}/retry-failed",
+        data=_form(page, draft, "retry-failed"),
+        auth=AUTH,
+        follow_redirects=False,
     )
+    page = admin.get(done.headers["location"].split("news.example.com")[-1], auth=AUTH).text
     counts = ledger.counts(seeded, edition_id=draft)
     assert counts[DeliveryStatus.pending] == 1 and counts[DeliveryStatus.unknown] == 1
     assert _status(seeded, draft) == EditionStatus.sending  # workers pick it up again
+    assert f"Edition {draft} re-queued 1 delivery;" in page
+    # Only the unknown one left to retry: the button says so and needs no box.
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=memory.MemoryBackend(lose=frozenset({people[1].email})),
+        wait=True,
+    )
     page = admin.get("/admin", auth=AUTH).text
+    assert "Re-send unknown (1)" in page and "Retry failed" not in page
     admin.post(
         f"/admin/editions/{draft}/retry-failed",
         data={**_form(page, draft, "retry-failed"), "include_unknown": "yes"},
         auth=AUTH,
     )
-    assert ledger.counts(seeded, edition_id=draft)[DeliveryStatus.pending] == 2
+    assert ledger.counts(seeded, edition_id=draft)[DeliveryStatus.pending] == 1
+
+
+def test_a_form_from_an_earlier_state_does_nothing_now(
+    admin: TestClient,
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    """A retry taken while the edition was sending, posted after it was cancelled: refused
+    (nothing would ever send what it re-queued)."""
+    people = add_subscribers(2, prefix="late")
+    backend = memory.MemoryBackend(reject=frozenset({people[0].email}))
+    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=backend)
+    page = admin.get("/admin", auth=AUTH).text
+    retry = _form(page, draft, "retry-failed")
+    publish.retry_failed(seeded, edition_id=draft)  # back to sending
+    publish.cancel_edition(seeded, edition_id=draft)
+    answer = admin.post(f"/admin/editions/{draft}/retry-failed", data=retry, auth=AUTH)
+    assert answer.status_code == 409 and "retry-failed is not possible now" in answer.text
+    assert ledger.counts(seeded, edition_id=draft)[DeliveryStatus.pending] == 1  # unchanged
+    with pytest.raises(publish.EditionStateError, match="nothing to retry"):
+        publish.retry_failed(seeded, edition_id=draft)  # the CLI's way in says no too
+
+
+def test_odd_tokens_and_ids_are_refused_not_crashed_on(admin: TestClient, sending: int) -> None:
+    for token in ("\u00b2.", "\u0661\u0662.abc", "-1.abc", " 1.abc"):
+        answer = admin.post(f"/admin/editions/{sending}/pause", data={"token": token}, auth=AUTH)
+        assert answer.status_code == 403, token
+    huge = 2**63
+    token = form_token(SECRET, action="pause", target=huge, now=time.time())
+    for edition_id in (huge, 2**31, 0, -1):
+        answer = admin.post(f"/admin/editions/{edition_id}/pause", data={"token": token}, auth=AUTH)
+        assert 400 <= answer.status_code < 500, edition_id
+
+
+def test_a_refused_page_refreshes_to_the_admin_page_not_to_the_post(
+    admin: TestClient, sending: int
+) -> None:
+    resume = {"token": form_token(SECRET, action="resume", target=sending, now=time.time())}
+    answer = admin.post(f"/admin/editions/{sending}/resume", data=resume, auth=AUTH)
+    assert answer.status_code == 409
+    refresh = re.search(r'http-equiv="refresh" content="15;url=([^"]+)"', answer.text)
+    assert refresh and refresh.group(1).endswith("/admin")
 
 
 def test_hostile_subjects_and_errors_are_escaped(
@@ -184,7 +242,8 @@ def test_form_tokens() -> None:
     token = form_token("k" * 40, action="pause", target=7, now=now)
     assert form_token_ok("k" * 40, token, action="pause", target=7, now=now + 60)
     assert not form_token_ok("k" * 40, token, action="pause", target=7, now=now + MAX_AGE + 1)
-    assert not form_token_ok("k" * 40, token, action="pause", target=7, now=now - 10)  # future
+    assert form_token_ok("k" * 40, token, action="pause", target=7, now=now - 10)  # clock skew
+    assert not form_token_ok("k" * 40, token, action="pause", target=7, now=now - 600)  # future
     assert not form_token_ok("k" * 40, token, action="resume", target=7, now=now)
     assert not form_token_ok("k" * 40, token, action="pause", target=8, now=now)
     assert not form_token_ok("j" * 40, token, action="pause", target=7, now=now)

@@ -10,6 +10,7 @@ from newsletter.publish.controls import (
     LiveEdition,
     approve_edition,
     cancel_edition,
+    live_edition,
     live_editions,
     pause_edition,
     resume_edition,
@@ -37,6 +38,8 @@ from newsletter.publish.sending import (
 
 __all__ = [
     "LiveEdition",
+    "live_edition",
+    "live_edition",
     "live_editions",
     "DraftOutcome",
     "EditionStateError",

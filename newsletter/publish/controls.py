@@ -5,12 +5,12 @@ approve, pause, resume, cancel, retry failures. Each checks the state it starts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
-from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus, utcnow
+from newsletter.models import Edition, EditionStatus, utcnow
 
 
 class EditionStateError(RuntimeError):
@@ -77,7 +77,11 @@ def _change(
 def retry_failed(
     session: Session, *, edition_id: int, include_unknown: bool = False, code: int | None = None
 ) -> int:
-    """Re-queue failed deliveries an operator chose to retry; a sent edition sends again."""
+    """Re-queue failed deliveries an operator chose to retry; a sent edition sends again.
+    Not for a draft (nothing was sent) or a cancelled edition (nothing would send them)."""
+    status = store.edition_status(session, edition_id=edition_id)
+    if status in (EditionStatus.draft, EditionStatus.cancelled):
+        raise EditionStateError(f"edition {edition_id} is {status}; there is nothing to retry")
     count = ledger.retry_failed(
         session, edition_id=edition_id, include_unknown=include_unknown, code=code
     )
@@ -143,9 +147,14 @@ class LiveEdition:
         return actions
 
 
-def live_editions(session: Session, *, limit: int = 20) -> list[LiveEdition]:
-    """Editions someone may act on, newest first: drafts, sending, paused, and sent ones with
-    failed or unknown deliveries left."""
+#: Sent editions with failures stay on the operator's list this long after the send.
+RECENTLY_SENT = timedelta(days=7)
+
+
+def live_editions(session: Session, *, limit: int = 20, recent: int = 5) -> list[LiveEdition]:
+    """Editions someone may act on: drafts, sending and paused ones (newest first, up to
+    ``limit``), then editions sent in the last week that have failed or unknown deliveries left
+    (up to ``recent``). Each listed edition costs a few queries over its own deliveries only."""
     open_ones = session.exec(
         select(Edition)
         .where(
@@ -156,31 +165,29 @@ def live_editions(session: Session, *, limit: int = 20) -> list[LiveEdition]:
         .order_by(col(Edition.id).desc())
         .limit(limit)
     ).all()
-    with_failures = session.exec(
+    lately_sent = session.exec(
         select(Edition)
         .where(
             Edition.status == EditionStatus.sent,
-            col(Edition.id).in_(
-                select(Delivery.edition_id).where(
-                    col(Delivery.status).in_(
-                        [DeliveryStatus.failed.value, DeliveryStatus.unknown.value]
-                    )
-                )
-            ),
+            col(Edition.sent_at) >= utcnow() - RECENTLY_SENT,
         )
         .order_by(col(Edition.id).desc())
-        .limit(limit)
+        .limit(recent * 4)
     ).all()
-    editions = sorted({e.id: e for e in [*open_ones, *with_failures]}.values(), key=_newest)
-    return [
-        LiveEdition(
-            e,
-            ledger.progress(session, edition_id=e.id or 0),
-            ledger.next_retry_at(session, edition_id=e.id or 0),
-        )
-        for e in editions[:limit]
-    ]
+    listed = [_live(session, e) for e in open_ones]
+    with_failures = (_live(session, e) for e in lately_sent)
+    listed += [item for item in with_failures if item.retryable][:recent]
+    return listed
 
 
-def _newest(edition: Edition) -> int:
-    return -(edition.id or 0)
+def live_edition(session: Session, *, edition_id: int) -> LiveEdition:
+    """One edition as the operator's list shows it (raises ``store.NotFound``)."""
+    return _live(session, store.get_edition(session, edition_id=edition_id))
+
+
+def _live(session: Session, edition: Edition) -> LiveEdition:
+    return LiveEdition(
+        edition,
+        ledger.progress(session, edition_id=edition.id or 0),
+        ledger.next_retry_at(session, edition_id=edition.id or 0),
+    )

@@ -14,7 +14,7 @@ import hmac
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlmodel import Session
@@ -54,13 +54,19 @@ DONE = {
     "pause": "paused; senders stop within one batch",
     "resume": "resumed; nothing already sent goes out again",
     "cancel": "cancelled; nothing more is sent",
-    "retry-failed": "re-queued its failed deliveries; the workers send them",
+    "retry-failed": "re-queued {count} {deliveries}; the workers send them",
 }
+#: Edition ids as the database stores them (PostgreSQL ``integer``).
+EditionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("", response_class=HTMLResponse)
-def dashboard(ctx: Admin, done: str = "", edition: int = 0) -> HTMLResponse:
-    return _page(ctx, notice=f"Edition {edition} {DONE[done]}." if done in DONE else None)
+def dashboard(ctx: Admin, done: str = "", edition: int = 0, count: int = 0) -> HTMLResponse:
+    notice = None
+    if done in DONE:
+        what = DONE[done].format(count=count, deliveries="delivery" if count == 1 else "deliveries")
+        notice = f"Edition {edition} {what}."
+    return _page(ctx, notice=notice)
 
 
 def _page(
@@ -90,7 +96,7 @@ def _page(
 def act(
     ctx: Admin,
     request: Request,
-    edition_id: int,
+    edition_id: EditionId,
     action: str,
     token: Annotated[str, Form(max_length=100)] = "",
     confirm: Annotated[str, Form(max_length=10)] = "",
@@ -118,16 +124,25 @@ def act(
         )
     try:
         with ctx.session() as session:
-            _run(session, action, edition_id, include_unknown == "yes")
+            # Only what the page offers for the edition as it is now: a form kept from an
+            # earlier state (a retry taken before a cancel) does nothing.
+            if action not in publish.live_edition(session, edition_id=edition_id).actions:
+                edition = store.get_edition(session, edition_id=edition_id)
+                raise publish.EditionStateError(
+                    f"edition {edition_id} is {edition.status}; {action} is not possible now"
+                )
+            count = _run(session, action, edition_id, include_unknown == "yes")
     except (publish.EditionStateError, store.NotFound) as exc:
         return _page(ctx, problem=str(exc), status=409)
     return RedirectResponse(
-        f"{ctx.settings.base_url.rstrip('/')}/admin?done={action}&edition={edition_id}",
+        f"{ctx.settings.base_url.rstrip('/')}/admin?done={action}&edition={edition_id}"
+        + (f"&count={count}" if action == "retry-failed" else ""),
         status_code=303,
     )
 
 
-def _run(session: Session, action: str, edition_id: int, include_unknown: bool) -> None:
+def _run(session: Session, action: str, edition_id: int, include_unknown: bool) -> int:
+    """Do it; returns how many deliveries were re-queued (retry-failed), else 0."""
     reason = "by an operator (admin page)"
     if action == "approve":
         publish.approve_edition(session, edition_id=edition_id, by="admin (web)")
@@ -138,7 +153,8 @@ def _run(session: Session, action: str, edition_id: int, include_unknown: bool) 
     elif action == "cancel":
         publish.cancel_edition(session, edition_id=edition_id, reason=f"cancelled {reason}")
     else:
-        publish.retry_failed(session, edition_id=edition_id, include_unknown=include_unknown)
+        return publish.retry_failed(session, edition_id=edition_id, include_unknown=include_unknown)
+    return 0
 
 
 @router.get("/chart.svg")
