@@ -261,6 +261,7 @@ def _send_chunk(
 
         def on_handover(index: int) -> None:
             handed.add(index)
+            answers.pop(index, None)  # handed over again (failover): the earlier answer is moot
             write_line(marks[index])
 
     def on_result(index: int, result: SendResult) -> None:

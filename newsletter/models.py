@@ -322,3 +322,17 @@ class RateBucket(SQLModel, table=True):
     hour_start: float = 0.0
     hour_used: int = 0
     version: int = 0
+
+
+class EditionEvent(SQLModel, table=True):
+    """One step in an edition's life and who took it: approved, started, paused, resumed,
+    cancelled, retried, sent. The edition row keeps only its latest reason; this keeps all of
+    them, for the operator asking "who paused this, and when?"."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    action: str = Field(max_length=32)
+    #: "cli (user)", "admin page", "scheduler", "engine" (error budget, backend failure, done).
+    actor: str = Field(max_length=200)
+    detail: str | None = Field(default=None, max_length=500)

@@ -113,7 +113,9 @@ def _late_approvals(
             col(Edition.scheduled_for) <= now,
         )
     ).all():
-        added = publish.start_edition(session, edition_id=edition.id or 0, settings=settings)
+        added = publish.start_edition(
+            session, edition_id=edition.id or 0, settings=settings, actor="scheduler"
+        )
         if added:
             done.append(
                 f"{newsletter.slug} {edition.period_key}: started approved edition {edition.id} "
@@ -174,7 +176,11 @@ def _step(
         if occ.schedule.local_time:
             local = (occ.send_at.astimezone(occ.rule.zone).date(), occ.rule.at)
         added = publish.start_edition(
-            session, edition_id=edition.id or 0, settings=settings, local_time=local
+            session,
+            edition_id=edition.id or 0,
+            settings=settings,
+            local_time=local,
+            actor="scheduler",
         )
         if added:
             done.append(f"{slug} {occ.key}: started edition {edition.id} for {added} subscribers")

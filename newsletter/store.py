@@ -17,6 +17,7 @@ from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
 from newsletter.models import (
     Comparison,
     Edition,
+    EditionEvent,
     EditionItem,
     EditionStatus,
     Newsletter,
@@ -246,12 +247,48 @@ def edition_status(session: Session, *, edition_id: int) -> str:
 
 
 def set_edition_status(
-    session: Session, *, edition_id: int, status: str, reason: str | None = None
+    session: Session,
+    *,
+    edition_id: int,
+    status: str,
+    reason: str | None = None,
+    actor: str = "engine",
+    action: str | None = None,
 ) -> None:
+    """Change the status and write down who did it (an :class:`EditionEvent` whose action is
+    ``action``, by default the new status)."""
     session.execute(
         update(Edition)
         .where(col(Edition.id) == edition_id)
         .values(status=status, status_reason=reason)
+    )
+    add_edition_event(
+        session, edition_id=edition_id, action=action or status, actor=actor, detail=reason
+    )
+
+
+def add_edition_event(
+    session: Session, *, edition_id: int, action: str, actor: str, detail: str | None = None
+) -> None:
+    session.add(
+        EditionEvent(
+            edition_id=edition_id,
+            action=action[:32],
+            actor=actor[:200],
+            detail=detail[:500] if detail else None,
+        )
+    )
+
+
+def edition_events(session: Session, *, edition_id: int, limit: int = 10) -> list[EditionEvent]:
+    """The edition's latest events, newest first."""
+    return list(
+        session.exec(
+            select(EditionEvent)
+            .where(EditionEvent.edition_id == edition_id)
+            .order_by(col(EditionEvent.id).desc())
+            .limit(limit)
+        ).all()
     )
 
 

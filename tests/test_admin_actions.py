@@ -82,6 +82,14 @@ def test_pause_then_resume_from_the_page(admin: TestClient, sending: int, seeded
     assert f"Edition {sending} paused" in page and "/pause" not in page
     admin.post(f"/admin/editions/{sending}/resume", data=_form(page, sending, "resume"), auth=AUTH)
     assert _status(seeded, sending) == EditionStatus.sending
+    history = [(e.action, e.actor) for e in store.edition_events(seeded, edition_id=sending)]
+    assert history == [
+        ("resumed", "admin page"),
+        ("paused", "admin page"),
+        ("started", "operator"),  # publish.start_edition called without an actor
+    ]
+    page = admin.get("/admin", auth=AUTH).text
+    assert "resumed by admin page" in page and "paused by admin page: paused by an operator" in page
 
 
 def test_cancel_needs_the_confirmation_box(
@@ -132,9 +140,9 @@ def test_approve_a_draft(admin: TestClient, draft: int, seeded: Session) -> None
     admin.post(f"/admin/editions/{draft}/approve", data=_form(page, draft, "approve"), auth=AUTH)
     seeded.expire_all()
     edition = store.get_edition(seeded, edition_id=draft)
-    assert edition.approved_at is not None and edition.approved_by == "admin (web)"
+    assert edition.approved_at is not None and edition.approved_by == "admin page"
     page = admin.get("/admin", auth=AUTH).text
-    assert f"/admin/editions/{draft}/approve" not in page and "approved by admin (web)" in page
+    assert f"/admin/editions/{draft}/approve" not in page and "approved by admin page" in page
 
 
 def test_retry_failed_from_the_page_and_unknown_only_when_ticked(

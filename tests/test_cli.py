@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -207,9 +208,24 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert run(["edition", "resume", edition], env, tmp_path).returncode == 0
     sent = run(["edition", "send", edition, "--concurrency", "2"], env, tmp_path)
     assert sent.returncode == 0, sent.stderr
-    assert "sent 6" in run(["edition", "status", edition], env, tmp_path).stdout
+    status = run(["edition", "status", edition], env, tmp_path).stdout
+    assert "sent 6" in status
     out = run(["edition", "retry-failed", edition], env, tmp_path)
     assert "0 deliveries re-queued" in out.stdout
+    # Who did what, oldest first: started, paused (with its reason), resumed, sent.
+    history = [
+        line.split(" UTC ", 1)[1]
+        for line in run(["edition", "status", edition], env, tmp_path).stdout.splitlines()
+        if " UTC " in line and " by " in line
+    ]
+    user = getpass.getuser()
+    assert history == [
+        f"started by cli ({user}): 6 recipients",
+        f"paused by cli ({user}): checking a typo",
+        f"resumed by cli ({user})",
+        "sent by engine: sent 6",
+        f"retried by cli ({user}): 0 failed deliveries re-queued",
+    ]
     out = run(["edition", "cancel", edition], env, tmp_path)
     assert out.returncode == 1 and "can't make it cancelled" in out.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 6
@@ -233,8 +249,9 @@ def test_operator_removes_a_subscriber_and_the_history_says_so(
     assert re.search(r"\tsubscribed\timport\n.*\tunsubscribed\toperator", shown.stdout)
     everything = run(["subscribers", "remove", "bob@example.com", "--all"], env, tmp_path)
     assert "every newsletter (suppressed)" in everything.stdout
-    assert "suppressed: unsubscribed_all" in run(
-        ["subscribers", "show", "bob@example.com"], env, tmp_path
-    ).stdout
+    assert (
+        "suppressed: unsubscribed_all"
+        in run(["subscribers", "show", "bob@example.com"], env, tmp_path).stdout
+    )
     missing = run(["subscribers", "show", "nobody@example.com"], env, tmp_path)
     assert missing.returncode == 1 and "no subscriber" in missing.stderr

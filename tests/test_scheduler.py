@@ -335,7 +335,7 @@ def test_a_pending_delivery_waits_for_its_wave(
     def no_render(*args: object, **kwargs: object) -> None:
         raise AssertionError("rendered for a pass with nothing to send")
 
-    monkeypatch.setattr(publish, "prepare", no_render)
+    monkeypatch.setattr("newsletter.publish.sending.prepare", no_render)
     again = publish.send_edition(
         seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
     )

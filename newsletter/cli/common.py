@@ -1,6 +1,7 @@
 """What every command shares: the Typer apps, settings and sessions, readable errors, and
 the send report. Commands live in the sibling modules, one per group."""
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,6 +134,14 @@ def _parse_at(value: str | None) -> datetime:
         raise _fail(f"--at: {value!r} is not an ISO 8601 date or time") from None
 
 
+def cli_actor() -> str:
+    """Who runs this command, for the edition's history: ``cli (login name)``."""
+    try:
+        return f"cli ({getpass.getuser()})"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "cli"
+
+
 def _send_with_progress(
     session: Session,
     settings: Settings,
@@ -147,6 +156,7 @@ def _send_with_progress(
         "make_backend": make_backend,
         "concurrency": concurrency,
         "wait": wait,
+        "actor": cli_actor(),
     }
     if not sys.stderr.isatty():
         return publish.send_edition(session, **options)

@@ -20,6 +20,7 @@ from newsletter.cli.common import (
     _session,
     _settings,
     app,
+    cli_actor,
     edition_app,
     readable_errors,
 )
@@ -142,7 +143,9 @@ def edition_start(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> N
     """Fix the audience and hand the edition to workers (`newsletter worker`) to send."""
     settings = _settings()
     with _session(settings) as session:
-        added = publish.start_edition(session, edition_id=edition_id, settings=settings)
+        added = publish.start_edition(
+            session, edition_id=edition_id, settings=settings, actor=cli_actor()
+        )
         status = store.edition_status(session, edition_id=edition_id)
     typer.echo(f"edition {edition_id} is {status}; {added} deliveries queued")
 
@@ -169,7 +172,7 @@ def edition_pause(
     """Stop sending; takes effect before the next batch of every running send."""
     settings = _settings()
     with _session(settings) as session:
-        publish.pause_edition(session, edition_id=edition_id, reason=reason)
+        publish.pause_edition(session, edition_id=edition_id, reason=reason, actor=cli_actor())
     typer.echo(f"edition {edition_id} paused")
 
 
@@ -179,7 +182,7 @@ def edition_resume(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     """Allow a paused edition to send again (run `send` or let workers pick it up)."""
     settings = _settings()
     with _session(settings) as session:
-        publish.resume_edition(session, edition_id=edition_id)
+        publish.resume_edition(session, edition_id=edition_id, actor=cli_actor())
     typer.echo(f"edition {edition_id} resumed; nothing already sent is sent again")
 
 
@@ -189,7 +192,7 @@ def edition_cancel(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     """Send nothing more; what was sent stays recorded."""
     settings = _settings()
     with _session(settings) as session:
-        publish.cancel_edition(session, edition_id=edition_id)
+        publish.cancel_edition(session, edition_id=edition_id, actor=cli_actor())
     typer.echo(f"edition {edition_id} cancelled")
 
 
@@ -206,7 +209,11 @@ def edition_retry_failed(
     settings = _settings()
     with _session(settings) as session:
         count = publish.retry_failed(
-            session, edition_id=edition_id, include_unknown=include_unknown, code=code
+            session,
+            edition_id=edition_id,
+            include_unknown=include_unknown,
+            code=code,
+            actor=cli_actor(),
         )
     typer.echo(f"edition {edition_id}: {count} deliveries re-queued")
 
@@ -214,12 +221,13 @@ def edition_retry_failed(
 @edition_app.command("status")
 @readable_errors
 def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
-    """Counts by state, send rate, ETA and the latest errors."""
+    """Counts by state, send rate, ETA, the latest errors and who did what when."""
     settings = _settings()
     with _session(settings) as session:
         edition = store.get_edition(session, edition_id=edition_id)
         p = ledger.progress(session, edition_id=edition_id)
         due = ledger.next_retry_at(session, edition_id=edition_id)
+        history = store.edition_events(session, edition_id=edition_id)
     c = p.counts
     left = c["pending"] + c["deferred"] + c["claimed"]
     typer.echo(f"edition {edition_id} ({edition.period_key}): {edition.status}")
@@ -233,6 +241,9 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
         typer.echo(f"  next retry: {due:%Y-%m-%d %H:%M:%S} UTC")
     for email, code, text in p.recent_errors:
         typer.echo(f"  error: {email}: {code or ''} {text}")
+    for event in reversed(history):
+        detail = f": {event.detail}" if event.detail else ""
+        typer.echo(f"  {event.at:%Y-%m-%d %H:%M:%S} UTC {event.action} by {event.actor}{detail}")
 
 
 @edition_app.command("list")

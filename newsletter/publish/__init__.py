@@ -39,7 +39,6 @@ from newsletter.publish.sending import (
 __all__ = [
     "LiveEdition",
     "live_edition",
-    "live_edition",
     "live_editions",
     "DraftOutcome",
     "EditionStateError",

@@ -10,11 +10,15 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
-from newsletter.models import Edition, EditionStatus, utcnow
+from newsletter.models import Edition, EditionEvent, EditionStatus, utcnow
 
 
 class EditionStateError(RuntimeError):
     """The edition is not in a state that allows this action."""
+
+
+#: Who did it, when the caller does not say.
+OPERATOR = "operator"
 
 
 def approve_edition(session: Session, *, edition_id: int, by: str) -> Edition:
@@ -29,23 +33,34 @@ def approve_edition(session: Session, *, edition_id: int, by: str) -> Edition:
         )
     edition.approved_at = utcnow()
     edition.approved_by = by[:200]
+    store.add_edition_event(session, edition_id=edition_id, action="approved", actor=by)
     session.commit()
     return edition
 
 
 def pause_edition(
-    session: Session, *, edition_id: int, reason: str = "paused by an operator"
+    session: Session,
+    *,
+    edition_id: int,
+    reason: str = "paused by an operator",
+    actor: str = OPERATOR,
 ) -> None:
     """Stop sending within one batch; resume never re-sends what was sent."""
-    _change(session, edition_id, {EditionStatus.sending}, EditionStatus.paused, reason)
+    _change(session, edition_id, {EditionStatus.sending}, EditionStatus.paused, reason, actor)
 
 
-def resume_edition(session: Session, *, edition_id: int) -> None:
-    _change(session, edition_id, {EditionStatus.paused}, EditionStatus.sending, None)
+def resume_edition(session: Session, *, edition_id: int, actor: str = OPERATOR) -> None:
+    _change(
+        session, edition_id, {EditionStatus.paused}, EditionStatus.sending, None, actor, "resumed"
+    )
 
 
 def cancel_edition(
-    session: Session, *, edition_id: int, reason: str = "cancelled by an operator"
+    session: Session,
+    *,
+    edition_id: int,
+    reason: str = "cancelled by an operator",
+    actor: str = OPERATOR,
 ) -> None:
     """Nothing more is sent; what was sent stays recorded. A cancelled edition stays cancelled."""
     _change(
@@ -54,6 +69,7 @@ def cancel_edition(
         {EditionStatus.draft, EditionStatus.sending, EditionStatus.paused},
         EditionStatus.cancelled,
         reason,
+        actor,
     )
 
 
@@ -63,6 +79,8 @@ def _change(
     allowed: set[EditionStatus],
     to: EditionStatus,
     reason: str | None,
+    actor: str,
+    action: str | None = None,
 ) -> None:
     current = store.edition_status(session, edition_id=edition_id)
     if current not in allowed:
@@ -70,12 +88,19 @@ def _change(
             f"edition {edition_id} is {current}; can't make it {to} "
             f"(only from {', '.join(sorted(allowed))})"
         )
-    store.set_edition_status(session, edition_id=edition_id, status=to, reason=reason)
+    store.set_edition_status(
+        session, edition_id=edition_id, status=to, reason=reason, actor=actor, action=action
+    )
     session.commit()
 
 
 def retry_failed(
-    session: Session, *, edition_id: int, include_unknown: bool = False, code: int | None = None
+    session: Session,
+    *,
+    edition_id: int,
+    include_unknown: bool = False,
+    code: int | None = None,
+    actor: str = OPERATOR,
 ) -> int:
     """Re-queue failed deliveries an operator chose to retry; a sent edition sends again.
     Not for a draft (nothing was sent) or a cancelled edition (nothing would send them)."""
@@ -85,8 +110,23 @@ def retry_failed(
     count = ledger.retry_failed(
         session, edition_id=edition_id, include_unknown=include_unknown, code=code
     )
-    if count and store.edition_status(session, edition_id=edition_id) == EditionStatus.sent:
-        store.set_edition_status(session, edition_id=edition_id, status=EditionStatus.sending)
+    if count and status == EditionStatus.sent:
+        store.set_edition_status(
+            session,
+            edition_id=edition_id,
+            status=EditionStatus.sending,
+            actor=actor,
+            action="reopened",
+        )
+    what = "failed and unknown" if include_unknown else "failed"
+    only = f" with code {code}" if code is not None else ""
+    store.add_edition_event(
+        session,
+        edition_id=edition_id,
+        action="retried",
+        actor=actor,
+        detail=f"{count} {what} deliveries{only} re-queued",
+    )
     session.commit()
     return count
 
@@ -117,6 +157,8 @@ class LiveEdition:
     edition: Edition
     progress: ledger.Progress
     next_retry_at: datetime | None
+    #: Its latest steps (approved, started, paused, ...), newest first.
+    history: list[EditionEvent]
 
     @property
     def left(self) -> int:
@@ -190,4 +232,5 @@ def _live(session: Session, edition: Edition) -> LiveEdition:
         edition,
         ledger.progress(session, edition_id=edition.id or 0),
         ledger.next_retry_at(session, edition_id=edition.id or 0),
+        store.edition_events(session, edition_id=edition.id or 0, limit=3),
     )

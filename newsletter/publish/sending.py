@@ -20,7 +20,7 @@ from newsletter.config import Settings
 from newsletter.dispatch import Policy, SendSummary, dispatch
 from newsletter.models import Edition, EditionStatus, Newsletter, utcnow
 from newsletter.personalization import MessageTemplate
-from newsletter.publish.controls import EditionStateError
+from newsletter.publish.controls import OPERATOR, EditionStateError
 from newsletter.publish.drafting import prepare, signer_for
 from newsletter.ratelimit import Limiter, RateSpec
 from newsletter.sharedrate import SharedRateLimiter
@@ -51,6 +51,7 @@ def start_edition(
     edition_id: int,
     settings: Settings,
     local_time: tuple[date, clock_time] | None = None,
+    actor: str = OPERATOR,
 ) -> int:
     """draft -> sending, fixing the audience: one pending delivery per active subscriber.
 
@@ -75,6 +76,13 @@ def start_edition(
     if getattr(moved, "rowcount", 0) == 1:
         added = ledger.open_deliveries(
             session, edition_id=edition_id, newsletter_id=edition.newsletter_id
+        )
+        store.add_edition_event(
+            session,
+            edition_id=edition_id,
+            action="started",
+            actor=actor,
+            detail=f"{added} recipients" + (" in their own time zones" if local_time else ""),
         )
         if local_time is not None:
             newsletter = session.get(Newsletter, edition.newsletter_id)
@@ -102,6 +110,7 @@ def send_edition(
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    actor: str = OPERATOR,
 ) -> SendReport:
     """Send an edition to every active subscriber of its newsletter, exactly once each.
 
@@ -115,7 +124,7 @@ def send_edition(
     settings.require_sending_ready()
     if backend is None and make_backend is None:
         raise ValueError("give a backend or make_backend")
-    added = start_edition(session, edition_id=edition_id, settings=settings)
+    added = start_edition(session, edition_id=edition_id, settings=settings, actor=actor)
     edition = store.get_edition(session, edition_id=edition_id)
     session.refresh(edition)
     if edition.status == EditionStatus.sent:
@@ -237,10 +246,19 @@ def _finish_if_done(session: Session, *, edition_id: int) -> bool:
     """Mark the edition sent when no delivery is open; True if it is sent."""
     if ledger.open_count(session, edition_id=edition_id):
         return False
-    session.execute(
+    finished = session.execute(
         update(Edition)
         .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.sending)
         .values(status=EditionStatus.sent, sent_at=utcnow())
     )
+    if getattr(finished, "rowcount", 0) == 1:
+        counts = ledger.counts(session, edition_id=edition_id)
+        store.add_edition_event(
+            session,
+            edition_id=edition_id,
+            action="sent",
+            actor="engine",
+            detail=", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        )
     session.commit()
     return store.edition_status(session, edition_id=edition_id) == EditionStatus.sent

@@ -143,17 +143,22 @@ def act(
 
 def _run(session: Session, action: str, edition_id: int, include_unknown: bool) -> int:
     """Do it; returns how many deliveries were re-queued (retry-failed), else 0."""
+    by = "admin page"
     reason = "by an operator (admin page)"
     if action == "approve":
-        publish.approve_edition(session, edition_id=edition_id, by="admin (web)")
+        publish.approve_edition(session, edition_id=edition_id, by=by)
     elif action == "pause":
-        publish.pause_edition(session, edition_id=edition_id, reason=f"paused {reason}")
+        publish.pause_edition(session, edition_id=edition_id, reason=f"paused {reason}", actor=by)
     elif action == "resume":
-        publish.resume_edition(session, edition_id=edition_id)
+        publish.resume_edition(session, edition_id=edition_id, actor=by)
     elif action == "cancel":
-        publish.cancel_edition(session, edition_id=edition_id, reason=f"cancelled {reason}")
+        publish.cancel_edition(
+            session, edition_id=edition_id, reason=f"cancelled {reason}", actor=by
+        )
     else:
-        return publish.retry_failed(session, edition_id=edition_id, include_unknown=include_unknown)
+        return publish.retry_failed(
+            session, edition_id=edition_id, include_unknown=include_unknown, actor=by
+        )
     return 0
 
 
