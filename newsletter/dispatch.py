@@ -274,19 +274,19 @@ def _send_chunk(
     except BackendError as exc:
         # What it answered before breaking stands (exc.results is from the chunk's start).
         answers.update(enumerate(exc.results))
-        ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
-        unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
-        _stop_on_backend_error(run, exc, unanswered + later)
+        _settle(run, chunk, answers, pending, later)
+        reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
+        store.set_edition_status(
+            run.session, edition_id=run.edition_id, status=EditionStatus.paused, reason=reason
+        )
         run.session.commit()
         raise
     except (HandoverError, JournalError):
         # The journal can't be written (disk full), but this process knows what it handed over
-        # and what was answered: straight into the ledger, the rest back to the queue.
+        # and what was answered: straight into the ledger.
         for index in handed - answers.keys():
             answers[index] = SendResult(SendStatus.unknown, None, HANDED_OVER)
-        ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
-        unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
-        ledger.release(run.session, ids=[d.id for d in unanswered + later], owner=run.owner)
+        _settle(run, chunk, answers, pending, later)
         run.session.commit()
         raise
     if len(results) != len(chunk) or len(answers) != len(chunk):
@@ -310,15 +310,18 @@ def _final(
     return outcomes
 
 
-def _stop_on_backend_error(run: _Run, exc: BackendError, unsent: list[ledger.OpenDelivery]) -> None:
-    """The backend broke mid-batch (credentials refused, relay gone): give back what it did not
-    answer and pause the edition with the reason; the caller records what it did answer.
-    Nothing handed over is sent twice; nothing is lost."""
-    ledger.release(run.session, ids=[d.id for d in unsent], owner=run.owner)
-    reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
-    store.set_edition_status(
-        run.session, edition_id=run.edition_id, status=EditionStatus.paused, reason=reason
-    )
+def _settle(
+    run: _Run,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    answers: dict[int, SendResult],
+    pending: list[ledger.Outcome],
+    later: list[ledger.OpenDelivery],
+) -> None:
+    """The send stops mid-chunk: record what was answered and give the rest back to the queue
+    (never handed over, so nobody is sent twice and nobody is lost). The caller commits."""
+    ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
+    unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
+    ledger.release(run.session, ids=[d.id for d in unanswered + later], owner=run.owner)
 
 
 def _outcome(

@@ -224,22 +224,18 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     """Counts by state, send rate, ETA, the latest errors and who did what when."""
     settings = _settings()
     with _session(settings) as session:
-        edition = store.get_edition(session, edition_id=edition_id)
-        p = ledger.progress(session, edition_id=edition_id)
-        due = ledger.next_retry_at(session, edition_id=edition_id)
+        live = publish.live_edition(session, edition_id=edition_id)
         history = store.edition_events(session, edition_id=edition_id)
-    c = p.counts
-    left = c["pending"] + c["deferred"] + c["claimed"]
+    edition = live.edition
     typer.echo(f"edition {edition_id} ({edition.period_key}): {edition.status}")
     if edition.status_reason:
         typer.echo(f"  reason: {edition.status_reason}")
-    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    rate = p.sent_last_minute / 60
-    eta = f"{left / rate / 60:.1f} min" if rate and left else "-"
-    typer.echo(f"  rate: {rate:.1f}/s over the last minute; left: {left}; ETA: {eta}")
-    if due:
-        typer.echo(f"  next retry: {due:%Y-%m-%d %H:%M:%S} UTC")
-    for email, code, text in p.recent_errors:
+    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in live.progress.counts.items()))
+    eta = f"{live.eta_seconds / 60:.1f} min" if live.eta_seconds else "-"
+    typer.echo(f"  rate: {live.rate:.1f}/s over the last minute; left: {live.left}; ETA: {eta}")
+    if live.next_retry_at:
+        typer.echo(f"  next retry: {live.next_retry_at:%Y-%m-%d %H:%M:%S} UTC")
+    for email, code, text in live.progress.recent_errors:
         typer.echo(f"  error: {email}: {code or ''} {text}")
     for event in reversed(history):
         detail = f": {event.detail}" if event.detail else ""
