@@ -24,9 +24,10 @@ from sqlmodel import Session
 from newsletter import journal, ledger, store
 from newsletter.backends import BackendError, MailBackend, SendResult, SendStatus
 from newsletter.backends.base import HandoverError
+from newsletter.clock import Clock
 from newsletter.journal import JournalError, ResultJournal
 from newsletter.message import OutgoingMessage
-from newsletter.models import DeliveryStatus, EditionStatus, utcnow
+from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.personalization import MessageTemplate, Recipient
 from newsletter.ratelimit import Limiter
 from newsletter.tokens import TokenSigner
@@ -68,6 +69,12 @@ class SendSummary:
     deferred: int = 0
     unknown: int = 0
     skipped: int = 0
+    #: Claims another sender took over (this one's lease had run out) before this one sent
+    #: them: left to that sender, not sent by this one.
+    taken_over: int = 0
+    #: Answers that found their delivery no longer claimed by this sender: the ledger kept the
+    #: other sender's record. Should stay 0 now that leases are renewed; shown when it is not.
+    unrecorded: int = 0
     stopped_because: str | None = None  # paused, cancelled, or the error budget
     errors: list[str] = field(default_factory=list)  # a few samples for the operator
 
@@ -81,6 +88,8 @@ class SendSummary:
         self.deferred += other.deferred
         self.unknown += other.unknown
         self.skipped += other.skipped
+        self.taken_over += other.taken_over
+        self.unrecorded += other.unrecorded
         self.stopped_because = self.stopped_because or other.stopped_because
         self.errors.extend(other.errors[: max(0, 5 - len(self.errors))])
 
@@ -96,11 +105,13 @@ class _Run:
     policy: Policy
     limiter: Limiter
     journal_dir: Path | None
+    clock: Clock
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     journal: ResultJournal | None = None
     summary: SendSummary = field(default_factory=SendSummary)
     failures_in_a_row: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    renewed_at: datetime | None = None
 
 
 def dispatch(
@@ -113,6 +124,7 @@ def dispatch(
     backend: MailBackend,
     policy: Policy,
     limiter: Limiter,
+    clock: Clock,
     on_batch: Callable[[int], None] | None = None,
     journal_dir: Path | None = None,
 ) -> SendSummary:
@@ -124,7 +136,16 @@ def dispatch(
     batch stays claimed until the lease expires and is then sent by a later run.
     """
     run = _Run(
-        session, edition_id, newsletter_id, template, signer, backend, policy, limiter, journal_dir
+        session,
+        edition_id,
+        newsletter_id,
+        template,
+        signer,
+        backend,
+        policy,
+        limiter,
+        journal_dir,
+        clock,
     )
     if journal_dir is not None:
         run.journal = ResultJournal(journal_dir, run.owner)
@@ -147,7 +168,7 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
     with run.backend:
         while True:
             if run.journal_dir is not None:
-                journal.recover(session, run.journal_dir)
+                journal.recover(session, run.journal_dir, now=run.clock())
             status = store.edition_status(session, edition_id=edition_id)
             if status != EditionStatus.sending:
                 run.summary.stopped_because = status
@@ -160,7 +181,9 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
                 limit=policy.batch_size,
                 owner=run.owner,
                 lease_seconds=policy.lease_seconds,
+                now=(claimed_at := run.clock()),
             )
+            run.renewed_at = claimed_at
             if not batch:
                 break
             after_id = batch[-1].id
@@ -172,9 +195,11 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
                     f"paused by the error budget: {run.failures_in_a_row} failures in a row; "
                     f"last: {run.summary.errors[-1] if run.summary.errors else 'unknown'}"
                 )
-                store.set_edition_status(
-                    session, edition_id=edition_id, status=EditionStatus.paused, reason=reason[:500]
-                )
+                # A cancel or pause that landed first stands (compare-and-set).
+                if not store.transition(
+                    session, edition_id=edition_id, action="pause", reason=reason[:500]
+                ):
+                    reason = store.edition_status(session, edition_id=edition_id)
                 session.commit()
                 run.summary.stopped_because = reason
                 break
@@ -206,10 +231,11 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
     step = min(SEND_CHUNK, run.limiter.chunk_size(SEND_CHUNK))
     for start in range(0, len(live), step):
         chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
+        date = run.clock().timestamp()
         for d in live[start : start + step]:
             try:
                 message = run.template.build(
-                    Recipient(d.subscriber_id, d.email, d.name), run.signer
+                    Recipient(d.subscriber_id, d.email, d.name), run.signer, now=date
                 )
             except ValueError as exc:  # one bad record must not stall the edition
                 outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
@@ -220,17 +246,81 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         if not chunk:
             continue
         run.limiter.acquire(len(chunk))
+        # Still ours? Waiting for the rate limit or a slow relay may have outlived the lease;
+        # what another sender took over is its to send, never both.
+        chunk = _keep_claims(run, chunk, live[start + step :])
+        if not chunk:
+            continue
         outcomes += _send_chunk(run, chunk, live[start + step :], outcomes)
         # Record after every chunk, not every batch: a sender killed now re-sends at most the
         # chunk in flight (SEND_CHUNK messages) once its lease expires, not a whole batch, and
         # with a journal only the messages whose answer was not written down yet.
-        ledger.record(run.session, outcomes=outcomes, owner=run.owner)
+        _record(run, outcomes)
         run.session.commit()
         if run.journal is not None:
             run.journal.clear()
         outcomes = []
-    ledger.record(run.session, outcomes=outcomes, owner=run.owner)
+    _record(run, outcomes)
     run.session.commit()
+
+
+def _keep_claims(
+    run: _Run,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    later: list[ledger.OpenDelivery],
+) -> list[tuple[ledger.OpenDelivery, OutgoingMessage]]:
+    """The part of ``chunk`` this sender still holds (the rest was taken over: counted and
+    reported). Within a third of the lease since the claim or the last renewal nothing can
+    have run out, so this costs a query only every ``lease/3`` seconds, not every chunk."""
+    if not _renewal_due(run):
+        return chunk
+    held = _renew(run, [d.id for d, _ in chunk] + [d.id for d in later])
+    kept = [(d, m) for d, m in chunk if d.id in held]
+    lost = len(chunk) - len(kept)
+    if lost:
+        run.summary.taken_over += lost
+        if len(run.summary.errors) < 5:
+            run.summary.errors.append(
+                f"{lost} deliveries were taken over by another sender before this one sent "
+                "them (its lease ran out); left to that sender"
+            )
+    return kept
+
+
+def _renew(run: _Run, ids: list[int]) -> set[int]:
+    now = run.clock()
+    held = ledger.renew(
+        run.session, ids=ids, owner=run.owner, now=now, lease_seconds=run.policy.lease_seconds
+    )
+    run.session.commit()
+    run.renewed_at = now
+    return held
+
+
+def _renewal_due(run: _Run) -> bool:
+    return run.renewed_at is None or (run.clock() - run.renewed_at).total_seconds() >= (
+        run.policy.lease_seconds / 3
+    )
+
+
+def _renew_if_due(run: _Run, ids: list[int]) -> None:
+    """While a slow chunk is sent (one message every few seconds), renew at a third of the
+    lease, so it never runs out under a sender that is alive."""
+    if _renewal_due(run):
+        _renew(run, ids)
+
+
+def _record(run: _Run, outcomes: list[ledger.Outcome]) -> None:
+    """Record, and count answers whose delivery was no longer ours (never silent)."""
+    updated = ledger.record(run.session, outcomes=outcomes, owner=run.owner, now=run.clock())
+    missing = len(outcomes) - updated
+    if missing > 0:
+        run.summary.unrecorded += missing
+        if len(run.summary.errors) < 5:
+            run.summary.errors.append(
+                f"{missing} answers were not recorded: another sender had taken their "
+                "deliveries over (lease expired), so they may have been sent twice"
+            )
 
 
 def _send_chunk(
@@ -245,6 +335,7 @@ def _send_chunk(
     the next); the last report is the answer, and only it is counted."""
     answers: dict[int, SendResult] = {}
     handed: set[int] = set()
+    last_handover: list[int] = []
     on_handover: Callable[[int], None] | None = None
     if run.journal is not None:
         # Encoded before anything is sent: between the socket write and the journal write
@@ -261,13 +352,17 @@ def _send_chunk(
 
         def on_handover(index: int) -> None:
             handed.add(index)
+            last_handover[:] = [index]
             answers.pop(index, None)  # handed over again (failover): the earlier answer is moot
             write_line(marks[index])
+
+    claimed = [d.id for d, _ in chunk] + [d.id for d in later]
 
     def on_result(index: int, result: SendResult) -> None:
         answers[index] = result
         if run.journal is not None:
             run.journal.write(_outcome(run, *chunk[index], result))
+        _renew_if_due(run, claimed)
 
     try:
         results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
@@ -276,14 +371,15 @@ def _send_chunk(
         answers.update(enumerate(exc.results))
         _settle(run, chunk, answers, pending, later)
         reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
-        store.set_edition_status(
-            run.session, edition_id=run.edition_id, status=EditionStatus.paused, reason=reason
-        )
+        store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
         run.session.commit()
         raise
-    except (HandoverError, JournalError):
+    except (HandoverError, JournalError) as exc:
         # The journal can't be written (disk full), but this process knows what it handed over
-        # and what was answered: straight into the ledger.
+        # and what was answered: straight into the ledger. Over SMTP the hand-over is written
+        # before the dot, so the message whose line failed never left: back to the queue.
+        if isinstance(exc, HandoverError) and not exc.sent and last_handover:
+            handed.discard(last_handover[-1])
         for index in handed - answers.keys():
             answers[index] = SendResult(SendStatus.unknown, None, HANDED_OVER)
         _settle(run, chunk, answers, pending, later)
@@ -319,7 +415,7 @@ def _settle(
 ) -> None:
     """The send stops mid-chunk: record what was answered and give the rest back to the queue
     (never handed over, so nobody is sent twice and nobody is lost). The caller commits."""
-    ledger.record(run.session, outcomes=pending + _final(run, chunk, answers), owner=run.owner)
+    _record(run, pending + _final(run, chunk, answers))
     unanswered = [d for i, (d, _) in enumerate(chunk) if i not in answers]
     ledger.release(run.session, ids=[d.id for d in unanswered + later], owner=run.owner)
 
@@ -337,7 +433,7 @@ def _outcome(
             status = DeliveryStatus.failed
             detail = f"gave up after {tries} attempts: {detail}"
         else:
-            now = utcnow()
+            now = run.clock()
             retry_at = run.policy.retry_at(tries, now, run.rng)
             if result.retry_after is not None:  # the provider's word beats our guess
                 retry_at = max(retry_at, now + timedelta(seconds=result.retry_after))

@@ -8,13 +8,20 @@ process is killed) and the file is emptied after each commit. The next send on t
 reads the files of dead senders back into the ledger before it claims anything.
 
 That leaves RFC 1047's window: the server accepted the message and its answer was on the way
-when the sender died. Where the backend can tell when a message's last byte left (SMTP: the
-end-of-data dot), a *hand-over* line is written right then, before the answer is read: a dead
-sender's hand-over without an answer is recorded as ``unknown`` ("most likely delivered"),
-never sent again automatically, like a connection lost during DATA. What is left of the
-window is the gap between the socket write and the journal write, two system calls (measured:
-no duplicate in the chaos runs; see the README). A later line for the same delivery (its
-answer) overrides an earlier one (its hand-over).
+when the sender died. Where the backend can tell when the server may start counting a
+message, a *hand-over* line is written then, before the answer is read: a dead sender's
+hand-over without an answer is recorded as ``unknown`` ("most likely delivered"), never sent
+again automatically, like a connection lost during DATA. Over SMTP the line is written right
+*before* the write that carries the end-of-data dot, so a kill can't fall between a delivered
+message and its line: the window that re-sent a delivered message is closed, and a kill between
+the two calls leaves an undelivered message ``unknown`` for an operator to re-send instead. The
+email APIs report the hand-over when the request is written in full, so for them the gap
+between the socket write and the journal write remains. A later line for the same delivery
+(its answer) overrides an earlier one (its hand-over).
+
+A dead sender's deliveries that have no line at all were not handed over (over SMTP; for an
+email API, except one caught in the gap above): recovery gives them back to the queue at once,
+so the next sender on this machine sends them without waiting for the lease to expire.
 
 A sender on another machine cannot read this file; after a whole machine is lost, at most the
 chunk in flight is sent again, as without a journal.
@@ -112,12 +119,14 @@ class ResultJournal:
         self._fd = -1
 
 
-def recover(session: Session, directory: Path) -> int:
+def recover(session: Session, directory: Path, *, now: datetime) -> int:
     """Record the answers in journals of dead senders, then delete those journals.
 
     Only deliveries still claimed by the dead sender are updated (``ledger.record`` checks the
-    owner), so a journal read after its lease was taken over changes nothing. Returns how many
-    deliveries were recorded from journals.
+    owner), so a journal read after its lease was taken over changes nothing. The dead sender's
+    other claims (no line: not handed over) go back to the queue at once: its lock being free
+    proves it dead, so nobody needs to wait for its lease. Returns how many deliveries were
+    recorded from journals.
     """
     if not directory.is_dir():
         return 0
@@ -136,10 +145,11 @@ def recover(session: Session, directory: Path) -> int:
                 # The last line about a delivery wins (its answer after its hand-over).
                 latest = {o.delivery_id: o for o in _read(f.read())}
             outcomes = list(latest.values())
-            if outcomes:
-                ledger.record(session, outcomes=outcomes, owner=path.name[: -len(SUFFIX)])
-                session.commit()
-                recovered += len(outcomes)
+            owner = path.name[: -len(SUFFIX)]
+            ledger.record(session, outcomes=outcomes, owner=owner, now=now)
+            ledger.release_owner(session, owner=owner)
+            session.commit()
+            recovered += len(outcomes)
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfoNotFoundError
 from sqlalchemy import Table, bindparam, func, text, update
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, DeliveryStatus, UTCDateTime, utcnow
+from newsletter.models import Delivery, DeliveryStatus, UTCDateTime
 from newsletter.timing import local_wave
 
 #: Deliveries a send still has to attempt (besides claims whose lease expired).
@@ -114,15 +114,15 @@ _CLAIMABLE = """((d.status IN ('pending', 'deferred')
                        OR (d.status = 'claimed' AND d.lease_until < :now))"""
 
 
-def has_claimable(session: Session, *, edition_id: int) -> bool:
-    """Whether a send would find anything to claim now (one indexed probe, no claim)."""
+def has_claimable(session: Session, *, edition_id: int, now: datetime) -> bool:
+    """Whether a send would find anything to claim at ``now`` (one indexed probe, no claim)."""
     row = session.execute(
         text(
             "SELECT 1 FROM delivery AS d WHERE d.edition_id = :edition_id AND "
             + _CLAIMABLE
             + " LIMIT 1"
         ).bindparams(bindparam("now", type_=UTCDateTime())),
-        {"edition_id": edition_id, "now": utcnow()},
+        {"edition_id": edition_id, "now": now},
     ).first()
     return row is not None
 
@@ -136,6 +136,7 @@ def claim_batch(
     limit: int,
     owner: str,
     lease_seconds: float,
+    now: datetime,
 ) -> list[OpenDelivery]:
     """Claim and return the next ``limit`` open deliveries with id > ``after_id``; commits.
 
@@ -145,7 +146,6 @@ def claim_batch(
     Subscription and suppression are read after the claim: an unsubscribe committed before
     this moment is honoured.
     """
-    now = utcnow()
     params = {"edition_id": edition_id, "after_id": after_id, "limit": limit, "now": now}
     lock = " FOR UPDATE SKIP LOCKED" if session.get_bind().dialect.name == "postgresql" else ""
     ids = list(
@@ -251,13 +251,16 @@ _RECORD = (
 )
 
 
-def record(session: Session, *, outcomes: Sequence[Outcome], owner: str) -> None:
-    """Store what the backend answered for deliveries ``owner`` claimed: one executemany."""
+def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: datetime) -> int:
+    """Store what the backend answered for deliveries ``owner`` claimed: one executemany.
+
+    Returns how many rows it updated. Fewer than ``len(outcomes)`` means some deliveries were
+    no longer this owner's claim (taken over after its lease expired): the caller counts and
+    reports that, it is never silent."""
     if not outcomes:
-        return
-    now = utcnow()
+        return 0
     ok = (DeliveryStatus.sent, DeliveryStatus.queued)
-    session.execute(
+    result = session.execute(
         _RECORD,
         [
             {
@@ -275,6 +278,7 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str) -> None
             for o in outcomes
         ],
     )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def counts(session: Session, *, edition_id: int) -> dict[str, int]:
@@ -301,6 +305,39 @@ def release(session: Session, *, ids: Sequence[int], owner: str) -> None:
             )
             .values(status=DeliveryStatus.pending.value, lease_owner=None, lease_until=None)
         )
+
+
+def renew(
+    session: Session, *, ids: Sequence[int], owner: str, now: datetime, lease_seconds: float
+) -> set[int]:
+    """Extend ``owner``'s lease on ``ids`` to ``now + lease_seconds``; returns the ids it still
+    holds. A live sender calls this before handing each chunk over (and while a slow chunk is
+    sent), so a slow relay or a rate limit never lets its lease run out under it; an id
+    missing from the answer was taken over by another sender and must not be sent."""
+    if not ids:
+        return set()
+    held = session.execute(
+        update(_DELIVERY)
+        .where(
+            _DELIVERY.c.id.in_(ids),
+            _DELIVERY.c.status == DeliveryStatus.claimed.value,
+            _DELIVERY.c.lease_owner == owner,
+        )
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(_DELIVERY.c.id)
+    )
+    return set(held.scalars())
+
+
+def release_owner(session: Session, *, owner: str) -> int:
+    """Give every delivery a dead sender still claims back to the queue (see
+    :func:`newsletter.journal.recover`: what it handed over was recorded first)."""
+    result = session.execute(
+        update(_DELIVERY)
+        .where(_DELIVERY.c.lease_owner == owner, _DELIVERY.c.status == DeliveryStatus.claimed.value)
+        .values(status=DeliveryStatus.pending.value, lease_owner=None, lease_until=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def retry_failed(
@@ -363,9 +400,9 @@ class Progress:
     recent_errors: list[tuple[str, int | None, str]]  # (email, code, text)
 
 
-def progress(session: Session, *, edition_id: int) -> Progress:
-    """Counts by state, the send rate over the last minute and the latest errors."""
-    since = utcnow() - timedelta(minutes=1)
+def progress(session: Session, *, edition_id: int, now: datetime) -> Progress:
+    """Counts by state, the send rate over the minute before ``now`` and the latest errors."""
+    since = now - timedelta(minutes=1)
     recent = session.exec(
         select(func.count())
         .select_from(Delivery)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -197,14 +197,30 @@ class EditionItem(SQLModel, table=True):
     """Which comparisons an edition carries, in order.
 
     Not in the suggested table list: selection needs to know what earlier editions carried.
+    ``live`` is true while the edition is not cancelled; the partial unique index makes the
+    database refuse one comparison in two live editions of one newsletter, whatever path
+    drafted them and however they raced (a cancel frees them: ``live`` becomes false).
     """
 
-    __table_args__ = (UniqueConstraint("edition_id", "comparison_id"),)
+    __table_args__ = (
+        UniqueConstraint("edition_id", "comparison_id"),
+        Index(
+            "uq_editionitem_live_comparison",
+            "newsletter_id",
+            "comparison_id",
+            unique=True,
+            sqlite_where=text("live"),
+            postgresql_where=text("live"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
     comparison_id: int = Field(foreign_key="comparison.id", index=True)
     position: int
+    #: The edition's newsletter, copied here so the unique index can span its editions.
+    newsletter_id: int = Field(foreign_key="newsletter.id")
+    live: bool = True
 
 
 class Delivery(SQLModel, table=True):

@@ -17,7 +17,6 @@ import hashlib
 import html
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from email.header import Header
 from email.headerregistry import Address
@@ -195,16 +194,14 @@ class MessageTemplate:
         )
         return self._unsubscribe_prefix + token
 
-    def build(
-        self, recipient: Recipient, signer: TokenSigner, *, now: float | None = None
-    ) -> OutgoingMessage:
+    def build(self, recipient: Recipient, signer: TokenSigner, *, now: float) -> OutgoingMessage:
         """The finished message for one recipient. ``now`` (epoch seconds) sets the Date."""
         url = self.unsubscribe_url(signer, recipient.subscriber_id)
         greeting = recipient.name or "there"
         message_id = self.message_id(recipient.subscriber_id)
         values = {
             "to": format_address(recipient.name, recipient.email).encode("ascii"),
-            "date": self._date(time.time() if now is None else now).encode("ascii"),
+            "date": self._date(now).encode("ascii"),
             "message_id": message_id.encode("ascii"),
             "list_unsubscribe": url.encode("ascii"),
             "text_greeting_name": _qp_value(greeting),

@@ -23,10 +23,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import publish, scheduler
+from newsletter import periods, publish, scheduler
 from newsletter.backends import BackendError, MailBackend, backend_from_url
+from newsletter.clock import system_clock
 from newsletter.config import Settings
-from newsletter.models import utcnow
 from newsletter.schedules import active_schedules
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def build_scheduler(
     settings: Settings, engine: Engine, *, send: bool, blocking: bool
 ) -> BaseScheduler:
     """An APScheduler 3.11 scheduler whose jobs run :func:`scheduler.tick`."""
-    grace = int(scheduler.GRACE.total_seconds())
+    grace = int(periods.GRACE.total_seconds())
     defaults = {"coalesce": True, "misfire_grace_time": grace, "max_instances": 1}
     aps: BaseScheduler = (
         BlockingScheduler(timezone="UTC", job_defaults=defaults)
@@ -57,12 +57,18 @@ def build_scheduler(
 
     def run_tick() -> None:
         with lock, Session(engine, expire_on_commit=False) as session:
-            for line in scheduler.tick(session, settings, make_backend=make_backend):
+            for line in scheduler.tick(
+                session,
+                settings,
+                now=system_clock(),
+                clock=system_clock,
+                make_backend=make_backend,
+            ):
                 log.info("%s", line)
             _refresh_jobs(aps, session, run_tick)
 
     aps.add_job(
-        run_tick, IntervalTrigger(seconds=REFRESH_SECONDS), id="tick", next_run_time=utcnow()
+        run_tick, IntervalTrigger(seconds=REFRESH_SECONDS), id="tick", next_run_time=system_clock()
     )
     return aps
 
@@ -71,9 +77,9 @@ def _refresh_jobs(aps: BaseScheduler, session: Session, run_tick: Callable[[], N
     """One cron job per schedule's draft time and send time; replaced when a schedule changes,
     removed when it goes."""
     wanted: set[str] = set()
-    now = utcnow()
+    now = system_clock()
     for schedule, newsletter in active_schedules(session):
-        occ = scheduler.next_times(schedule, newsletter, now)
+        occ = periods.next_times(schedule, newsletter, now)
         zone = occ.rule.timezone
         for label, moment in (("draft", occ.draft_at), ("send", occ.start_at)):
             local = moment.astimezone(occ.rule.zone)
@@ -117,6 +123,7 @@ def worker_loop(
                         settings=settings,
                         make_backend=lambda: backend_from_url(url),
                         concurrency=concurrency,
+                        clock=system_clock,
                     )
                 except publish.EditionStateError:
                     continue  # paused or cancelled since it was listed
@@ -138,5 +145,5 @@ def worker_loop(
 
 
 def describe_grace() -> str:
-    hours = scheduler.GRACE / timedelta(hours=1)
+    hours = periods.GRACE / timedelta(hours=1)
     return f"{hours:g} h"

@@ -17,71 +17,44 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter import publish, store
-from newsletter.alerts import build_approval_alert
-from newsletter.backends import MailBackend, backend_from_url
+from newsletter.backends import MailBackend
+from newsletter.clock import Clock, fixed_clock
 from newsletter.config import Settings
-from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip, utcnow
+from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
+from newsletter.periods import (
+    GRACE,
+    Occurrence,
+    current,
+    occurrence,
+    period_of,
+)
 from newsletter.schedules import active_schedules, rule_of
-from newsletter.selection import Period
-from newsletter.timing import WeeklyRule, local_wave
 
 log = logging.getLogger(__name__)
-
-#: How late a send may still go out (a scheduler restarting, a machine waking up).
-GRACE = timedelta(hours=6)
-#: The first wave of local-time delivery: 09:00 happens first at UTC+14 (Etc/GMT-14).
-EARLIEST_ZONE = "Etc/GMT-14"
-
-
-@dataclass(frozen=True, slots=True)
-class Occurrence:
-    """One scheduled send of one newsletter, with the times that matter for it."""
-
-    schedule: Schedule
-    newsletter: Newsletter
-    rule: WeeklyRule
-    send_at: datetime  # the rule's time in the newsletter's zone (UTC)
-    start_at: datetime  # when sending starts: send_at, or the first local-time wave
-    draft_at: datetime
-    key: str
-
-
-def occurrence(schedule: Schedule, newsletter: Newsletter, send_at: datetime) -> Occurrence:
-    rule = rule_of(schedule)
-    start_at = send_at
-    if schedule.local_time:
-        local_day = send_at.astimezone(rule.zone).date()
-        start_at = min(send_at, local_wave(local_day, rule.at, EARLIEST_ZONE))
-    draft_at = start_at - timedelta(minutes=schedule.draft_lead_minutes)
-    return Occurrence(schedule, newsletter, rule, send_at, start_at, draft_at, rule.key(send_at))
-
-
-def current(schedule: Schedule, newsletter: Newsletter, now: datetime) -> Occurrence:
-    """The occurrence in play at ``now``: the first whose send time is at most GRACE ago."""
-    return occurrence(schedule, newsletter, rule_of(schedule).next_at_or_after(now - GRACE))
 
 
 def tick(
     session: Session,
     settings: Settings,
     *,
-    now: datetime | None = None,
+    now: datetime,
+    clock: Clock | None = None,
     make_backend: Callable[[], MailBackend] | None = None,
 ) -> list[str]:
     """Do what is due at ``now`` for every schedule; one line per thing done.
 
     With ``make_backend`` it also sends what it started (one pass; ``newsletter worker``
-    processes may share the work); without, it only starts editions for the workers.
+    processes may share the work); without, it only starts editions for the workers. The send
+    pass reads ``clock`` (the runner passes the real one: a long pass must see time move); by
+    default it stays at ``now``.
     """
-    now = now or utcnow()
+    clock = clock or fixed_clock(now)
     done: list[str] = []
     for schedule, newsletter in active_schedules(session):
         if schedule.paused:
@@ -94,7 +67,7 @@ def tick(
             log.exception("schedule %s: tick failed", newsletter.slug)
             done.append(f"{newsletter.slug}: failed (see the log)")
     if make_backend is not None:
-        done += _continue_sends(session, settings, make_backend)
+        done += _continue_sends(session, settings, make_backend, clock)
     return done
 
 
@@ -114,7 +87,7 @@ def _late_approvals(
         )
     ).all():
         added = publish.start_edition(
-            session, edition_id=edition.id or 0, settings=settings, actor="scheduler"
+            session, edition_id=edition.id or 0, settings=settings, actor="scheduler", now=now
         )
         if added:
             done.append(
@@ -125,7 +98,7 @@ def _late_approvals(
 
 
 def _continue_sends(
-    session: Session, settings: Settings, make_backend: Callable[[], MailBackend]
+    session: Session, settings: Settings, make_backend: Callable[[], MailBackend], clock: Clock
 ) -> list[str]:
     """One send pass over every edition still sending (later local-time waves, retries that
     came due, a send a restart interrupted), so a scheduler without workers finishes them."""
@@ -133,7 +106,11 @@ def _continue_sends(
     for edition_id in publish.sending_editions(session):
         try:
             report = publish.send_edition(
-                session, edition_id=edition_id, settings=settings, make_backend=make_backend
+                session,
+                edition_id=edition_id,
+                settings=settings,
+                make_backend=make_backend,
+                clock=clock,
             )
         except publish.EditionStateError:
             continue  # paused or cancelled meanwhile
@@ -142,7 +119,16 @@ def _continue_sends(
             log.exception("edition %s: send pass failed", edition_id)
             continue
         if report.run.attempted:
-            done.append(f"edition {edition_id}: sent {report.run.sent} ({report.edition.status})")
+            state = publish.state_line(report.edition.status, report.totals, None)
+            extra = "".join(
+                f"; {label} {n}"
+                for label, n in (
+                    ("taken over by another sender", report.run.taken_over),
+                    ("answers not recorded", report.run.unrecorded),
+                )
+                if n
+            )
+            done.append(f"edition {edition_id}: sent {report.run.sent} ({state}){extra}")
     return done
 
 
@@ -165,11 +151,15 @@ def _step(
             due = occ.start_at <= now < occ.start_at + timedelta(minutes=1)
             return [f"{slug} {occ.key}: nothing new to send"] if due else []
         done.append(f"{slug} {occ.key}: drafted edition {edition.id}")
+        if edition.alerted_at is not None:
+            done.append(f"{slug} {occ.key}: edition {edition.id} held; editors alerted")
     if now < occ.start_at:
         return done
     if edition.status == EditionStatus.draft:
-        if occ.schedule.approval_required and edition.approved_at is None:
-            if edition.alerted_at is None and _alert_editors(session, settings, occ, edition):
+        if publish.awaiting_approval(session, edition) is not None:
+            # Editors were alerted when the draft was made; this covers a draft made before its
+            # schedule required approval (still once: alerted_at).
+            if publish.alert_editors(session, settings, edition, now):
                 done.append(f"{slug} {occ.key}: edition {edition.id} held; editors alerted")
             return done
         local = None
@@ -181,6 +171,7 @@ def _step(
             settings=settings,
             local_time=local,
             actor="scheduler",
+            now=now,
         )
         if added:
             done.append(f"{slug} {occ.key}: started edition {edition.id} for {added} subscribers")
@@ -204,22 +195,6 @@ def is_skipped(session: Session, occ: Occurrence) -> bool:
     )
 
 
-def period_of(session: Session, occ: Occurrence, *, end: datetime | None = None) -> Period:
-    """Since the previous edition's period ended, up to the draft time (or ``end``)."""
-    previous_end = session.exec(
-        select(func.max(Edition.period_end)).where(
-            Edition.newsletter_id == occ.newsletter.id,
-            Edition.period_key != occ.key,
-            # What went out (or is going): a cancelled edition's comparisons are still unsent.
-            col(Edition.status).in_(
-                [EditionStatus.sending, EditionStatus.paused, EditionStatus.sent]
-            ),
-        )
-    ).one()
-    lead = occ.send_at - (end if end is not None else occ.draft_at)
-    return occ.rule.period(occ.send_at, lead=lead, previous_end=previous_end)
-
-
 def _draft(session: Session, settings: Settings, occ: Occurrence, now: datetime) -> Edition | None:
     """Assemble the period's draft once; None when nothing new was published. A second
     scheduler racing to draft the same period loses on the unique key and reads the winner's."""
@@ -238,33 +213,6 @@ def _draft(session: Session, settings: Settings, occ: Occurrence, now: datetime)
         session.rollback()
         return _edition(session, occ)
     return outcome.edition
-
-
-def _alert_editors(session: Session, settings: Settings, occ: Occurrence, edition: Edition) -> bool:
-    """Tell the editors once that the edition waits for approval; True if this call did.
-
-    The conditional UPDATE makes "once" hold with two schedulers."""
-    claimed = session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition.id, col(Edition.alerted_at).is_(None))
-        .values(alerted_at=utcnow())
-    )
-    session.commit()
-    if getattr(claimed, "rowcount", 0) != 1:
-        return False
-    editors = [e for e in occ.schedule.editors.split(",") if e]
-    messages = build_approval_alert(settings, occ.newsletter, edition, editors)
-    try:
-        with backend_from_url(settings.mail_backend) as backend:
-            backend.send_messages(messages)
-    except Exception as exc:  # the hold stands; the operator sees it in `schedule list`
-        log.warning("approval alert for edition %s not sent: %s", edition.id, type(exc).__name__)
-    return True
-
-
-def next_times(schedule: Schedule, newsletter: Newsletter, now: datetime) -> Occurrence:
-    """The next occurrence whose send time is still ahead (for ``schedule list``)."""
-    return occurrence(schedule, newsletter, rule_of(schedule).next_at_or_after(now))
 
 
 def missed(

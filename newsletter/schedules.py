@@ -26,7 +26,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.addresses import AddressError, normalize_email
 from newsletter.content import SLUG_PATTERN
-from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, utcnow
+from newsletter.models import Edition, EditionStatus, Newsletter, Schedule
 from newsletter.timing import RuleError, WeeklyRule, check_zone, parse_duration, parse_rule
 
 FIELDS = {
@@ -227,8 +227,12 @@ def _editors(value: Any, label: str, problems: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def sync(session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: str) -> SyncReport:
-    """Make the database match ``specs``; the caller commits (all or nothing)."""
+def sync(
+    session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: str, now: datetime
+) -> SyncReport:
+    """Make the database match ``specs`` as of ``now``; the caller commits (all or nothing).
+
+    ``now`` stamps a created or changed schedule: a send time before it is not "missed"."""
     report = SyncReport()
     newsletters = {n.slug: n for n in session.exec(select(Newsletter))}
     schedules = {s.newsletter_id: s for s in session.exec(select(Schedule))}
@@ -265,15 +269,15 @@ def sync(session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: s
             "source": str(spec.path),
         }
         if schedule is None:
-            session.add(Schedule(newsletter_id=newsletter.id, **values))
+            session.add(Schedule(newsletter_id=newsletter.id, updated_at=now, **values))
             report.created.append(spec.slug)
             continue
         if any(getattr(schedule, k) != v for k, v in values.items()):
             for k, v in values.items():
                 setattr(schedule, k, v)
-            schedule.updated_at = utcnow()
+            schedule.updated_at = now
             report.updated.append(spec.slug)
-            warning = _week_already_sent(session, newsletter, spec.rule)
+            warning = _week_already_sent(session, newsletter, spec.rule, now)
             if warning:
                 report.warnings.append(warning)
     slugs = {n.id: n.slug for n in newsletters.values()}
@@ -285,10 +289,12 @@ def sync(session: Session, specs: Sequence[ScheduleSpec], *, default_site_url: s
     return report
 
 
-def _week_already_sent(session: Session, newsletter: Newsletter, rule: WeeklyRule) -> str | None:
+def _week_already_sent(
+    session: Session, newsletter: Newsletter, rule: WeeklyRule, now: datetime
+) -> str | None:
     """A changed rule whose next send falls in a week that already has an edition: that send
     will find its period key taken and send nothing (one edition per newsletter and week)."""
-    upcoming = rule.next_at_or_after(utcnow())
+    upcoming = rule.next_at_or_after(now)
     key = rule.key(upcoming)
     taken = session.exec(
         select(Edition.id).where(

@@ -218,26 +218,27 @@ def list_growth(
     session: Session,
     *,
     newsletter_id: int | None = None,
+    until: datetime,
     weeks: int | None = None,
-    until: datetime | None = None,
+    today: bool = False,
 ) -> list[WeekGrowth]:
     """Joins and leaves per ISO week, from the first event's week to the week of ``until``.
 
     Joined: ``subscribed`` from an import or an operator, ``confirmed`` (a form's double
     opt-in), ``resubscribed``. Left: ``unsubscribed`` from any source, including suppressions
     (bounce, complaint). ``weeks`` keeps the last N rows; ``active_at_end`` always counts from
-    the first event. ``until`` defaults to now; later events are left out.
+    the first event. Events after ``until`` are left out (the caller passes its clock's now).
 
-    ``active_at_end``: with ``until`` left to now, the real number of active subscriptions
-    today, and for earlier weeks that number minus the later weeks' net (so the latest week
-    matches ``newsletters list``); with an explicit ``until``, the running sum of joined minus
-    left from the first event. Approximation, to keep memory at one counter per week instead
-    of one per subscription: An event with no newsletter
+    ``active_at_end``: with ``today`` (``until`` is the present: the CLI and the admin page),
+    the real number of active subscriptions now, and for earlier weeks that number minus the
+    later weeks' net (so the latest week matches ``newsletters list``); otherwise the running
+    sum of joined minus left from the first event. Approximation, to keep memory at one
+    counter per week instead of one per subscription: an event with no newsletter
     (it applies to all of them) counts once, against the newsletter asked for or against the
     total, whether or not the person was on it; a subscription made without an event (none is,
     outside tests and hand-written SQL) is not counted.
     """
-    end = week_start(until or datetime.now(UTC)) + timedelta(days=7)
+    end = week_start(until) + timedelta(days=7)
     event = SubscriptionEvent
     days = sa_select(
         _utc_day(session).label("day"),
@@ -286,7 +287,7 @@ def list_growth(
             )
         )
         monday += timedelta(days=7)
-    if until is None and rows:
+    if today and rows:
         # Anchor on today's real count, so the latest week always agrees with
         # `newsletters list` even when some subscriptions predate their events.
         active = _active_now(session, newsletter_id)

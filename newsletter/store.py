@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
+from newsletter.lifecycle import MOVES
 from newsletter.models import (
     Comparison,
     Edition,
@@ -211,21 +212,17 @@ def comparisons_published_between(
     return _load_many(session, rows)
 
 
-def comparison_ids_already_sent(
+def comparison_ids_taken(
     session: Session, *, newsletter_id: int, exclude_edition_id: int | None
-) -> set[int]:
-    """Ids of comparisons carried by editions of this newsletter that started sending."""
-    query = (
-        select(EditionItem.comparison_id)
-        .join(Edition, col(Edition.id) == EditionItem.edition_id)
-        .where(
-            Edition.newsletter_id == newsletter_id,
-            col(Edition.status).in_([EditionStatus.sending, EditionStatus.sent]),
-        )
+) -> dict[int, int]:
+    """Comparisons held by another live edition of this newsletter (a draft included: the
+    database refuses one comparison in two live editions), with that edition's id."""
+    query = select(EditionItem.comparison_id, EditionItem.edition_id).where(
+        EditionItem.newsletter_id == newsletter_id, col(EditionItem.live)
     )
     if exclude_edition_id is not None:
-        query = query.where(Edition.id != exclude_edition_id)
-    return set(session.exec(query).all())
+        query = query.where(EditionItem.edition_id != exclude_edition_id)
+    return dict(session.exec(query).all())
 
 
 # --- editions ------------------------------------------------------------------------------
@@ -246,25 +243,46 @@ def edition_status(session: Session, *, edition_id: int) -> str:
     return status
 
 
-def set_edition_status(
+def transition(
     session: Session,
     *,
     edition_id: int,
-    status: str,
+    action: str,
     reason: str | None = None,
     actor: str = "engine",
-    action: str | None = None,
-) -> None:
-    """Change the status and write down who did it (an :class:`EditionEvent` whose action is
-    ``action``, by default the new status)."""
-    session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition_id)
-        .values(status=status, status_reason=reason)
+    now: datetime | None = None,
+    detail: str | None = None,
+    approved_only: bool = False,
+    record: bool = True,
+) -> bool:
+    """Move the edition by ``action`` (see :data:`newsletter.lifecycle.MOVES`) if, and only
+    if, it is in one of that move's source states *in the database now*: one conditional
+    UPDATE, so of two racing changes the second sees the first. Returns whether it moved; on
+    a move, writes the history event and, for a cancel, frees the edition's comparisons. The
+    caller commits (and explains a refusal with :func:`newsletter.lifecycle.refusal`).
+    ``approved_only`` also requires an approval in the same UPDATE (a withdrawal wins);
+    ``record=False`` leaves the history event to the caller (it knows the detail only later)."""
+    move = MOVES[action]
+    values: dict[str, object] = {"status": move.target.value, "status_reason": reason}
+    if action == "start" and now is not None:
+        values["send_started_at"] = now
+    if action == "finish" and now is not None:
+        values["sent_at"] = now
+    query = update(Edition).where(
+        col(Edition.id) == edition_id, col(Edition.status).in_([s.value for s in move.sources])
     )
-    add_edition_event(
-        session, edition_id=edition_id, action=action or status, actor=actor, detail=reason
-    )
+    if approved_only:
+        query = query.where(col(Edition.approved_at).is_not(None))
+    moved = session.execute(query.values(**values))
+    if getattr(moved, "rowcount", 0) != 1:
+        return False
+    if move.target == EditionStatus.cancelled:
+        release_edition_items(session, edition_id=edition_id)
+    if record:
+        add_edition_event(
+            session, edition_id=edition_id, action=move.event, actor=actor, detail=detail or reason
+        )
+    return True
 
 
 def add_edition_event(
@@ -300,13 +318,27 @@ def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Ed
     ).first()
 
 
-def set_edition_items(session: Session, *, edition_id: int, comparison_ids: Iterable[int]) -> None:
+def set_edition_items(
+    session: Session, *, edition_id: int, newsletter_id: int, comparison_ids: Iterable[int]
+) -> None:
+    """Replace a draft's items. The flush raises ``IntegrityError`` when another live edition
+    of the newsletter holds one of them (the unique index decided: a concurrent draft won);
+    the caller rolls back and explains with :func:`comparison_ids_taken`."""
     session.execute(delete(EditionItem).where(col(EditionItem.edition_id) == edition_id))
     session.add_all(
-        EditionItem(edition_id=edition_id, comparison_id=cid, position=i)
+        EditionItem(
+            edition_id=edition_id, newsletter_id=newsletter_id, comparison_id=cid, position=i
+        )
         for i, cid in enumerate(comparison_ids)
     )
     session.flush()
+
+
+def release_edition_items(session: Session, *, edition_id: int) -> None:
+    """A cancelled edition frees its comparisons for the next edition (history stays)."""
+    session.execute(
+        update(EditionItem).where(col(EditionItem.edition_id) == edition_id).values(live=False)
+    )
 
 
 def edition_comparisons(session: Session, *, edition_id: int) -> list[ComparisonData]:

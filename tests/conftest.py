@@ -27,6 +27,8 @@ from newsletter.models import Subscriber, Subscription
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "comparisons.json"
 SECRET = "test-secret-key-" + "x" * 32
+#: The Date of messages built in tests (epoch seconds, 2026-11-23 09:00 UTC): never the real clock.
+PINNED_DATE = datetime(2026, 11, 23, 9, tzinfo=UTC).timestamp()
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -18,6 +18,7 @@ from newsletter.backends import SendStatus, backend_from_url
 from newsletter.backends.http import HTTPBackend
 from newsletter.config import Settings
 from newsletter.personalization import Recipient
+from tests.conftest import PINNED_DATE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "http"
 PROVIDERS = {
@@ -43,7 +44,10 @@ def _messages(seeded: Session, settings: Settings, draft: int) -> list[Any]:
     edition = store.get_edition(seeded, edition_id=draft)
     template = publish.prepare(seeded, edition=edition, settings=settings)[1]
     signer = publish.signer_for(settings)
-    return [template.build(Recipient(i, f"c{i}@example.com", f"C {i}"), signer) for i in range(3)]
+    return [
+        template.build(Recipient(i, f"c{i}@example.com", f"C {i}"), signer, now=PINNED_DATE)
+        for i in range(3)
+    ]
 
 
 def test_contract_three_messages(

@@ -33,6 +33,7 @@ from newsletter.config import Settings
 from newsletter.message import OutgoingMessage
 from newsletter.models import Delivery, Subscriber
 from newsletter.personalization import Recipient
+from tests.conftest import PINNED_DATE
 
 from .conftest import APIStub, RecordedCall
 
@@ -72,7 +73,8 @@ def messages(session: Session, settings: Settings, draft: int) -> list[OutgoingM
     signer = publish.signer_for(settings)
     names = ["Ada Lovelace", None, "Grace Hopper"]
     built = [
-        template.build(Recipient(i + 1, f"r{i}@example.com", names[i]), signer) for i in range(3)
+        template.build(Recipient(i + 1, f"r{i}@example.com", names[i]), signer, now=PINNED_DATE)
+        for i in range(3)
     ]
     assert len({m.data for m in built}) == 3
     return built

@@ -33,6 +33,7 @@ from newsletter.config import Settings
 from newsletter.message import OutgoingMessage
 from newsletter.models import Delivery, Subscriber
 from newsletter.personalization import Recipient
+from tests.conftest import PINNED_DATE
 
 from .conftest import APIStub, RecordedCall
 
@@ -149,7 +150,7 @@ def built(session: Session, settings: Settings, draft: int) -> Built:
     signer = publish.signer_for(settings)
     people = [Recipient(i + 1, f"r{i}@example.com", name) for i, name in enumerate(NAMES)]
     return Built(
-        [template.build(p, signer) for p in people],
+        [template.build(p, signer, now=PINNED_DATE) for p in people],
         [template.unsubscribe_url(signer, p.subscriber_id) for p in people],
         [template.preview(p, signer) for p in people],
     )

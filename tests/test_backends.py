@@ -35,6 +35,7 @@ from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.message import OutgoingMessage
 from newsletter.personalization import Recipient
+from tests.conftest import PINNED_DATE
 
 BUILT_IN = {
     "console": ConsoleBackend,
@@ -53,7 +54,9 @@ def build_messages(
     _, template, _ = publish.prepare(session, edition=edition, settings=settings)
     signer = publish.signer_for(settings)
     return [
-        template.build(Recipient(i + 1, f"r{i}@example.com", NAMES[i % len(NAMES)]), signer)
+        template.build(
+            Recipient(i + 1, f"r{i}@example.com", NAMES[i % len(NAMES)]), signer, now=PINNED_DATE
+        )
         for i in range(count)
     ]
 

@@ -115,7 +115,10 @@ def test_a_hard_bounce_suppresses_at_once_and_is_tied_to_the_edition(
 
 
 def test_suppressed_addresses_are_never_re_added_by_an_import(
-    hooks: TestClient, seeded: Session, settings: Settings, tmp_path: Any,
+    hooks: TestClient,
+    seeded: Session,
+    settings: Settings,
+    tmp_path: Any,
     add_subscribers: Callable[..., list[Subscriber]],
 ) -> None:
     add_subscribers(1, prefix="cx")

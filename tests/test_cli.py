@@ -227,7 +227,7 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
         f"retried by cli ({user}): 0 failed deliveries re-queued",
     ]
     out = run(["edition", "cancel", edition], env, tmp_path)
-    assert out.returncode == 1 and "can't make it cancelled" in out.stderr
+    assert out.returncode == 1 and "can't cancel it" in out.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 6
 
 

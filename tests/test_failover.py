@@ -16,6 +16,7 @@ from newsletter.backends.memory import MemoryBackend, outbox
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
 from newsletter.personalization import Recipient
+from tests.conftest import PINNED_DATE
 
 from .conftest import SMTPSink, free_port
 
@@ -24,7 +25,10 @@ def _messages(seeded: Session, settings: Settings, draft: int, n: int) -> list[A
     edition = store.get_edition(seeded, edition_id=draft)
     template = publish.prepare(seeded, edition=edition, settings=settings)[1]
     signer = publish.signer_for(settings)
-    return [template.build(Recipient(i, f"f{i}@example.com", None), signer) for i in range(n)]
+    return [
+        template.build(Recipient(i, f"f{i}@example.com", None), signer, now=PINNED_DATE)
+        for i in range(n)
+    ]
 
 
 def test_url_list_builds_a_failover_backend(smtp_server: Any) -> None:

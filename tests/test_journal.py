@@ -156,8 +156,8 @@ _HANDING_SENDER = textwrap.dedent(
     inner, handed = backend.send_each, [0]
 
     def send_each(messages, on_result, on_handover=None):
-        # Killed right after message KILL_AT was handed over (SMTP: its end-of-data dot;
-        # HTTP: its request written in full), before its answer is read: RFC 1047's window.
+        # Killed right after message KILL_AT was handed over (HTTP: its request written in
+        # full; SMTP: its hand-over line written, before the dot), before its answer is read.
         def handing(index):
             if on_handover is not None:
                 on_handover(index)
@@ -166,7 +166,22 @@ _HANDING_SENDER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         return inner(messages, on_result, handing)
 
-    backend.send_each = send_each
+    if os.environ["KILL_WHERE"] == "after-the-dot":
+        # SMTP: killed right after the write that carries message KILL_AT's end-of-data dot,
+        # before its 250 is read: RFC 1047's window (the server has it, we never heard).
+        import smtplib
+        real_send, dots = smtplib.SMTP.send, [0]
+
+        def send(self, data):
+            real_send(self, data)
+            if isinstance(data, bytes) and b"\\r\\n.\\r\\n" in data:
+                dots[0] += 1
+                if dots[0] == int(os.environ["KILL_AT"]):
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        smtplib.SMTP.send = send
+    else:
+        backend.send_each = send_each
     settings = Settings()
     engine = make_engine(settings.database_url)
     with Session(engine, expire_on_commit=False) as session:
@@ -178,8 +193,12 @@ _HANDING_SENDER = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("backend", "with_journal"),
-    [("smtp", True), ("smtp", False), ("postmark", True)],
+    ("backend", "with_journal", "where"),
+    [
+        ("smtp", True, "after-the-dot"),
+        ("smtp", False, "after-the-dot"),
+        ("postmark", True, "at-the-hand-over"),
+    ],
     ids=["smtp-journal", "smtp-no-journal", "postmark-journal"],
 )
 def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
@@ -191,6 +210,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
     tmp_path: Path,
     backend: str,
     with_journal: bool,
+    where: str,
 ) -> None:
     """The kill lands after the message went out and before the answer was read: the server
     has it, the sender never learnt it. With the journal's hand-over line that delivery is
@@ -226,7 +246,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
             ]
 
     journal_dir = tmp_path / "journal" if with_journal else None
-    env = _sender_env(settings, journal_dir, KILL_AT=str(KILL_AFTER))
+    env = _sender_env(settings, journal_dir, KILL_AT=str(KILL_AFTER), KILL_WHERE=where)
     died = subprocess.run(
         [sys.executable, "-c", _HANDING_SENDER, str(edition_id), url],
         env=env,
@@ -282,11 +302,15 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+#: The time recovery runs at, where it does not matter.
+PINNED = datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+
 def test_a_live_senders_journal_is_left_alone(seeded: Session, tmp_path: Path) -> None:
     """A journal whose sender still holds its lock is not read (that sender will record it)."""
     live = journal.ResultJournal(tmp_path, "live-owner")
     live.write(ledger.Outcome(1, DeliveryStatus.sent, message_id="<m@x>"))
-    assert journal.recover(seeded, tmp_path) == 0
+    assert journal.recover(seeded, tmp_path, now=PINNED) == 0
     assert live.path.exists()
     live.close()
     assert not live.path.exists()
@@ -295,7 +319,7 @@ def test_a_live_senders_journal_is_left_alone(seeded: Session, tmp_path: Path) -
 def test_a_torn_last_line_is_ignored(seeded: Session, tmp_path: Path) -> None:
     path = tmp_path / f"dead{journal.SUFFIX}"
     path.write_bytes(b'[1,"sent",250,null,"<a@x>",null,null]\n[2,"se')
-    assert journal.recover(seeded, tmp_path) == 1  # one answer read (no claim matched it)
+    assert journal.recover(seeded, tmp_path, now=PINNED) == 1  # one answer read, no claim matched
     assert not path.exists()
 
 
@@ -398,9 +422,10 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
     seeded.rollback()
     counts = ledger.counts(seeded, edition_id=edition_id)
     # Lines: hand-over 0, answer 0, hand-over 1, answer 1, hand-over 2, answer 2, hand-over 3.
-    # The 6th failing: message 2's answer was heard; the 7th: message 3 went out unrecorded.
+    # The 6th failing: message 2's answer was heard; the 7th: message 3's hand-over, written
+    # before its dot, failed, so message 3 never left and goes back to the queue.
     assert counts[DeliveryStatus.sent] == 3
-    assert counts[DeliveryStatus.unknown] == (1 if failing_write == 7 else 0)
+    assert counts[DeliveryStatus.unknown] == 0
     assert counts[DeliveryStatus.claimed] == 0  # the rest went back to the queue at once
     monkeypatch.setattr(journal.ResultJournal, "write_line", real_write_line)
     publish.send_edition(
@@ -413,4 +438,56 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
     per_recipient = Counter(e.rcpt_tos[0] for e in smtp_server.received)
     assert len(per_recipient) == 12 and max(per_recipient.values()) == 1
     final = ledger.counts(seeded, edition_id=edition_id)
-    assert final[DeliveryStatus.sent] + final[DeliveryStatus.unknown] == 12
+    assert final[DeliveryStatus.sent] == 12
+
+
+def test_smtp_journals_the_hand_over_before_the_dot_so_a_kill_there_sends_nobody_twice(
+    seeded: Session,
+    settings: Settings,
+    add_subscribers: object,
+    smtp_server: SMTPSink,
+    tmp_path: Path,
+) -> None:
+    """Killed between the hand-over line and the write that carries the dot (the old
+    duplicate window, now before the write): the server never got the message, the ledger
+    says ``unknown`` (for the operator), and no one is mailed twice."""
+    add_subscribers(30)  # type: ignore[operator]
+    edition_id = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    ).edition.id
+    assert edition_id is not None
+    journal_dir = tmp_path / "journal"
+    env = _sender_env(settings, journal_dir, KILL_AT=str(KILL_AFTER), KILL_WHERE="hand-over")
+    died = subprocess.run(
+        [sys.executable, "-c", _HANDING_SENDER, str(edition_id), smtp_server.url],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert died.returncode == -9, died.stderr
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        resumed = settings.model_copy(update={"journal_dir": str(journal_dir)})
+        publish.send_edition(
+            session,
+            edition_id=edition_id,
+            settings=resumed,
+            backend=backend_from_url(smtp_server.url),
+            wait=True,
+        )
+        counts = ledger.counts(session, edition_id=edition_id)
+        (unknown,) = session.exec(
+            select(Delivery).where(
+                Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.unknown
+            )
+        ).all()
+    engine.dispose()
+    per_recipient = Counter(e.rcpt_tos[0] for e in smtp_server.received)
+    assert max(per_recipient.values()) == 1  # nobody twice
+    assert len(per_recipient) == 29 and counts[DeliveryStatus.sent] == 29
+    ids = {
+        e.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for e in smtp_server.received
+    }
+    assert unknown.message_id not in ids  # never delivered: the operator's to re-send

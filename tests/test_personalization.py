@@ -14,6 +14,7 @@ from newsletter import publish, store
 from newsletter.config import ConfigError, Settings
 from newsletter.personalization import MessageTemplate, Recipient, format_address
 from newsletter.tokens import BadToken, TokenSigner
+from tests.conftest import PINNED_DATE
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def _parse(data: bytes) -> EmailMessage:
 
 def test_message_headers_and_structure(template: MessageTemplate, settings: Settings) -> None:
     signer = publish.signer_for(settings)
-    out = template.build(Recipient(7, "ana@example.com", "Ana"), signer)
+    out = template.build(Recipient(7, "ana@example.com", "Ana"), signer, now=PINNED_DATE)
     msg = _parse(out.data)
     to = msg["To"].addresses[0]
     assert (to.display_name, to.addr_spec) == ("Ana", "ana@example.com")
@@ -59,8 +60,8 @@ def test_each_recipient_gets_their_own_values(
     template: MessageTemplate, settings: Settings
 ) -> None:
     signer = publish.signer_for(settings)
-    a = template.build(Recipient(1, "a@example.com", None), signer)
-    b = template.build(Recipient(2, "b@example.com", "José Álvarez"), signer)
+    a = template.build(Recipient(1, "a@example.com", None), signer, now=PINNED_DATE)
+    b = template.build(Recipient(2, "b@example.com", "José Álvarez"), signer, now=PINNED_DATE)
     ma, mb = _parse(a.data), _parse(b.data)
     assert a.message_id != b.message_id
     assert ma["List-Unsubscribe"] != mb["List-Unsubscribe"]
@@ -76,7 +77,7 @@ def test_hostile_names_cannot_inject_headers_or_markup(
 ) -> None:
     signer = publish.signer_for(settings)
     name = 'Eve <script>x</script> "Bcc: all@example.com"\r\nBcc: victim@example.com'
-    out = template.build(Recipient(3, "eve@example.com", name), signer)
+    out = template.build(Recipient(3, "eve@example.com", name), signer, now=PINNED_DATE)
     msg = _parse(out.data)
     assert msg["Bcc"] is None
     assert msg["To"].addresses[0].addr_spec == "eve@example.com"
@@ -90,7 +91,7 @@ def test_preview_matches_what_is_sent(template: MessageTemplate, settings: Setti
     signer = publish.signer_for(settings)
     recipient = Recipient(9, "n@example.com", "Nia")
     page, text = template.preview(recipient, signer)
-    parts = list(_parse(template.build(recipient, signer).data).iter_parts())
+    parts = list(_parse(template.build(recipient, signer, now=PINNED_DATE).data).iter_parts())
     assert parts[0].get_content().replace("\r\n", "\n") == text
     assert parts[1].get_content().replace("\r\n", "\n") == page.replace("\r\n", "\n")
 
@@ -132,7 +133,7 @@ def test_personalization_is_a_cheap_splice(template: MessageTemplate, settings: 
     em.EmailMessage.__init__ = spy  # type: ignore[method-assign]
     try:
         for i in range(50):
-            template.build(Recipient(i, f"r{i}@example.com", f"R {i}"), signer)
+            template.build(Recipient(i, f"r{i}@example.com", f"R {i}"), signer, now=PINNED_DATE)
     finally:
         em.EmailMessage.__init__ = original  # type: ignore[method-assign]
     assert calls == []
@@ -142,7 +143,9 @@ def test_personalization_is_a_cheap_splice(template: MessageTemplate, settings: 
 def test_long_and_unusual_names_keep_crlf_only(
     template: MessageTemplate, settings: Settings, name: str
 ) -> None:
-    out = template.build(Recipient(5, "n@example.com", name), publish.signer_for(settings))
+    out = template.build(
+        Recipient(5, "n@example.com", name), publish.signer_for(settings), now=PINNED_DATE
+    )
     assert b"\n" not in out.data.replace(b"\r\n", b"")
     assert b"\r" not in out.data.replace(b"\r\n", b"")
     assert _parse(out.data)["To"].addresses[0].addr_spec == "n@example.com"
@@ -157,7 +160,9 @@ def test_carriage_returns_in_content_never_reach_the_wire(
     seeded.commit()
     edition = store.get_edition(seeded, edition_id=draft)
     template = publish.prepare(seeded, edition=edition, settings=settings)[1]
-    out = template.build(Recipient(1, "a@example.com", "A"), publish.signer_for(settings))
+    out = template.build(
+        Recipient(1, "a@example.com", "A"), publish.signer_for(settings), now=PINNED_DATE
+    )
     assert b"\r" not in out.data.replace(b"\r\n", b"")
 
 

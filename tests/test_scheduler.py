@@ -56,8 +56,14 @@ def write_schedule(directory: Path, **fields: object) -> Path:
     return path
 
 
+#: When the tests' schedule files are loaded: before every date the tests drive the clock to.
+SYNCED_AT = datetime(2026, 11, 1, tzinfo=UTC)
+
+
 def sync(session: Session, directory: Path, settings: Settings) -> None:
-    schedules.sync(session, schedules.load(directory), default_site_url=settings.site_url)
+    schedules.sync(
+        session, schedules.load(directory), default_site_url=settings.site_url, now=SYNCED_AT
+    )
     session.commit()
 
 
@@ -237,7 +243,9 @@ def test_approval_holds_the_send_alerts_editors_once_then_sends(
     (edition,) = editions(seeded)
     assert edition.status == "draft" and edition.alerted_at is not None
 
-    publish.approve_edition(seeded, edition_id=edition.id or 0, by="Ada")
+    publish.approve_edition(
+        seeded, edition_id=edition.id or 0, by="Ada", now=monday + timedelta(hours=12)
+    )
     log = run_clock(seeded, settings, monday + timedelta(hours=12), monday + timedelta(hours=13))
     assert any("started" in line for _, line in log)
     assert sorted(m.recipient for m in memory.outbox) == [
@@ -261,7 +269,9 @@ def test_pause_skip_and_resume(seeded: Session, settings: Settings, planned: Pat
     newsletter = store.get_newsletter(seeded, slug=SLUG)
     seeded.add(ScheduleSkip(newsletter_id=newsletter.id or 0, period_key="2026-W49"))
     seeded.commit()
-    schedules.sync(seeded, schedules.load(planned), default_site_url=settings.site_url)
+    schedules.sync(
+        seeded, schedules.load(planned), default_site_url=settings.site_url, now=SYNCED_AT
+    )
     seeded.commit()
     assert seeded.exec(select(Schedule)).one().paused is False  # a sync keeps the switch
     run_clock(
@@ -399,7 +409,9 @@ def test_an_approval_given_after_the_grace_time_still_sends(
     monday = datetime(2026, 11, 23, tzinfo=UTC)
     run_clock(seeded, settings, monday, monday + timedelta(hours=12))
     (edition,) = editions(seeded)
-    publish.approve_edition(seeded, edition_id=edition.id or 0, by="Ada")  # 16 h late
+    publish.approve_edition(
+        seeded, edition_id=edition.id or 0, by="Ada", now=monday + timedelta(hours=16)
+    )  # 16 h late
     log = run_clock(seeded, settings, monday + timedelta(hours=16), monday + timedelta(hours=17))
     assert any("started approved edition" in line for _, line in log)
     assert editions(seeded)[0].status == "sent"
@@ -472,7 +484,7 @@ def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
 ) -> None:
     """Moving the send day inside a week that already had its edition skips that week; the
     operator is told at sync time rather than finding out on the day."""
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 25, 15, tzinfo=UTC)  # a Wednesday
     directory = tmp_path / "moved"
     write_schedule(directory, send="Monday 09:00")
     sync(seeded, directory, settings)
@@ -495,6 +507,8 @@ def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
         )
     )
     seeded.commit()
-    report = schedules.sync(seeded, schedules.load(directory), default_site_url=settings.site_url)
+    report = schedules.sync(
+        seeded, schedules.load(directory), default_site_url=settings.site_url, now=now
+    )
     assert report.updated == [SLUG]
     assert len(report.warnings) == 1 and key in report.warnings[0]

@@ -23,6 +23,8 @@ from newsletter import importing, publish, store
 from newsletter.backends.memory import MemoryBackend
 from newsletter.chart import EMPTY_MESSAGE, draw_chart
 from newsletter.cli import app
+from newsletter.cli.common import CLI_CLOCK
+from newsletter.clock import fixed_clock
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.models import (
@@ -350,7 +352,12 @@ def test_empty_chart_says_so() -> None:
 
 def _cli(settings: Settings, *args: str) -> Any:
     env = {"NEWSLETTER_DATABASE_URL": settings.database_url, "COLUMNS": "200"}
-    return CliRunner().invoke(app, ["stats", *args], env=env)
+    # The CLI reads the real clock; the test pins it to the fixture's week.
+    pinned = CLI_CLOCK.set(fixed_clock(AT))
+    try:
+        return CliRunner().invoke(app, ["stats", *args], env=env)
+    finally:
+        CLI_CLOCK.reset(pinned)
 
 
 def test_stats_command(seeded: Session, settings: Settings, sent: Sent, tmp_path: Path) -> None:
@@ -431,7 +438,9 @@ def test_aggregates_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             assert (row.recipients, row.sent, row.delivered, row.bounced_hard) == (4, 4, 1, 1)
             assert (row.unsubscribes, row.unsubscribe_rate) == (1, 0.25)
             session.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
-            growth = {w.week: w for w in list_growth(session)}
+            # Until the last event (the imports, stamped when they were written): no real clock.
+            last = session.execute(text("SELECT MAX(created_at) FROM subscriptionevent")).scalar()
+            growth = {w.week: w for w in list_growth(session, until=last, today=True)}
             assert (growth["2026-W47"].joined, growth["2026-W47"].left) == (1, 0)
             assert growth["2026-W48"].left == 1  # the bounce, at AT
             # The four imports happened now, on the server's clock.

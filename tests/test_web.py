@@ -127,7 +127,9 @@ def test_a_failed_confirmation_send_lets_the_person_try_again(
     with TestClient(create_app(failing, engine=engine)) as c:
         c.post("/subscribe", data={"email": "x@example.com"})
         seeded.expire_all()
-        person = seeded.exec(select(Subscriber).where(Subscriber.email_key == "x@example.com")).one()
+        person = seeded.exec(
+            select(Subscriber).where(Subscriber.email_key == "x@example.com")
+        ).one()
         assert person.confirm_sent_at is None  # the hour's throttle was released
 
 
@@ -212,8 +214,11 @@ def test_one_click_post_unsubscribes_at_once_without_redirect_or_cookie(
 ) -> None:
     token = token_for(*reader, edition_id=None)
     if encoding == "urlencoded":
-        response = client.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click",
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        response = client.post(
+            f"/u/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     else:
         response = client.post(f"/u/{token}", files={"List-Unsubscribe": (None, "One-Click")})
     assert response.status_code == 200
@@ -362,7 +367,11 @@ def test_an_unsubscribe_mid_send_stops_mail_to_that_person(
 
     memory.reset()
     publish.send_edition(
-        seeded, edition_id=draft, settings=small, backend=memory.MemoryBackend(), on_batch=after_batch
+        seeded,
+        edition_id=draft,
+        settings=small,
+        backend=memory.MemoryBackend(),
+        on_batch=after_batch,
     )
     recipients = {m.recipient for m in memory.outbox}
     assert len(batches) > 1
@@ -383,7 +392,9 @@ def test_the_archive_shows_sent_editions_without_personal_links(
 ) -> None:
     assert client.get(f"/archive/{draft}").status_code == 404  # a draft is not public
     add_subscribers(2, prefix="arch")
-    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=memory.MemoryBackend())
+    publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=memory.MemoryBackend()
+    )
     listing = client.get("/archive")
     assert f'/archive/{draft}"' in listing.text
     page = client.get(f"/archive/{draft}")
@@ -432,7 +443,6 @@ def test_admin_needs_the_password_and_shows_numbers_and_chart(
         assert chart.content.lstrip().startswith((b"<?xml", b"<svg"))
 
 
-
 def test_over_long_values_get_a_plain_page_that_echoes_nothing(
     client: TestClient, seeded: Session
 ) -> None:
@@ -465,9 +475,7 @@ def test_a_stranger_cannot_make_us_mail_an_address_that_left_everything(
     assert kinds[-3:] == ["suppressed", "unsuppressed", "resubscribed"]
 
 
-def test_an_expired_confirmation_link_is_refused(
-    client: TestClient, seeded: Session
-) -> None:
+def test_an_expired_confirmation_link_is_refused(client: TestClient, seeded: Session) -> None:
     from datetime import timedelta
 
     from newsletter.confirmation import CONFIRM_TTL, confirm_token

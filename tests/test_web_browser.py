@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from email import message_from_bytes
 
 import pytest
@@ -202,7 +203,10 @@ def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
         )
         assert "paused by an operator (admin page)" in send.inner_text()
         seeded.expire_all()
-        assert publish.live_editions(seeded)[0].edition.status == "paused"
+        assert (
+            publish.live_editions(seeded, now=datetime(2026, 11, 23, tzinfo=UTC))[0].edition.status
+            == "paused"
+        )
         shoot(page, "admin-paused")
         send.get_by_role("button", name="Resume").click()
         page.wait_for_url(re.compile(r"/admin\?done=resume"))
@@ -210,5 +214,8 @@ def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
         send.get_by_role("button", name="Cancel edition").click()  # box not ticked
         assert "done=resume" in page.url  # the unticked required box kept the form back
         seeded.expire_all()
-        assert publish.live_editions(seeded)[0].edition.status == "sending"
+        assert (
+            publish.live_editions(seeded, now=datetime(2026, 11, 23, tzinfo=UTC))[0].edition.status
+            == "sending"
+        )
         browser.close()

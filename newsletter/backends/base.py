@@ -66,8 +66,13 @@ class HandoverError(RuntimeError):
     """The caller's ``on_handover`` raised (its journal could not be written, say).
 
     Not an ``OSError``: a backend must not take it for a lost connection and record the
-    message ``unknown`` for the wrong reason; it stops the send, and the message counts as
-    in flight (sent again after the lease, as without a journal)."""
+    message ``unknown`` for the wrong reason; it stops the send. ``sent`` says whether the
+    message had left when the callback ran (HTTP: yes, so it is ``unknown``; SMTP calls it
+    before the final write: no, so it goes back to the queue)."""
+
+    def __init__(self, *args: object, sent: bool = True) -> None:
+        super().__init__(*args)
+        self.sent = sent
 
 
 class MailBackend(ABC):
@@ -113,11 +118,12 @@ class MailBackend(ABC):
         be reported again when another backend takes the message over (failover after a
         deferral); the last report is its answer.
 
-        ``on_handover(index)``, where a backend can tell, is called the moment the message's
-        last byte is with the operating system and before the server's answer is read (for
-        SMTP: right after the end-of-data dot; HTTP: when the request is written in full). A
-        caller that writes this down knows, after a crash, which messages the server may have
-        accepted without telling us. This default can't tell, so it never calls it.
+        ``on_handover(index)``, where a backend can tell, is called at the moment the server
+        may start counting the message and before its answer is read (for SMTP: right before
+        the write that carries the end-of-data dot, so nothing but that one system call lies
+        between them; HTTP: when the request is written in full). A caller that writes this
+        down knows, after a crash, which messages the server may have accepted without telling
+        us. This default can't tell, so it never calls it.
         """
         results = self.send_messages(messages)
         for index, result in enumerate(results):

@@ -182,7 +182,7 @@ class SMTPBackend(ReportingBackend):
         """One SMTP transaction. A connection lost before DATA is retried once on a new
         connection (nothing was handed over); lost during or after DATA it is ``unknown`` and
         never retried here, because the server may already have accepted the message.
-        ``handed()`` is called once the end-of-data dot is with the operating system."""
+        ``handed()`` is called right before the end-of-data dot is written."""
         for attempt in (1, 2):
             if self.connection is None:
                 self._ahead = None
@@ -314,22 +314,27 @@ class SMTPBackend(ReportingBackend):
         on a 50 KB message), then the final reply. ``then`` (the next envelope) goes out in
         the same write.
 
-        ``handed()`` runs between the write and the read: from then on the server may count
-        the message whatever happens to this process. A process killed after the write still
-        gets the bytes delivered (the kernel sends what it holds, then FIN; nothing is unread,
-        so no RST), so a crash here is RFC 1047's window: delivered, answer never seen."""
+        ``handed()`` runs right *before* the write that carries the end-of-data dot: the
+        hand-over is in the journal before the server can count the message, so a process
+        killed at any moment never leaves a delivered message looking unsent (RFC 1047's
+        window, which would re-send it). Killed between the two system calls, the message is
+        recorded ``unknown`` although the server never got its dot: an operator re-sends it
+        with ``retry-failed --include-unknown``; nobody is mailed twice. (A process killed
+        after the write still gets its bytes delivered: the kernel sends what it holds, then
+        FIN; nothing is unread, so no RST.)"""
         stuffed = data.replace(b"\r\n.", b"\r\n..")
         if stuffed.startswith(b"."):
             stuffed = b"." + stuffed
         # One write: a separate small write for the terminator would wait for the peer's
         # delayed ACK (Nagle), ~40 ms per message.
         end = b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
-        conn.send(stuffed + end + (then or b""))
+        payload = stuffed + end + (then or b"")
         if handed is not None:
             try:
                 handed()
             except Exception as exc:
-                raise HandoverError(f"recording the hand-over failed: {exc}") from exc
+                raise HandoverError(f"recording the hand-over failed: {exc}", sent=False) from exc
+        conn.send(payload)
         return conn.getreply()
 
     def _reset(self) -> None:

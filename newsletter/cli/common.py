@@ -5,7 +5,8 @@ import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextvars import ContextVar
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from sqlmodel import Session
 from newsletter import importing, publish, store
 from newsletter.backends import BackendError
 from newsletter.backends.base import HandoverError
+from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.journal import JournalError
@@ -125,9 +127,24 @@ def _subscriber_summary(report: importing.SubscriberImportReport) -> str:
     )
 
 
+#: The clock commands read. The CLI is an entry point, one of the few places that reads the
+#: real time; a caller running commands in-process (a test) sets this to pin it.
+CLI_CLOCK: ContextVar[Clock] = ContextVar("cli_clock", default=system_clock)
+
+
+def cli_clock() -> Clock:
+    """The command's clock (see :data:`CLI_CLOCK`)."""
+    return CLI_CLOCK.get()
+
+
+def cli_now() -> datetime:
+    """The time this command acts at (see :func:`cli_clock`)."""
+    return cli_clock()()
+
+
 def _parse_at(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(UTC)
+        return cli_now()
     try:
         return datetime.fromisoformat(value)
     except ValueError:
@@ -157,6 +174,7 @@ def _send_with_progress(
         "concurrency": concurrency,
         "wait": wait,
         "actor": cli_actor(),
+        "clock": cli_clock(),
     }
     if not sys.stderr.isatty():
         return publish.send_edition(session, **options)
@@ -186,9 +204,13 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
     typer.echo(
         f"edition {e.id} via {backend}: sent {run.sent}, failed {run.failed}, "
         f"deferred {run.deferred}, unknown {run.unknown}, skipped {run.skipped} (this run)"
+        + (f", taken over by another sender {run.taken_over}" if run.taken_over else "")
+        + (f", answers not recorded {run.unrecorded}" if run.unrecorded else "")
     )
     typer.echo(
-        "totals: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f"; status {e.status}"
+        "totals: "
+        + ", ".join(f"{k} {v}" for k, v in totals.items() if v)
+        + f"; status {publish.state_line(e.status, totals, None)}"
     )
     if run.stopped_because:
         typer.echo(f"stopped: {run.stopped_because}", err=True)
@@ -196,9 +218,5 @@ def _print_report(report: publish.SendReport, backend: str) -> None:
         typer.echo(f"  {error}", err=True)
     if run.deferred:
         typer.echo("deferred deliveries are retried by running `edition send` again", err=True)
-    if run.unknown:
-        typer.echo(
-            "unknown: the server may have the message (connection lost during DATA); "
-            "not retried automatically, to avoid mailing anyone twice",
-            err=True,
-        )
+    if totals.get("unknown"):
+        typer.echo(publish.unknown_advice(e.id or 0, totals["unknown"]), err=True)

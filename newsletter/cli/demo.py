@@ -1,7 +1,6 @@
 """`newsletter demo`: the whole path on a fresh machine."""
 
 import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,8 @@ from newsletter.cli.common import (
     _settings,
     _subscriber_summary,
     app,
+    cli_clock,
+    cli_now,
     readable_errors,
 )
 from newsletter.models import (
@@ -63,7 +64,7 @@ def demo(
             select(Comparison.published_at).order_by(col(Comparison.published_at).desc())
         ).first()
         outcome = publish.draft_edition(
-            session, settings=settings, newsletter_slug=None, at=newest or datetime.now(UTC)
+            session, settings=settings, newsletter_slug=None, at=newest or cli_now()
         )
         edition_id = outcome.edition.id or 0
         page, text, rendered = publish.preview_edition(
@@ -72,7 +73,11 @@ def demo(
         (directory / "preview.html").write_text(page, encoding="utf-8")
         (directory / "preview.txt").write_text(text, encoding="utf-8")
         sent = publish.send_edition(
-            session, edition_id=edition_id, settings=settings, backend=FileBackend(outbox)
+            session,
+            edition_id=edition_id,
+            settings=settings,
+            backend=FileBackend(outbox),
+            clock=cli_clock(),
         )
     typer.echo(
         f"edition {edition_id}: {outcome.period.describe()}, "

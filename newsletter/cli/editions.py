@@ -21,6 +21,7 @@ from newsletter.cli.common import (
     _settings,
     app,
     cli_actor,
+    cli_now,
     edition_app,
     readable_errors,
 )
@@ -144,7 +145,7 @@ def edition_start(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> N
     settings = _settings()
     with _session(settings) as session:
         added = publish.start_edition(
-            session, edition_id=edition_id, settings=settings, actor=cli_actor()
+            session, edition_id=edition_id, settings=settings, actor=cli_actor(), now=cli_now()
         )
         status = store.edition_status(session, edition_id=edition_id)
     typer.echo(f"edition {edition_id} is {status}; {added} deliveries queued")
@@ -159,8 +160,21 @@ def edition_approve(
     """Approve a draft whose schedule requires it; the scheduler sends it at its next look."""
     settings = _settings()
     with _session(settings) as session:
-        edition = publish.approve_edition(session, edition_id=edition_id, by=by)
+        edition = publish.approve_edition(session, edition_id=edition_id, by=by, now=cli_now())
     typer.echo(f"edition {edition_id} ({edition.period_key}) approved by {by}")
+
+
+@edition_app.command("unapprove")
+@readable_errors
+def edition_unapprove(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    by: Annotated[str, typer.Option(help="Who withdraws it (recorded).")] = "an editor",
+) -> None:
+    """Withdraw an approval before the send starts; the draft is held again."""
+    settings = _settings()
+    with _session(settings) as session:
+        edition = publish.withdraw_approval(session, edition_id=edition_id, by=by)
+    typer.echo(f"edition {edition_id} ({edition.period_key}): approval withdrawn by {by}")
 
 
 @edition_app.command("pause")
@@ -224,12 +238,19 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     """Counts by state, send rate, ETA, the latest errors and who did what when."""
     settings = _settings()
     with _session(settings) as session:
-        live = publish.live_edition(session, edition_id=edition_id)
+        live = publish.live_edition(session, edition_id=edition_id, now=cli_now())
         history = store.edition_events(session, edition_id=edition_id)
     edition = live.edition
-    typer.echo(f"edition {edition_id} ({edition.period_key}): {edition.status}")
+    typer.echo(f"edition {edition_id} ({edition.period_key}): {live.state}")
     if edition.status_reason:
         typer.echo(f"  reason: {edition.status_reason}")
+    if live.awaiting is not None:
+        typer.echo(
+            f"  approve with `newsletter edition approve {edition_id} --by NAME` "
+            "or on the admin page"
+        )
+    if live.progress.counts["unknown"]:
+        typer.echo("  " + publish.unknown_advice(edition_id, live.progress.counts["unknown"]))
     typer.echo("  " + ", ".join(f"{k} {v}" for k, v in live.progress.counts.items()))
     eta = f"{live.eta_seconds / 60:.1f} min" if live.eta_seconds else "-"
     typer.echo(f"  rate: {live.rate:.1f}/s over the last minute; left: {live.left}; ETA: {eta}")
@@ -251,8 +272,9 @@ def edition_list() -> None:
         rows = session.exec(select(Edition).order_by(col(Edition.id))).all()
         for e in rows:
             c = ledger.counts(session, edition_id=e.id or 0)
+            state = publish.state_line(e.status, c, publish.awaiting_approval(session, e))
             typer.echo(
-                f"{e.id}\t{e.period_key}\t{e.status}\tsent {c['sent'] + c['queued']}"
+                f"{e.id}\t{e.period_key}\t{state}\tsent {c['sent'] + c['queued']}"
                 f"\tfailed {c['failed']}\t{e.subject}"
             )
 

@@ -13,6 +13,7 @@ from newsletter.cli.common import (
     _session,
     _settings,
     app,
+    cli_now,
     readable_errors,
 )
 
@@ -77,7 +78,9 @@ def stats(
     with _session(settings) as session:
         newsletter_id = store.get_newsletter(session, slug=newsletter).id if newsletter else None
         editions = reports.edition_stats(session, newsletter_id=newsletter_id)
-        growth = reports.list_growth(session, newsletter_id=newsletter_id, weeks=weeks)
+        growth = reports.list_growth(
+            session, newsletter_id=newsletter_id, weeks=weeks, until=cli_now(), today=True
+        )
     if format == StatsFormat.json:
         typer.echo(formats.report_json(editions, growth))
     elif format == StatsFormat.csv:

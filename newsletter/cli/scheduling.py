@@ -10,22 +10,23 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session, select
 
-from newsletter import publish, store
+from newsletter import periods, publish, store
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
     _print_report,
     _session,
     _settings,
     app,
+    cli_clock,
+    cli_now,
     readable_errors,
     schedule_app,
 )
+from newsletter.clock import system_clock
 from newsletter.database import make_engine, require_head, upgrade
 from newsletter.models import (
-    EditionStatus,
     Schedule,
     ScheduleSkip,
-    utcnow,
 )
 
 # --- schedules -----------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def schedule_sync(
     settings = _settings()
     specs = schedules.load(directory)
     with _session(settings) as session:
-        report = schedules.sync(session, specs, default_site_url=settings.site_url)
+        report = schedules.sync(session, specs, default_site_url=settings.site_url, now=cli_now())
         session.commit()
     for label, slugs in (
         ("created", report.created),
@@ -78,13 +79,13 @@ def schedule_list() -> None:
     from newsletter import scheduler, schedules
 
     settings = _settings()
-    now = utcnow()
+    now = cli_now()
     with _session(settings) as session:
         rows = schedules.active_schedules(session)
         if not rows:
             typer.echo("no schedules: write schedules/<slug>.toml, then `newsletter schedule sync`")
         for schedule, newsletter in rows:
-            occ = scheduler.next_times(schedule, newsletter, now)
+            occ = periods.next_times(schedule, newsletter, now)
             zone = occ.rule.zone
 
             flags = ["PAUSED" if schedule.paused else "active"]
@@ -175,34 +176,19 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
     from newsletter import scheduler as sched
 
     settings = _settings()
-    now = utcnow()
+    now = cli_now()
     with _session(settings) as session:
         schedule = _schedule_of(session, slug)
         newsletter = store.get_newsletter(session, slug=slug)
-        occ = sched.current(schedule, newsletter, now)
+        occ = periods.current(schedule, newsletter, now)
         if sched.is_skipped(session, occ):
             raise publish.EditionStateError(
                 f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
             )
-        edition = store.find_edition(session, newsletter_id=newsletter.id or 0, period_key=occ.key)
-        if edition is None:
-            edition = publish.draft_edition(
-                session,
-                settings=settings,
-                newsletter_slug=slug,
-                at=now,
-                period=sched.period_of(session, occ, end=now),
-                scheduled_for=occ.send_at,
-            ).edition
-        if (
-            edition.status == EditionStatus.draft
-            and schedule.approval_required
-            and edition.approved_at is None
-        ):
-            raise publish.EditionStateError(
-                f"edition {edition.id} ({occ.key}) needs an editor's approval first: "
-                f"`newsletter edition approve {edition.id}`"
-            )
+        # The same naming as the scheduler and `edition draft` (newsletter.periods).
+        edition = publish.draft_edition(
+            session, settings=settings, newsletter_slug=slug, at=now, now=now
+        ).edition
         if schedule.local_time:  # each subscriber's own 09:00, as the scheduler would
             local_day = occ.send_at.astimezone(occ.rule.zone).date()
             publish.start_edition(
@@ -210,6 +196,7 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
                 edition_id=edition.id or 0,
                 settings=settings,
                 local_time=(local_day, occ.rule.at),
+                now=now,
             )
         url = settings.mail_backend
         report = publish.send_edition(
@@ -218,6 +205,7 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
             settings=settings,
             make_backend=lambda: backend_from_url(url),
             wait=not schedule.local_time,  # later waves: the scheduler or workers send them
+            clock=cli_clock(),
         )
     _print_report(report, backend_from_url(url).describe())
 
@@ -274,7 +262,10 @@ def run_all(
     if schedules_dir is not None:
         with Session(engine) as session:
             schedules.sync(
-                session, schedules.load(schedules_dir), default_site_url=settings.site_url
+                session,
+                schedules.load(schedules_dir),
+                default_site_url=settings.site_url,
+                now=system_clock(),
             )
             session.commit()
     app_ = create_app(settings, engine=engine)

@@ -5,6 +5,7 @@ an open session and commits where a step is complete. ``drafting`` owns an editi
 ``sending`` its start and its sends, ``controls`` the state changes people make in between.
 """
 
+from newsletter.publish.approval import alert_editors, awaiting_approval, withdraw_approval
 from newsletter.publish.controls import (
     EditionStateError,
     LiveEdition,
@@ -16,9 +17,12 @@ from newsletter.publish.controls import (
     resume_edition,
     retry_failed,
     sending_editions,
+    state_line,
+    unknown_advice,
 )
 from newsletter.publish.drafting import (
     SAMPLE_RECIPIENT,
+    ComparisonTaken,
     DraftOutcome,
     EmptyWeek,
     default_newsletter,
@@ -40,6 +44,7 @@ __all__ = [
     "LiveEdition",
     "live_edition",
     "live_editions",
+    "ComparisonTaken",
     "DraftOutcome",
     "EditionStateError",
     "EmptyWeek",
@@ -61,4 +66,9 @@ __all__ = [
     "sending_editions",
     "signer_for",
     "start_edition",
+    "withdraw_approval",
+    "state_line",
+    "unknown_advice",
+    "alert_editors",
+    "awaiting_approval",
 ]

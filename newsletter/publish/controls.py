@@ -1,5 +1,7 @@
 """What editors and operators do to an edition between drafting and the last delivery:
-approve, pause, resume, cancel, retry failures. Each checks the state it starts from.
+approve, pause, resume, cancel, retry failures. Every status change is a compare-and-set
+through :func:`newsletter.store.transition` (the moves are in :mod:`newsletter.lifecycle`);
+a refused one says what the edition is now and from which states the action works.
 """
 
 from __future__ import annotations
@@ -7,34 +9,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
-from newsletter.models import Edition, EditionEvent, EditionStatus, utcnow
+from newsletter.lifecycle import EditionStateError, refusal
+from newsletter.models import Edition, EditionEvent, EditionStatus
+from newsletter.publish.approval import awaiting_approval
 
-
-class EditionStateError(RuntimeError):
-    """The edition is not in a state that allows this action."""
-
+__all__ = ["EditionStateError"]
 
 #: Who did it, when the caller does not say.
 OPERATOR = "operator"
 
 
-def approve_edition(session: Session, *, edition_id: int, by: str) -> Edition:
+def approve_edition(session: Session, *, edition_id: int, by: str, now: datetime) -> Edition:
     """An editor's go-ahead for a schedule that requires one; only a draft can be approved.
 
     Approving freezes the content: the scheduler sends this draft as it is, without refreshing
-    its selection."""
-    edition = store.get_edition(session, edition_id=edition_id)
-    if edition.status != EditionStatus.draft:
+    its selection. A conditional UPDATE: a draft that started or was cancelled meanwhile is
+    refused, not approved after the fact."""
+    approved = session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.draft)
+        .values(approved_at=now, approved_by=by[:200])
+    )
+    if getattr(approved, "rowcount", 0) != 1:
+        session.rollback()
+        edition = store.get_edition(session, edition_id=edition_id)
         raise EditionStateError(
             f"edition {edition_id} is {edition.status}; only a draft is approved"
         )
-    edition.approved_at = utcnow()
-    edition.approved_by = by[:200]
     store.add_edition_event(session, edition_id=edition_id, action="approved", actor=by)
     session.commit()
+    edition = store.get_edition(session, edition_id=edition_id)
+    session.refresh(edition)
     return edition
 
 
@@ -46,13 +55,11 @@ def pause_edition(
     actor: str = OPERATOR,
 ) -> None:
     """Stop sending within one batch; resume never re-sends what was sent."""
-    _change(session, edition_id, {EditionStatus.sending}, EditionStatus.paused, reason, actor)
+    _change(session, edition_id, "pause", reason, actor)
 
 
 def resume_edition(session: Session, *, edition_id: int, actor: str = OPERATOR) -> None:
-    _change(
-        session, edition_id, {EditionStatus.paused}, EditionStatus.sending, None, actor, "resumed"
-    )
+    _change(session, edition_id, "resume", None, actor)
 
 
 def cancel_edition(
@@ -62,35 +69,19 @@ def cancel_edition(
     reason: str = "cancelled by an operator",
     actor: str = OPERATOR,
 ) -> None:
-    """Nothing more is sent; what was sent stays recorded. A cancelled edition stays cancelled."""
-    _change(
-        session,
-        edition_id,
-        {EditionStatus.draft, EditionStatus.sending, EditionStatus.paused},
-        EditionStatus.cancelled,
-        reason,
-        actor,
-    )
+    """Nothing more is sent; what was sent stays recorded. A cancelled edition stays cancelled
+    and its comparisons are free for the next edition."""
+    _change(session, edition_id, "cancel", reason, actor)
 
 
-def _change(
-    session: Session,
-    edition_id: int,
-    allowed: set[EditionStatus],
-    to: EditionStatus,
-    reason: str | None,
-    actor: str,
-    action: str | None = None,
-) -> None:
-    current = store.edition_status(session, edition_id=edition_id)
-    if current not in allowed:
-        raise EditionStateError(
-            f"edition {edition_id} is {current}; can't make it {to} "
-            f"(only from {', '.join(sorted(allowed))})"
-        )
-    store.set_edition_status(
-        session, edition_id=edition_id, status=to, reason=reason, actor=actor, action=action
-    )
+def _change(session: Session, edition_id: int, action: str, reason: str | None, actor: str) -> None:
+    store.get_edition(session, edition_id=edition_id)  # NotFound for a wrong id
+    if not store.transition(
+        session, edition_id=edition_id, action=action, reason=reason, actor=actor
+    ):
+        session.rollback()
+        current = store.edition_status(session, edition_id=edition_id)
+        raise EditionStateError(refusal(edition_id, action, current))
     session.commit()
 
 
@@ -111,13 +102,7 @@ def retry_failed(
         session, edition_id=edition_id, include_unknown=include_unknown, code=code
     )
     if count and status == EditionStatus.sent:
-        store.set_edition_status(
-            session,
-            edition_id=edition_id,
-            status=EditionStatus.sending,
-            actor=actor,
-            action="reopened",
-        )
+        store.transition(session, edition_id=edition_id, action="reopen", actor=actor)
     what = "failed and unknown" if include_unknown else "failed"
     only = f" with code {code}" if code is not None else ""
     store.add_edition_event(
@@ -159,6 +144,8 @@ class LiveEdition:
     next_retry_at: datetime | None
     #: Its latest steps (approved, started, paused, ...), newest first.
     history: list[EditionEvent]
+    #: A draft held for approval: the editors it waits for ([] = any editor); else None.
+    awaiting: list[str] | None = None
 
     @property
     def left(self) -> int:
@@ -179,21 +166,50 @@ class LiveEdition:
         return self.progress.counts["failed"] + self.progress.counts["unknown"]
 
     @property
+    def state(self) -> str:
+        """The status as a person needs it: who a held draft waits for, and a send that ended
+        with unknown deliveries is not simply "sent"."""
+        return state_line(self.edition.status, self.progress.counts, self.awaiting)
+
+    @property
     def actions(self) -> tuple[str, ...]:
         status = EditionStatus(self.edition.status)
         actions = ACTIONS[status]
         if status == EditionStatus.draft and self.edition.approved_at is not None:
-            actions = tuple(a for a in actions if a != "approve")
+            actions = tuple(a for a in actions if a != "approve") + ("unapprove",)
         if self.retryable and status not in (EditionStatus.draft, EditionStatus.cancelled):
             actions += ("retry-failed",)
         return actions
+
+
+def state_line(status: str, counts: dict[str, int], awaiting: list[str] | None) -> str:
+    """``draft, awaits approval from a@x``; ``sent, 3 unknown``; else the status."""
+    if awaiting is not None:
+        return f"{status}, awaits approval from {', '.join(awaiting) or 'an editor'}"
+    unknown = counts.get("unknown", 0)
+    if unknown and status in (EditionStatus.sent, EditionStatus.sending, EditionStatus.paused):
+        return f"{status}, {unknown} unknown"
+    return status
+
+
+def unknown_advice(edition_id: int, unknown: int) -> str:
+    """What an operator reads about ``unknown`` deliveries, with the commands to act."""
+    return (
+        f"{unknown} {'delivery is' if unknown == 1 else 'deliveries are'} unknown: the server "
+        "may have the message (the connection or the sender was lost after the hand-over), so "
+        "it is not re-sent automatically; review the addresses with `newsletter edition status "
+        f"{edition_id}` and re-send them with `newsletter edition retry-failed {edition_id} "
+        "--include-unknown`"
+    )
 
 
 #: Sent editions with failures stay on the operator's list this long after the send.
 RECENTLY_SENT = timedelta(days=7)
 
 
-def live_editions(session: Session, *, limit: int = 20, recent: int = 5) -> list[LiveEdition]:
+def live_editions(
+    session: Session, *, now: datetime, limit: int = 20, recent: int = 5
+) -> list[LiveEdition]:
     """Editions someone may act on: drafts, sending and paused ones (newest first, up to
     ``limit``), then editions sent in the last week that have failed or unknown deliveries left
     (up to ``recent``). Each listed edition costs a few queries over its own deliveries only."""
@@ -211,26 +227,27 @@ def live_editions(session: Session, *, limit: int = 20, recent: int = 5) -> list
         select(Edition)
         .where(
             Edition.status == EditionStatus.sent,
-            col(Edition.sent_at) >= utcnow() - RECENTLY_SENT,
+            col(Edition.sent_at) >= now - RECENTLY_SENT,
         )
         .order_by(col(Edition.id).desc())
         .limit(recent * 4)
     ).all()
-    listed = [_live(session, e) for e in open_ones]
-    with_failures = (_live(session, e) for e in lately_sent)
+    listed = [_live(session, e, now) for e in open_ones]
+    with_failures = (_live(session, e, now) for e in lately_sent)
     listed += [item for item in with_failures if item.retryable][:recent]
     return listed
 
 
-def live_edition(session: Session, *, edition_id: int) -> LiveEdition:
+def live_edition(session: Session, *, edition_id: int, now: datetime) -> LiveEdition:
     """One edition as the operator's list shows it (raises ``store.NotFound``)."""
-    return _live(session, store.get_edition(session, edition_id=edition_id))
+    return _live(session, store.get_edition(session, edition_id=edition_id), now)
 
 
-def _live(session: Session, edition: Edition) -> LiveEdition:
+def _live(session: Session, edition: Edition, now: datetime) -> LiveEdition:
     return LiveEdition(
         edition,
-        ledger.progress(session, edition_id=edition.id or 0),
+        ledger.progress(session, edition_id=edition.id or 0, now=now),
         ledger.next_retry_at(session, edition_id=edition.id or 0),
         store.edition_events(session, edition_id=edition.id or 0, limit=3),
+        awaiting_approval(session, edition),
     )

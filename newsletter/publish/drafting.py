@@ -13,12 +13,15 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.models import Edition, EditionStatus, Newsletter
+from newsletter.periods import period_for
 from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
+from newsletter.publish.approval import alert_editors
 from newsletter.rendering import (
     EditionContext,
     RenderedEdition,
@@ -26,7 +29,7 @@ from newsletter.rendering import (
     default_subject,
     render_edition,
 )
-from newsletter.selection import Period, Selection, select_comparisons, week_containing
+from newsletter.selection import Period, Selection, select_comparisons
 from newsletter.tokens import TokenSigner
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
@@ -34,6 +37,10 @@ SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="
 
 class EmptyWeek(LookupError):
     """No new comparisons in the period: there is nothing worth mailing."""
+
+
+class ComparisonTaken(RuntimeError):
+    """A comparison is already carried by another live edition of the same newsletter."""
 
 
 def default_newsletter(session: Session, settings: Settings) -> Newsletter:
@@ -68,32 +75,45 @@ def draft_edition(
     settings: Settings,
     newsletter_slug: str | None,
     at: datetime,
+    now: datetime | None = None,
     period: Period | None = None,
     scheduled_for: datetime | None = None,
 ) -> DraftOutcome:
-    """Create or refresh the draft edition for the period containing ``at`` (or ``period``,
-    which the scheduler passes with the send time the edition is for).
+    """Create or refresh the draft edition of the period in play at ``at``, named as every
+    path names it (:func:`newsletter.periods.period_for`: with a schedule, the ISO week of the
+    send date; without, the local week containing ``at``). The scheduler passes ``period``
+    itself, computed by the same module, with the send time the edition is for.
 
     A draft already there is refreshed with the current selection (comparisons published since
-    it was drafted are added); an edition that started sending is returned unchanged. Raises
-    :class:`EmptyWeek` when the period has nothing new, rather than drafting an empty email.
+    it was drafted are added); an edition that started sending, or an approved draft (the
+    editor approved exactly that content), is returned unchanged. Comparisons held by another
+    live edition of the newsletter are left out; if a concurrent draft took one first, the
+    database refuses it and :class:`ComparisonTaken` names both. Raises :class:`EmptyWeek` when
+    the period has nothing new, rather than drafting an empty email. Editors of a schedule that
+    requires approval are alerted now, when the draft is made (``now``, by default ``at``).
     """
     newsletter = resolve_newsletter(session, settings, newsletter_slug)
     assert newsletter.id is not None
     if at.tzinfo is None:  # a bare date or time means the newsletter's own clock
         at = at.replace(tzinfo=ZoneInfo(newsletter.timezone))
-    period = period or week_containing(at, newsletter.timezone)
+    if period is None:
+        named = period_for(session, newsletter, at)
+        period, scheduled_for = named.period, scheduled_for or named.send_at
     edition = store.find_edition(session, newsletter_id=newsletter.id, period_key=period.key)
-    if edition is not None and edition.status != EditionStatus.draft:
+    if edition is not None and (
+        edition.status != EditionStatus.draft or edition.approved_at is not None
+    ):
         items = store.edition_comparisons(session, edition_id=edition.id or 0)
         return DraftOutcome(edition, False, period, Selection(tuple(items), edition.more_count))
     selection = select_comparisons(
         store.comparisons_published_between(session, start=period.start, end=period.end),
         period=period,
-        already_sent=store.comparison_ids_already_sent(
-            session,
-            newsletter_id=newsletter.id,
-            exclude_edition_id=edition.id if edition else None,
+        already_sent=set(
+            store.comparison_ids_taken(
+                session,
+                newsletter_id=newsletter.id,
+                exclude_edition_id=edition.id if edition else None,
+            )
         ),
         cap=newsletter.item_cap,
     )
@@ -117,12 +137,28 @@ def draft_edition(
     edition.scheduled_for = scheduled_for or edition.scheduled_for
     edition.preheader = default_preheader(selection.items)
     edition.more_count = selection.more_count
-    session.flush()
-    assert edition.id is not None
-    store.set_edition_items(
-        session, edition_id=edition.id, comparison_ids=[c.id for c in selection.items if c.id]
-    )
+    ids = [c.id for c in selection.items if c.id]
+    try:
+        session.flush()
+        assert edition.id is not None
+        store.set_edition_items(
+            session, edition_id=edition.id, newsletter_id=newsletter.id, comparison_ids=ids
+        )
+    except IntegrityError:
+        # A concurrent draft of this newsletter won the period key or a comparison.
+        session.rollback()
+        taken = store.comparison_ids_taken(
+            session, newsletter_id=newsletter.id, exclude_edition_id=edition.id
+        )
+        clash = sorted((cid, taken[cid]) for cid in ids if cid in taken)
+        if not clash:
+            raise
+        raise ComparisonTaken(
+            "; ".join(f"comparison {c} is already in edition {e}" for c, e in clash)
+            + ": one comparison goes out in one edition (cancel that edition to free it)"
+        ) from None
     session.commit()
+    alert_editors(session, settings, edition, now or at)
     return DraftOutcome(edition, created, period, selection)
 
 

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as clock_time
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Engine
+from sqlmodel import Session
 
-from newsletter import ledger, store
+from newsletter import journal, ledger, store
 from newsletter.backends import MailBackend
+from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.dispatch import Policy, SendSummary, dispatch
-from newsletter.models import Edition, EditionStatus, Newsletter, utcnow
+from newsletter.lifecycle import EditionStateError
+from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.personalization import MessageTemplate
-from newsletter.publish.controls import OPERATOR, EditionStateError
+from newsletter.publish.approval import approval_refusal, editors_required
+from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
 from newsletter.ratelimit import Limiter, RateSpec
 from newsletter.sharedrate import SharedRateLimiter
@@ -52,28 +55,48 @@ def start_edition(
     settings: Settings,
     local_time: tuple[date, clock_time] | None = None,
     actor: str = OPERATOR,
+    now: datetime | None = None,
 ) -> int:
     """draft -> sending, fixing the audience: one pending delivery per active subscriber.
 
     Returns how many deliveries were written (0 if the edition had already started). Workers
     (``newsletter worker``) then send it; ``send`` starts and sends in one go. With
     ``local_time`` (a local date and time), each delivery waits for that time in its
-    subscriber's own zone (hourly waves, see ``ledger.schedule_local_waves``).
+    subscriber's own zone (hourly waves, see ``ledger.schedule_local_waves``). ``now`` is
+    when it starts (the entry point's clock; the wall clock if not given).
+
+    An edition whose schedule requires approval and has none is refused here, whichever path
+    asks (CLI, worker, scheduler, admin page), and the UPDATE that starts it re-checks the
+    approval, so one withdrawn a moment before still stops it.
     """
+    now = now or system_clock()
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)
     if edition.status != EditionStatus.draft:
         return 0
     if not store.edition_comparisons(session, edition_id=edition_id):
         raise EditionStateError(f"edition {edition_id} carries no comparisons")
+    editors = editors_required(session, edition)
+    if editors is not None and edition.approved_at is None:
+        raise EditionStateError(approval_refusal(edition_id, editors))
     # Only one caller moves a draft to sending, even if two start at once.
-    moved = session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.draft)
-        .values(status=EditionStatus.sending, send_started_at=utcnow())
+    moved = store.transition(
+        session,
+        edition_id=edition_id,
+        action="start",
+        actor=actor,
+        now=now,
+        approved_only=editors is not None,
+        record=False,
     )
     added = 0
-    if getattr(moved, "rowcount", 0) == 1:
+    if not moved and editors is not None:
+        session.rollback()
+        edition = store.get_edition(session, edition_id=edition_id)
+        session.refresh(edition)
+        if edition.status == EditionStatus.draft:  # the approval was withdrawn meanwhile
+            raise EditionStateError(approval_refusal(edition_id, editors))
+    if moved:
         added = ledger.open_deliveries(
             session, edition_id=edition_id, newsletter_id=edition.newsletter_id
         )
@@ -111,6 +134,7 @@ def send_edition(
     on_batch: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     actor: str = OPERATOR,
+    clock: Clock = system_clock,
 ) -> SendReport:
     """Send an edition to every active subscriber of its newsletter, exactly once each.
 
@@ -119,12 +143,15 @@ def send_edition(
     expired). ``concurrency`` > 1 runs that many senders in threads, each with its own session
     and its own backend from ``make_backend``. With ``wait`` it keeps going until nothing is
     left (sleeping until the next retry), else one pass. When nothing is left the edition
-    becomes ``sent``; ``unknown`` and ``failed`` deliveries wait for an operator.
+    becomes ``sent``; ``unknown`` and ``failed`` deliveries wait for an operator. Every time
+    it needs (claims, leases, retries, the Date header) comes from ``clock``.
     """
     settings.require_sending_ready()
     if backend is None and make_backend is None:
         raise ValueError("give a backend or make_backend")
-    added = start_edition(session, edition_id=edition_id, settings=settings, actor=actor)
+    added = start_edition(
+        session, edition_id=edition_id, settings=settings, actor=actor, now=clock()
+    )
     edition = store.get_edition(session, edition_id=edition_id)
     session.refresh(edition)
     if edition.status == EditionStatus.sent:
@@ -135,10 +162,14 @@ def send_edition(
             + (f" ({edition.status_reason})" if edition.status_reason else "")
             + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
         )
-    if not wait and not ledger.has_claimable(session, edition_id=edition_id):
+    journal_dir = settings.journal_path()
+    if journal_dir is not None:
+        # Dead senders' claims come back first: they are claimable now, not after their lease.
+        journal.recover(session, journal_dir, now=clock())
+    if not wait and not ledger.has_claimable(session, edition_id=edition_id, now=clock()):
         # Nothing due yet (a later local-time wave, a retry not come due): workers and the
         # scheduler look every few seconds, so skip rendering the edition for an empty pass.
-        _finish_if_done(session, edition_id=edition_id)
+        _finish_if_done(session, edition_id=edition_id, now=clock())
         session.refresh(edition)
         return SendReport(
             edition,
@@ -167,12 +198,17 @@ def send_edition(
                 make_backend,
                 concurrency,
                 on_batch,
+                clock,
             )
         )
-        if _finish_if_done(session, edition_id=edition_id) or not wait or total.stopped_because:
+        if (
+            _finish_if_done(session, edition_id=edition_id, now=clock())
+            or not wait
+            or total.stopped_because
+        ):
             break
         due = ledger.next_retry_at(session, edition_id=edition_id)
-        pause = 1.0 if due is None else (due - utcnow()).total_seconds()
+        pause = 1.0 if due is None else (due - clock()).total_seconds()
         sleep(min(max(pause, 0.05), 5.0))  # short naps: a pause still takes effect quickly
     session.refresh(edition)
     return SendReport(
@@ -194,6 +230,7 @@ def _one_pass(
     make_backend: Callable[[], MailBackend] | None,
     concurrency: int,
     on_batch: Callable[[int], None] | None,
+    clock: Clock,
 ) -> SendSummary:
     assert edition.id is not None
     signer = signer_for(settings)
@@ -211,6 +248,7 @@ def _one_pass(
             limiter=limiter,
             on_batch=on_batch,
             journal_dir=settings.journal_path(),
+            clock=clock,
         )
 
     if concurrency <= 1:
@@ -242,23 +280,17 @@ def _one_pass(
     return total
 
 
-def _finish_if_done(session: Session, *, edition_id: int) -> bool:
+def _finish_if_done(session: Session, *, edition_id: int, now: datetime) -> bool:
     """Mark the edition sent when no delivery is open; True if it is sent."""
     if ledger.open_count(session, edition_id=edition_id):
         return False
-    finished = session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.sending)
-        .values(status=EditionStatus.sent, sent_at=utcnow())
+    counts = ledger.counts(session, edition_id=edition_id)
+    store.transition(
+        session,
+        edition_id=edition_id,
+        action="finish",
+        now=now,
+        detail=", ".join(f"{k} {v}" for k, v in counts.items() if v),
     )
-    if getattr(finished, "rowcount", 0) == 1:
-        counts = ledger.counts(session, edition_id=edition_id)
-        store.add_edition_event(
-            session,
-            edition_id=edition_id,
-            action="sent",
-            actor="engine",
-            detail=", ".join(f"{k} {v}" for k, v in counts.items() if v),
-        )
     session.commit()
     return store.edition_status(session, edition_id=edition_id) == EditionStatus.sent

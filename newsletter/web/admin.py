@@ -11,7 +11,7 @@ answers with a redirect back to the page (reloading it repeats nothing).
 from __future__ import annotations
 
 import hmac
-import time
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
@@ -51,6 +51,7 @@ Admin = Annotated[WebContext, Depends(require_admin)]
 #: The message shown after an action (fixed texts: nothing from the URL is echoed).
 DONE = {
     "approve": "approved; the scheduler sends it at its send time",
+    "unapprove": "is held again: its approval was withdrawn",
     "pause": "paused; senders stop within one batch",
     "resume": "resumed; nothing already sent goes out again",
     "cancel": "cancelled; nothing more is sent",
@@ -73,10 +74,11 @@ def _page(
     ctx: WebContext, *, notice: str | None = None, problem: str | None = None, status: int = 200
 ) -> HTMLResponse:
     with ctx.session() as session:
+        moment = ctx.clock()
         rows = stats.edition_stats(session)
-        live = publish.live_editions(session)
+        live = publish.live_editions(session, now=moment)
     secret = ctx.settings.secret_key or ""
-    now = time.time()
+    now = moment.timestamp()
     response = ctx.page(
         "admin.html",
         status=status,
@@ -84,6 +86,7 @@ def _page(
         live=live,
         notice=notice,
         problem=problem,
+        unknown_advice=publish.unknown_advice,
         token=lambda action, edition_id: form_token(
             secret, action=action, target=edition_id, now=now
         ),
@@ -110,7 +113,7 @@ def act(
         )
     secret = ctx.settings.secret_key or ""
     if not secret or not form_token_ok(
-        secret, token, action=action, target=edition_id, now=time.time()
+        secret, token, action=action, target=edition_id, now=ctx.clock().timestamp()
     ):
         return _page(
             ctx,
@@ -126,12 +129,13 @@ def act(
         with ctx.session() as session:
             # Only what the page offers for the edition as it is now: a form kept from an
             # earlier state (a retry taken before a cancel) does nothing.
-            if action not in publish.live_edition(session, edition_id=edition_id).actions:
+            live = publish.live_edition(session, edition_id=edition_id, now=ctx.clock())
+            if action not in live.actions:
                 edition = store.get_edition(session, edition_id=edition_id)
                 raise publish.EditionStateError(
                     f"edition {edition_id} is {edition.status}; {action} is not possible now"
                 )
-            count = _run(session, action, edition_id, include_unknown == "yes")
+            count = _run(session, action, edition_id, include_unknown == "yes", ctx.clock())
     except (publish.EditionStateError, store.NotFound) as exc:
         return _page(ctx, problem=str(exc), status=409)
     return RedirectResponse(
@@ -141,12 +145,16 @@ def act(
     )
 
 
-def _run(session: Session, action: str, edition_id: int, include_unknown: bool) -> int:
+def _run(
+    session: Session, action: str, edition_id: int, include_unknown: bool, now: datetime
+) -> int:
     """Do it; returns how many deliveries were re-queued (retry-failed), else 0."""
     by = "admin page"
     reason = "by an operator (admin page)"
     if action == "approve":
-        publish.approve_edition(session, edition_id=edition_id, by=by)
+        publish.approve_edition(session, edition_id=edition_id, by=by, now=now)
+    elif action == "unapprove":
+        publish.withdraw_approval(session, edition_id=edition_id, by=by)
     elif action == "pause":
         publish.pause_edition(session, edition_id=edition_id, reason=f"paused {reason}", actor=by)
     elif action == "resume":
@@ -166,7 +174,7 @@ def _run(session: Session, action: str, edition_id: int, include_unknown: bool) 
 def chart_svg(ctx: Admin) -> Response:
     with ctx.session() as session:
         rows = stats.edition_stats(session)
-        growth = stats.list_growth(session)
+        growth = stats.list_growth(session, until=ctx.clock(), today=True)
     return Response(
         chart.draw_chart(rows, growth, fmt="svg"),
         media_type="image/svg+xml",

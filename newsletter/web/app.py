@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter import publish
 from newsletter.backends import MailBackend, backend_from_url
+from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.database import make_engine, require_head
 from newsletter.paths import web_templates_dir
@@ -32,6 +33,7 @@ def create_app(
     engine: Engine | None = None,
     make_backend: Callable[[], MailBackend] | None = None,
     sns_get: Callable[[str], bytes] | None = None,
+    clock: Clock = system_clock,
 ) -> FastAPI:
     """The web app for ``settings``. Refuses to start without a usable secret key (tokens)
     or with a database that is not migrated."""
@@ -52,6 +54,7 @@ def create_app(
         make_backend=make_backend or (lambda: backend_from_url(settings.mail_backend)),
         templates=templates,
         throttle=SlidingWindow(settings.subscribe_limit, 3600),
+        clock=clock,
         sns_get=sns_get,
     )
     app = FastAPI(title=settings.newsletter_name, docs_url=None, redoc_url=None, openapi_url=None)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter.backends import MailBackend
+from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.tokens import TokenSigner
 from newsletter.web.throttle import SlidingWindow
@@ -45,6 +46,8 @@ class WebContext:
     sns_get: Callable[[str], bytes] | None = None
     #: Rendered web versions of sent editions, by id (they never change once sent).
     archive_cache: dict[int, str] = field(default_factory=dict)
+    #: Each request reads the time here once (tests pin it).
+    clock: Clock = system_clock
 
     @contextmanager
     def session(self) -> Iterator[Session]:
