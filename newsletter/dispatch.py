@@ -112,6 +112,8 @@ class _Run:
     failures_in_a_row: int = 0
     rng: random.Random = field(default_factory=random.Random)
     renewed_at: datetime | None = None
+    #: Deliveries a renewal found taken over by another sender: never handed over by this one.
+    lost: set[int] = field(default_factory=set)
 
 
 def dispatch(
@@ -187,7 +189,10 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
             if not batch:
                 break
             after_id = batch[-1].id
-            _send_batch(run, batch)
+            try:
+                _send_batch(run, batch)
+            except _ClaimLost:
+                pass  # what was answered is recorded; the rest is the other sender's or queued
             if on_batch is not None:
                 on_batch(len(batch))
             if policy.error_budget and run.failures_in_a_row >= policy.error_budget:
@@ -272,10 +277,9 @@ def _keep_claims(
     """The part of ``chunk`` this sender still holds (the rest was taken over: counted and
     reported). Within a third of the lease since the claim or the last renewal nothing can
     have run out, so this costs a query only every ``lease/3`` seconds, not every chunk."""
-    if not _renewal_due(run):
-        return chunk
-    held = _renew(run, [d.id for d, _ in chunk] + [d.id for d in later])
-    kept = [(d, m) for d, m in chunk if d.id in held]
+    if _renewal_due(run):
+        _renew(run, [d.id for d, _ in chunk] + [d.id for d in later])
+    kept = [(d, m) for d, m in chunk if d.id not in run.lost]
     lost = len(chunk) - len(kept)
     if lost:
         run.summary.taken_over += lost
@@ -287,14 +291,21 @@ def _keep_claims(
     return kept
 
 
-def _renew(run: _Run, ids: list[int]) -> set[int]:
+def _renew(run: _Run, ids: list[int]) -> None:
+    """Renew, and remember what is no longer ours for the rest of this batch."""
     now = run.clock()
     held = ledger.renew(
         run.session, ids=ids, owner=run.owner, now=now, lease_seconds=run.policy.lease_seconds
     )
     run.session.commit()
     run.renewed_at = now
-    return held
+    run.lost.update(i for i in ids if i not in held)
+
+
+class _ClaimLost(Exception):
+    """A renewal in the middle of a chunk found deliveries still ahead in it taken over by
+    another sender: the chunk stops before handing them over (what was answered is recorded,
+    the rest released), and the send goes on with a new claim."""
 
 
 def _renewal_due(run: _Run) -> bool:
@@ -303,11 +314,13 @@ def _renewal_due(run: _Run) -> bool:
     )
 
 
-def _renew_if_due(run: _Run, ids: list[int]) -> None:
+def _renew_if_due(run: _Run, ids: list[int]) -> bool:
     """While a slow chunk is sent (one message every few seconds), renew at a third of the
-    lease, so it never runs out under a sender that is alive."""
+    lease, so it never runs out under a sender that is alive. True if it renewed."""
     if _renewal_due(run):
         _renew(run, ids)
+        return True
+    return False
 
 
 def _record(run: _Run, outcomes: list[ledger.Outcome]) -> None:
@@ -362,7 +375,11 @@ def _send_chunk(
         answers[index] = result
         if run.journal is not None:
             run.journal.write(_outcome(run, *chunk[index], result))
-        _renew_if_due(run, claimed)
+        if _renew_if_due(run, claimed):
+            ahead = [d.id for d, _ in chunk[index + 1 :] if d.id in run.lost]
+            if ahead:
+                run.summary.taken_over += len(ahead)
+                raise _ClaimLost
 
     try:
         results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
@@ -372,6 +389,10 @@ def _send_chunk(
         _settle(run, chunk, answers, pending, later)
         reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
         store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
+        run.session.commit()
+        raise
+    except _ClaimLost:
+        _settle(run, chunk, answers, pending, later)
         run.session.commit()
         raise
     except (HandoverError, JournalError) as exc:

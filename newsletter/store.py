@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, exists, func, update
 from sqlmodel import Session, col, select
 
 from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
 from newsletter.lifecycle import MOVES
 from newsletter.models import (
     Comparison,
+    Delivery,
     Edition,
     EditionEvent,
     EditionItem,
@@ -273,6 +274,15 @@ def transition(
     )
     if approved_only:
         query = query.where(col(Edition.approved_at).is_not(None))
+    if action == "finish":
+        # Sent only when nothing is open, checked in the same statement: a retry that
+        # re-queued deliveries a moment ago keeps the edition sending.
+        query = query.where(
+            ~exists().where(
+                col(Delivery.edition_id) == edition_id,
+                col(Delivery.status).in_(["pending", "deferred", "claimed"]),
+            )
+        )
     moved = session.execute(query.values(**values))
     if getattr(moved, "rowcount", 0) != 1:
         return False
@@ -316,6 +326,23 @@ def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Ed
             Edition.newsletter_id == newsletter_id, Edition.period_key == period_key
         )
     ).first()
+
+
+def hold_draft_for_refresh(session: Session, *, edition_id: int) -> bool:
+    """Lock a draft that is neither approved nor started for this transaction's refresh (a
+    conditional UPDATE: the row lock on PostgreSQL, the write lock on SQLite), so an approval
+    can't land between the check and the new content. False when it is no longer such a draft.
+    """
+    held = session.execute(
+        update(Edition)
+        .where(
+            col(Edition.id) == edition_id,
+            col(Edition.status) == EditionStatus.draft,
+            col(Edition.approved_at).is_(None),
+        )
+        .values(status=EditionStatus.draft.value)
+    )
+    return getattr(held, "rowcount", 0) == 1
 
 
 def set_edition_items(

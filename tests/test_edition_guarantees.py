@@ -302,7 +302,7 @@ def test_the_admin_page_shows_the_hold_and_withdraws_an_approval(
     configured = settings.model_copy(update={"admin_password": PASSWORD})
     with TestClient(create_app(configured, engine=engine)) as admin:
         page = admin.get("/admin", auth=AUTH).text
-        assert f"draft, awaits approval from {EDITOR}" in page
+        assert "draft · awaiting approval" in page and f"editors: {EDITOR}" in page
         assert "Withdraw approval" not in page
         done = admin.post(
             f"/admin/editions/{held}/approve",
@@ -320,6 +320,42 @@ def test_the_admin_page_shows_the_hold_and_withdraws_an_approval(
             follow_redirects=False,
         )
         assert done.status_code == 303
-        assert f"draft, awaits approval from {EDITOR}" in admin.get("/admin", auth=AUTH).text
+        assert "draft · awaiting approval" in admin.get("/admin", auth=AUTH).text
     refused = cli("edition", "send", str(held))
     assert refused.exit_code == 1 and "needs an editor's approval" in refused.output
+
+
+def test_an_approved_draft_is_not_refreshed(seeded: Session, settings: Settings, held: int) -> None:
+    publish.approve_edition(seeded, edition_id=held, by="Ada", now=WEDNESDAY)
+    before = [c.id for c in store.edition_comparisons(seeded, edition_id=held)]
+    publish_daily(seeded, datetime(2026, 12, 3, tzinfo=UTC), 1)  # published after approval
+    outcome = publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=WEDNESDAY + timedelta(days=1)
+    )
+    assert outcome.edition.id == held and not outcome.created
+    assert [c.id for c in store.edition_comparisons(seeded, edition_id=held)] == before
+
+
+def test_a_draft_racing_for_the_same_period_reads_the_winner(
+    seeded: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two schedulers drafting one period: the loser's insert hits the (newsletter, period)
+    key and it gets the IntegrityError the scheduler handles by reading the winner's draft,
+    not a misleading "comparison already in edition N" (found in review)."""
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    first = publish.draft_edition(seeded, settings=settings, newsletter_slug=None, at=at).edition
+    real = store.find_edition
+    calls = {"n": 0}
+
+    def not_yet(*args: Any, **kwargs: Any) -> Edition | None:
+        calls["n"] += 1
+        return None if calls["n"] == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "find_edition", not_yet)
+    monkeypatch.setattr(
+        store, "comparison_ids_taken", _taken_after_first_call(store.comparison_ids_taken)
+    )
+    with pytest.raises(IntegrityError):
+        publish.draft_edition(seeded, settings=settings, newsletter_slug=None, at=at)
+    seeded.rollback()
+    assert [e.id for e in _editions(seeded)] == [first.id]

@@ -9,10 +9,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, select
@@ -219,8 +220,115 @@ def test_an_edition_that_ends_with_unknown_deliveries_says_so(
     admin = settings.model_copy(update={"admin_password": "correct horse battery staple"})
     client = TestClient(create_app(admin, engine=engine))
     page = client.get("/admin", auth=("admin", "correct horse battery staple")).text
-    assert "sent, 1 unknown" in page
+    assert "sent · 1 unknown" in page
     assert f"retry-failed {draft} --include-unknown" in page
     # Nothing else is claimed or open: the rest of the send is recorded normally.
     rows = seeded.exec(select(Delivery.status)).all()
     assert Counter(rows) == {"sent": 2, "unknown": 1}
+
+
+class _SteppingClock:
+    """A clock a test moves by hand."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def test_a_sender_that_stalled_past_its_lease_sends_nothing_another_took_over(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    """Sender A stalls (a rate limit) past its lease; B claims A's whole batch meanwhile. A must
+    hand over none of it: not the chunk it is about to send, not the later ones (a review found
+    the later chunks still went out, to people B was also mailing)."""
+    from newsletter.dispatch import Policy, dispatch
+    from newsletter.publish.drafting import prepare, signer_for
+
+    add_subscribers(100)
+    t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    clock = _SteppingClock(t0)
+    publish.start_edition(seeded, edition_id=draft, settings=settings, now=t0)
+    edition = store.get_edition(seeded, edition_id=draft)
+    _, template, _ = prepare(seeded, edition=edition, settings=settings)
+    taken: list[int] = []
+
+    class StallingLimiter:
+        def chunk_size(self, batch: int) -> int:
+            return 50
+
+        def acquire(self, n: int) -> None:
+            if not taken:  # the first wait outlives the lease, and B moves in
+                clock.at = t0 + timedelta(seconds=350)
+                b = ledger.claim_batch(
+                    seeded,
+                    edition_id=draft,
+                    newsletter_id=edition.newsletter_id,
+                    after_id=0,
+                    limit=500,
+                    owner="sender-b",
+                    lease_seconds=300,
+                    now=clock.at,
+                )
+                taken.append(len(b))
+                clock.at = t0 + timedelta(seconds=400)
+            else:
+                clock.at += timedelta(seconds=1)
+
+    summary = dispatch(
+        seeded,
+        edition_id=draft,
+        newsletter_id=edition.newsletter_id,
+        template=template,
+        signer=signer_for(settings),
+        backend=MemoryBackend(),
+        policy=Policy(batch_size=500, lease_seconds=300),
+        limiter=StallingLimiter(),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    assert taken == [100]
+    assert memory.outbox == []  # B's to send, not A's
+    assert summary.taken_over == 100 and summary.unrecorded == 0
+
+
+def test_a_retry_racing_the_last_sender_never_leaves_a_sent_edition_with_open_deliveries(
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """retry-failed read `sending`, the last sender then finished the edition, and the re-queue
+    committed: `sent` with pending deliveries that no worker would ever send (found in review)."""
+    from newsletter.publish import controls, sending
+
+    add_subscribers(3)
+    t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    publish.start_edition(seeded, edition_id=draft, settings=settings, now=t0)
+    seeded.execute(update(Delivery).values(status="failed"))
+    seeded.commit()
+    real = ledger.retry_failed
+
+    def finished_in_between(session: Session, **kwargs: Any) -> int:
+        sending._finish_if_done(session, edition_id=draft, now=t0)
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(controls.ledger, "retry_failed", finished_in_between)
+    assert publish.retry_failed(seeded, edition_id=draft) == 3
+    assert store.edition_status(seeded, edition_id=draft) == EditionStatus.sending
+    monkeypatch.undo()
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend()
+    )
+    assert report.totals["sent"] == 3 and report.edition.status == EditionStatus.sent
+
+
+def test_the_edition_is_not_finished_while_a_delivery_is_open(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(2)
+    publish.start_edition(seeded, edition_id=draft, settings=settings)
+    assert not store.transition(seeded, edition_id=draft, action="finish")
+    seeded.rollback()
+    assert store.edition_status(seeded, edition_id=draft) == EditionStatus.sending

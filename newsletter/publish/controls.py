@@ -101,7 +101,10 @@ def retry_failed(
     count = ledger.retry_failed(
         session, edition_id=edition_id, include_unknown=include_unknown, code=code
     )
-    if count and status == EditionStatus.sent:
+    if count:
+        # Whatever the status read above: the last sender may have finished the edition in
+        # between, and a sent edition with open deliveries would never be sent again. The
+        # compare-and-set reopens only a sent one.
         store.transition(session, edition_id=edition_id, action="reopen", actor=actor)
     what = "failed and unknown" if include_unknown else "failed"
     only = f" with code {code}" if code is not None else ""

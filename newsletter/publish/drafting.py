@@ -123,6 +123,14 @@ def draft_edition(
         )
     subject = default_subject(newsletter.name, selection.items, selection.more_count)
     created = edition is None
+    if edition is not None and not store.hold_draft_for_refresh(
+        session, edition_id=edition.id or 0
+    ):
+        # Approved or started since it was read: the approved content stands.
+        session.rollback()
+        session.refresh(edition)
+        items = store.edition_comparisons(session, edition_id=edition.id or 0)
+        return DraftOutcome(edition, False, period, Selection(tuple(items), edition.more_count))
     if edition is None:
         edition = Edition(
             newsletter_id=newsletter.id,
@@ -147,6 +155,10 @@ def draft_edition(
     except IntegrityError:
         # A concurrent draft of this newsletter won the period key or a comparison.
         session.rollback()
+        if created and store.find_edition(
+            session, newsletter_id=newsletter.id, period_key=period.key
+        ):
+            raise  # the same period, drafted by another path a moment earlier: read it
         taken = store.comparison_ids_taken(
             session, newsletter_id=newsletter.id, exclude_edition_id=edition.id
         )

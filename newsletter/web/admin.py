@@ -86,7 +86,6 @@ def _page(
         live=live,
         notice=notice,
         problem=problem,
-        unknown_advice=publish.unknown_advice,
         token=lambda action, edition_id: form_token(
             secret, action=action, target=edition_id, now=now
         ),

@@ -6,8 +6,9 @@ Create Date: 2026-12-03 12:00:00
 
 Edition items get their edition's newsletter and a ``live`` flag (false once the edition is
 cancelled), and a partial unique index on (newsletter_id, comparison_id) where live. Databases
-that already hold a comparison in two live editions (the bug this fixes) keep it live in the
-oldest edition only; the later ones keep their history, not the claim.
+that already hold a comparison in two live editions (the bug this fixes) keep it live in one:
+an edition that went out before a draft, else the oldest; the others keep their history, not
+the claim.
 """
 
 from collections.abc import Sequence
@@ -35,14 +36,23 @@ def upgrade() -> None:
         "UPDATE editionitem SET live = false WHERE edition_id IN "
         "(SELECT e.id FROM edition AS e WHERE e.status = 'cancelled')"
     )
+    # Of two live editions holding one comparison, the one that went out (sending, paused,
+    # sent) keeps it, else the older: a stale draft must not keep a comparison already mailed.
+    rank = (
+        "(SELECT CASE WHEN e.status = 'draft' THEN 1 ELSE 0 END FROM edition AS e "
+        "WHERE e.id = {item}.edition_id)"
+    )
     op.execute(
-        """
+        f"""
         UPDATE editionitem SET live = false
         WHERE live AND EXISTS (
             SELECT 1 FROM editionitem AS o
             WHERE o.newsletter_id = editionitem.newsletter_id
               AND o.comparison_id = editionitem.comparison_id
-              AND o.live AND o.edition_id < editionitem.edition_id
+              AND o.live AND o.edition_id <> editionitem.edition_id
+              AND ({rank.format(item="o")} < {rank.format(item="editionitem")}
+                   OR ({rank.format(item="o")} = {rank.format(item="editionitem")}
+                       AND o.edition_id < editionitem.edition_id))
         )
         """
     )
