@@ -114,6 +114,9 @@ class _Run:
     renewed_at: datetime | None = None
     #: Deliveries a renewal found taken over by another sender: never handed over by this one.
     lost: set[int] = field(default_factory=set)
+    #: The backend's connection is open (``open()`` succeeded), and whether this run opened it.
+    connected: bool = False
+    owns_connection: bool = False
 
 
 def dispatch(
@@ -167,7 +170,9 @@ def dispatch(
 def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
     session, edition_id, policy = run.session, run.edition_id, run.policy
     after_id = 0
-    with run.backend:
+    # The connection is opened by the first chunk (see _send_chunk), so a relay that is busy
+    # at that moment defers a chunk instead of failing the whole pass; only the opener closes.
+    try:
         while True:
             if run.journal_dir is not None:
                 journal.recover(session, run.journal_dir, now=run.clock())
@@ -208,6 +213,10 @@ def _loop(run: _Run, on_batch: Callable[[int], None] | None) -> None:
                 session.commit()
                 run.summary.stopped_because = reason
                 break
+
+    finally:
+        if run.owns_connection:
+            run.backend.close()
 
 
 #: Why a delivery is ``unknown`` when its sender died after handing it to the server and
@@ -382,14 +391,33 @@ def _send_chunk(
                 raise _ClaimLost
 
     try:
+        if not run.connected:
+            run.owns_connection = run.backend.open() or run.owns_connection
+            run.connected = True
         results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
     except BackendError as exc:
         # What it answered before breaking stands (exc.results is from the chunk's start).
         answers.update(enumerate(exc.results))
+        if exc.transient:
+            # A connection the relay refused for now (421 "too busy", refused, timed out):
+            # the rest of the chunk was never handed over, so it is deferred like a 4xx, with
+            # backoff, and counts toward the error budget; one busy moment is not a pause.
+            for index in range(len(chunk)):
+                if index not in answers:
+                    answers[index] = (
+                        SendResult(SendStatus.unknown, None, HANDED_OVER)
+                        if index in handed
+                        else SendResult(SendStatus.deferred, exc.code, str(exc))
+                    )
+            return _final(run, chunk, answers)
         _settle(run, chunk, answers, pending, later)
         reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
         store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
         run.session.commit()
+        exc.hint = (
+            f"edition {run.edition_id} is paused: fix this, then "
+            f"`newsletter edition resume {run.edition_id}`"
+        )
         raise
     except _ClaimLost:
         _settle(run, chunk, answers, pending, later)

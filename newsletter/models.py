@@ -352,3 +352,18 @@ class EditionEvent(SQLModel, table=True):
     #: "cli (user)", "admin page", "scheduler", "engine" (error budget, backend failure, done).
     actor: str = Field(max_length=200)
     detail: str | None = Field(default=None, max_length=500)
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A webhook signature token already accepted, kept for as long as its signature is valid.
+
+    Mailgun signs only ``timestamp + token``, not the event: without this, one captured genuine
+    request could be re-posted within its 10 minutes with any event in it (a complaint for any
+    address). A token is accepted once; the row is deleted after it expires."""
+
+    __table_args__ = (UniqueConstraint("provider", "token"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=32)
+    token: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)

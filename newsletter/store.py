@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
@@ -28,8 +29,12 @@ from newsletter.models import (
     Subscription,
     SubscriptionEvent,
     Tool,
+    WebhookNonce,
     utcnow,
 )
+
+#: The longest reason an edition's status keeps (its column's size).
+MAX_REASON = 500
 
 
 class NotFound(LookupError):
@@ -264,7 +269,11 @@ def transition(
     ``approved_only`` also requires an approval in the same UPDATE (a withdrawal wins);
     ``record=False`` leaves the history event to the caller (it knows the detail only later)."""
     move = MOVES[action]
-    values: dict[str, object] = {"status": move.target.value, "status_reason": reason}
+    # The column holds 500: a longer reason must never make the move itself fail.
+    values: dict[str, object] = {
+        "status": move.target.value,
+        "status_reason": reason[:MAX_REASON] if reason else reason,
+    }
     if action == "start" and now is not None:
         values["send_started_at"] = now
     if action == "finish" and now is not None:
@@ -470,3 +479,24 @@ def count_active_subscribers(session: Session, *, newsletter_id: int) -> int:
             col(Subscriber.suppressed).is_(None),
         )
     ).one()
+
+
+# --- webhook nonces ------------------------------------------------------------------------
+
+
+def accept_nonce(
+    session: Session, *, provider: str, token: str, now: datetime, valid_for: timedelta
+) -> bool:
+    """Remember a signature token for as long as its signature is valid; False when it was
+    seen before (a replayed request). Expired tokens are forgotten here too. The caller
+    commits, in the same transaction as whatever the request does, so a request that failed
+    leaves its token unused for the provider's retry."""
+    session.execute(delete(WebhookNonce).where(col(WebhookNonce.expires_at) < now))
+    try:
+        with session.begin_nested():
+            session.add(
+                WebhookNonce(provider=provider, token=token[:200], expires_at=now + valid_for)
+            )
+    except IntegrityError:
+        return False
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,7 +46,15 @@ def hooks(settings: Settings, engine: Engine, seeded: Session) -> Iterator[TestC
         yield c
 
 
-def mailgun(name: str, *, recipient: str, event_id: str, message_id: str | None = None) -> bytes:
+def mailgun(
+    name: str,
+    *,
+    recipient: str,
+    event_id: str,
+    message_id: str | None = None,
+    token: str | None = None,
+) -> bytes:
+    """A signed Mailgun request; each gets a fresh signature token, as Mailgun's do."""
     payload: dict[str, Any] = json.loads(fixture("mailgun", name))
     data = payload["event-data"]
     data["recipient"] = recipient
@@ -53,6 +62,7 @@ def mailgun(name: str, *, recipient: str, event_id: str, message_id: str | None 
     if message_id is not None:
         data["message"]["headers"]["message-id"] = message_id
     block = payload["signature"]
+    block["token"] = token or secrets.token_hex(25)
     block["timestamp"] = str(int(time.time()))
     block["signature"] = hmac.new(
         MAILGUN_KEY.encode(), (block["timestamp"] + block["token"]).encode(), hashlib.sha256
@@ -99,7 +109,7 @@ def test_a_hard_bounce_suppresses_at_once_and_is_tied_to_the_edition(
     )
     response = post(hooks, "mailgun", body)
     assert response.status_code == 200, response.text
-    assert response.json()["bounced_hard"] == 1
+    assert response.json() == {"received": 1}
     assert state(seeded, "hb0@example.com") == ("bounced", {"unsubscribed"})
     assert state(seeded, "hb1@example.com") == (None, {"active"})
     event = seeded.exec(select(MailEvent)).one()
@@ -109,8 +119,14 @@ def test_a_hard_bounce_suppresses_at_once_and_is_tied_to_the_edition(
     ).one()
     assert (unsub.source, unsub.edition_id) == ("bounce", draft)
 
-    # The provider retries the same event: nothing new happens.
-    assert post(hooks, "mailgun", body).json()["duplicate"] == 1
+    # The provider retries the same event (a new signature): nothing new happens.
+    again = mailgun(
+        "failed-permanent.json",
+        recipient="hb0@example.com",
+        event_id="ev-1",
+        message_id="20261125.abc@mg.example.com",
+    )
+    assert post(hooks, "mailgun", again).status_code == 200
     assert len(seeded.exec(select(MailEvent)).all()) == 1
 
 
@@ -123,7 +139,8 @@ def test_suppressed_addresses_are_never_re_added_by_an_import(
 ) -> None:
     add_subscribers(1, prefix="cx")
     body = mailgun("complained.json", recipient="cx0@example.com", event_id="ev-c")
-    assert post(hooks, "mailgun", body).json()["complained"] == 1
+    assert post(hooks, "mailgun", body).status_code == 200
+    assert state(seeded, "cx0@example.com")[0] == "complained"
     csv = tmp_path / "again.csv"
     csv.write_text("email\ncx0@example.com\n")
     importing.import_subscribers(seeded, path=csv, default_newsletter=settings.newsletter)
@@ -143,7 +160,7 @@ def test_soft_bounces_suppress_only_after_the_limit_in_a_row(
     soft(1)
     soft(2)
     delivered = mailgun("delivered.json", recipient="sb0@example.com", event_id="d1")
-    assert post(hooks, "mailgun", delivered).json()["delivered"] == 1  # resets the count
+    assert post(hooks, "mailgun", delivered).json() == {"received": 1}  # resets the count
     soft(3)
     soft(4)
     assert state(seeded, "sb0@example.com") == (None, {"active"})
@@ -186,8 +203,45 @@ def test_ses_subscription_request_is_confirmed_and_notifications_apply(
         event = json.loads(note["Message"])
         event["bounce"]["bouncedRecipients"] = [{"emailAddress": "ses0@example.com"}]
         note["Message"] = json.dumps(event)
-        assert post(client, "ses", sns_signer.sign(note)).json()["bounced_hard"] == 1
+        assert post(client, "ses", sns_signer.sign(note)).json() == {"received": 1}
 
         other_topic = dict(note, TopicArn=TOPIC + "-other", MessageId="x")
         assert post(client, "ses", sns_signer.sign(other_topic)).status_code == 401
     assert state(seeded, "ses0@example.com") == ("bounced", {"unsubscribed"})
+
+
+def test_a_captured_mailgun_request_cannot_be_replayed_with_other_events(
+    hooks: TestClient,
+    seeded: Session,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    """Mailgun signs timestamp + token only. Before, a captured genuine request re-posted within
+    its 10 minutes with attacker event-data (a complaint for anyone, a new id) got 200 and
+    suppressed that person for good."""
+    add_subscribers(2, prefix="rp")
+    genuine = mailgun(
+        "delivered.json", recipient="rp0@example.com", event_id="ev-g", token="t" * 50
+    )
+    assert post(hooks, "mailgun", genuine).status_code == 200
+    forged = json.loads(
+        mailgun("complained.json", recipient="rp1@example.com", event_id="ev-x", token="t" * 50)
+    )
+    forged["signature"] = json.loads(genuine)["signature"]  # the captured signature block
+    answer = post(hooks, "mailgun", json.dumps(forged).encode())
+    assert answer.status_code == 401 and "replayed" in answer.text
+    assert state(seeded, "rp1@example.com") == (None, {"active"})
+    assert len(seeded.exec(select(MailEvent)).all()) == 1
+
+
+def test_the_answer_does_not_say_whether_an_address_is_on_the_list(
+    hooks: TestClient, seeded: Session, add_subscribers: Callable[..., list[Subscriber]]
+) -> None:
+    add_subscribers(1, prefix="known")
+    on_list = post(
+        hooks, "mailgun", mailgun("complained.json", recipient="known0@example.com", event_id="a")
+    )
+    stranger = post(
+        hooks, "mailgun", mailgun("complained.json", recipient="nobody@example.com", event_id="b")
+    )
+    assert on_list.status_code == stranger.status_code == 200
+    assert on_list.json() == stranger.json() == {"received": 1}

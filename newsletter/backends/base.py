@@ -57,9 +57,21 @@ class BackendError(RuntimeError):
     again; the rest of the batch was not handed over.
     """
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, transient: bool = False, code: int | None = None) -> None:
         super().__init__(*args)
         self.results: list[SendResult] = []
+        #: A connection-level failure worth retrying later (SMTP 421 "too busy", a refused
+        #: or timed-out connection): the caller defers the messages like a 4xx and counts them
+        #: toward the error budget instead of pausing the edition at once.
+        self.transient = transient
+        #: The server's reply code, when it gave one.
+        self.code = code
+        #: What the operator does next, added by the caller that knows (the edition paused).
+        self.hint: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class HandoverError(RuntimeError):

@@ -128,7 +128,12 @@ class SMTPBackend(ReportingBackend):
         except (OSError, smtplib.SMTPException) as exc:
             if conn is not None:
                 conn.close()
-            raise BackendError(f"can't open SMTP connection to {self.describe()}: {exc}") from exc
+            code = exc.smtp_code if isinstance(exc, smtplib.SMTPResponseException) else None
+            raise BackendError(
+                f"can't open SMTP connection to {self.describe()}: {exc}",
+                transient=_transient_open_failure(exc),
+                code=code,
+            ) from exc
         if conn.sock is not None:  # pipelined commands go out at once, not after an ACK
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection = conn
@@ -360,3 +365,14 @@ class SMTPBackend(ReportingBackend):
         scheme = "smtps" if self.use_ssl else "smtp"
         tls = "?starttls=1" if self.starttls else ""
         return f"{scheme}://{user}{self.host}:{self.port}{tls}"
+
+
+def _transient_open_failure(exc: BaseException) -> bool:
+    """Whether a failure to open a connection is worth retrying later: a 4xx greeting or reply
+    (421 "too busy"), a refused, reset or timed-out connection. Not: a 5xx, refused
+    credentials, or a TLS certificate that does not verify (those need the operator)."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError | ssl.SSLError):
+        return False
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    return isinstance(exc, OSError | smtplib.SMTPServerDisconnected)

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from newsletter import ledger, publish, store
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
+    _fail,
     _parse_at,
     _print_report,
     _send_with_progress,
@@ -29,6 +30,7 @@ from newsletter.models import (
     Edition,
 )
 from newsletter.rendering import GMAIL_CLIP_BYTES
+from newsletter.store import MAX_REASON
 
 # --- edition -------------------------------------------------------------------------------
 
@@ -186,6 +188,10 @@ def edition_pause(
     """Stop sending; takes effect before the next batch of every running send."""
     settings = _settings()
     with _session(settings) as session:
+        if len(reason) > MAX_REASON:
+            # Checked before anything changes: the edition must not keep sending because a
+            # long reason failed to store.
+            raise _fail(f"--reason: at most {MAX_REASON} characters (this one has {len(reason)})")
         publish.pause_edition(session, edition_id=edition_id, reason=reason, actor=cli_actor())
     typer.echo(f"edition {edition_id} paused")
 

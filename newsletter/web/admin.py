@@ -14,13 +14,13 @@ import hmac
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlmodel import Session
 
 from newsletter import chart, publish, stats, store
-from newsletter.web.context import WebContext, web_context
+from newsletter.web.context import RowId, WebContext, web_context
 from newsletter.web.forms import form_token, form_token_ok
 
 router = APIRouter(prefix="/admin")
@@ -58,7 +58,7 @@ DONE = {
     "retry-failed": "re-queued {count} {deliveries}; the workers send them",
 }
 #: Edition ids as the database stores them (PostgreSQL ``integer``).
-EditionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+EditionId = RowId
 
 
 @router.get("", response_class=HTMLResponse)

@@ -57,7 +57,15 @@ def create_app(
         clock=clock,
         sns_get=sns_get,
     )
-    app = FastAPI(title=settings.newsletter_name, docs_url=None, redoc_url=None, openapi_url=None)
+    # No trailing-slash redirects: Starlette builds them from the request's Host header, so
+    # `GET /admin/` with `Host: evil.example` would send a browser to evil.example.
+    app = FastAPI(
+        title=settings.newsletter_name,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.state.web = ctx
 
     app.include_router(public.router)

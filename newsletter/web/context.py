@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 from sqlalchemy import Engine
@@ -32,6 +32,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+#: An id a path or form carries, within the database column's range (PostgreSQL ``integer``):
+#: anything outside is a 422, never a query that fails with a 500.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from newsletter import bounces
+from newsletter import bounces, store
 from newsletter.web.context import WebContext, web_context
 from newsletter.webhooks import (
     PARSERS,
@@ -25,6 +25,7 @@ from newsletter.webhooks import (
     ProviderEvent,
     WebhookRejected,
 )
+from newsletter.webhooks import mailgun as mailgun_hooks
 from newsletter.webhooks import ses as ses_hooks
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,13 @@ async def webhook(provider: str, request: Request, ctx: Ctx) -> JSONResponse:
         return JSONResponse({"error": f"rejected: {exc}"}, status_code=401)
     except CertificateUnavailable:
         return JSONResponse({"error": "signing certificate unavailable"}, status_code=503)
-    outcome = await run_in_threadpool(_apply, ctx, events)
-    return JSONResponse({"received": len(events), **outcome})
+    nonce = mailgun_hooks.signature_token(body) if provider == "mailgun" else None
+    if not await run_in_threadpool(_apply, ctx, provider, events, nonce):
+        log.warning("%s webhook rejected: a signature token used before", provider)
+        return JSONResponse({"error": "rejected: replayed request"}, status_code=401)
+    # The same answer whatever the events did: what happened to an address (unknown, already
+    # suppressed, complained) is nobody's business but the database's.
+    return JSONResponse({"received": len(events)})
 
 
 def _ses(ctx: WebContext, headers: dict[str, str], body: bytes, secret: str) -> list[ProviderEvent]:
@@ -96,8 +102,19 @@ def _get(url: str) -> bytes:
     return response.content
 
 
-def _apply(ctx: WebContext, events: list[ProviderEvent]) -> dict[str, int]:
+def _apply(ctx: WebContext, provider: str, events: list[ProviderEvent], nonce: str | None) -> bool:
+    """Store and act on the events; False (nothing done) when ``nonce``, the request's
+    signature token, was accepted before: a replay within the signature's validity."""
     with ctx.session() as session:
-        outcome = bounces.apply_events(session, events, soft_limit=ctx.settings.soft_bounce_limit)
+        if nonce is not None and not store.accept_nonce(
+            session,
+            provider=provider,
+            token=nonce,
+            now=ctx.clock(),
+            valid_for=2 * mailgun_hooks.MAX_SKEW,  # the timestamp may be that far either way
+        ):
+            session.rollback()
+            return False
+        bounces.apply_events(session, events, soft_limit=ctx.settings.soft_bounce_limit)
         session.commit()
-    return dict(outcome)
+    return True

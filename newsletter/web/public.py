@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
-from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
@@ -20,7 +19,7 @@ from newsletter import publish, store, subscriptions
 from newsletter.confirmation import build_confirmation, confirmed_subscriber
 from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
 from newsletter.tokens import BadToken, TokenClaims
-from newsletter.web.context import WebContext, web_context
+from newsletter.web.context import SECURITY_HEADERS, RowId, WebContext, web_context
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -142,7 +141,7 @@ def _signup(ctx: WebContext, signup: subscriptions.Signup) -> None:
             session.commit()
 
 
-@router.get("/confirm/{token}", response_class=HTMLResponse)
+@router.api_route("/confirm/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def confirm_page(token: str, ctx: Ctx) -> HTMLResponse:
     subscriber_id = confirmed_subscriber(ctx.signer, token)
     if subscriber_id is None:
@@ -219,7 +218,7 @@ def _valid_unsubscribe(ctx: WebContext, session: Session, token: str) -> TokenCl
     return claims
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def unsubscribe_page(token: str, ctx: Ctx) -> HTMLResponse:
     """Shows one button; never changes anything (scanners fetch links)."""
     with ctx.session() as session:
@@ -323,10 +322,8 @@ def archive(ctx: Ctx) -> HTMLResponse:
     return ctx.page("archive.html", editions=editions)
 
 
-@router.get("/archive/{edition_id}", response_class=HTMLResponse)
-def archived_edition(
-    edition_id: Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)], ctx: Ctx
-) -> HTMLResponse:
+@router.api_route("/archive/{edition_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+def archived_edition(edition_id: RowId, ctx: Ctx) -> HTMLResponse:
     """The web version: the email as sent, with a generic greeting and no personal links."""
     cached = ctx.archive_cache.get(edition_id)
     if cached is None:
@@ -338,11 +335,10 @@ def archived_edition(
             cached, _ = template.web_version(f"{ctx.settings.base_url.rstrip('/')}/subscribe#leave")
             if edition.status == EditionStatus.sent and len(ctx.archive_cache) < 256:
                 ctx.archive_cache[edition_id] = cached
-    return HTMLResponse(
-        cached,
-        headers={
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-        },
+    # The same policy as every page (the email's own styles are inline; no script anywhere),
+    # with images allowed from https for comparisons that carry them.
+    headers = dict(SECURITY_HEADERS)
+    headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+        "img-src 'self'", "img-src 'self' https: data:"
     )
+    return HTMLResponse(cached, headers=headers)

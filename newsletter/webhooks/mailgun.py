@@ -60,6 +60,14 @@ def verify(payload: dict[str, Any], secret: str, now: datetime) -> None:
         raise WebhookRejected("bad Mailgun signature")
 
 
+def signature_token(body: bytes) -> str:
+    """The signature token of a request :func:`parse` accepted: it may be used only once
+    within :data:`MAX_SKEW` (the caller remembers it; see ``store.accept_nonce``)."""
+    payload = as_object(load_json(body), "Mailgun body")
+    block = payload.get("signature")
+    return text(block, "token") if isinstance(block, dict) else ""
+
+
 def parse(
     headers: Mapping[str, str],
     body: bytes,

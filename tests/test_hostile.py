@@ -1,0 +1,249 @@
+"""Issue 11, the parts done so far: hostile requests and operator mistakes get a clear answer,
+never a 500, a traceback, a redirect to another host, or an edition that keeps sending."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from newsletter import publish, store
+from newsletter.backends.memory import MemoryBackend
+from newsletter.cli import app
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.models import EditionStatus
+from newsletter.web.app import create_app
+from tests.conftest import EXAMPLES, SECRET
+from tests.test_web import token_for
+
+PASSWORD = "a-long-admin-password-for-tests"
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine, seeded: Session) -> Iterator[TestClient]:
+    configured = settings.model_copy(update={"admin_password": PASSWORD})
+    with TestClient(
+        create_app(configured, engine=engine),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as c:
+        yield c
+
+
+def test_ids_beyond_the_column_range_are_refused_not_a_500(
+    postgres_url: str, settings: Settings
+) -> None:
+    """PostgreSQL's integer ends at 2,147,483,647: a bigger id in a path was a query error
+    (a 500 and a traceback in the log every time)."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    pg = settings.model_copy(update={"database_url": postgres_url, "admin_password": PASSWORD})
+    try:
+        with TestClient(create_app(pg, engine=engine), raise_server_exceptions=True) as web:
+            for path in ("/archive/2147483648", "/archive/99999999999999999999"):
+                answer = web.get(path)
+                assert 400 <= answer.status_code < 500, (path, answer.status_code)
+            assert web.get("/archive/2147483647").status_code == 404  # in range, not there
+    finally:
+        engine.dispose()
+
+
+def test_no_redirect_takes_its_host_from_the_request(client: TestClient) -> None:
+    answer = client.get("/admin/", headers={"Host": "evil.example"})
+    assert answer.status_code != 307 and "evil.example" not in answer.headers.get("location", "")
+
+
+def test_the_archive_carries_the_same_content_security_policy(
+    client: TestClient, seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    add_subscribers(1)
+    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=MemoryBackend())
+    page = client.get(f"/archive/{draft}")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src" not in policy  # no script allowed anywhere
+
+
+def test_head_is_answered_like_get(
+    client: TestClient, seeded: Session, settings: Settings, add_subscribers: Any
+) -> None:
+    """Mail clients and link scanners probe with HEAD: a 405 looks like a broken link."""
+    (person,) = add_subscribers(1, prefix="head")
+    newsletter = publish.default_newsletter(seeded, settings)
+    token = token_for(person.id or 0, newsletter.id or 0)
+    head = client.head(f"/u/{token}")
+    assert head.status_code == 200 and head.content == b""
+    assert store.get_newsletter(seeded, slug=newsletter.slug)  # and nothing changed:
+    assert client.get(f"/u/{token}").status_code == 200
+
+
+def test_a_long_pause_reason_is_refused_and_the_pause_itself_never_fails(
+    postgres_url: str, settings: Settings
+) -> None:
+    """On PostgreSQL a 600-character reason failed the UPDATE and the edition kept sending."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    pg = settings.model_copy(update={"database_url": postgres_url})
+    from newsletter.importing import import_comparisons
+
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            publish.default_newsletter(session, pg)
+            import_comparisons(session, path=EXAMPLES)
+            session.commit()
+            from datetime import UTC, datetime
+
+            edition_id = (
+                publish.draft_edition(
+                    session,
+                    settings=pg,
+                    newsletter_slug=None,
+                    at=datetime(2026, 11, 25, tzinfo=UTC),
+                ).edition.id
+                or 0
+            )
+            publish.start_edition(session, edition_id=edition_id, settings=pg)
+        env = {
+            "NEWSLETTER_DATABASE_URL": postgres_url,
+            "NEWSLETTER_SECRET_KEY": SECRET,
+            "NEWSLETTER_BASE_URL": "https://news.example.com",
+        }
+        out = CliRunner().invoke(
+            app, ["edition", "pause", str(edition_id), "--reason", "x" * 600], env=env
+        )
+        assert out.exit_code == 1
+        assert out.output.strip() == "error: --reason: at most 500 characters (this one has 600)"
+        with Session(engine, expire_on_commit=False) as session:
+            assert store.edition_status(session, edition_id=edition_id) == EditionStatus.sending
+            # Any other caller (an error-budget reason, a provider's error) is cut to fit.
+            publish.pause_edition(session, edition_id=edition_id, reason="y" * 600)
+            edition = store.get_edition(session, edition_id=edition_id)
+            session.refresh(edition)
+            assert edition.status == EditionStatus.paused
+            assert edition.status_reason == "y" * 500
+    finally:
+        engine.dispose()
+
+
+class _BusyFirstRelay:
+    """A TCP front for the real SMTP server: the connections numbered in ``busy`` get
+    `421 too busy` and are closed (as a loaded relay does); the others are passed through."""
+
+    def __init__(self, backend_port: int, busy: set[int]) -> None:
+        import socket
+
+        self.backend_port, self.busy, self.connections = backend_port, busy, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections in self.busy:
+                client.sendall(b"421 4.3.2 too busy, try again later\r\n")
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.backend_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_busy_relay_defers_and_retries_instead_of_pausing_the_edition(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any, smtp_server: Any
+) -> None:
+    """Before: the 421 on the first connection raised out of `open()` and paused the whole
+    edition. Now it defers that chunk (with backoff), the next connection sends, the retry
+    sends the deferred ones, and the edition ends `sent` with everyone once."""
+    from collections import Counter
+
+    from newsletter.backends import backend_from_url
+
+    add_subscribers(10)
+    relay = _BusyFirstRelay(smtp_server.port, busy={1})
+    quick = settings.model_copy(update={"batch_size": 5, "retry_base_seconds": 0.05})
+    try:
+        report = publish.send_edition(
+            seeded,
+            edition_id=draft,
+            settings=quick,
+            make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{relay.port}"),
+            wait=True,
+        )
+    finally:
+        relay.close()
+    assert report.edition.status == EditionStatus.sent and report.run.stopped_because is None
+    assert report.totals["sent"] == 10 and report.run.deferred == 5
+    per_recipient = Counter(e.rcpt_tos[0] for e in smtp_server.received)
+    assert len(per_recipient) == 10 and set(per_recipient.values()) == {1}
+
+
+def test_a_relay_that_refuses_for_good_pauses_with_the_command_to_resume(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    from newsletter.backends import BackendError, backend_from_url
+
+    add_subscribers(3)
+    # A 5xx greeting is permanent: the edition pauses and the error says how to go on.
+    relay = _BusyFirstRelay(1, busy=set())
+    relay.busy = set(range(1, 100))
+    relay_5xx = relay  # reuse the front, answering 554 instead
+    relay_5xx.close()
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def refuse() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(b"554 5.7.1 no mail from you\r\n")
+            conn.close()
+
+    threading.Thread(target=refuse, daemon=True).start()
+    try:
+        with pytest.raises(BackendError, match=rf"newsletter edition resume {draft}"):
+            publish.send_edition(
+                seeded,
+                edition_id=draft,
+                settings=settings,
+                make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
+            )
+    finally:
+        listener.close()
+    seeded.rollback()
+    assert store.edition_status(seeded, edition_id=draft) == EditionStatus.paused
