@@ -34,7 +34,7 @@ from newsletter.database import make_engine, upgrade
 from newsletter.personalization import instance_tag
 
 HERE = Path(__file__).resolve().parent
-SECRET = "chaos-" + "k" * 40
+SECRET = "Z7YQdkqGQogrBQDdf2MkWUVcJF_4faWOBq3KWK1BsxcA3o2PuE9HHQ"
 
 
 def main() -> None:

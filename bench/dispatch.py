@@ -57,7 +57,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(
                 database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-                secret_key="bench-" + "k" * 40,
+                secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
                 base_url="https://news.example.com",
                 batch_size=args.batch_size,
                 journal_dir="" if args.no_journal else str(Path(tmp) / "journal"),

@@ -92,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-            secret_key="bench-" + "k" * 40,
+            secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
             base_url="https://news.example.com",
             batch_size=args.batch_size,
             _env_file=None,  # type: ignore[call-arg]

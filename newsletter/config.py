@@ -8,6 +8,7 @@ are read, so a bad URL or time zone is refused before anything runs.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from email.headerregistry import Address
@@ -26,6 +27,36 @@ from newsletter.ratelimit import RateSpec
 #: Placeholder values that must never sign real tokens.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
 MIN_SECRET_KEY_LENGTH = 32
+#: A signing key must carry at least this much guessable-work (see :func:`key_strength_bits`):
+#: `secrets.token_urlsafe(32)` has ~256, `change-me-change-me-change-me-change-me` ~65.
+MIN_SECRET_KEY_BITS = 128
+
+
+def key_strength_bits(key: str) -> float:
+    """A cautious estimate of a key's entropy: the characters a guesser could not predict
+    (a repeat of three or more characters already seen counts as one, as an LZ77 coder would
+    write it) times log2 of the alphabet the key draws from. Judges keys by what they are,
+    not against a list of known placeholders (a list of six let any repeated phrase through).
+    """
+    if not key:
+        return 0.0
+    alphabet = (
+        26 * any(c.islower() for c in key)
+        + 26 * any(c.isupper() for c in key)
+        + 10 * any(c.isdigit() for c in key)
+        + 33 * any(not c.isalnum() for c in key)
+    )
+    symbols, i = 0, 0
+    while i < len(key):
+        longest = 0
+        for j in range(i):
+            k = 0
+            while i + k < len(key) and key[j + k] == key[i + k]:
+                k += 1
+            longest = max(longest, k)
+        i += longest if longest >= 3 else 1
+        symbols += 1
+    return symbols * math.log2(max(alphabet, 2))
 
 
 class ConfigError(ValueError):
@@ -214,10 +245,15 @@ class Settings(BaseSettings):
         exception: ``newsletter demo`` generates a strong key of its own.
         """
         key = self.secret_key
-        if key.lower() in INSECURE_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH:
+        if (
+            key.lower() in INSECURE_SECRET_KEYS
+            or len(key) < MIN_SECRET_KEY_LENGTH
+            or key_strength_bits(key) < MIN_SECRET_KEY_BITS
+        ):
             raise ConfigError(
-                "NEWSLETTER_SECRET_KEY is missing, a placeholder or shorter than "
-                f"{MIN_SECRET_KEY_LENGTH} characters; generate one with "
+                "NEWSLETTER_SECRET_KEY is missing, shorter than "
+                f"{MIN_SECRET_KEY_LENGTH} characters or too predictable (a placeholder, a "
+                "repeated phrase); generate one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
             )
 

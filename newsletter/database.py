@@ -7,6 +7,7 @@ commits once per batch while a web process may read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
+
+from newsletter.config import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -27,21 +31,57 @@ class SchemaOutOfDate(RuntimeError):
     """The database is not at the head migration."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; creates the parent folder of a SQLite file."""
-    parsed = make_url(url)
+class DatabaseUnusable(ConfigError):
+    """NEWSLETTER_DATABASE_URL can't be used as given: a SQLite file that does not exist (for a
+    command that must not create one), a port that is not a number, a driver not installed."""
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url``.
+
+    A SQLite file that does not exist is created only with ``create`` (``db upgrade``,
+    ``demo``, ``run``, tests): its folder 0700 and the file 0600, because it holds subscribers
+    and the tokens in their links. Every other command passes ``create=False`` and is told
+    where it looked, instead of leaving an empty database behind a typo.
+    """
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - parsed lazily: a port that is not a number fails here
+    except (ValueError, ArgumentError) as exc:
+        raise DatabaseUnusable(
+            "NEWSLETTER_DATABASE_URL is not a valid database URL (the port must be a number, "
+            f"e.g. postgresql://user@host:5432/db): {type(exc).__name__}"
+        ) from None
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file(Path(parsed.database).expanduser(), create=create)
         kwargs["connect_args"] = {"timeout": 30}
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 is the driver we ship; a bare postgresql:// URL would ask for psycopg2.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except ImportError as exc:
+        raise DatabaseUnusable(
+            f"NEWSLETTER_DATABASE_URL needs the {exc.name} driver, which is not installed: "
+            "pip install 'newsletter-engine[postgres]' (psycopg 3) for PostgreSQL"
+        ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _sqlite_file(path: Path, *, create: bool) -> None:
+    if path.exists():
+        return
+    if not create:
+        raise DatabaseUnusable(
+            f"no database at {path.resolve()} (NEWSLETTER_DATABASE_URL): run "
+            "`newsletter db upgrade` to create it there, or fix the path"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -26,7 +26,8 @@ from newsletter.models import Subscriber, Subscription
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "comparisons.json"
-SECRET = "test-secret-key-" + "x" * 32
+#: A fixed key as random as a real one (the engine refuses predictable keys).
+SECRET = "kkeGGYSJX5ngCNeegUU_0VtqkqUCpFk78bF_NgDwZLzXiSBtihZWjw"
 #: The Date of messages built in tests (epoch seconds, 2026-11-23 09:00 UTC): never the real clock.
 PINNED_DATE = datetime(2026, 11, 23, 9, tzinfo=UTC).timestamp()
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -100,7 +100,12 @@ def test_healthy_setup_has_no_failures_and_sends_nothing(
 
 @pytest.mark.parametrize(
     ("key", "words"),
-    [("too-short-key", "shorter than 32"), ("change-me", "placeholder"), ("", "empty")],
+    [
+        ("too-short-key", "shorter than 32"),
+        ("change-me", "placeholder"),
+        ("", "empty"),
+        ("change-me-change-me-change-me-change-me", "too predictable"),
+    ],
 )
 def test_weak_secret_key_fails_with_a_fix(healthy: Settings, key: str, words: str) -> None:
     checks = doctor(healthy, secret_key=key)
@@ -113,7 +118,9 @@ def test_weak_secret_key_fails_with_a_fix(healthy: Settings, key: str, words: st
 
 
 def test_weak_old_key_is_a_warning(healthy: Settings) -> None:
-    checks = doctor(healthy, old_secret_keys="o" * 40 + ", tiny-old-key")
+    checks = doctor(
+        healthy, old_secret_keys="QEitVA04kIfvUPz5CAdpiMk8q-8J7cRNI_JcjXtvjwr2o5bdLBTAUw, tiny-old-key"
+    )
 
     found = only(checks, "secret key")
     assert found.ok is None
@@ -354,7 +361,7 @@ def test_admin_page_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
 def test_no_secret_appears_in_the_report(healthy: Settings, api_stub: APIStub) -> None:
     api_stub.reply(401, '{"ErrorCode": 10, "Message": "Bad or missing Server API token."}')
     secrets = {
-        "secret_key": "current-signing-key-" + "k" * 32,
+        "secret_key": "gB2ZkR8qVw1mNc-7LpXe4TyUiOa0SdFh_JkQ3nMzWx9",
         "old_secret_keys": "old-signing-key-" + "o" * 32,
         "admin_password": "admin-pass-123",
         "webhook_postmark": "hook-user:hook-pass",

@@ -247,3 +247,108 @@ def test_a_relay_that_refuses_for_good_pauses_with_the_command_to_resume(
         listener.close()
     seeded.rollback()
     assert store.edition_status(seeded, edition_id=draft) == EditionStatus.paused
+
+
+# --- operator mistakes: one readable line, nothing left behind --------------------------
+
+
+def _run(args: list[str], env: dict[str, str]) -> Any:
+    return CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
+
+
+def test_a_typo_in_the_sqlite_path_creates_nothing(tmp_path: Any) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "x.db"
+    out = _run(["edition", "list"], {"NEWSLETTER_DATABASE_URL": f"sqlite:///{missing}"})
+    assert out.exit_code == 1
+    line = out.output.strip()
+    assert "\n" not in line and f"no database at {missing}" in line and "db upgrade" in line
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_command_run_without_settings_leaves_no_database_behind(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in __import__("os").environ if k.startswith("NEWSLETTER_")]:
+        monkeypatch.delenv(name)
+    out = _run(["edition", "list"], {})
+    assert out.exit_code == 1 and "no database at" in out.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_upgrade_creates_the_database_private(tmp_path: Any) -> None:
+    import stat
+
+    db = tmp_path / "fresh" / "n.db"
+    out = _run(["db", "upgrade"], {"NEWSLETTER_DATABASE_URL": f"sqlite:///{db}"})
+    assert out.exit_code == 0, out.output
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def test_the_outbox_keeps_messages_private(tmp_path: Any) -> None:
+    import stat
+
+    from newsletter.backends.file import FileBackend
+    from newsletter.message import OutgoingMessage
+
+    outbox = tmp_path / "outbox"
+    backend = FileBackend(outbox)
+    backend.open()
+    backend.write_message(
+        OutgoingMessage(
+            sender="a@example.com",
+            recipient="b@example.com",
+            data=b"x\r\n",
+            key="k",
+            message_id="<k@example.com>",
+        )
+    )
+    (written,) = outbox.iterdir()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert stat.S_IMODE(outbox.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgresql://user@db.example:fivefourthreetwo/news", "the port must be a number"),
+        ("sqlite:///", None),  # not a file: handled by SQLite itself, no crash here
+    ],
+)
+def test_a_database_url_with_a_bad_port_gets_one_line(url: str, words: str | None) -> None:
+    out = _run(["edition", "list"], {"NEWSLETTER_DATABASE_URL": url})
+    if words is None:
+        assert "Traceback" not in out.output
+        return
+    assert out.exit_code == 1 and words in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_postgresql_without_its_driver_says_which_pip_command_adds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    out = _run(["edition", "list"], {"NEWSLETTER_DATABASE_URL": "postgresql://u@127.0.0.1/db"})
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert "pip install 'newsletter-engine[postgres]'" in out.output
+
+
+def test_an_smtp_url_with_a_bad_port_names_the_port() -> None:
+    from newsletter.backends import BackendError
+    from newsletter.backends.smtp import SMTPBackend
+
+    with pytest.raises(BackendError, match="the port after the host must be a number") as caught:
+        SMTPBackend.from_url("smtp://relay.example:notaport")
+    assert "percent-encode" not in str(caught.value)
+
+
+def test_a_repeated_phrase_is_not_a_secret_key(settings: Settings) -> None:
+    from newsletter.config import ConfigError
+
+    weak = settings.model_copy(update={"secret_key": "change-me-change-me-change-me-change-me"})
+    with pytest.raises(ConfigError, match="too predictable"):
+        weak.require_sending_ready()
+    settings.require_sending_ready()  # a random key of the same length passes

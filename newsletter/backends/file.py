@@ -6,6 +6,7 @@ second message with the same key gets a numbered name, so a duplicate send is vi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
@@ -33,18 +34,20 @@ class FileBackend(ConsoleBackend):
 
     def open(self) -> bool:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise BackendError(f"can't create outbox folder {self.directory}: {exc}") from exc
         return False
 
     def write_message(self, message: OutgoingMessage) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in message.key)
         for n in range(1, 10_000):
             name = f"{stem}.eml" if n == 1 else f"{stem}.{n}.eml"
             try:
-                with open(self.directory / name, "xb") as fh:
+                # 0600: the message carries the reader's signed unsubscribe link.
+                fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
                     fh.write(message.data)
                 return
             except FileExistsError:

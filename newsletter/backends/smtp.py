@@ -76,14 +76,24 @@ class SMTPBackend(ReportingBackend):
         starttls = flag(options, "starttls", False)
         if use_ssl and starttls:
             raise BackendError("choose one of smtps:// (implicit TLS) and ?starttls=1")
+        # urllib's messages may quote part of the password: say which part is wrong only.
         try:
             port = parts.port or (465 if use_ssl else 587 if starttls else 25)
+        except ValueError:
+            hint = (
+                " (if the password has ':', '/', '?', '#' or '@' in it, percent-encode them)"
+                if "@" in parts.netloc
+                else ""
+            )
+            raise BackendError(
+                "SMTP backend URL: the port after the host must be a number from 1 to 65535, "
+                f"e.g. smtp://host:587{hint}"
+            ) from None
+        try:
             timeout = float(options.get("timeout", "30"))
         except ValueError:
-            # urllib's message may quote part of the password; say which part is wrong only.
             raise BackendError(
-                "SMTP backend URL: the port or ?timeout= is not a number "
-                "(percent-encode special characters in the password)"
+                "SMTP backend URL: ?timeout= must be a number of seconds, e.g. ?timeout=30"
             ) from None
         return cls(
             host=parts.hostname,

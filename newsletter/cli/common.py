@@ -107,7 +107,7 @@ def _settings(**overrides: Any) -> Settings:
 
 @contextmanager
 def _session(settings: Settings, *, migrate: bool = False) -> Iterator[Session]:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, create=migrate)
     try:
         if migrate:
             upgrade(engine)

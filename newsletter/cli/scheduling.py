@@ -226,7 +226,7 @@ def scheduler_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings()
     settings.require_sending_ready()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, create=False)
     require_head(engine)
     typer.echo("scheduler running; Ctrl-C stops it", err=True)
     try:

@@ -11,7 +11,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from newsletter.config import Settings
-from newsletter.database import alembic_config, current_revision, head_revision, make_engine
+from newsletter.database import (
+    DatabaseUnusable,
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+)
 from newsletter.doctor.check import Check
 
 # --- database ------------------------------------------------------------------------------
@@ -32,10 +38,15 @@ def check_database(settings: Settings, timeout: float) -> list[Check]:
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         url = url.update_query_dict({"connect_timeout": str(max(1, math.ceil(timeout)))})
     try:
-        engine = make_engine(url.render_as_string(hide_password=False))
+        engine = make_engine(url.render_as_string(hide_password=False), create=False)
     except ImportError as exc:
         fix = "Install the driver, e.g. `pip install 'newsletter-engine[postgres]'`."
         return [Check("database", False, f"{shown}: driver missing ({exc.name})", fix), skipped]
+    except DatabaseUnusable as exc:
+        return [
+            Check("database", False, f"{shown}: {exc}", "Fix NEWSLETTER_DATABASE_URL."),
+            skipped,
+        ]
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

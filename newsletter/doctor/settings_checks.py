@@ -8,7 +8,14 @@ from urllib.parse import urlsplit
 
 from newsletter.backends.http import LOOPBACK
 from newsletter.backends.smtp import SMTPBackend
-from newsletter.config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, ConfigError, Settings
+from newsletter.config import (
+    INSECURE_SECRET_KEYS,
+    MIN_SECRET_KEY_BITS,
+    MIN_SECRET_KEY_LENGTH,
+    ConfigError,
+    Settings,
+    key_strength_bits,
+)
 from newsletter.doctor.check import RESERVED_DOMAINS, RESERVED_TLDS, Check
 
 # --- settings ------------------------------------------------------------------------------
@@ -92,7 +99,12 @@ def _key_weakness(key: str) -> str:
         return "empty"
     if key.lower() in INSECURE_SECRET_KEYS:
         return "a placeholder"
-    return f"shorter than {MIN_SECRET_KEY_LENGTH} characters"
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return f"shorter than {MIN_SECRET_KEY_LENGTH} characters"
+    return (
+        f"too predictable (about {key_strength_bits(key):.0f} bits; "
+        f"at least {MIN_SECRET_KEY_BITS} wanted)"
+    )
 
 
 # --- files and web -------------------------------------------------------------------------

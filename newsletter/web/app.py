@@ -38,7 +38,7 @@ def create_app(
     """The web app for ``settings``. Refuses to start without a usable secret key (tokens)
     or with a database that is not migrated."""
     settings.require_sending_ready()
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, create=False)
     require_head(engine)
     templates = Environment(
         loader=FileSystemLoader(str(web_templates_dir())),
