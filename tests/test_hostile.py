@@ -352,3 +352,38 @@ def test_a_repeated_phrase_is_not_a_secret_key(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="too predictable"):
         weak.require_sending_ready()
     settings.require_sending_ready()  # a random key of the same length passes
+
+
+# --- CLI polish -------------------------------------------------------------------------------
+
+
+def test_help_has_a_short_flag_and_there_is_a_version() -> None:
+    for args in (["-h"], ["edition", "-h"], ["edition", "send", "-h"]):
+        out = _run(args, {})
+        assert out.exit_code == 0 and "Usage:" in out.output, args
+    version = _run(["--version"], {})
+    assert version.exit_code == 0 and version.output.startswith("newsletter ")
+
+
+def test_db_upgrade_says_what_it_applied_and_an_empty_list_says_so(tmp_path: Any) -> None:
+    env = {"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}"}
+    first = _run(["db", "upgrade"], env)
+    assert first.exit_code == 0 and "applied nothing (empty) -> " in first.output
+    again = _run(["db", "upgrade"], env)
+    assert "already at" in again.output and "nothing to apply" in again.output
+    empty = _run(["edition", "list"], env)
+    assert empty.exit_code == 0 and "no editions yet" in empty.output
+
+
+def test_an_over_long_newsletter_name_is_refused_before_anything_is_stored(tmp_path: Any) -> None:
+    env = {"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}"}
+    assert _run(["db", "upgrade"], env).exit_code == 0
+    out = _run(["newsletters", "add", "long-one", "--name", "N" * 201], env)
+    assert out.exit_code == 1
+    assert out.output.strip() == "error: --name: at most 200 characters (this one has 201)"
+    assert "long-one" not in _run(["newsletters", "list"], env).output
+
+
+def test_doctor_output_ends_with_a_newline(tmp_path: Any) -> None:
+    out = _run(["doctor"], {"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}"})
+    assert out.output.endswith("failed\n")

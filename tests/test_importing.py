@@ -257,7 +257,9 @@ def test_example_subscriber_file_imports(session: Session, settings: Settings) -
         session, path=path, default_newsletter=settings.newsletter
     )
     assert report.created >= 10
-    assert all("duplicate" in r for r in report.rejected)
+    # The demo's first output must not look like an error: the example is clean (duplicates
+    # are tested with files of their own).
+    assert report.rejected == []
 
 
 def test_schema_file_is_generated_from_the_models() -> None:

@@ -26,12 +26,43 @@ from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
 from newsletter.timing import RuleError
 
+#: `-h` as well as `--help`, on every command (sub-apps inherit the root's context settings).
+HELP = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     help="Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send "
     "editions. Settings come from NEWSLETTER_* environment variables (see the README).",
     no_args_is_help=True,
     add_completion=False,
+    context_settings=HELP,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"newsletter {version('newsletter-engine')}")
+        except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+            typer.echo("newsletter (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send
+    editions. Settings come from NEWSLETTER_* environment variables (see the README)."""
+
+
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 import_app = typer.Typer(
     help="Import comparisons (JSON) and subscribers (CSV).", no_args_is_help=True

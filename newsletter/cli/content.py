@@ -21,7 +21,7 @@ from newsletter.cli.common import (
     subscribers_app,
 )
 from newsletter.content import SLUG_PATTERN
-from newsletter.database import make_engine, upgrade
+from newsletter.database import current_revision, make_engine, upgrade
 from newsletter.importing import comparisons_json_schema
 from newsletter.models import (
     Newsletter,
@@ -41,10 +41,16 @@ def db_upgrade(
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
+        before = current_revision(engine)
         upgrade(engine, revision)
+        after = current_revision(engine)
     finally:
         engine.dispose()
-    typer.echo(f"database {engine.url.render_as_string(hide_password=True)} is at {revision}")
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        typer.echo(f"database {where} is already at {after}; nothing to apply")
+    else:
+        typer.echo(f"database {where}: applied {before or 'nothing (empty)'} -> {after}")
 
 
 # --- import --------------------------------------------------------------------------------
@@ -181,6 +187,8 @@ def newsletters_add(
         raise _fail(f"SLUG {slug!r}: expected lower-case words joined by hyphens")
     if not name.strip() or any(ord(c) < 32 for c in name):
         raise _fail("--name: must be a single line of text")
+    if len(name.strip()) > 200:  # the column's size: checked before anything is stored
+        raise _fail(f"--name: at most 200 characters (this one has {len(name.strip())})")
     # The same validation as the settings: an http(s) URL, a valid IANA zone.
     settings = _settings()
     checked = _settings(timezone=timezone, site_url=site_url or settings.site_url)

@@ -276,6 +276,8 @@ def edition_list() -> None:
     settings = _settings()
     with _session(settings) as session:
         rows = session.exec(select(Edition).order_by(col(Edition.id))).all()
+        if not rows:
+            typer.echo("no editions yet: `newsletter edition draft` makes one")
         for e in rows:
             c = ledger.counts(session, edition_id=e.id or 0)
             state = publish.state_line(e.status, c, publish.awaiting_approval(session, e))

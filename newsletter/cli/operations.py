@@ -30,7 +30,7 @@ def doctor_command() -> None:
     except ValidationError as exc:
         raise _fail(f"configuration: {exc}") from None
     checks = doctor.run_checks(settings)
-    typer.echo(doctor.render(checks), nl=False)
+    typer.echo(doctor.render(checks))  # ends with a newline, like every other command
     raise typer.Exit(doctor.exit_code(checks))
 
 
