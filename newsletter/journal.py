@@ -53,11 +53,28 @@ class JournalError(RuntimeError):
     journal and the ledger hold; nothing is lost, and running it again continues."""
 
 
+def ensure_folder(directory: Path) -> None:
+    """Create the journal folder (0700) or raise :class:`JournalError` saying why it can't be
+    used (a file in the way, a read-only filesystem, no permission): checked before a send
+    starts, so a bad ``NEWSLETTER_JOURNAL_DIR`` stops nothing half-way."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = directory / f".probe-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        what = "is a file, not a folder" if directory.is_file() else (exc.strerror or str(exc))
+        raise JournalError(
+            f"NEWSLETTER_JOURNAL_DIR {directory}: {what}; set it to a writable folder "
+            "(or `off`, which gives up crash recovery of answers)"
+        ) from None
+
+
 class ResultJournal:
     """The open journal of one sender (``owner`` is its lease owner id)."""
 
     def __init__(self, directory: Path, owner: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_folder(directory)
         self.path = directory / f"{owner}{SUFFIX}"
         # Created and locked under another name, then renamed: a recovering sender never
         # sees (and deletes) a journal that exists but is not locked yet.

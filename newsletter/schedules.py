@@ -118,6 +118,8 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
         return None, [f"{label}: can't read: {exc}"]
     except tomllib.TOMLDecodeError as exc:
         return None, [f"{label}: not valid TOML: {exc}"]
+    except RecursionError:
+        return None, [f"{label}: not valid TOML: nested too deeply"]
     problems = [
         f"{label}: {key}: unknown field; known: {', '.join(FIELDS)}"
         for key in data
@@ -131,6 +133,10 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
             return None
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{label}: {key}: expected a non-empty string")
+            return None
+        # What `sync` could store: `check` refuses everything `sync` would.
+        if len(value.strip()) > MAX_LENGTHS.get(key, 500):
+            problems.append(f"{label}: {key}: at most {MAX_LENGTHS.get(key, 500)} characters")
             return None
         if any(ord(c) < 32 for c in value):
             problems.append(f"{label}: {key}: contains control characters or line breaks")
@@ -183,6 +189,8 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
         if lead > timedelta(days=6):
             problems.append(f"{label}: draft_before: at most 6 days (the next send comes after 7)")
     editors = _editors(data.get("editors", []), label, problems)
+    if len(",".join(editors)) > 2000:
+        problems.append(f"{label}: editors: at most 2000 characters in all")
     cap = data.get("item_cap", 8)
     if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= 50:
         problems.append(f"{label}: item_cap: expected a whole number from 1 to 50")
@@ -212,6 +220,10 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
         ),
         [],
     )
+
+
+#: The database columns' sizes for the fields a schedule file sets (Newsletter, Schedule).
+MAX_LENGTHS = {"slug": 120, "name": 200, "site_url": 500, "from": 320, "timezone": 64}
 
 
 def _editors(value: Any, label: str, problems: list[str]) -> tuple[str, ...]:

@@ -138,7 +138,10 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise RuleError(f'{text!r}: expected minutes, hours or days, like "90m", "3h" or "1d"')
     amount, unit = int(match[1]), match[2]
-    return timedelta(minutes=amount) * {"m": 1, "h": 60, "d": 1440}[unit]
+    minutes = amount * {"m": 1, "h": 60, "d": 1440}[unit]
+    if minutes > 366 * 1440:  # far beyond any use, and timedelta overflows further on
+        raise RuleError(f"{text[:40]!r}: at most a year")
+    return timedelta(minutes=minutes)
 
 
 def local_wave(day: date, at: time, timezone: str) -> datetime:

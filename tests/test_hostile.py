@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -387,3 +388,55 @@ def test_an_over_long_newsletter_name_is_refused_before_anything_is_stored(tmp_p
 def test_doctor_output_ends_with_a_newline(tmp_path: Any) -> None:
     out = _run(["doctor"], {"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}"})
     assert out.output.endswith("failed\n")
+
+
+@pytest.mark.parametrize("problem", ["a-file", "not-writable"])
+def test_a_journal_folder_that_cannot_be_used_stops_the_send_before_it_starts(
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Any,
+    tmp_path: Any,
+    problem: str,
+) -> None:
+    from newsletter.journal import JournalError
+
+    add_subscribers(2)
+    if problem == "a-file":
+        target = tmp_path / "journal-file"
+        target.write_text("not a folder")
+        words = "is a file, not a folder"
+    else:
+        # sysfs refuses new folders even to root (the tests run as root in CI): the same
+        # answer as a read-only filesystem or a folder without write permission.
+        target = Path("/sys/newsletter-journal-test")
+        words = "Operation not permitted"
+    broken = settings.model_copy(update={"journal_dir": str(target)})
+    with pytest.raises(JournalError, match=words):
+        publish.send_edition(seeded, edition_id=draft, settings=broken, backend=MemoryBackend())
+    # Nothing started: the edition is still a draft, with no deliveries written.
+    assert store.edition_status(seeded, edition_id=draft) == EditionStatus.draft
+
+
+def test_schedule_check_refuses_everything_sync_would(tmp_path: Any) -> None:
+    folder = tmp_path / "schedules"
+    folder.mkdir()
+    base = 'send = "Monday 09:00"\ntimezone = "Europe/Berlin"\n'
+    (folder / "huge-lead.toml").write_text(
+        f'slug = "huge-lead"\nname = "N"\n{base}draft_before = "99999999999999d"\n'
+    )
+    (folder / "nested.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    long_slug = "s" * 121
+    (folder / f"{long_slug}.toml").write_text(f'slug = "{long_slug}"\nname = "N"\n{base}')
+    (folder / "long-name.toml").write_text(f'slug = "long-name"\nname = "{"n" * 201}"\n{base}')
+    (folder / "long-url.toml").write_text(
+        f'slug = "long-url"\nname = "N"\n{base}site_url = "https://x.example/{"p" * 500}"\n'
+    )
+    out = _run(["schedule", "check", str(folder)], {})
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "huge-lead.toml: draft_before: " in out.output and "at most a year" in out.output
+    assert "nested.toml: not valid TOML" in out.output
+    assert f"{long_slug}.toml: slug: at most 120 characters" in out.output
+    assert "long-name.toml: name: at most 200 characters" in out.output
+    assert "long-url.toml: site_url: at most 500 characters" in out.output
+    assert "5 problem(s) in the schedule files" in out.output

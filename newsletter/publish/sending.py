@@ -149,6 +149,9 @@ def send_edition(
     settings.require_sending_ready()
     if backend is None and make_backend is None:
         raise ValueError("give a backend or make_backend")
+    folder = settings.journal_path()
+    if folder is not None:
+        journal.ensure_folder(folder)  # before anything starts
     added = start_edition(
         session, edition_id=edition_id, settings=settings, actor=actor, now=clock()
     )
