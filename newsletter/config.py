@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     subscribe_limit: int = Field(
         10, ge=1, le=10_000, description="Subscribe form posts per client IP per hour."
     )
+    ipv6_prefix: int = Field(
+        64,
+        ge=16,
+        le=128,
+        description="IPv6 clients are counted by network of this prefix (subscribe and login "
+        "limits): one household or server usually holds a whole /64.",
+    )
     soft_bounce_limit: int = Field(
         3, ge=0, le=100, description="Soft bounces in a row that suppress an address (0: never)."
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -59,9 +60,10 @@ def ensure_folder(directory: Path) -> None:
     starts, so a bad ``NEWSLETTER_JOURNAL_DIR`` stops nothing half-way."""
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = directory / f".probe-{os.getpid()}"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
-        probe.unlink()
+        # A name of its own: senders in threads of one process probe at the same moment.
+        probe = directory / f".probe-{uuid.uuid4().hex}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         what = "is a file, not a folder" if directory.is_file() else (exc.strerror or str(exc))
         raise JournalError(

@@ -343,7 +343,7 @@ def test_admin_page_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
     postmark = f"postmark://pm-token@?endpoint={api_stub.url}"
     bare = doctor(healthy, mail_backend=postmark)
     configured = doctor(
-        healthy, mail_backend=postmark, admin_password="admin-pass", webhook_postmark="u:p-hook"
+        healthy, mail_backend=postmark, admin_password="admin-pass-Xq7Lp2mN9", webhook_postmark="u:p-hook"
     )
 
     assert only(bare, "admin page").ok is None

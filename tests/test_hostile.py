@@ -440,3 +440,58 @@ def test_schedule_check_refuses_everything_sync_would(tmp_path: Any) -> None:
     assert "long-name.toml: name: at most 200 characters" in out.output
     assert "long-url.toml: site_url: at most 500 characters" in out.output
     assert "5 problem(s) in the schedule files" in out.output
+
+
+# --- abuse: logins and signups -------------------------------------------------------------
+
+
+def test_wrong_admin_passwords_are_throttled_per_client(
+    settings: Settings, engine: Engine, seeded: Session
+) -> None:
+    """Before: 800 wrong passwords in 2.2 s from one client, all 401."""
+    configured = settings.model_copy(update={"admin_password": PASSWORD})
+    app_ = create_app(configured, engine=engine)
+    with TestClient(app_, client=("203.0.113.7", 5000)) as attacker:
+        answers = [
+            attacker.get("/admin", auth=("admin", f"guess-{i}")).status_code for i in range(12)
+        ]
+        assert answers[:10] == [401] * 10 and answers[10:] == [429, 429]
+        # Even the right password is not checked while the client is over the limit.
+        assert attacker.get("/admin", auth=("admin", PASSWORD)).status_code == 429
+    with TestClient(app_, client=("198.51.100.9", 5000)) as operator:
+        assert operator.get("/admin", auth=("admin", PASSWORD)).status_code == 200
+
+
+def test_a_weak_admin_password_is_refused_at_start_and_by_doctor(settings: Settings) -> None:
+    from newsletter.config import ConfigError
+    from newsletter.doctor import run_checks
+
+    for weak in ("1234", "password1234", "aaaaaaaaaaaaaaaa"):
+        configured = settings.model_copy(update={"admin_password": weak})
+        with pytest.raises(ConfigError, match="NEWSLETTER_ADMIN_PASSWORD is"):
+            create_app(configured)
+        (check,) = [c for c in run_checks(configured) if c.name == "admin page"]
+        assert check.ok is False and "refuses to start" in check.summary
+
+
+def test_ipv6_clients_are_counted_by_their_slash_64(
+    settings: Settings, engine: Engine, seeded: Session
+) -> None:
+    """Before: 20 addresses of one /64 posted 200 signups, all accepted."""
+    from newsletter.web.throttle import client_key
+
+    assert (
+        client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    )
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1" and client_key("192.0.2.1") == "192.0.2.1"
+    limited = settings.model_copy(update={"subscribe_limit": 3})
+    app_ = create_app(limited, engine=engine)
+    statuses = []
+    for host in range(1, 6):
+        with TestClient(app_, client=(f"2001:db8:1:2::{host}", 5000)) as c:
+            form = {"email": f"v6-{host}@example.com"}
+            statuses.append(c.post("/subscribe", data=form).status_code)
+    assert statuses == [200, 200, 200, 429, 429]
+    with TestClient(app_, client=("2001:db8:9:9::1", 5000)) as elsewhere:
+        assert elsewhere.post("/subscribe", data={"email": "v6-x@example.com"}).status_code == 200

@@ -185,11 +185,11 @@ def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
     confirmation, Resume; JavaScript off."""
     add_subscribers(5, prefix="op")
     publish.start_edition(seeded, edition_id=draft, settings=settings)
-    with _serve(settings, engine, admin_password="op-s3cret") as base, sync_playwright() as p:
+    with _serve(settings, engine, admin_password="op-s3cret-Lp2mN9xq") as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         context = browser.new_context(
             java_script_enabled=False,
-            http_credentials={"username": "admin", "password": "op-s3cret"},
+            http_credentials={"username": "admin", "password": "op-s3cret-Lp2mN9xq"},
         )
         page = context.new_page()
         page.goto(f"{base}/admin")

@@ -17,6 +17,7 @@ from newsletter.config import (
     key_strength_bits,
 )
 from newsletter.doctor.check import RESERVED_DOMAINS, RESERVED_TLDS, Check
+from newsletter.passwords import weakness
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -141,6 +142,13 @@ def check_admin_page(settings: Settings, _timeout: float) -> list[Check]:
     if not settings.admin_password:
         fix = 'Set NEWSLETTER_ADMIN_PASSWORD to turn on /admin (user "admin", HTTP Basic).'
         return [Check("admin page", None, "admin page off (no password set)", fix)]
+    weak = weakness(settings.admin_password)
+    if weak is not None:
+        summary = f"NEWSLETTER_ADMIN_PASSWORD is {weak}: `serve` refuses to start with it"
+        fix = (
+            'Use a long random one: `python -c "import secrets; print(secrets.token_urlsafe(18))"`'
+        )
+        return [Check("admin page", False, summary, fix)]
     base = urlsplit(settings.base_url)
     if base.scheme != "https" and base.hostname not in LOOPBACK:
         summary = "on, but over http: the admin password would cross the network in clear"

@@ -22,6 +22,7 @@ from sqlmodel import Session
 from newsletter import chart, publish, stats, store
 from newsletter.web.context import RowId, WebContext, web_context
 from newsletter.web.forms import form_token, form_token_ok
+from newsletter.web.throttle import client_key
 
 router = APIRouter(prefix="/admin")
 _basic = HTTPBasic(auto_error=False, realm="newsletter admin")
@@ -29,16 +30,29 @@ Ctx = Annotated[WebContext, Depends(web_context)]
 
 
 def require_admin(
-    ctx: Ctx, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+    ctx: Ctx,
+    request: Request,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
 ) -> WebContext:
     password = ctx.settings.admin_password
     if not password:
         raise HTTPException(404)
+    client = client_key(
+        request.client.host if request.client else "unknown", ctx.settings.ipv6_prefix
+    )
+    if credentials is not None and (
+        ctx.login_failures.full(client) or ctx.account_failures.full("admin")
+    ):
+        # Too many wrong passwords lately: not even checked, so guessing gains nothing.
+        raise HTTPException(429, headers={"Retry-After": "900"})
     ok = credentials is not None and (
         hmac.compare_digest(credentials.username.encode(), b"admin")
         & hmac.compare_digest(credentials.password.encode(), password.encode())
     )
     if not ok:
+        if credentials is not None:
+            ctx.login_failures.allow(client)
+            ctx.account_failures.allow("admin")
         raise HTTPException(
             401, headers={"WWW-Authenticate": 'Basic realm="newsletter admin", charset="UTF-8"'}
         )

@@ -19,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from newsletter import publish
 from newsletter.backends import MailBackend, backend_from_url
 from newsletter.clock import Clock, system_clock
-from newsletter.config import Settings
+from newsletter.config import ConfigError, Settings
 from newsletter.database import make_engine, require_head
+from newsletter.passwords import weakness
 from newsletter.paths import web_templates_dir
 from newsletter.web import admin, hooks, public
 from newsletter.web.context import WebContext
@@ -38,6 +39,11 @@ def create_app(
     """The web app for ``settings``. Refuses to start without a usable secret key (tokens)
     or with a database that is not migrated."""
     settings.require_sending_ready()
+    if settings.admin_password and (weak := weakness(settings.admin_password)):
+        raise ConfigError(
+            f"NEWSLETTER_ADMIN_PASSWORD is {weak}: the admin page would be guessable; use a "
+            'long random one (`python -c "import secrets; print(secrets.token_urlsafe(18))"`)'
+        )
     engine = engine or make_engine(settings.database_url, create=False)
     require_head(engine)
     templates = Environment(

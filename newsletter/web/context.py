@@ -53,6 +53,10 @@ class WebContext:
     archive_cache: dict[int, str] = field(default_factory=dict)
     #: Each request reads the time here once (tests pin it).
     clock: Clock = system_clock
+    #: Failed admin logins per client (10 per 15 min) and for the one account (100 per
+    #: 15 min, whoever sends them): over either, logins answer 429 without checking.
+    login_failures: SlidingWindow = field(default_factory=lambda: SlidingWindow(10, 900))
+    account_failures: SlidingWindow = field(default_factory=lambda: SlidingWindow(100, 900))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

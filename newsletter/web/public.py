@@ -20,6 +20,7 @@ from newsletter.confirmation import build_confirmation, confirmed_subscriber
 from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
 from newsletter.tokens import BadToken, TokenClaims
 from newsletter.web.context import SECURITY_HEADERS, RowId, WebContext, web_context
+from newsletter.web.throttle import client_key
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -72,7 +73,9 @@ def subscribe(
 ) -> HTMLResponse:
     """Same answer for a new, pending or active address: the form reveals nothing, and the
     email goes out after the response so the timing reveals nothing either."""
-    client = request.client.host if request.client else "unknown"
+    client = client_key(
+        request.client.host if request.client else "unknown", ctx.settings.ipv6_prefix
+    )
     if not ctx.throttle.allow(client):
         return ctx.message(
             "Too many attempts",

@@ -8,10 +8,26 @@ database (``subscriptions.CONFIRM_INTERVAL``), which is what protects the people
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+
+
+def client_key(host: str, ipv6_prefix: int = 64) -> str:
+    """The key a client is counted under: an IPv4 address as is, an IPv6 address by its
+    network (``/64`` by default: one subscriber line gets a whole /64, so keying on the full
+    address let 20 addresses of one /64 post 200 signups)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return str(address)
 
 
 class SlidingWindow:
@@ -31,6 +47,13 @@ class SlidingWindow:
         self._clock = clock
         self._hits: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def full(self, key: str) -> bool:
+        """Whether ``key`` is at its limit now (nothing counted)."""
+        now = self._clock()
+        with self._lock:
+            hits = self._hits.get(key)
+            return hits is not None and sum(1 for t in hits if t > now - self.window) >= self.limit
 
     def allow(self, key: str) -> bool:
         """Count a hit for ``key``; False (and not counted) if it is over the limit."""
