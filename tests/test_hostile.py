@@ -495,3 +495,46 @@ def test_ipv6_clients_are_counted_by_their_slash_64(
     assert statuses == [200, 200, 200, 429, 429]
     with TestClient(app_, client=("2001:db8:9:9::1", 5000)) as elsewhere:
         assert elsewhere.post("/subscribe", data={"email": "v6-x@example.com"}).status_code == 200
+
+
+# --- SES through SNS -----------------------------------------------------------------------
+
+
+def test_new_sns_certificates_are_fetched_at_most_five_a_minute(api_stub: Any) -> None:
+    """Before: 40 forged posts with 40 distinct certificate URLs made 40 outbound fetches."""
+    from newsletter.webhooks import ses
+
+    api_stub.reply(200, "-----BEGIN CERTIFICATE-----\n")
+    minute = [1000.0]
+    ses.clear_certificate_cache()
+    try:
+        outcomes = []
+        for i in range(8):
+            try:
+                ses.fetch_certificate(f"{api_stub.url}/cert-{i}.pem", clock=lambda: minute[0])
+                outcomes.append("fetched")
+            except ses.CertificateUnavailable:
+                outcomes.append("refused")
+        assert outcomes == ["fetched"] * 5 + ["refused"] * 3
+        assert len(api_stub.calls) == 5
+        # A certificate already fetched is served from memory, whatever the count.
+        ses.fetch_certificate(f"{api_stub.url}/cert-0.pem", clock=lambda: minute[0])
+        minute[0] += 61  # the next minute: new ones again
+        ses.fetch_certificate(f"{api_stub.url}/cert-9.pem", clock=lambda: minute[0])
+        assert len(api_stub.calls) == 6
+    finally:
+        ses.clear_certificate_cache()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.us-east-1.amazonaws.com/anything-else.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem?x=1",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem/../../x",
+    ],
+)
+def test_only_certificate_shaped_sns_urls_are_ever_fetched(url: str) -> None:
+    from newsletter.webhooks import ses
+
+    assert ses.is_sns_url(url.split("?")[0]) and not ses.is_sns_certificate_url(url)

@@ -888,13 +888,13 @@ def test_default_certificate_fetcher_caches_by_url(
         return FakeResponse(200, sns_signer.pem)
 
     monkeypatch.setattr(ses.requests, "get", fake_get)
-    ses.fetch_certificate.cache_clear()
+    ses.clear_certificate_cache()
     try:
         body = sns_signer.sign(sns_message("delivery.json"))
         for _ in range(3):
             assert len(ses.parse({}, body, secret=TOPIC)) == 1
     finally:
-        ses.fetch_certificate.cache_clear()
+        ses.clear_certificate_cache()
     assert calls == [(CERT_URL, {"timeout": 5, "allow_redirects": False})]
 
 
@@ -902,13 +902,13 @@ def test_default_certificate_fetcher_failure_is_not_a_rejection(
     monkeypatch: pytest.MonkeyPatch, sns_signer: SNSSigner
 ) -> None:
     monkeypatch.setattr(ses.requests, "get", lambda url, **kw: FakeResponse(503, b""))
-    ses.fetch_certificate.cache_clear()
+    ses.clear_certificate_cache()
     try:
         body = sns_signer.sign(sns_message("delivery.json"))
         with pytest.raises(ses.CertificateUnavailable):
             ses.parse({}, body, secret=TOPIC)
     finally:
-        ses.fetch_certificate.cache_clear()
+        ses.clear_certificate_cache()
 
 
 # --- Resend (Svix) ------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def _ses(ctx: WebContext, headers: dict[str, str], body: bytes, secret: str) -> 
     )
     if confirm_url is not None:
         (ctx.sns_get or _get)(confirm_url)
-        log.info("confirmed the SNS subscription to %s", secret)
+        log.info("confirmed the SNS subscription to the configured topic")
     return events
 
 

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -58,6 +60,7 @@ from newsletter.webhooks.base import (
 
 PROVIDER = "ses"
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+SNS_CERT_PATH = re.compile(r"/SimpleNotificationService-[0-9A-Za-z]{1,64}\.pem")
 NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 CONFIRMATION_KEYS = (
     "Message",
@@ -83,15 +86,44 @@ class CertificateUnavailable(Exception):
     """The SNS signing certificate could not be fetched; retry later (answer 5xx)."""
 
 
-@functools.lru_cache(maxsize=32)
-def fetch_certificate(url: str) -> bytes:
-    """The PEM at ``url``, fetched once per process: SNS signs with few certificates and
-    fetching one per request would make every webhook wait on AWS."""
+#: New certificates fetched per minute per process, at most. SNS signs with a handful; a
+#: review's 40 forged posts with 40 distinct URLs made 40 outbound fetches (5 s each, in the
+#: threadpool). Past the cap, new URLs get 503 (SNS retries) until the minute is over.
+MAX_NEW_CERTIFICATES_PER_MINUTE = 5
+_certificates: dict[str, bytes] = {}
+_recent_fetches: deque[float] = deque()
+_fetch_lock = threading.Lock()
+
+
+def clear_certificate_cache() -> None:
+    """Forget fetched certificates and the fetch count (tests)."""
+    with _fetch_lock:
+        _certificates.clear()
+        _recent_fetches.clear()
+
+
+def fetch_certificate(url: str, *, clock: Callable[[], float] = time.monotonic) -> bytes:
+    """The PEM at ``url``, fetched once per process (SNS signs with few certificates and
+    fetching one per request would make every webhook wait on AWS), and at most
+    :data:`MAX_NEW_CERTIFICATES_PER_MINUTE` new ones a minute."""
+    with _fetch_lock:
+        cached = _certificates.get(url)
+        if cached is not None:
+            return cached
+        now = clock()
+        while _recent_fetches and _recent_fetches[0] <= now - 60:
+            _recent_fetches.popleft()
+        if len(_recent_fetches) >= MAX_NEW_CERTIFICATES_PER_MINUTE:
+            raise CertificateUnavailable("too many new SNS certificates this minute")
+        _recent_fetches.append(now)
     try:
         response = requests.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False)
         response.raise_for_status()
     except requests.RequestException as exc:
         raise CertificateUnavailable(f"SNS certificate fetch failed: {type(exc).__name__}") from exc
+    with _fetch_lock:
+        if len(_certificates) < 32:
+            _certificates[url] = response.content
     return response.content
 
 
@@ -107,6 +139,17 @@ def is_sns_url(url: str) -> bool:
         and parts.username is None
         and port in (None, 443)
         and SNS_HOST.fullmatch(parts.hostname or "") is not None
+    )
+
+
+def is_sns_certificate_url(url: str) -> bool:
+    """An SNS URL shaped like SNS's signing certificates: nothing else is ever fetched."""
+    parts = urlsplit(url)
+    return (
+        is_sns_url(url)
+        and SNS_CERT_PATH.fullmatch(parts.path) is not None
+        and not parts.query
+        and not parts.fragment
     )
 
 
@@ -140,12 +183,14 @@ def verify(
     if algorithm is None:
         raise WebhookRejected("unsupported SNS SignatureVersion")
     cert_url = text(message, "SigningCertURL")
-    if not is_sns_url(cert_url):
+    if not is_sns_certificate_url(cert_url):
         raise WebhookRejected("SigningCertURL is not an SNS https URL")
     try:
         signature = base64.b64decode(text(message, "Signature"), validate=True)
     except (binascii.Error, ValueError):
         raise WebhookRejected("SNS signature is not base64") from None
+    if len(signature) not in (256, 384, 512):  # RSA 2048, 3072 or 4096 bits
+        raise WebhookRejected("SNS signature has the wrong length")
     signed = canonical_string(message)
     try:
         key = x509.load_pem_x509_certificate(fetcher(cert_url)).public_key()
