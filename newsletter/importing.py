@@ -83,9 +83,21 @@ def read_text(path: Path, label: str) -> str:
         ) from None
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    """A value from the input as it may be echoed to a terminal: control characters escaped
+    (an ESC in a CSV must not recolour or clear the operator's screen) and cut to ``limit``
+    characters (a 1 MB slug was repeated once per problem: 6 MB of stderr)."""
+    escaped = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value
+    )
+    if len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}… ({len(value):,} characters)"
+
+
 def _record_label(number: int, raw: Any) -> str:
     slug = raw.get("slug") if isinstance(raw, dict) else None
-    return f"record {number} ({slug if isinstance(slug, str) and slug else 'no slug'})"
+    return f"record {number} ({_shown(slug) if isinstance(slug, str) and slug else 'no slug'})"
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -131,12 +143,19 @@ class SubscriberImportReport:
     rejected: list[str] = field(default_factory=list)
 
 
+#: The longest CSV field read (the whole file is in memory already).
+MAX_FIELD_BYTES = 16 * 1024 * 1024
+
+
 def parse_subscribers(
     text: str, *, known_newsletters: set[str], default_newsletter: str
 ) -> tuple[list[SubscriberRow], list[str]]:
     """Valid rows and one message per rejected line (``line N (email): field: reason``)."""
     # newline="" leaves line breaks to the csv module, which splits on \r and \n only
     # (str.splitlines would also split on NEL and U+2028 inside a name).
+    # Python's csv refuses fields over 128 KB with an error that names the wrong line; a long
+    # field is better refused by the field's own check, on its own line, with its value cut.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "email" not in header:
@@ -145,7 +164,7 @@ def parse_subscribers(
     if unknown:
         raise ImportRejected(
             [
-                f"line 1: header: unknown column(s) {', '.join(map(repr, unknown))}; "
+                f"line 1: header: unknown column(s) {', '.join(_shown(u) for u in unknown)}; "
                 f"known: {', '.join(SUBSCRIBER_COLUMNS)}"
             ]
         )
@@ -187,25 +206,26 @@ def _subscriber_row(
     line: int, values: dict[str, str], *, known_newsletters: set[str], default: str
 ) -> tuple[SubscriberRow | None, str | None]:
     raw_email = values.get("email", "")
-    label = f"line {line} ({raw_email or 'no email'})"
+    label = f"line {line} ({_shown(raw_email) if raw_email else 'no email'})"
     try:
         email, email_key = normalize_email(raw_email)
     except AddressError as exc:
-        return None, f"{label}: email: {exc}"
+        return None, f"{label}: email: {_shown(str(exc), 200)}"
     try:
         name = check_name(values.get("name"))
     except AddressError as exc:
-        return None, f"{label}: name: {exc}"
+        return None, f"{label}: name: {_shown(str(exc), 200)}"
     tz = values.get("timezone") or None
     if tz is not None:
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            return None, f"{label}: timezone: unknown IANA time zone {tz!r}"
+            return None, f"{label}: timezone: unknown IANA time zone {_shown(tz)!r}"
     slugs = tuple(dict.fromkeys((values.get("newsletters") or default).replace(";", " ").split()))
     missing = [s for s in slugs if s not in known_newsletters]
     if missing:
-        return None, f"{label}: newsletters: unknown newsletter(s) {', '.join(missing)}"
+        shown = ", ".join(_shown(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+        return None, f"{label}: newsletters: unknown newsletter(s) {shown}"
     return (
         SubscriberRow(line, email, email_key, name, tz, slugs),
         None,

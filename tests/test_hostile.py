@@ -538,3 +538,31 @@ def test_only_certificate_shaped_sns_urls_are_ever_fetched(url: str) -> None:
     from newsletter.webhooks import ses
 
     assert ses.is_sns_url(url.split("?")[0]) and not ses.is_sns_certificate_url(url)
+
+
+# --- importers: what is echoed back ----------------------------------------------------------
+
+
+def test_import_problems_escape_control_characters_and_cut_long_values(
+    session: Session, settings: Settings, tmp_path: Any
+) -> None:
+    """ESC, BEL, CR and LF from a file were echoed raw to the terminal, and a 1 MB value was
+    repeated once per problem."""
+    from newsletter import importing
+
+    publish.default_newsletter(session, settings)
+    csv = tmp_path / "hostile.csv"
+    huge = "x" * 1_000_000
+    csv.write_text(
+        "email,name,timezone,newsletters\n"
+        f'"evil\x1b[2J\x07@example.com",,,\n'
+        f"fine@example.com,,Not/AZone\x1b,\n"
+        f"other@example.com,,,{huge}\n",
+        encoding="utf-8",
+    )
+    report = importing.import_subscribers(session, path=csv, default_newsletter=settings.newsletter)
+    text = "\n".join(report.rejected)
+    assert len(report.rejected) == 3
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b" in text
+    assert len(text) < 2_000 and "1,000,000 characters" in text
+    assert report.rejected[2].startswith("line 4 (other@example.com): newsletters: ")
