@@ -337,6 +337,34 @@ def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Ed
     ).first()
 
 
+def set_approval(
+    session: Session, *, edition_id: int, approved_at: datetime | None, by: str | None
+) -> bool:
+    """Approve a draft (``approved_at`` given) or withdraw its approval (None): a conditional
+    UPDATE, so a draft that started or was cancelled meanwhile is refused, not changed after
+    the fact, and only an approved draft's approval is withdrawn. Whether it changed."""
+    query = update(Edition).where(
+        col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.draft
+    )
+    if approved_at is None:
+        query = query.where(col(Edition.approved_at).is_not(None))
+    changed = session.execute(
+        query.values(approved_at=approved_at, approved_by=by[:200] if by else None)
+    )
+    return getattr(changed, "rowcount", 0) == 1
+
+
+def claim_alert(session: Session, *, edition_id: int, now: datetime) -> bool:
+    """Mark the editors' approval alert as sent, once: True only for the caller that did
+    (two schedulers drafting at once send one alert)."""
+    claimed = session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id, col(Edition.alerted_at).is_(None))
+        .values(alerted_at=now)
+    )
+    return getattr(claimed, "rowcount", 0) == 1
+
+
 def hold_draft_for_refresh(session: Session, *, edition_id: int) -> bool:
     """Lock a draft that is neither approved nor started for this transaction's refresh (a
     conditional UPDATE: the row lock on PostgreSQL, the write lock on SQLite), so an approval

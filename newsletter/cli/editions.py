@@ -44,12 +44,16 @@ def edition_draft(
     at: Annotated[
         str | None,
         typer.Option(
-            help="An instant in the period, ISO 8601 (default now; no offset = the "
+            help="The moment to draft at, ISO 8601 (default now; no offset = the "
             "newsletter's time zone)."
         ),
     ] = None,
 ) -> None:
-    """Create (or refresh) the draft edition for the week containing --at; prints its id."""
+    """Create (or refresh) the draft of the period in play at --at; prints its id.
+
+    With a schedule that is the edition of the next send, named by its send week (the same
+    edition `schedule run-now` and the scheduler use); without one, the week containing --at.
+    """
     settings = _settings()
     with _session(settings) as session:
         outcome = publish.draft_edition(

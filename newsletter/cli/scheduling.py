@@ -110,8 +110,7 @@ def _local_and_utc(moment: datetime, zone: ZoneInfo) -> str:
 
 
 def _schedule_of(session: Session, slug: str) -> Schedule:
-    newsletter = store.get_newsletter(session, slug=slug)
-    schedule = session.exec(select(Schedule).where(Schedule.newsletter_id == newsletter.id)).first()
+    schedule = periods.schedule_of(session, store.get_newsletter(session, slug=slug))
     if schedule is None:
         raise store.NotFound(f"newsletter {slug!r} has no schedule: add schedules/{slug}.toml")
     return schedule

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from newsletter import store
 from newsletter.alerts import build_approval_alert
@@ -62,13 +61,9 @@ def alert_editors(session: Session, settings: Settings, edition: Edition, now: d
     editors = awaiting_approval(session, edition)
     if not editors:
         return False
-    claimed = session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition.id, col(Edition.alerted_at).is_(None))
-        .values(alerted_at=now)
-    )
+    claimed = store.claim_alert(session, edition_id=edition.id or 0, now=now)
     session.commit()
-    if getattr(claimed, "rowcount", 0) != 1:
+    if not claimed:
         return False
     edition.alerted_at = now
     newsletter = session.get(Newsletter, edition.newsletter_id)
@@ -85,16 +80,7 @@ def alert_editors(session: Session, settings: Settings, edition: Edition, now: d
 def withdraw_approval(session: Session, *, edition_id: int, by: str) -> Edition:
     """Take an approval back before the send starts (a conditional UPDATE: a send that
     started first wins, and this says so)."""
-    withdrawn = session.execute(
-        update(Edition)
-        .where(
-            col(Edition.id) == edition_id,
-            col(Edition.status) == EditionStatus.draft,
-            col(Edition.approved_at).is_not(None),
-        )
-        .values(approved_at=None, approved_by=None)
-    )
-    if getattr(withdrawn, "rowcount", 0) != 1:
+    if not store.set_approval(session, edition_id=edition_id, approved_at=None, by=None):
         session.rollback()
         edition = store.get_edition(session, edition_id=edition_id)
         state = "not approved" if edition.approved_at is None else str(edition.status)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
@@ -29,12 +28,7 @@ def approve_edition(session: Session, *, edition_id: int, by: str, now: datetime
     Approving freezes the content: the scheduler sends this draft as it is, without refreshing
     its selection. A conditional UPDATE: a draft that started or was cancelled meanwhile is
     refused, not approved after the fact."""
-    approved = session.execute(
-        update(Edition)
-        .where(col(Edition.id) == edition_id, col(Edition.status) == EditionStatus.draft)
-        .values(approved_at=now, approved_by=by[:200])
-    )
-    if getattr(approved, "rowcount", 0) != 1:
+    if not store.set_approval(session, edition_id=edition_id, approved_at=now, by=by):
         session.rollback()
         edition = store.get_edition(session, edition_id=edition_id)
         raise EditionStateError(
