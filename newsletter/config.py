@@ -135,6 +135,27 @@ class Settings(BaseSettings):
     subscribe_limit: int = Field(
         10, ge=1, le=10_000, description="Subscribe form posts per client IP per hour."
     )
+    confirm_limit: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="Confirmation emails one address can be sent in a week, however often the "
+        "form is posted with it (at most one an hour).",
+    )
+    signup_limit: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Confirmation emails the whole site sends in an hour; beyond it the form "
+        "asks people to come back later and stores nothing.",
+    )
+    pending_days: int = Field(
+        7,
+        ge=1,
+        le=365,
+        description="Days an unconfirmed signup is kept; then the scheduler forgets it (and "
+        "the address, if nothing else holds it).",
+    )
     ipv6_prefix: int = Field(
         64,
         ge=16,

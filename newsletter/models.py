@@ -147,7 +147,11 @@ class Subscriber(SQLModel, table=True):
     #: Soft bounces in a row since the last delivery; at the threshold the address is suppressed.
     soft_bounces: int = 0
     #: When the last double opt-in email went out: at most one per address per hour.
-    confirm_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    confirm_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    #: Confirmation emails since ``confirm_window_at``: at most ``confirm_limit`` a week, so
+    #: a stranger can't make the form mail one person every hour forever.
+    confirm_count: int = 0
+    confirm_window_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Subscription(SQLModel, table=True):
@@ -156,6 +160,8 @@ class Subscription(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "newsletter_id"),
         Index("ix_subscription_audience", "newsletter_id", "status", "subscriber_id"),
+        # Finds the pending signups nobody confirmed in time (they hold personal data).
+        Index("ix_subscription_pending_age", "status", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

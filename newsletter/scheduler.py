@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import publish, store
+from newsletter import publish, store, subscriptions
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, fixed_clock
 from newsletter.config import Settings
@@ -55,7 +55,7 @@ def tick(
     default it stays at ``now``.
     """
     clock = clock or fixed_clock(now)
-    done: list[str] = []
+    done: list[str] = _forget_unconfirmed(session, settings, now)
     for schedule, newsletter in active_schedules(session):
         if schedule.paused:
             continue
@@ -69,6 +69,20 @@ def tick(
     if make_backend is not None:
         done += _continue_sends(session, settings, make_backend, clock)
     return done
+
+
+def _forget_unconfirmed(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """Signups nobody confirmed in ``pending_days`` are deleted (they hold personal data)."""
+    try:
+        forgotten = subscriptions.expire_pending(session, now=now, keep_days=settings.pending_days)
+        session.commit()
+    except Exception:  # housekeeping must never stop a send
+        session.rollback()
+        log.exception("forgetting unconfirmed signups failed")
+        return ["unconfirmed signups: failed (see the log)"]
+    if not forgotten:
+        return []
+    return [f"forgot {forgotten} unconfirmed signups older than {settings.pending_days} days"]
 
 
 def _late_approvals(

@@ -18,16 +18,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import case, delete, exists, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter import store
 from newsletter.addresses import AddressError, check_name, normalize_email
-from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus, utcnow
+from newsletter.models import (
+    Delivery,
+    MailEvent,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+    utcnow,
+)
 
 #: At most one confirmation email per address in this time, however often the form is sent.
 CONFIRM_INTERVAL = timedelta(hours=1)
+#: The window of the per-address weekly cap (``Settings.confirm_limit`` emails in it).
+CONFIRM_WINDOW = timedelta(days=7)
+#: The window of the site-wide ceiling (``Settings.signup_limit`` confirmations in it).
+SIGNUP_WINDOW = timedelta(hours=1)
 
 UNSUBSCRIBED_ALL = "unsubscribed_all"
 BOUNCED = "bounced"
@@ -43,6 +56,32 @@ class FormError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class SignupsFull(RuntimeError):
+    """The site sent its hour's ceiling of confirmation emails: new signups wait.
+
+    The ceiling is about the sender's reputation, not about one address, so saying so reveals
+    nothing about who is on the list.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SignupLimits:
+    """How many confirmation emails the form may cause (from the settings)."""
+
+    per_address_week: int = 3
+    per_hour: int = 1000
+
+
+def signups_full(session: Session, *, now: datetime, limits: SignupLimits) -> bool:
+    """True when ``limits.per_hour`` confirmations went out in the last hour (site-wide)."""
+    sent = session.exec(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(col(Subscriber.confirm_sent_at) > now - SIGNUP_WINDOW)
+    ).one()
+    return int(sent) >= limits.per_hour
 
 
 class CannotResubscribe(RuntimeError):
@@ -81,14 +120,26 @@ def parse_signup(
     return Signup(address, key, clean_name, ids)
 
 
-def request_signup(session: Session, signup: Signup, *, now: datetime | None = None) -> int | None:
+def request_signup(
+    session: Session,
+    signup: Signup,
+    *,
+    now: datetime,
+    limits: SignupLimits | None = None,
+) -> int | None:
     """Record a signup as pending subscriptions; the subscriber id to send a confirmation to.
 
     None when no email should go: every chosen list is already active, the address is
-    permanently suppressed, or a confirmation went out less than an hour ago. The caller shows
-    the same page in every case, so the form reveals nothing about who is on the list.
+    permanently suppressed, a confirmation went out less than an hour ago, or the address had
+    its ``limits.per_address_week`` confirmations this week. The caller shows the same page in
+    every case, so the form reveals nothing about who is on the list.
+
+    Raises :class:`SignupsFull`, storing nothing, when the site sent its hour's ceiling of
+    confirmations: a flood of signups can't turn the sender into a spam cannon.
     """
-    now = now or utcnow()
+    limits = limits or SignupLimits()
+    if signups_full(session, now=now, limits=limits):
+        raise SignupsFull("too many signups in the last hour")
     subscriber = _find_or_create(session, signup)
     assert subscriber.id is not None
     if subscriber.suppressed:
@@ -137,7 +188,12 @@ def request_signup(session: Session, signup: Signup, *, now: datetime | None = N
     session.flush()
     if not waiting:
         return None
-    # One conditional UPDATE, so two posts at once can't both win the hour's confirmation.
+    # One conditional UPDATE, so two posts at once can't both win the hour's confirmation,
+    # nor the week's last one. A window older than a week starts a new one.
+    window_over = or_(
+        col(Subscriber.confirm_window_at).is_(None),
+        col(Subscriber.confirm_window_at) <= now - CONFIRM_WINDOW,
+    )
     won = session.execute(
         update(Subscriber)
         .where(
@@ -146,11 +202,92 @@ def request_signup(session: Session, signup: Signup, *, now: datetime | None = N
                 col(Subscriber.confirm_sent_at).is_(None),
                 col(Subscriber.confirm_sent_at) <= now - CONFIRM_INTERVAL,
             ),
+            or_(window_over, col(Subscriber.confirm_count) < limits.per_address_week),
         )
-        .values(confirm_sent_at=now)
+        .values(
+            confirm_sent_at=now,
+            confirm_count=case((window_over, 1), else_=col(Subscriber.confirm_count) + 1),
+            confirm_window_at=case((window_over, now), else_=col(Subscriber.confirm_window_at)),
+        )
     )
     session.flush()
     return subscriber.id if getattr(won, "rowcount", 0) == 1 else None
+
+
+def release_confirmation(session: Session, *, subscriber_id: int) -> None:
+    """Give back the confirmation a failed send used: the hour's slot and one of the week's
+    (the person can simply try again)."""
+    session.execute(
+        update(Subscriber)
+        .where(col(Subscriber.id) == subscriber_id)
+        .values(
+            confirm_sent_at=None,
+            confirm_count=case(
+                (col(Subscriber.confirm_count) > 0, col(Subscriber.confirm_count) - 1),
+                else_=0,
+            ),
+        )
+    )
+    session.flush()
+
+
+def expire_pending(session: Session, *, now: datetime, keep_days: int) -> int:
+    """Forget signups nobody confirmed within ``keep_days``; how many addresses were forgotten.
+
+    A pending subscription older than that is deleted. Its subscriber goes too when nothing
+    else holds it: no other subscription, no suppression (the suppression list must outlive
+    everything), no delivery or provider report. A stranger's address typed into the form is
+    personal data the engine has no consent to keep.
+    """
+    cutoff = now - timedelta(days=keep_days)
+    stale_rows = select(Subscription.subscriber_id, Subscription.newsletter_id).where(
+        Subscription.status == SubscriptionStatus.pending,
+        col(Subscription.updated_at) < cutoff,
+    )
+    stale: dict[int, list[int]] = {}
+    for subscriber_id, newsletter_id in session.exec(stale_rows).all():
+        stale.setdefault(subscriber_id, []).append(newsletter_id)
+    forgotten = 0
+    ids = list(stale)
+    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+        session.execute(
+            delete(Subscription).where(
+                col(Subscription.subscriber_id).in_(chunk),
+                col(Subscription.status) == SubscriptionStatus.pending.value,
+                col(Subscription.updated_at) < cutoff,
+            )
+        )
+        orphans = {
+            int(sid)
+            for sid in session.exec(
+                select(Subscriber.id).where(
+                    col(Subscriber.id).in_(chunk),
+                    col(Subscriber.suppressed).is_(None),
+                    ~exists().where(col(Subscription.subscriber_id) == Subscriber.id),
+                    ~exists().where(col(Delivery.subscriber_id) == Subscriber.id),
+                    ~exists().where(col(MailEvent.subscriber_id) == Subscriber.id),
+                )
+            ).all()
+            if sid is not None
+        }
+        if orphans:
+            session.execute(
+                delete(SubscriptionEvent).where(col(SubscriptionEvent.subscriber_id).in_(orphans))
+            )
+            session.execute(delete(Subscriber).where(col(Subscriber.id).in_(orphans)))
+            forgotten += len(orphans)
+        for subscriber_id in set(chunk) - orphans:  # kept: say what happened to the signup
+            for newsletter_id in stale[subscriber_id]:
+                store.record_event(
+                    session,
+                    subscriber_id=subscriber_id,
+                    newsletter_id=newsletter_id,
+                    kind="expired",
+                    source="engine",
+                    detail=f"not confirmed within {keep_days} days",
+                )
+    session.flush()
+    return forgotten
 
 
 def _find_or_create(session: Session, signup: Signup) -> Subscriber:

@@ -14,6 +14,7 @@ from newsletter.cli.common import (
     _session,
     _settings,
     _subscriber_summary,
+    cli_now,
     db_app,
     import_app,
     newsletters_app,
@@ -171,6 +172,26 @@ def subscribers_remove(
         session.commit()
     where = "every newsletter (suppressed)" if everything else target.slug
     typer.echo(f"{person.email}: {'removed from' if changed else 'already off'} {where}")
+
+
+@subscribers_app.command("expire")
+@readable_errors
+def subscribers_expire(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=365, help="Days a signup may wait (default: NEWSLETTER_PENDING_DAYS)."
+        ),
+    ] = None,
+) -> None:
+    """Forget signups nobody confirmed in time, and the addresses nothing else holds. The
+    scheduler does this on every tick; this is for a site that runs no scheduler."""
+    settings = _settings()
+    keep = days or settings.pending_days
+    with _session(settings) as session:
+        forgotten = subscriptions.expire_pending(session, now=cli_now(), keep_days=keep)
+        session.commit()
+    typer.echo(f"forgot {forgotten} unconfirmed signups older than {keep} days")
 
 
 @newsletters_app.command("add")

@@ -100,10 +100,33 @@ def subscribe(
             )
         if website:  # the hidden field only bots fill in
             return _check_inbox(ctx)
+        if subscriptions.signups_full(session, now=ctx.clock(), limits=_limits(ctx)):
+            return _signups_full(ctx)
     # Everything that depends on whether the address is known happens after the response:
     # new, pending and active addresses get the same page in the same time.
     background.add_task(_signup, ctx, signup)
     return _check_inbox(ctx)
+
+
+def _limits(ctx: WebContext) -> subscriptions.SignupLimits:
+    return subscriptions.SignupLimits(
+        per_address_week=ctx.settings.confirm_limit, per_hour=ctx.settings.signup_limit
+    )
+
+
+def _signups_full(ctx: WebContext) -> HTMLResponse:
+    """The site-wide hourly ceiling: says nothing about any address, stores nothing."""
+    log.warning(
+        "signup ceiling reached: %d confirmation emails in the last hour "
+        "(NEWSLETTER_SIGNUP_LIMIT); new signups are turned away until it falls",
+        ctx.settings.signup_limit,
+    )
+    return ctx.message(
+        "Please try again later",
+        "We are receiving an unusual number of signups. Nothing was stored; please try again "
+        "in an hour.",
+        status=503,
+    )
 
 
 def _check_inbox(ctx: WebContext) -> HTMLResponse:
@@ -119,7 +142,14 @@ def _signup(ctx: WebContext, signup: subscriptions.Signup) -> None:
     hour's throttle, so the person can simply try again; the error goes to the log without
     the backend's credentials or the address."""
     with ctx.session() as session:
-        subscriber_id = subscriptions.request_signup(session, signup)
+        try:
+            subscriber_id = subscriptions.request_signup(
+                session, signup, now=ctx.clock(), limits=_limits(ctx)
+            )
+        except subscriptions.SignupsFull:  # filled up between the page and this task
+            log.warning("signup ceiling reached (NEWSLETTER_SIGNUP_LIMIT): a signup was dropped")
+            session.rollback()
+            return
         session.commit()
         if subscriber_id is None:
             return
@@ -140,7 +170,7 @@ def _signup(ctx: WebContext, signup: subscriptions.Signup) -> None:
             failed, detail = True, type(exc).__name__
         if failed:
             log.warning("confirmation email to subscriber %s failed: %s", subscriber_id, detail)
-            subscriber.confirm_sent_at = None
+            subscriptions.release_confirmation(session, subscriber_id=subscriber_id)
             session.commit()
 
 
