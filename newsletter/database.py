@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
 
 from newsletter.config import ConfigError
@@ -99,8 +99,36 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         try:
             yield session
         except BaseException:
-            session.rollback()
+            reset_session(session)
             raise
+
+
+def connection_lost(exc: BaseException) -> str | None:
+    """The driver's first line when ``exc`` means the database went away or can't be reached
+    (a restart, a network cut, too many clients, a locked SQLite file), else None.
+
+    These are the errors a long-running process waits out instead of dying: the operation
+    that met one was rolled back by the server, so trying it again is safe.
+    """
+    if not isinstance(exc, DBAPIError):
+        return None
+    if not (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))):
+        return None
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reset_session(session: Session) -> None:
+    """Roll ``session`` back after an error, even when its connection is dead.
+
+    A rollback on a connection the server cut raises itself (psycopg: "the connection is
+    closed"); closing the session then returns the connection to the pool, which discards it,
+    and the session opens a fresh one on its next use.
+    """
+    try:
+        session.rollback()
+    except Exception:
+        session.close()
 
 
 def alembic_config(engine: Engine) -> Config:

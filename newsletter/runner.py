@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from newsletter import periods, publish, scheduler
 from newsletter.backends import BackendError, MailBackend, backend_from_url
 from newsletter.clock import system_clock
 from newsletter.config import Settings
+from newsletter.database import connection_lost, reset_session
 from newsletter.schedules import active_schedules
 
 log = logging.getLogger(__name__)
@@ -55,17 +57,28 @@ def build_scheduler(
 
     lock = threading.Lock()  # cron and interval jobs may fire together: one tick at a time
 
+    outage = Outage(REFRESH_SECONDS)
+
     def run_tick() -> None:
         with lock, Session(engine, expire_on_commit=False) as session:
-            for line in scheduler.tick(
-                session,
-                settings,
-                now=system_clock(),
-                clock=system_clock,
-                make_backend=make_backend,
-            ):
-                log.info("%s", line)
-            _refresh_jobs(aps, session, run_tick)
+            try:
+                for line in scheduler.tick(
+                    session,
+                    settings,
+                    now=system_clock(),
+                    clock=system_clock,
+                    make_backend=make_backend,
+                ):
+                    log.info("%s", line)
+                _refresh_jobs(aps, session, run_tick)
+            except Exception as exc:
+                reason = connection_lost(exc)
+                reset_session(session)
+                if reason is None:
+                    raise
+                outage.lost(reason)  # told once; the next tick (30 s) tries again
+                return
+            outage.over()
 
     aps.add_job(
         run_tick, IntervalTrigger(seconds=REFRESH_SECONDS), id="tick", next_run_time=system_clock()
@@ -112,36 +125,93 @@ def worker_loop(
     nothing is left). Claims make any number of these safe side by side."""
     url = settings.mail_backend
     backend_from_url(url)
+    outage = Outage(poll)
     with Session(engine, expire_on_commit=False) as session:
         while not stop.is_set():
-            busy = False
-            for edition_id in publish.sending_editions(session):
-                try:
-                    result = publish.send_edition(
-                        session,
-                        edition_id=edition_id,
-                        settings=settings,
-                        make_backend=lambda: backend_from_url(url),
-                        concurrency=concurrency,
-                        clock=system_clock,
-                    )
-                except publish.EditionStateError:
-                    continue  # paused or cancelled since it was listed
-                except BackendError as exc:  # the edition is paused with the reason
-                    log.error("edition %s: %s", edition_id, exc)
-                    continue
-                except Exception:  # a locked database, a dropped connection: try again later
-                    session.rollback()
-                    log.exception("edition %s: send pass failed; retrying", edition_id)
-                    stop.wait(poll)
-                    continue
-                busy = busy or result.run.attempted > 0
-                if result.run.attempted and report is not None:
-                    report(result)
-            if once and not busy and not publish.sending_editions(session):
-                return
+            try:
+                busy = _worker_pass(session, settings, url, concurrency, report)
+                if once and not busy and not publish.sending_editions(session):
+                    outage.over()
+                    return
+            except Exception as exc:
+                reason = connection_lost(exc)
+                reset_session(session)
+                if reason is None:
+                    raise
+                stop.wait(outage.lost(reason))
+                continue
+            outage.over()
             if not busy:
                 stop.wait(poll)
+
+
+class Outage:
+    """Tells a database outage once, when it starts and when it ends, and spaces the retries
+    (from ``poll`` doubling to a minute) so a long outage neither spams the log nor hammers
+    the server when it comes back."""
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self.delay = 0.0
+        self.since: float | None = None
+
+    def lost(self, reason: str) -> float:
+        """The seconds to wait before trying again."""
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "database connection lost (%s): nothing is lost (sends resume from the ledger "
+                "and the journal); retrying until the database is back",
+                reason,
+            )
+        self.delay = min(max(self.poll, self.delay * 2 or self.poll), 60.0)
+        return self.delay
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "database connection is back after %.0f s; carrying on",
+                time.monotonic() - self.since,
+            )
+        self.since, self.delay = None, 0.0
+
+
+def _worker_pass(
+    session: Session,
+    settings: Settings,
+    url: str,
+    concurrency: int,
+    report: Callable[[publish.SendReport], None] | None,
+) -> bool:
+    """One look at every sending edition; True if anything was attempted. A lost database
+    connection goes up to the loop, which waits it out; any other failure of one edition is
+    logged and the others go on."""
+    busy = False
+    for edition_id in publish.sending_editions(session):
+        try:
+            result = publish.send_edition(
+                session,
+                edition_id=edition_id,
+                settings=settings,
+                make_backend=lambda: backend_from_url(url),
+                concurrency=concurrency,
+                clock=system_clock,
+            )
+        except publish.EditionStateError:
+            continue  # paused or cancelled since it was listed
+        except BackendError as exc:  # the edition is paused with the reason
+            log.error("edition %s: %s", edition_id, exc)
+            continue
+        except Exception as exc:
+            if connection_lost(exc) is not None:
+                raise
+            reset_session(session)
+            log.exception("edition %s: send pass failed; retrying", edition_id)
+            continue
+        busy = busy or result.run.attempted > 0
+        if result.run.attempted and report is not None:
+            report(result)
+    return busy
 
 
 def describe_grace() -> str:

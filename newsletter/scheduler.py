@@ -26,6 +26,7 @@ from newsletter import publish, store, subscriptions
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, fixed_clock
 from newsletter.config import Settings
+from newsletter.database import connection_lost, reset_session
 from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
 from newsletter.periods import (
     GRACE,
@@ -62,8 +63,10 @@ def tick(
         try:
             done += _step(session, settings, current(schedule, newsletter, now), now, make_backend)
             done += _late_approvals(session, settings, newsletter, now)
-        except Exception:  # one newsletter's trouble must not stop the others
-            session.rollback()
+        except Exception as exc:  # one newsletter's trouble must not stop the others
+            reset_session(session)
+            if connection_lost(exc) is not None:
+                raise  # no newsletter can go on: the caller waits the outage out
             log.exception("schedule %s: tick failed", newsletter.slug)
             done.append(f"{newsletter.slug}: failed (see the log)")
     if make_backend is not None:
@@ -76,8 +79,10 @@ def _forget_unconfirmed(session: Session, settings: Settings, now: datetime) -> 
     try:
         forgotten = subscriptions.expire_pending(session, now=now, keep_days=settings.pending_days)
         session.commit()
-    except Exception:  # housekeeping must never stop a send
-        session.rollback()
+    except Exception as exc:  # housekeeping must never stop a send
+        reset_session(session)
+        if connection_lost(exc) is not None:
+            raise
         log.exception("forgetting unconfirmed signups failed")
         return ["unconfirmed signups: failed (see the log)"]
     if not forgotten:
@@ -128,8 +133,10 @@ def _continue_sends(
             )
         except publish.EditionStateError:
             continue  # paused or cancelled meanwhile
-        except Exception:
-            session.rollback()
+        except Exception as exc:
+            reset_session(session)
+            if connection_lost(exc) is not None:
+                raise
             log.exception("edition %s: send pass failed", edition_id)
             continue
         if report.run.attempted:

@@ -2,6 +2,7 @@
 the send report. Commands live in the sibling modules, one per group."""
 
 import getpass
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,9 @@ def _root(
 ) -> None:
     """Weekly AI Tool Verdicts: import comparisons and subscribers, draft, preview and send
     editions. Settings come from NEWSLETTER_* environment variables (see the README)."""
+    # psycopg warns "error ignored terminating <psycopg.Pipeline [BAD]>" while cleaning up after
+    # a lost connection; the command says what happened in its own words instead.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)

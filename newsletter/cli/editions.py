@@ -26,6 +26,7 @@ from newsletter.cli.common import (
     edition_app,
     readable_errors,
 )
+from newsletter.database import connection_lost
 from newsletter.models import (
     Edition,
 )
@@ -124,10 +125,22 @@ def edition_send(
     settings = _settings()
     url = backend or settings.mail_backend
     backend_from_url(url)  # a bad URL is an error before anything starts
-    with _session(settings) as session:
-        report = _send_with_progress(
-            session, settings, edition_id, lambda: backend_from_url(url), concurrency, wait
-        )
+    try:
+        with _session(settings) as session:
+            report = _send_with_progress(
+                session, settings, edition_id, lambda: backend_from_url(url), concurrency, wait
+            )
+    except Exception as exc:
+        reason = connection_lost(exc)
+        if reason is None:
+            raise
+        raise _fail(
+            f"edition {edition_id}: the send lost its database connection ({reason}). Nothing "
+            "is lost: every message already handed to the mail backend is in the journal and "
+            "is recorded on the next run, so nobody is mailed twice. When the database is "
+            f"back, run `newsletter edition send {edition_id}` to finish (or leave it to "
+            "`newsletter worker`)."
+        ) from None
     _print_report(report, backend_from_url(url).describe())
     if report.run.failed or report.run.deferred or report.run.unknown:
         raise typer.Exit(1)
