@@ -30,6 +30,7 @@ from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.personalization import MessageTemplate, Recipient
 from newsletter.ratelimit import Limiter
+from newsletter.redaction import Redactor
 from newsletter.tokens import TokenSigner
 
 _TO_LEDGER = {
@@ -53,6 +54,8 @@ class Policy:
     retry_base_seconds: float = 60  # first retry after ~1 min, then 2, 4, 8... (jittered)
     retry_max_seconds: float = 3600
     error_budget: int = 100  # failures in a row that pause the edition (0 = never)
+    #: Masks configured secrets in every provider text before it is stored or shown.
+    redactor: Redactor = field(default_factory=Redactor)
 
     def retry_at(self, attempts: int, now: datetime, rng: random.Random) -> datetime:
         """Full jitter (AWS architecture blog): uniform in [base*2^(n-1)/2, base*2^(n-1)]."""
@@ -396,6 +399,8 @@ def _send_chunk(
             run.connected = True
         results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
     except BackendError as exc:
+        # Its text goes into the ledger, the pause reason and the terminal: no secrets.
+        exc.args = tuple(run.policy.redactor.scrub(str(a)) for a in exc.args)
         # What it answered before breaking stands (exc.results is from the chunk's start).
         answers.update(enumerate(exc.results))
         if exc.transient:
@@ -475,7 +480,7 @@ def _outcome(
     """What the ledger records for ``result`` (no counting: see :func:`_tally`)."""
     status = _TO_LEDGER[result.status]
     retry_at = None
-    detail = result.detail
+    detail = run.policy.redactor.scrub(result.detail) if result.detail else result.detail
     if status == DeliveryStatus.deferred:
         tries = delivery.attempts + 1
         if tries >= run.policy.max_attempts:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter import publish, store
@@ -566,3 +566,84 @@ def test_import_problems_escape_control_characters_and_cut_long_values(
     assert "\x1b" not in text and "\x07" not in text and "\\x1b" in text
     assert len(text) < 2_000 and "1,000,000 characters" in text
     assert report.rejected[2].startswith("line 4 (other@example.com): newsletters: ")
+
+
+# --- secrets never stored or shown ------------------------------------------------------------
+
+LEAKY_TOKEN = "pm-9f4c2e7a-leaky-server-token"
+
+
+def test_provider_errors_are_scrubbed_of_configured_secrets_everywhere_they_show(
+    seeded: Session,
+    settings: Settings,
+    engine: Engine,
+    draft: int,
+    add_subscribers: Any,
+    api_stub: Any,
+) -> None:
+    """A provider (or a proxy in front of it) that echoes the credential it refused: before,
+    its body went verbatim into the delivery's error, the pause reason, `edition status` and
+    the admin page. Now every one of them shows *** in its place."""
+    import base64
+    import json
+
+    from newsletter.backends import BackendError, backend_from_url
+    from newsletter.models import Delivery
+
+    add_subscribers(2)
+    url = f"postmark://{LEAKY_TOKEN}@?endpoint={api_stub.url}"
+    basic = base64.b64encode(f"api:{LEAKY_TOKEN}".encode()).decode()
+    api_stub.reply(
+        422,
+        json.dumps(
+            {"ErrorCode": 300, "Message": f"Invalid 'To' address (sent with {LEAKY_TOKEN})."}
+        ),
+    )
+    api_stub.reply(
+        401,
+        json.dumps(
+            {
+                "ErrorCode": 10,
+                "Message": f"The Server Token you provided ({LEAKY_TOKEN}) is invalid; "
+                f"Authorization: Basic {basic}",
+            }
+        ),
+    )
+    configured = settings.model_copy(update={"mail_backend": url, "admin_password": PASSWORD})
+    with pytest.raises(BackendError) as raised:
+        publish.send_edition(
+            seeded,
+            edition_id=draft,
+            settings=configured,
+            make_backend=lambda: backend_from_url(url),
+        )
+    seeded.rollback()
+    assert LEAKY_TOKEN not in str(raised.value) and "***" in str(raised.value)
+    edition = store.get_edition(seeded, edition_id=draft)
+    seeded.refresh(edition)
+    assert edition.status == EditionStatus.paused
+    errors = [d.error_text or "" for d in seeded.exec(select(Delivery)).all()]
+    shown = [
+        edition.status_reason or "",
+        *errors,
+        _run(["edition", "status", str(draft)], _env_of(configured)).output,
+    ]
+    with TestClient(
+        create_app(configured, engine=engine), base_url="https://news.example.com"
+    ) as admin:
+        shown.append(admin.get("/admin", auth=("admin", PASSWORD)).text)
+    assert any("Invalid 'To' address (sent with ***)" in text for text in errors), errors
+    assert "The Server Token you provided (***) is invalid" in (edition.status_reason or "")
+    assert "Basic ***" in (edition.status_reason or "")
+    for text in shown:
+        assert LEAKY_TOKEN not in text and basic not in text
+    assert "***" in shown[-2] and "***" in shown[-1]  # status and admin page show the scrubbed text
+
+
+def _env_of(settings: Settings) -> dict[str, str]:
+    return {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_MAIL_BACKEND": settings.mail_backend,
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_JOURNAL_DIR": settings.journal_dir,
+    }

@@ -18,14 +18,9 @@ since a driver's error message may quote more than expected.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Sequence
-from urllib.parse import unquote, urlsplit
 
-from sqlalchemy.engine import make_url
-
-from newsletter.backends.smtp import SMTPBackend
-from newsletter.config import INSECURE_SECRET_KEYS, Settings
+from newsletter.config import Settings
 from newsletter.doctor.check import LABELS, Check, Step
 from newsletter.doctor.database_checks import check_database
 from newsletter.doctor.mail_checks import check_mail_backend
@@ -36,6 +31,7 @@ from newsletter.doctor.settings_checks import (
     check_secret_key,
     check_webhooks,
 )
+from newsletter.redaction import Redactor, redactor_for
 
 __all__ = ["Check", "exit_code", "render", "run_checks"]
 
@@ -58,8 +54,8 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         except Exception as exc:  # a check must never take the others down with it
             summary = f"the check itself broke: {type(exc).__name__}: {exc}"
             checks.append(Check(name, False, summary, "Fix the setting the message names."))
-    secrets = _secrets(settings)
-    return [_scrub(check, secrets) for check in checks]
+    redactor = redactor_for(settings)
+    return [_scrub(check, redactor) for check in checks]
 
 
 def render(checks: Sequence[Check]) -> str:
@@ -83,37 +79,6 @@ def exit_code(checks: Iterable[Check]) -> int:
 # --- secrets -------------------------------------------------------------------------------
 
 
-def _secrets(settings: Settings) -> re.Pattern[str] | None:
-    """Every configured secret as it could be quoted by an error message, as one pattern.
-
-    Matched only where not inside a longer word, so that a weak key such as "short" doesn't
-    blank out "shorter"; the published placeholders are not secrets and stay readable.
-    """
-    values = [*settings.signing_keys(), settings.admin_password]
-    values += [getattr(settings, f) for f in Settings.model_fields if f.startswith("webhook_")]
-    try:
-        values.append(make_url(settings.database_url).password or "")
-    except Exception:  # an unparsable URL: the whole of it may be a secret
-        values.append(settings.database_url)
-    for url in settings.mail_backend.split():
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018  (raises on a malformed netloc)
-        except ValueError:  # unparsable: the whole URL may carry a secret
-            values.append(url)
-            continue
-        values += [parts.password or "", unquote(parts.password or "")]
-        if parts.scheme.lower() not in SMTPBackend.schemes:  # API backends: the user is the key
-            values += [parts.username or "", unquote(parts.username or "")]
-    secrets = {str(v) for v in values if len(str(v)) >= 4 and v.lower() not in INSECURE_SECRET_KEYS}
-    if not secrets:
-        return None
-    alternatives = "|".join(re.escape(v) for v in sorted(secrets, key=len, reverse=True))
-    return re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
-
-
-def _scrub(check: Check, secrets: re.Pattern[str] | None) -> Check:
-    if secrets is None:
-        return check
-    fix = secrets.sub("***", check.fix) if check.fix else check.fix
-    return dataclasses.replace(check, summary=secrets.sub("***", check.summary), fix=fix)
+def _scrub(check: Check, redactor: Redactor) -> Check:
+    fix = redactor.scrub(check.fix) if check.fix else check.fix
+    return dataclasses.replace(check, summary=redactor.scrub(check.summary), fix=fix)

@@ -26,6 +26,7 @@ from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
 from newsletter.ratelimit import Limiter, RateSpec
+from newsletter.redaction import redactor_for
 from newsletter.sharedrate import SharedRateLimiter
 
 
@@ -45,6 +46,7 @@ def policy_for(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         error_budget=settings.error_budget,
+        redactor=redactor_for(settings),
     )
 
 

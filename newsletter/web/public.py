@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from newsletter import publish, store, subscriptions
 from newsletter.confirmation import build_confirmation, confirmed_subscriber
 from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
+from newsletter.redaction import redactor_for
 from newsletter.tokens import BadToken, TokenClaims
 from newsletter.web.context import SECURITY_HEADERS, RowId, WebContext, web_context
 from newsletter.web.throttle import client_key
@@ -169,7 +170,11 @@ def _signup(ctx: WebContext, signup: subscriptions.Signup) -> None:
         except Exception as exc:  # the backend is down or misconfigured
             failed, detail = True, type(exc).__name__
         if failed:
-            log.warning("confirmation email to subscriber %s failed: %s", subscriber_id, detail)
+            log.warning(
+                "confirmation email to subscriber %s failed: %s",
+                subscriber_id,
+                redactor_for(ctx.settings).scrub(detail or ""),
+            )
             subscriptions.release_confirmation(session, subscriber_id=subscriber_id)
             session.commit()
 
