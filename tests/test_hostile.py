@@ -647,3 +647,76 @@ def _env_of(settings: Settings) -> dict[str, str]:
         "NEWSLETTER_SECRET_KEY": SECRET,
         "NEWSLETTER_JOURNAL_DIR": settings.journal_dir,
     }
+
+
+@pytest.mark.parametrize(
+    ("base", "host", "port", "warned"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1", 8001, True),
+        ("http://localhost:8000", "0.0.0.0", 9000, True),
+        ("http://127.0.0.1:8000", "127.0.0.1", 8000, False),
+        ("http://localhost", "127.0.0.1", 80, False),
+        ("https://news.example.com", "127.0.0.1", 8000, False),  # behind a proxy: by design
+        ("http://10.0.0.5:8000", "10.0.0.5", 8001, True),
+    ],
+)
+def test_serve_warns_when_the_base_url_names_this_machine_at_another_port(
+    base: str, host: str, port: int, warned: bool
+) -> None:
+    from newsletter.cli.common import base_url_mismatch
+
+    warning = base_url_mismatch(base, host, port)
+    assert (warning is not None) == warned
+    if warning:
+        assert warning.startswith(f"warning: NEWSLETTER_BASE_URL is {base}, but this serves")
+        assert f":{port}" in warning.split("set NEWSLETTER_BASE_URL=")[1]
+
+
+def test_page_links_and_redirects_are_paths_under_the_base_url_path(
+    settings: Settings, engine: Engine, seeded: Session
+) -> None:
+    prefixed = settings.model_copy(
+        update={"base_url": "https://example.com/news", "admin_password": PASSWORD}
+    )
+    with TestClient(
+        create_app(prefixed, engine=engine), base_url="http://127.0.0.1:8001"
+    ) as c:
+        page = c.get("/subscribe").text
+        assert 'action="/news/subscribe"' in page and 'href="/news/archive"' in page
+        assert "example.com" not in page.split("<footer>")[0]
+
+
+def test_newsletter_serve_prints_the_base_url_warning_at_start(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    db = tmp_path / "n.db"
+    upgrade(make_engine(f"sqlite:///{db}"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{db}",
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_BASE_URL="http://127.0.0.1:8000",
+        NEWSLETTER_MAIL_BACKEND="memory://",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "newsletter.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        second = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert first.startswith("warning: NEWSLETTER_BASE_URL is http://127.0.0.1:8000, but this ")
+    assert f"set NEWSLETTER_BASE_URL=http://127.0.0.1:{port}" in first
+    assert second.startswith("serving http://127.0.0.1:8000 on")

@@ -129,6 +129,25 @@ def test_subscribe_confirm_in_a_browser(server: str, page: Page, seeded: Session
     assert status_of(seeded, "reader@example.com") == "active"
 
 
+def test_pages_work_where_they_are_served_whatever_the_base_url_says(
+    settings: Settings, engine: Engine, seeded: Session, page: Page
+) -> None:
+    """`serve --port 8001` with NEWSLETTER_BASE_URL on :8000: the form used to post to :8000
+    (nothing there; the CSP's form-action 'self' refused it anyway). Forms and links in pages
+    are host-relative now, so the page works where it is; emails keep the full base URL."""
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    with _serve(settings, engine, base_url=elsewhere) as served:
+        page.goto(f"{served}/subscribe")
+        assert page.locator("form").get_attribute("action") == "/subscribe"
+        page.fill("#email", "moved@example.com")
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Check your inbox"
+        assert page.url == f"{served}/subscribe"
+        page.click("footer a:text('Archive')")
+        assert page.url == f"{served}/archive"
+    assert status_of(seeded, "moved@example.com") == "pending"
+
+
 def test_hostile_subscribe_input_in_a_browser(server: str, page: Page, seeded: Session) -> None:
     page.goto(f"{server}/subscribe")
     page.fill("#email", "x@example.com")

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
@@ -134,6 +135,32 @@ def readable_errors(func: F) -> F:
             raise _fail("NEWSLETTER_DATABASE_URL is not a valid SQLAlchemy URL") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
+
+
+def base_url_mismatch(base_url: str, host: str, port: int) -> str | None:
+    """A warning when ``NEWSLETTER_BASE_URL`` names this machine at another port than the one
+    served: the pages still work (their links are host-relative), but every link in every
+    email, confirmations included, would point at the other port.
+
+    A public base URL (behind a reverse proxy on 443) differs from the local port by design
+    and gets no warning.
+    """
+    parts = urlsplit(base_url)
+    named = (parts.hostname or "").lower()
+    if named not in LOOPBACK_HOSTS and named != host.lower():
+        return None
+    linked = parts.port or (443 if parts.scheme == "https" else 80)
+    if linked == port:
+        return None
+    fixed = parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
+    return (
+        f"warning: NEWSLETTER_BASE_URL is {base_url}, but this serves port {port}: links in "
+        f"emails (confirmations and unsubscribes too) will point at port {linked}; set "
+        f"NEWSLETTER_BASE_URL={fixed} unless a proxy forwards {linked} here"
+    )
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -13,6 +13,7 @@ from newsletter.cli.common import (
     _session,
     _settings,
     app,
+    base_url_mismatch,
     cli_now,
     readable_errors,
 )
@@ -130,6 +131,8 @@ def serve(
     settings = _settings()
     settings.require_sending_ready()
     create_app(settings)  # fail here, readably, on a bad key or an unmigrated database
+    if warning := base_url_mismatch(settings.base_url, host, port):
+        typer.echo(warning, err=True)
     typer.echo(f"serving {settings.base_url} on http://{host}:{port}", err=True)
     uvicorn.run(
         "newsletter.web.app:app_from_environment",

@@ -17,6 +17,7 @@ from newsletter.cli.common import (
     _session,
     _settings,
     app,
+    base_url_mismatch,
     cli_clock,
     cli_now,
     readable_errors,
@@ -268,6 +269,8 @@ def run_all(
             )
             session.commit()
     app_ = create_app(settings, engine=engine)
+    if warning := base_url_mismatch(settings.base_url, host, port):
+        typer.echo(warning, err=True)
     stop = threading.Event()
     aps = build_scheduler(settings, engine, send=False, blocking=False)
     aps.start()

@@ -152,7 +152,7 @@ def act(
     except (publish.EditionStateError, store.NotFound) as exc:
         return _page(ctx, problem=str(exc), status=409)
     return RedirectResponse(
-        f"{ctx.settings.base_url.rstrip('/')}/admin?done={action}&edition={edition_id}"
+        f"{ctx.path_prefix()}/admin?done={action}&edition={edition_id}"
         + (f"&count={count}" if action == "retry-failed" else ""),
         status_code=303,
     )

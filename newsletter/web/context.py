@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Path, Request
 from fastapi.responses import HTMLResponse
@@ -63,13 +64,20 @@ class WebContext:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
+    def path_prefix(self) -> str:
+        """The path part of ``NEWSLETTER_BASE_URL`` ("" or "/news"): links, forms and redirects
+        within a page are host-relative, so a page works wherever it is served (another port,
+        a staging host) and no URL is ever built from the request's ``Host``. Emails, which
+        leave the site, use the full base URL."""
+        return urlsplit(self.settings.base_url).path.rstrip("/")
+
     def page(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        base = self.settings.base_url.rstrip("/")
+        prefix = self.path_prefix()
         template = self.templates.get_template(name)
         body = template.render(
             site_name=self.settings.newsletter_name,
             postal_address=self.settings.postal_address,
-            url_for_path=lambda path: base + path,
+            url_for_path=lambda path: prefix + path,
             **values,
         )
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
