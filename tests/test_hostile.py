@@ -720,3 +720,92 @@ def test_newsletter_serve_prints_the_base_url_warning_at_start(tmp_path: Any) ->
     assert first.startswith("warning: NEWSLETTER_BASE_URL is http://127.0.0.1:8000, but this ")
     assert f"set NEWSLETTER_BASE_URL=http://127.0.0.1:{port}" in first
     assert second.startswith("serving http://127.0.0.1:8000 on")
+
+
+def _command_paths(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, sub in getattr(group, "commands", {}).items():
+        paths += _command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_no_help_shows_a_type_beside_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typer printed `--wait <bool>`, as if the flag took a value; every help page of every
+    command is read here (in-process, the tree `newsletter` runs)."""
+    import contextlib
+    import io
+
+    from newsletter.cli import command
+
+    monkeypatch.setenv("COLUMNS", "200")
+    root = command()
+    pages = {}
+    for path in _command_paths(root):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            command().main(args=[*path, "-h"], prog_name="newsletter")
+        pages[" ".join(path)] = out.getvalue()
+    assert len(pages) > 30
+    assert "--no-wait" in pages["edition send"] and "--help" in pages["edition send"]
+    showing = [name for name, text in pages.items() if "<bool>" in text]
+    assert not showing, showing
+    assert "<int" in pages["edition send"]  # options that take a value still say what
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_scheduler_is_quiet_by_default_and_verbose_on_request(
+    tmp_path: Any, verbose: bool
+) -> None:
+    """Before: APScheduler's "Running job" and "executed successfully" every 30 s (and Alembic's
+    lines) drowned the engine's own. Now only the engine's lines, unless --verbose."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from newsletter import subscriptions
+    from newsletter.models import Newsletter, Subscription
+
+    db = tmp_path / "n.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    with Session(engine) as session:  # one stale signup: the first tick logs forgetting it
+        newsletter = Newsletter(slug="weekly", name="Weekly", site_url="https://x.example")
+        session.add(newsletter)
+        session.commit()
+        signup = subscriptions.parse_signup(
+            email="old@example.com", name=None, slugs=[], newsletters={"weekly": newsletter}
+        )
+        subscriptions.request_signup(session, signup, now=datetime(2001, 1, 1, tzinfo=UTC))
+        session.execute(
+            update(Subscription).values(updated_at=datetime(2001, 1, 1, tzinfo=UTC))
+        )
+        session.commit()
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{db}",
+        NEWSLETTER_SECRET_KEY=SECRET,
+        NEWSLETTER_MAIL_BACKEND=f"file://{tmp_path / 'outbox'}",
+        NEWSLETTER_JOURNAL_DIR=str(tmp_path / "journal"),
+    )
+    args = [sys.executable, "-m", "newsletter.cli", "scheduler", *(["-v"] if verbose else [])]
+    process = subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        while not any("forgot 1 unconfirmed" in line for line in seen):
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            seen.append(process.stderr.readline())
+        time.sleep(0.5)  # the job's "executed successfully" line follows the tick's own
+    finally:
+        process.terminate()
+        _, rest = process.communicate(timeout=30)
+    lines = [line for line in seen + rest.splitlines() if line.strip()]
+    library = [line for line in lines if " apscheduler." in line or " alembic." in line]
+    assert bool(library) == verbose, lines
+    assert any(" newsletter.runner forgot 1 unconfirmed signups" in line for line in lines)

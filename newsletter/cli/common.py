@@ -137,6 +137,19 @@ def readable_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def configure_logging(*, verbose: bool) -> None:
+    """Log lines for the long-running commands: the engine's own at INFO (what it drafted,
+    started, sent, forgot), everybody else's (APScheduler's "Running job" every 30 s, Alembic,
+    uvicorn) only from WARNING, unless ``verbose``."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("newsletter").setLevel(logging.INFO)
+
+
+VERBOSE_HELP = "Also log the libraries' INFO lines (APScheduler's job runs, Alembic, uvicorn)."
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
 
 

@@ -1,6 +1,5 @@
 """Schedule commands, the scheduler process and the all-in-one `run`."""
 
-import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from sqlmodel import Session, select
 from newsletter import periods, publish, store
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
+    VERBOSE_HELP,
     _print_report,
     _session,
     _settings,
@@ -20,6 +20,7 @@ from newsletter.cli.common import (
     base_url_mismatch,
     cli_clock,
     cli_now,
+    configure_logging,
     readable_errors,
     schedule_app,
 )
@@ -216,6 +217,7 @@ def scheduler_command(
     send: Annotated[
         bool, typer.Option(help="Also send what it starts (else leave it to workers).")
     ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
     """Run the weekly schedules (APScheduler): draft at draft time, send at send time.
 
@@ -223,7 +225,7 @@ def scheduler_command(
     conditional updates make every step happen once."""
     from newsletter.runner import build_scheduler
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(verbose=verbose)
     settings = _settings()
     settings.require_sending_ready()
     engine = make_engine(settings.database_url, create=False)
@@ -245,6 +247,7 @@ def run_all(
     schedules_dir: Annotated[
         Path | None, typer.Option(help="Sync these schedule files first.")
     ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
     """Everything for a small deployment in one process: the scheduler, a worker and the web
     app (on SQLite this is the layout to use)."""
@@ -254,7 +257,7 @@ def run_all(
     from newsletter.runner import build_scheduler, worker_loop
     from newsletter.web.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(verbose=verbose)
     settings = _settings()
     settings.require_sending_ready()
     engine = make_engine(settings.database_url)
@@ -279,7 +282,14 @@ def run_all(
     )
     worker.start()
     try:
-        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="info")
+        typer.echo(f"serving {settings.base_url} on http://{host}:{port}", err=True)
+        uvicorn.run(
+            app_,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="info" if verbose else "warning",
+        )
     finally:
         stop.set()
         aps.shutdown(wait=False)
