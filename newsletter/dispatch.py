@@ -29,6 +29,7 @@ from newsletter.journal import JournalError, ResultJournal
 from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.personalization import MessageTemplate, Recipient
+from newsletter.progress import SendProgress
 from newsletter.ratelimit import Limiter
 from newsletter.redaction import Redactor
 from newsletter.tokens import TokenSigner
@@ -120,6 +121,10 @@ class _Run:
     #: The backend's connection is open (``open()`` succeeded), and whether this run opened it.
     connected: bool = False
     owns_connection: bool = False
+    #: Counts answers as they come, for whoever watches the send (shared by its senders).
+    progress: SendProgress | None = None
+    #: Indexes of the chunk in flight already counted by ``progress`` (answered early).
+    counted: set[int] = field(default_factory=set)
 
 
 def dispatch(
@@ -135,6 +140,7 @@ def dispatch(
     clock: Clock,
     on_batch: Callable[[int], None] | None = None,
     journal_dir: Path | None = None,
+    progress: SendProgress | None = None,
 ) -> SendSummary:
     """One pass over the claimable deliveries of an edition; commits after every batch.
 
@@ -155,6 +161,7 @@ def dispatch(
         journal_dir,
         clock,
     )
+    run.progress = progress
     if journal_dir is not None:
         run.journal = ResultJournal(journal_dir, run.owner)
     try:
@@ -245,6 +252,8 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         else:
             outcomes.append(ledger.Outcome(d.id, DeliveryStatus.skipped, detail="unsubscribed"))
             run.summary.skipped += 1
+    if run.progress is not None and len(live) < len(batch):
+        run.progress.add(len(batch) - len(live))
     step = min(SEND_CHUNK, run.limiter.chunk_size(SEND_CHUNK))
     for start in range(0, len(live), step):
         chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
@@ -258,6 +267,8 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
                 outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
                 _count_failure(run, f"{d.email}: can't build message: {exc}")
                 run.summary.failed += 1
+                if run.progress is not None:
+                    run.progress.add(problem=True)
                 continue
             chunk.append((d, message))
         if not chunk:
@@ -361,6 +372,7 @@ def _send_chunk(
     answers: dict[int, SendResult] = {}
     handed: set[int] = set()
     last_handover: list[int] = []
+    run.counted = set()
     on_handover: Callable[[int], None] | None = None
     if run.journal is not None:
         # Encoded before anything is sent: between the socket write and the journal write
@@ -385,6 +397,9 @@ def _send_chunk(
 
     def on_result(index: int, result: SendResult) -> None:
         answers[index] = result
+        if run.progress is not None and index not in run.counted:
+            run.counted.add(index)  # counted now, as it happens (at 2/s, twice a second)
+            run.progress.add(problem=not result.status.delivered)
         if run.journal is not None:
             run.journal.write(_outcome(run, *chunk[index], result))
         if _renew_if_due(run, claimed):
@@ -457,6 +472,9 @@ def _final(
         delivery, message = chunk[index]
         outcomes.append(_outcome(run, delivery, message, answers[index]))
         _tally(run, delivery, outcomes[-1])
+        if run.progress is not None and index not in run.counted:
+            run.counted.add(index)  # answered without a callback (a refused connection)
+            run.progress.add(problem=not answers[index].status.delivered)
     return outcomes
 
 

@@ -55,6 +55,69 @@ def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) ->
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+#: Who a send would mail next, without writing anything: before the start, everyone active
+#: (what :func:`open_deliveries` would write); after it, the open deliveries whose subscriber
+#: is still active (a send skips the others). Keyset-paged by subscriber id.
+_WOULD_SEND = {
+    False: """
+        SELECT r.id, r.email, r.name FROM subscription AS s
+        JOIN subscriber AS r ON r.id = s.subscriber_id
+        WHERE s.newsletter_id = :newsletter_id AND s.status = 'active'
+          AND r.suppressed IS NULL AND r.id > :after
+        ORDER BY r.id LIMIT :limit
+    """,
+    True: """
+        SELECT r.id, r.email, r.name FROM delivery AS d
+        JOIN subscriber AS r ON r.id = d.subscriber_id
+        JOIN subscription AS s
+          ON s.subscriber_id = r.id AND s.newsletter_id = :newsletter_id
+        WHERE d.edition_id = :edition_id AND d.status IN ('pending', 'deferred', 'claimed')
+          AND s.status = 'active' AND r.suppressed IS NULL AND r.id > :after
+        ORDER BY r.id LIMIT :limit
+    """,
+}
+
+
+def would_send(
+    session: Session,
+    *,
+    edition_id: int,
+    newsletter_id: int,
+    started: bool,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[tuple[int, str, str | None]]:
+    """(subscriber id, email, name) of the next ``limit`` people a send would mail after
+    ``after_id``; reads only (``edition send --dry-run``, the confirmation prompt)."""
+    rows = session.execute(
+        text(_WOULD_SEND[started]),
+        {
+            "edition_id": edition_id,
+            "newsletter_id": newsletter_id,
+            "after": after_id,
+            "limit": limit,
+        },
+    ).all()
+    return [(int(r[0]), str(r[1]), r[2]) for r in rows]
+
+
+def would_send_count(
+    session: Session, *, edition_id: int, newsletter_id: int, started: bool
+) -> int:
+    """How many people :func:`would_send` lists in all."""
+    query = (
+        _WOULD_SEND[started]
+        .split("ORDER BY")[0]
+        .replace("SELECT r.id, r.email, r.name", "SELECT COUNT(*)")
+    )
+    return int(
+        session.execute(
+            text(query),
+            {"edition_id": edition_id, "newsletter_id": newsletter_id, "after": 0},
+        ).scalar_one()
+    )
+
+
 def schedule_local_waves(
     session: Session, *, edition_id: int, day: date, at: time, default_timezone: str
 ) -> dict[datetime, int]:

@@ -4,6 +4,7 @@ the send report. Commands live in the sibling modules, one per group."""
 import getpass
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,6 +25,7 @@ from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.journal import JournalError
+from newsletter.progress import SendProgress, duration, progress_line
 from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
 from newsletter.timing import RuleError
@@ -241,34 +243,77 @@ def _send_with_progress(
     make_backend: Callable[[], Any],
     concurrency: int,
     wait: bool,
+    every: float = 10.0,
 ) -> publish.SendReport:
-    options: dict[str, Any] = {
-        "edition_id": edition_id,
-        "settings": settings,
-        "make_backend": make_backend,
-        "concurrency": concurrency,
-        "wait": wait,
-        "actor": cli_actor(),
-        "clock": cli_clock(),
-    }
-    if not sys.stderr.isatty():
-        return publish.send_edition(session, **options)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task(f"sending edition {edition_id}", total=None)
+    """Send, showing progress message by message: a bar on a terminal, a line every
+    ``every`` seconds otherwise (cron, systemd, a pipe)."""
+    progress = SendProgress()
+    with watching(edition_id, progress, every=every):
         return publish.send_edition(
             session,
-            on_start=lambda total: progress.update(task, total=total),
-            on_batch=lambda n: progress.advance(task, n),
-            **options,
+            edition_id=edition_id,
+            settings=settings,
+            make_backend=make_backend,
+            concurrency=concurrency,
+            wait=wait,
+            actor=cli_actor(),
+            clock=cli_clock(),
+            progress=progress,
         )
+
+
+@contextmanager
+def watching(edition_id: int, progress: SendProgress, *, every: float) -> Iterator[None]:
+    """Show ``progress`` while the block runs, from a thread that only reads it."""
+    stop = threading.Event()
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        bar = Progress(
+            TextColumn("sending edition {task.fields[edition]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} msg/s, {task.fields[eta]} left"),
+            TextColumn("{task.fields[problems]}"),
+            transient=True,
+        )
+        task = bar.add_task("send", total=None, edition=edition_id, rate="-", eta="?", problems="")
+
+        def draw() -> None:
+            while True:
+                snap = progress.snapshot()
+                bar.update(
+                    task,
+                    completed=snap.done,
+                    total=snap.total,
+                    rate=f"{snap.rate:.1f}",
+                    eta=duration(snap.eta),
+                    problems=f"{snap.problems} not sent" if snap.problems else "",
+                )
+                if stop.wait(0.2):
+                    return
+
+        with bar:
+            painter = threading.Thread(target=draw, name="progress", daemon=True)
+            painter.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                painter.join()
+        return
+
+    def report() -> None:
+        while not stop.wait(every):
+            typer.echo(progress_line(edition_id, progress.snapshot()), err=True)
+
+    reporter = threading.Thread(target=report, name="progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
 
 
 def _print_report(report: publish.SendReport, backend: str) -> None:

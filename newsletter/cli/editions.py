@@ -120,15 +120,60 @@ def edition_send(
     wait: Annotated[
         bool, typer.Option(help="Keep going until done, waiting for deferred retries.")
     ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Don't ask to confirm (scripts; no terminal).")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Render, personalize and check every message; send and record nothing.",
+        ),
+    ] = False,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds between progress lines when not on a terminal (cron, systemd)."
+        ),
+    ] = 10.0,
 ) -> None:
-    """Send to every active subscriber, once each; running it again sends only what is left."""
+    """Send to every active subscriber, once each; running it again sends only what is left.
+
+    On a terminal it first says what it is about to do and asks; --yes skips the question."""
     settings = _settings()
     url = backend or settings.mail_backend
     backend_from_url(url)  # a bad URL is an error before anything starts
+    describe = backend_from_url(url).describe()
+    if dry_run:
+        with _session(settings) as session:
+            preview = publish.dry_run(
+                session, edition_id=edition_id, settings=settings, now=cli_now().timestamp()
+            )
+        for line in preview.lines(describe):
+            typer.echo(line)
+        raise typer.Exit(1 if preview.problem_count else 0)
+    if not yes and sys.stdin.isatty() and sys.stdout.isatty():  # a person is there to answer
+        with _session(settings) as session:
+            plan = publish.send_plan(session, edition_id=edition_id)
+        typer.echo(
+            f"About to send edition {edition_id} ({plan.status}, {plan.subject!r}) to "
+            f"{plan.audience:,} subscribers via {describe}"
+            + (f", {concurrency} senders" if concurrency > 1 else "")
+            + "."
+        )
+        if not typer.confirm("Send it?", default=False):
+            typer.echo("nothing was sent", err=True)
+            raise typer.Exit(1)
     try:
         with _session(settings) as session:
             report = _send_with_progress(
-                session, settings, edition_id, lambda: backend_from_url(url), concurrency, wait
+                session,
+                settings,
+                edition_id,
+                lambda: backend_from_url(url),
+                concurrency,
+                wait,
+                every=progress_every,
             )
     except Exception as exc:
         reason = connection_lost(exc)
@@ -141,7 +186,7 @@ def edition_send(
             f"back, run `newsletter edition send {edition_id}` to finish (or leave it to "
             "`newsletter worker`)."
         ) from None
-    _print_report(report, backend_from_url(url).describe())
+    _print_report(report, describe)
     if report.run.failed or report.run.deferred or report.run.unknown:
         raise typer.Exit(1)
     if report.edition.status != "sent":

@@ -33,6 +33,7 @@ from newsletter.publish.drafting import (
     sender_of,
     signer_for,
 )
+from newsletter.publish.dryrun import DryRunReport, SendPlan, dry_run, send_plan
 from newsletter.publish.sending import (
     SendReport,
     policy_for,
@@ -41,6 +42,10 @@ from newsletter.publish.sending import (
 )
 
 __all__ = [
+    "DryRunReport",
+    "SendPlan",
+    "dry_run",
+    "send_plan",
     "LiveEdition",
     "live_edition",
     "live_editions",

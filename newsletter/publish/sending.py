@@ -22,6 +22,7 @@ from newsletter.dispatch import Policy, SendSummary, dispatch
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.personalization import MessageTemplate
+from newsletter.progress import SendProgress
 from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
@@ -134,6 +135,7 @@ def send_edition(
     wait: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    progress: SendProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     actor: str = OPERATOR,
     clock: Clock = system_clock,
@@ -188,8 +190,12 @@ def send_edition(
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
-    if on_start is not None:
-        on_start(ledger.open_count(session, edition_id=edition_id))
+    if on_start is not None or progress is not None:
+        open_now = ledger.open_count(session, edition_id=edition_id)
+        if on_start is not None:
+            on_start(open_now)
+        if progress is not None:
+            progress.start(open_now)
     total = SendSummary()
     while True:
         total.merge(
@@ -204,6 +210,7 @@ def send_edition(
                 concurrency,
                 on_batch,
                 clock,
+                progress,
             )
         )
         if (
@@ -236,6 +243,7 @@ def _one_pass(
     concurrency: int,
     on_batch: Callable[[int], None] | None,
     clock: Clock,
+    progress: SendProgress | None = None,
 ) -> SendSummary:
     assert edition.id is not None
     signer = signer_for(settings)
@@ -254,6 +262,7 @@ def _one_pass(
             on_batch=on_batch,
             journal_dir=settings.journal_path(),
             clock=clock,
+            progress=progress,
         )
 
     if concurrency <= 1:
