@@ -217,3 +217,35 @@ def test_the_scheduler_tells_an_outage_once_and_carries_on_after_it(
     assert len(told) == 2, told
     assert told[0].startswith("database connection lost (") and "nothing is lost" in told[0]
     assert told[1].startswith("database connection is back after")
+
+
+def test_web_pages_answer_503_while_the_database_is_away(
+    cluster: Cluster, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a 500 and a traceback per request. Now a page saying to try again (a webhook
+    provider retries a 503), one log line, and normal answers once it is back."""
+    from fastapi.testclient import TestClient
+
+    from newsletter.database import upgrade
+    from newsletter.web.app import create_app
+
+    engine = make_engine(cluster.url)
+    upgrade(engine)
+    pg = settings.model_copy(update={"database_url": cluster.url})
+    try:
+        with TestClient(create_app(pg, engine=engine), raise_server_exceptions=True) as client:
+            assert client.get("/archive").status_code == 200
+            cluster._run("pg_ctl", "-D", str(cluster.data), "-m", "fast", "-w", "stop")
+            with caplog.at_level("WARNING", logger="newsletter.web.app"):
+                away = client.get("/archive")
+                form = client.post("/subscribe", data={"email": "x@example.com"})
+            assert away.status_code == 503 and "try again in a minute" in away.text
+            assert form.status_code == 503 and "nothing was changed" in form.text
+            assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+                "GET /archive",
+                "POST /subscribe",
+            ]
+            cluster.start()
+            assert client.get("/archive").status_code == 200
+    finally:
+        engine.dispose()

@@ -7,6 +7,7 @@ on its own database and mail backend.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
@@ -14,18 +15,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter import publish
 from newsletter.backends import MailBackend, backend_from_url
 from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
-from newsletter.database import make_engine, require_head
+from newsletter.database import connection_lost, make_engine, require_head
 from newsletter.passwords import weakness
 from newsletter.paths import web_templates_dir
 from newsletter.web import admin, hooks, public
 from newsletter.web.context import WebContext
 from newsletter.web.throttle import SlidingWindow
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -92,6 +96,26 @@ def create_app(
             "That request could not be read",
             "A value is too long or malformed. Go back and check the form.",
             status=400,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_away(request: Request, exc: DBAPIError) -> Response:
+        # A database restart is a moment to wait, not a 500 with a traceback per request. A
+        # webhook provider retries a 503; a person sees a page saying to try again.
+        reason = connection_lost(exc)
+        if reason is None:
+            raise exc
+        log.warning(
+            "%s %s: database unavailable (%s); answered 503",
+            request.method,
+            request.url.path,
+            reason,
+        )
+        return ctx.message(
+            "Please try again in a minute",
+            "The service is briefly unavailable and nothing was changed. Please send it again "
+            "in a minute.",
+            status=503,
         )
 
     @app.get("/healthz", include_in_schema=False)
