@@ -15,7 +15,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 #: Seconds of recent answers the rate is measured over.
@@ -103,3 +104,24 @@ def progress_line(edition_id: int, snap: Snapshot) -> str:
         f"edition {edition_id}: {count}, {snap.rate:.1f} msg/s, {duration(snap.eta)} left, "
         f"{snap.problems} not sent (failed, deferred or unknown)"
     )
+
+
+@contextmanager
+def lines_every(
+    edition_id: int, progress: SendProgress, *, every: float, say: Callable[[str], None]
+) -> Iterator[None]:
+    """While the block runs, ``say`` a :func:`progress_line` every ``every`` seconds (from a
+    thread that only reads ``progress``): a send under cron or systemd shows it is alive."""
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(every):
+            say(progress_line(edition_id, progress.snapshot()))
+
+    reporter = threading.Thread(target=report, name="progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()

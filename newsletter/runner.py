@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,6 +30,7 @@ from newsletter.backends import BackendError, MailBackend, backend_from_url
 from newsletter.clock import system_clock
 from newsletter.config import Settings
 from newsletter.database import connection_lost, reset_session
+from newsletter.progress import SendProgress, lines_every
 from newsletter.schedules import active_schedules
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ def worker_loop(
     concurrency: int = 1,
     once: bool = False,
     report: Callable[[publish.SendReport], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    progress_every: float = 10.0,
 ) -> None:
     """Send every edition in ``sending`` state until ``stop`` is set (or, with ``once``, until
     nothing is left). Claims make any number of these safe side by side."""
@@ -129,7 +133,9 @@ def worker_loop(
     with Session(engine, expire_on_commit=False) as session:
         while not stop.is_set():
             try:
-                busy = _worker_pass(session, settings, url, concurrency, report)
+                busy = _worker_pass(
+                    session, settings, url, concurrency, report, say, progress_every
+                )
                 if once and not busy and not publish.sending_editions(session):
                     outage.over()
                     return
@@ -182,21 +188,32 @@ def _worker_pass(
     url: str,
     concurrency: int,
     report: Callable[[publish.SendReport], None] | None,
+    say: Callable[[str], None] | None = None,
+    progress_every: float = 10.0,
 ) -> bool:
     """One look at every sending edition; True if anything was attempted. A lost database
     connection goes up to the loop, which waits it out; any other failure of one edition is
-    logged and the others go on."""
+    logged and the others go on. With ``say``, a long pass tells its progress every
+    ``progress_every`` seconds."""
     busy = False
     for edition_id in publish.sending_editions(session):
+        progress = SendProgress()
+        watch = (
+            lines_every(edition_id, progress, every=progress_every, say=say)
+            if say is not None
+            else nullcontext()
+        )
         try:
-            result = publish.send_edition(
-                session,
-                edition_id=edition_id,
-                settings=settings,
-                make_backend=lambda: backend_from_url(url),
-                concurrency=concurrency,
-                clock=system_clock,
-            )
+            with watch:
+                result = publish.send_edition(
+                    session,
+                    edition_id=edition_id,
+                    settings=settings,
+                    make_backend=lambda: backend_from_url(url),
+                    concurrency=concurrency,
+                    clock=system_clock,
+                    progress=progress,
+                )
         except publish.EditionStateError:
             continue  # paused or cancelled since it was listed
         except BackendError as exc:  # the edition is paused with the reason

@@ -247,3 +247,34 @@ def test_the_new_flags_are_in_the_help(flag: str) -> None:
         timeout=60,
     )
     assert flag in out.stdout
+
+
+def test_a_worker_tells_its_progress_every_few_seconds(tmp_path: Path) -> None:
+    env, edition_id = _prepare(tmp_path, subscribers=30)
+    engine = make_engine(env["NEWSLETTER_DATABASE_URL"])
+    with Session(engine) as session:
+        publish.start_edition(
+            session,
+            edition_id=edition_id,
+            settings=Settings(
+                database_url=env["NEWSLETTER_DATABASE_URL"],
+                secret_key=SECRET,
+                _env_file=None,  # type: ignore[call-arg]
+            ),
+        )
+    engine.dispose()
+    out = subprocess.run(
+        [sys.executable, "-m", "newsletter.cli", "worker", "--once", "--progress-every", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith(f"edition {edition_id}: ")]
+    assert len(lines) >= 2 and all("/30 (" in line and "msg/s" in line for line in lines), (
+        out.stderr
+    )
+    assert "sent 30" in out.stdout

@@ -25,7 +25,7 @@ from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.journal import JournalError
-from newsletter.progress import SendProgress, duration, progress_line
+from newsletter.progress import SendProgress, duration, lines_every
 from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
 from newsletter.timing import RuleError
@@ -303,17 +303,10 @@ def watching(edition_id: int, progress: SendProgress, *, every: float) -> Iterat
                 painter.join()
         return
 
-    def report() -> None:
-        while not stop.wait(every):
-            typer.echo(progress_line(edition_id, progress.snapshot()), err=True)
-
-    reporter = threading.Thread(target=report, name="progress", daemon=True)
-    reporter.start()
-    try:
+    with lines_every(
+        edition_id, progress, every=every, say=lambda line: typer.echo(line, err=True)
+    ):
         yield
-    finally:
-        stop.set()
-        reporter.join()
 
 
 def _print_report(report: publish.SendReport, backend: str) -> None:

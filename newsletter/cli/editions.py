@@ -358,6 +358,9 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Senders in this process.")] = 1,
     once: Annotated[bool, typer.Option(help="Exit when no edition has work left.")] = False,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks for work.")] = 2.0,
+    progress_every: Annotated[
+        float, typer.Option(min=1, help="Seconds between progress lines of a long send.")
+    ] = 10.0,
 ) -> None:
     """Send every edition in `sending` state, claiming batches from the database.
 
@@ -384,4 +387,6 @@ def worker(
             concurrency=concurrency,
             once=once,
             report=lambda r: _print_report(r, describe),
+            say=lambda line: typer.echo(line, err=True),
+            progress_every=progress_every,
         )
