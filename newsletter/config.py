@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         alias="NEWSLETTER_FROM",
         description='Sender, as "Name <address>".',
     )
+    reply_to: str = Field(
+        "",
+        description='Where replies go, as "Name <address>" or an address (empty: the sender).',
+    )
     postal_address: str = Field(
         "AI Tool Verdicts, 1 Example Street, Springfield, USA",
         description="Physical postal address shown in every footer (CAN-SPAM).",
@@ -191,6 +195,16 @@ class Settings(BaseSettings):
         name, addr = parseaddr(value)
         if "@" not in addr or any(c in value for c in "\r\n"):
             raise ValueError(f'expected "Name <address>", got {value!r}')
+        return value
+
+    @field_validator("reply_to")
+    @classmethod
+    def _valid_reply_to(cls, value: str) -> str:
+        if not value:
+            return value
+        _, addr = parseaddr(value)
+        if "@" not in addr or any(c in value for c in "\r\n"):
+            raise ValueError(f'expected "Name <address>" or an address, got {value!r}')
         return value
 
     @field_validator("base_url", "site_url")

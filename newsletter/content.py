@@ -81,8 +81,10 @@ class ToolData(_Frozen):
     entry_price: _text(120) = Field(  # type: ignore[valid-type]
         description='"Free", "Paid", "Freemium" or free text such as "From $20/mo"'
     )
-    editor_summary: _text(500) | None = Field(  # type: ignore[valid-type]
-        default=None, description="Optional one-line verdict written by an editor"
+    editor_summary: _text(300) | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Optional one-line take on the tool written by an editor, shown in full; "
+        "at most 300 characters",
     )
     community: Votes | None = Field(default=None, description="null when nobody voted yet")
     reviews: list[ReviewData] = Field(default_factory=list, max_length=40)
@@ -99,6 +101,11 @@ class ComparisonData(_Frozen):
     published_at: AwareDatetime
     question: ShortText = "Which one should you ship with?"  # type: ignore[valid-type]
     intro: _text(2000) | None = None  # type: ignore[valid-type]
+    verdict: _text(280) | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="An editor's own call on the comparison (\"Ship Claude for agents; HF "
+        'for routing"), shown in full instead of the computed one; at most 280 characters',
+    )
     tools: list[ToolData] = Field(min_length=2, max_length=2, description="exactly two tools")
 
     @field_validator("published_at", mode="before")

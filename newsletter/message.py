@@ -6,8 +6,22 @@ quoted-printable, non-ASCII headers RFC 2047-encoded), so any SMTP server accept
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+CRLF = b"\r\n"
+
+
+def qp_encode(text: str) -> bytes:
+    """``text`` as a quoted-printable body part, with CRLF line ends (RFC 2045).
+
+    Any CR (alone or in CRLF) becomes LF first, and CRLF is put back after encoding, so no
+    bare CR or LF ever reaches the wire. This is also how size is measured: Gmail clips what
+    arrives, the encoded part, not the decoded HTML.
+    """
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", CRLF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class MessageContent:
     #: Headers an API must pass through: Message-ID, List-Id, List-Unsubscribe(-Post).
     headers: Mapping[str, str]
     render: Callable[[], tuple[str, str]] = field(repr=False)  # -> (html, text)
+    #: (name, address) replies go to, when not the sender; APIs take it as their own field.
+    reply_to: tuple[str, str] | None = None
 
     def bodies(self) -> tuple[str, str]:
         """(html, text) for this recipient, decoded."""

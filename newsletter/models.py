@@ -99,6 +99,8 @@ class Comparison(SQLModel, table=True):
     published_at: datetime = Field(sa_type=UTCDateTime, index=True)
     question: str = Field(max_length=500)
     intro: str | None = Field(default=None, sa_type=Text)
+    #: An editor's own call on the comparison; shown in full instead of the computed one.
+    verdict: str | None = Field(default=None, max_length=280)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -186,6 +188,10 @@ class Edition(SQLModel, table=True):
     subject: str = Field(max_length=300)
     preheader: str = Field(default="", max_length=300)
     more_count: int = 0
+    #: An editor's subject for this edition; a refresh of the draft keeps it.
+    custom_subject: str | None = Field(default=None, max_length=300)
+    #: The comparisons past the cap, as JSON [{"title": ..., "url": ...}], named in the email.
+    more_links: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     send_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

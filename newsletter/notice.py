@@ -9,10 +9,12 @@ quiet), and the fields for email APIs alongside.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 
 from newsletter.message import MessageContent, OutgoingMessage
 from newsletter.personalization import format_address
@@ -27,6 +29,8 @@ def build_notice(
     html_body: str | None = None,
     key: str,
     kind: str,
+    now: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> OutgoingMessage:
     """A message to ``to`` (no display name: the address is all we trust). Without
     ``html_body`` the HTML part is the text in a ``<pre>`` for APIs that want one."""
@@ -35,9 +39,11 @@ def build_notice(
     msg["From"] = format_address(sender.display_name or None, sender.addr_spec)
     msg["To"] = format_address(None, to)
     msg["Subject"] = subject
-    msg["Date"] = formatdate(usegmt=True)
+    msg["Date"] = format_datetime(now or datetime.now(UTC))  # RFC 5322: numeric zone
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        msg[name] = value
     msg.set_content(text, cte="quoted-printable")
     if html_body is not None:
         msg.add_alternative(html_body, subtype="html", cte="quoted-printable")
@@ -54,7 +60,11 @@ def build_notice(
             to_name=None,
             to_email=to,
             subject=subject,
-            headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
+            headers={
+                "Message-ID": message_id,
+                "Auto-Submitted": "auto-generated",
+                **(headers or {}),
+            },
             render=lambda: (page, text),
         ),
     )

@@ -18,12 +18,13 @@ import html
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
 from email.headerregistry import Address
-from email.utils import formatdate
+from email.utils import format_datetime, parseaddr
 from functools import partial
 
-from newsletter.message import MessageContent, OutgoingMessage
+from newsletter.message import MessageContent, OutgoingMessage, qp_encode
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
 
@@ -50,18 +51,19 @@ class EditionIdentity:
     sender: Address
     base_url: str
     instance_tag: str  # distinguishes installations in Message-IDs
+    #: Where replies go when not to the sender (``NEWSLETTER_REPLY_TO``), as "Name <addr>".
+    reply_to: str | None = None
+
+    @property
+    def feedback_id(self) -> str:
+        """Gmail's Feedback-ID (``a:b:c:SenderId``): edition, newsletter, kind, and this
+        installation, so Postmaster Tools reports complaints per edition and per list."""
+        return f"{self.edition_id}:{self.newsletter_slug}:weekly:{self.instance_tag}"
 
 
 def instance_tag(secret_key: str) -> str:
     """A short stable tag derived from the secret key, so Message-IDs are globally unique."""
     return hashlib.sha256(b"message-id\x00" + secret_key.encode()).hexdigest()[:10]
-
-
-def _qp_chunk(text: str) -> bytes:
-    # Any CR (alone or in CRLF) becomes LF here; CRLF is put back after encoding, so no bare
-    # CR or LF ever reaches the wire.
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", _CRLF)
 
 
 def _qp_value(value: str) -> bytes:
@@ -108,8 +110,16 @@ class MessageTemplate:
         marker = rendered.marker
         self._list_id_value = self._list_id()
         from_header = format_address(identity.sender.display_name or None, self._sender_addr)
+        self._extra_headers: dict[str, str] = {"Feedback-ID": identity.feedback_id}
+        self._reply_to: tuple[str, str] | None = None
+        extra = f"Feedback-ID: {identity.feedback_id}\r\n"
+        if identity.reply_to:
+            name, addr = parseaddr(identity.reply_to)
+            self._reply_to = (name, addr)
+            extra += f"Reply-To: {format_address(name or None, addr)}\r\n"
         head = (
             f"From: {from_header}\r\n"
+            f"{extra}"
             f"To: {marker}to{marker}\r\n"
             f"Subject: {encode_header_text(rendered.subject, 'Subject')}\r\n"
             f"Date: {marker}date{marker}\r\n"
@@ -174,12 +184,13 @@ class MessageTemplate:
                 chunks[-1] += b"=\r\n"
                 chunks.append(b"=\r\n")
             else:
-                chunks[-1] += _qp_chunk(part)
+                chunks[-1] += qp_encode(part)
 
     def _date(self, now: float) -> str:
         second = int(now)
         if self._date_cache[0] != second:
-            self._date_cache = (second, formatdate(now, usegmt=True))
+            # RFC 5322 3.3: a numeric zone ("+0000"), not the obsolete "GMT".
+            self._date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
         return self._date_cache[1]
 
     def message_id(self, subscriber_id: int) -> str:
@@ -226,8 +237,10 @@ class MessageTemplate:
                 "List-Id": self._list_id_value,
                 "List-Unsubscribe": f"<{url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                **self._extra_headers,
             },
             render=partial(self._bodies, recipient.name, url),
+            reply_to=self._reply_to,
         )
         return OutgoingMessage(
             sender=self._sender_addr,
@@ -241,11 +254,6 @@ class MessageTemplate:
     def preview(self, recipient: Recipient, signer: TokenSigner) -> tuple[str, str]:
         """What ``recipient`` would see: (html, text), decoded, for previews and tests."""
         return self._bodies(recipient.name, self.unsubscribe_url(signer, recipient.subscriber_id))
-
-    def web_version(self, link: str) -> tuple[str, str]:
-        """(html, text) with no one's personal links: the greeting is generic and the
-        unsubscribe link is ``link`` (a page that explains how to leave)."""
-        return self._bodies(None, link)
 
     def _bodies(self, name: str | None, url: str) -> tuple[str, str]:
         greeting = name or "there"

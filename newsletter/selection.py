@@ -51,6 +51,7 @@ def week_containing(at: datetime, timezone: str) -> Period:
 class Selection:
     items: tuple[ComparisonData, ...]
     more_count: int  # comparisons left out by the cap
+    more: tuple[ComparisonData, ...] = ()  # those comparisons, named in the email
 
     @property
     def empty(self) -> bool:
@@ -67,7 +68,7 @@ def select_comparisons(
     """Comparisons published in ``period`` that no earlier sent edition carried.
 
     Newest first (ties broken by slug so the order is stable), at most ``cap``; the rest are
-    counted in ``more_count`` for the "N more this week" link.
+    counted in ``more_count`` and kept in ``more``, named in the email's "Also this week".
     """
     if cap < 1:
         raise ValueError("cap must be at least 1")
@@ -80,4 +81,6 @@ def select_comparisons(
         key=lambda c: (c.published_at, c.slug),
         reverse=True,
     )
-    return Selection(items=tuple(fresh[:cap]), more_count=max(0, len(fresh) - cap))
+    return Selection(
+        items=tuple(fresh[:cap]), more_count=max(0, len(fresh) - cap), more=tuple(fresh[cap:])
+    )

@@ -119,6 +119,7 @@ def _comparison_columns(record: ComparisonData) -> dict[str, object]:
         "published_at": record.published_at,
         "question": record.question,
         "intro": record.intro,
+        "verdict": record.verdict,
     }
 
 
@@ -193,6 +194,7 @@ def _load_many(session: Session, rows: Sequence[Comparison]) -> list[ComparisonD
             published_at=r.published_at,
             question=r.question,
             intro=r.intro,
+            verdict=r.verdict,
             tools=tools_by_comparison.get(r.id or 0, []),
         )
         for r in rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import socket
 import threading
 import time
@@ -181,11 +182,14 @@ def expected_list_headers(message: OutgoingMessage, url: str) -> dict[str, str]:
     assert message.content is not None
     list_id = message.content.headers["List-Id"]
     assert list_id.endswith(".news.example.com>")
+    feedback = message.content.headers["Feedback-ID"]
+    assert re.fullmatch(r"\d+:weekly-ai-tool-verdicts:weekly:[0-9a-f]{10}", feedback), feedback
     return {
         "Message-ID": message.message_id,
         "List-Id": list_id,
         "List-Unsubscribe": f"<{url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Feedback-ID": feedback,
     }
 
 

@@ -317,7 +317,7 @@ def test_the_probes_catch_overflow_and_unstacked_columns(
 ) -> None:
     """A control: the same measurements report a failure on a deliberately broken page."""
     wide = re.sub(
-        r'(<div class="tool-name"[^>]*>)',
+        r'(<h3 class="tool-name"[^>]*>)',
         r'\1<div style="width:900px">x</div>',
         example_html,
         count=1,

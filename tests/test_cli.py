@@ -75,7 +75,7 @@ def test_full_cli_path(env: dict[str, str], tmp_path: Path) -> None:
     out = run(
         ["edition", "preview", edition_id, "--format", "text", "--out", str(preview)], env, tmp_path
     )
-    assert out.returncode == 0 and "Panel: 4/4 ship" in preview.read_text()
+    assert out.returncode == 0 and "THE CALL: Ship Patchwright Agent" in preview.read_text()
     sent = run(["edition", "send", edition_id], env, tmp_path)
     assert sent.returncode == 0 and "sent 1, failed 0" in sent.stdout
     again = run(["edition", "send", edition_id], env, tmp_path)

@@ -36,8 +36,15 @@ def test_message_headers_and_structure(template: MessageTemplate, settings: Sett
     to = msg["To"].addresses[0]
     assert (to.display_name, to.addr_spec) == ("Ana", "ana@example.com")
     assert msg["From"] == settings.from_address
-    assert msg["Subject"].startswith("Weekly AI Tool Verdicts: ")
-    assert msg["Date"] and msg["Message-ID"] == out.message_id
+    # The lead comparison, no newsletter-name prefix (the From name says it), within 78.
+    assert msg["Subject"] == "Patchwright Agent vs LintPilot Reviews (+3 more)"
+    assert msg["Date"] == "Mon, 23 Nov 2026 09:00:00 +0000"  # RFC 5322 numeric zone, not GMT
+    assert msg["Message-ID"] == out.message_id
+    identity = template.identity
+    assert msg["Feedback-ID"] == (
+        f"{identity.edition_id}:weekly-ai-tool-verdicts:weekly:{identity.instance_tag}"
+    )
+    assert msg["Reply-To"] is None  # only when NEWSLETTER_REPLY_TO is set
     assert msg["List-Id"] == '"Weekly AI Tool Verdicts" <weekly-ai-tool-verdicts.news.example.com>'
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = msg["List-Unsubscribe"].strip("<>")
@@ -54,6 +61,23 @@ def test_message_headers_and_structure(template: MessageTemplate, settings: Sett
     assert out.data.isascii()
     assert b"\n" not in out.data.replace(b"\r\n", b"")
     assert max(len(line) for line in out.data.split(b"\r\n")) <= 998
+
+
+def test_reply_to_when_configured(template: MessageTemplate, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from newsletter.personalization import MessageTemplate as Template
+
+    identity = replace(template.identity, reply_to="Editors <editors@news.example.com>")
+    replying = Template(template.rendered, identity)
+    out = replying.build(
+        Recipient(7, "ana@example.com", None), publish.signer_for(settings), now=PINNED_DATE
+    )
+    assert _parse(out.data)["Reply-To"] == "Editors <editors@news.example.com>"
+    assert out.content is not None and out.content.reply_to == (
+        "Editors",
+        "editors@news.example.com",
+    )
 
 
 def test_each_recipient_gets_their_own_values(
@@ -188,7 +212,10 @@ def test_settings_refuse_unsafe_values(field: str, value: str) -> None:
 def test_old_keys_still_verify_links_already_sent(settings: Settings) -> None:
     old = publish.signer_for(settings).unsubscribe(subscriber_id=1, newsletter_id=1, edition_id=1)
     rotated = settings.model_copy(
-        update={"secret_key": "Hq7nVx2LpR9cWm4ZtY-kB8sJ1dFgU0eA_oIiN3uKl6M", "old_secret_keys": settings.secret_key}
+        update={
+            "secret_key": "Hq7nVx2LpR9cWm4ZtY-kB8sJ1dFgU0eA_oIiN3uKl6M",
+            "old_secret_keys": settings.secret_key,
+        }
     )
     assert publish.signer_for(rotated).verify(old, purpose="u").subscriber_id == 1
     fresh = publish.signer_for(rotated).unsubscribe(subscriber_id=1, newsletter_id=1, edition_id=1)

@@ -18,6 +18,7 @@ from newsletter import publish, store
 from newsletter.config import Settings
 from newsletter.content import ComparisonData
 from newsletter.rendering import (
+    CLIP_BUDGET,
     GMAIL_CLIP_BYTES,
     EditionContext,
     RenderError,
@@ -57,40 +58,79 @@ def visible_text(page: str) -> str:
 
 
 def test_seed_comparison_in_html_and_text(seeded: Session, settings: Settings, draft: int) -> None:
+    """The seed's email states the call, who each tool is for, and reasons drawn from its
+    reviews, with their lenses, in both parts."""
     page, text, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
     seen_html, seen_text = visible_text(page), " ".join(text.split())
     seed = summarize(store.get_comparison(seeded, slug=SEED_SLUG))
+    assert "Both ship, for different jobs" in seen_html and "Both ship, for different jobs" in text
+    assert seed.call.detail in seen_html and seed.call.detail in seen_text
     for tool in seed.tools:
-        for value in (tool.name, tool.tagline, tool.panel, f"Entry: {tool.entry_price}"):
+        for value in (tool.name, tool.tagline, tool.panel, tool.entry_price, tool.description):
             assert value in seen_html, value
-            assert value in seen_text, value
-        assert tool.one_line in seen_html
-        assert tool.one_line in seen_text
-    assert "Community: —" in seen_html and "Community: —" in seen_text
+            assert value in seen_text or value == tool.description, value
+        assert tool.reason_for is not None and tool.reason_against is not None
+        for quote in (tool.reason_for, tool.reason_against):
+            assert f"“{quote.text}” {quote.lens_name}" in seen_html
+            assert f'"{quote.text}" ({quote.lens_name})' in seen_text
+        assert f"Best for {tool.for_whom}" in seen_html
+    assert "Community: no votes yet" in seen_html and "Community: no votes yet" in seen_text
     assert "Read the full comparison" in seen_html
     assert seed.comparison.url in text and html.escape(seed.comparison.url) in page
     assert "Hi Sample Reader," in seen_html and "Hi Sample Reader," in text
-    assert rendered.html_bytes < GMAIL_CLIP_BYTES
+    assert rendered.html_bytes < CLIP_BUDGET and rendered.compact_count == 0
 
 
 def test_email_furniture(seeded: Session, settings: Settings, draft: int) -> None:
     page, text, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
     assert '<meta name="color-scheme" content="light dark">' in page
     assert "prefers-color-scheme: dark" in page
-    assert rendered.preheader and rendered.preheader.split(";")[0] in visible_text(page)
     assert "fonts.googleapis" not in page and "<link" not in page  # no remote fonts
     assert all(attrs.get("alt") for tag, attrs in parse(page).tags if tag == "img")
-    footer = visible_text(page)[-400:]
+    footer = visible_text(page)[-500:]
     assert "You are receiving this because you subscribed to Weekly AI Tool Verdicts" in footer
     assert settings.postal_address in footer and "Unsubscribe" in footer
-    unsubscribe = [
-        a["href"]
-        for t, a in parse(page).tags
-        if t == "a" and a.get("href", "").startswith(f"{settings.base_url}/u/")
-    ]  # type: ignore[union-attr]
-    assert len(unsubscribe) == 1
-    assert f"Unsubscribe in one click: {unsubscribe[0]}" in text
+    assert "Manage your subscription" in footer and "Forwarded this?" in footer
+    links = [a.get("href", "") for t, a in parse(page).tags if t == "a"]
+    unsubscribe = [h for h in links if h and h.startswith(f"{settings.base_url}/u/")]
+    assert len(unsubscribe) == 2 and len(set(unsubscribe)) == 1  # manage and unsubscribe
+    assert f"{settings.base_url}/subscribe" in links
+    assert f"Manage your subscription or unsubscribe in one click:\n{unsubscribe[0]}" in text
     assert f"{settings.base_url}/archive/{draft}" in page
+    # Four comparisons: the contents link to each card, with its call.
+    anchors = [h for h in links if h and h.startswith("#c")]
+    assert anchors == ["#c1", "#c2", "#c3", "#c4"]
+    ids = [a.get("id") for _, a in parse(page).tags if a.get("id", "").startswith("c")]
+    assert ids == ["c1", "c2", "c3", "c4"]
+    assert re.search(r"\d+ min read", visible_text(page))
+
+
+def test_the_preheader_is_hidden_the_accepted_way_and_summarizes_the_picks(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    page, _, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    hidden = re.search(r'<div class="preheader" style="([^"]*)">([^<]*)<', page)
+    assert hidden, "no preheader"
+    style = hidden.group(1)
+    assert "display:none" in style and "max-height:0" in style and "mso-hide:all" in style
+    assert "color" not in style and "font-size" not in style and "opacity" not in style
+    assert hidden.group(2).startswith(rendered.preheader)
+    assert rendered.preheader.startswith("Ship Patchwright Agent · Ship Lumora Studio 3")
+    assert rendered.preheader != rendered.subject and len(rendered.preheader) <= 140
+
+
+def test_the_plain_text_part_wraps_at_78_and_numbers_its_links(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    _, text, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    long = [line for line in text.splitlines() if len(line) > 78 and "://" not in line]
+    assert not long, long
+    notes = re.findall(r"^\[(\d+)\] (https?://\S+)$", text, flags=re.M)
+    assert [int(n) for n, _ in notes] == list(range(1, len(notes) + 1))
+    assert len(notes) >= 6  # four comparisons, subscribe, the web version
+    seed_url = store.get_comparison(seeded, slug=SEED_SLUG).url
+    number = next(n for n, url in notes if url == seed_url)
+    assert f"[{number}]" in text.split("Links:")[0]
 
 
 def _hostile(make: Callable[..., ComparisonData], i: int) -> ComparisonData:
@@ -149,7 +189,7 @@ def test_long_names_can_wrap(make_comparison: Callable[..., ComparisonData]) -> 
     """Every text cell allows breaking inside a word (the 375 px check is in test_browser)."""
     page = render_edition(hostile_context(make_comparison, 1)).html
     cells = re.findall(r'<td class="wrap"[^>]*style="([^"]*)"', page)
-    assert cells and all("overflow-wrap: anywhere" in c for c in cells)
+    assert cells and all("overflow-wrap:anywhere" in c for c in cells)
 
 
 def test_strict_undefined_names_the_problem(tmp_path: Path, make_comparison: Any) -> None:
@@ -188,4 +228,4 @@ def test_mjml_runs_once_per_edition_not_per_recipient(
     from newsletter.backends.memory import MemoryBackend, outbox
 
     publish.send_edition(seeded, edition_id=draft, settings=settings, backend=MemoryBackend())
-    assert len(outbox) == 25 and calls == 1
+    assert len(outbox) == 25 and calls == 2  # the email and its web version, once each

@@ -160,7 +160,8 @@ def test_on_a_terminal_it_says_what_it_will_do_and_sends_nothing_unless_told_to(
     code, output = _in_terminal(_command(edition_id), env, tmp_path, answer=b"n\n")
     assert code == 1, output
     assert (
-        f"About to send edition {edition_id} (draft, 'Weekly AI Tool Verdicts" in output
+        f"About to send edition {edition_id} (draft, 'Patchwright Agent vs LintPilot Reviews (+3 more)')"
+        in output
         and "to 5 subscribers via file outbox " in output
     ), output
     assert "nothing was sent" in output
@@ -197,7 +198,7 @@ def test_a_dry_run_renders_and_checks_everything_and_records_nothing(tmp_path: P
     )
     assert out.returncode == 1, out.stderr  # one would fail: say so in the exit code
     lines = out.stdout.splitlines()
-    assert lines[0].startswith(f"dry run of edition {edition_id} (draft, 'Weekly AI Tool")
+    assert lines[0].startswith(f"dry run of edition {edition_id} (draft, 'Patchwright Agent vs")
     assert "would send 6 messages via file outbox " in lines[0]
     assert "nothing was sent or recorded" in lines[0]
     assert re.match(r"  messages: [\d.]+ KB on average, largest [\d.]+ KB$", lines[1]), lines

@@ -321,7 +321,10 @@ def test_a_token_signed_with_a_rotated_key_still_works(
 ) -> None:
     old_token = token_for(*reader)  # signed with SECRET
     rotated = settings.model_copy(
-        update={"secret_key": "1JCAM9GmdZk-r0Wts2PMJnflfBESxNZY2wGtkQjZqTa8zRdtUzZ7IA", "old_secret_keys": SECRET}
+        update={
+            "secret_key": "1JCAM9GmdZk-r0Wts2PMJnflfBESxNZY2wGtkQjZqTa8zRdtUzZ7IA",
+            "old_secret_keys": SECRET,
+        }
     )
     with TestClient(create_app(rotated, engine=engine)) as c:
         assert c.post(f"/u/{old_token}").status_code == 200
@@ -383,6 +386,34 @@ def test_an_unsubscribe_mid_send_stops_mail_to_that_person(
 # --- archive ---------------------------------------------------------------------------------
 
 
+def test_confirming_sends_one_welcome_with_the_latest_edition(
+    client: TestClient,
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    add_subscribers(1, prefix="early")
+    publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=memory.MemoryBackend()
+    )
+    memory.reset()
+    client.post("/subscribe", data={"email": "newcomer@example.com"})
+    link = confirmation_link()
+    memory.reset()
+    client.post(link)
+    client.post(link)  # confirming twice welcomes once
+    assert [m.recipient for m in memory.outbox] == ["newcomer@example.com"]
+    welcome = message_from_bytes(memory.outbox[0].data)
+    assert welcome["Subject"] == "Welcome to Weekly AI Tool Verdicts"
+    body = _body(welcome)
+    assert f"https://news.example.com/archive/{draft}" in body
+    manage = welcome["List-Unsubscribe"].strip("<>")
+    assert manage.startswith("https://news.example.com/u/") and manage in body
+    assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert client.get(manage.split("news.example.com")[1]).status_code == 200
+
+
 def test_the_archive_shows_sent_editions_without_personal_links(
     client: TestClient,
     seeded: Session,
@@ -400,7 +431,15 @@ def test_the_archive_shows_sent_editions_without_personal_links(
     page = client.get(f"/archive/{draft}")
     assert page.status_code == 200
     assert "/u/" not in page.text and "arch0" not in page.text and "Reader" not in page.text
-    assert "Hi there," in page.text
+    # No greeting, no link to itself, no "you are receiving this": a visitor reads it here.
+    assert "Hi " not in page.text and f'href="https://news.example.com/archive/{draft}"' not in (
+        page.text
+    )
+    assert "You are receiving this" not in page.text and "View in browser" not in page.text
+    # A visitor can subscribe from it and find the other editions.
+    assert 'action="https://news.example.com/subscribe"' in page.text
+    assert 'name="newsletters" value="weekly-ai-tool-verdicts"' in page.text
+    assert 'href="https://news.example.com/archive"' in page.text
     edition = seeded.get(Edition, draft)
     assert edition is not None and edition.subject.split()[0] in page.text
     # The email's "view in browser" link points here.

@@ -105,6 +105,8 @@ class PostmarkBackend(HTTPBackend):
             "MessageStream": self.stream,
             "Headers": [{"Name": name, "Value": value} for name, value in content.headers.items()],
         }
+        if content.reply_to:
+            payload["ReplyTo"] = _address(*content.reply_to)
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self._token}
         return APIRequest(url=f"{self.endpoint}/email", json=payload, headers=headers)
 

@@ -57,6 +57,8 @@ class ResendBackend(APIKeyBackend):
             "text": text,
             "headers": dict(content.headers),
         }
+        if content.reply_to:
+            payload["reply_to"] = _address(*content.reply_to)
         headers = {"Authorization": f"Bearer {self._api_key}", "Idempotency-Key": message.key}
         return APIRequest(url=f"{self.endpoint}/emails", json=payload, headers=headers)
 

@@ -85,6 +85,8 @@ class SendGridBackend(APIKeyBackend):
                 if name.lower() not in RESERVED_HEADERS
             },
         }
+        if content.reply_to:
+            payload["reply_to"] = _person(*content.reply_to)
         headers = {"Authorization": f"Bearer {self._api_key}"}
         return APIRequest(url=f"{self.endpoint}/v3/mail/send", json=payload, headers=headers)
 

@@ -30,7 +30,7 @@ from newsletter.database import connection_lost
 from newsletter.models import (
     Edition,
 )
-from newsletter.rendering import GMAIL_CLIP_BYTES
+from newsletter.rendering import SUBJECT_BUDGET
 from newsletter.store import MAX_REASON
 
 # --- edition -------------------------------------------------------------------------------
@@ -60,6 +60,7 @@ def edition_draft(
         outcome = publish.draft_edition(
             session, settings=settings, newsletter_slug=newsletter, at=_parse_at(at)
         )
+        note = publish.size_note(session, edition_id=outcome.edition.id or 0, settings=settings)
     e = outcome.edition
     verb = "created" if outcome.created else f"existing ({e.status})"
     typer.echo(
@@ -67,7 +68,40 @@ def edition_draft(
         f"{len(outcome.selection.items)} comparison(s), {e.more_count} more",
         err=True,
     )
+    _size_warning(note)
     typer.echo(str(e.id))
+
+
+def _size_warning(note: str | None) -> None:
+    if note:
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
+
+
+@edition_app.command("subject")
+@readable_errors
+def edition_subject(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    subject: Annotated[
+        str | None, typer.Argument(help="The subject (omit with --reset).", show_default=False)
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Back to the computed subject.")] = False,
+) -> None:
+    """Give a draft its own subject, kept when the draft is refreshed; --reset undoes it."""
+    if (subject is None) == (not reset):
+        raise _fail("give a SUBJECT or --reset, not both and not neither")
+    settings = _settings()
+    with _session(settings) as session:
+        edition = publish.set_subject(
+            session, edition_id=edition_id, subject=None if reset else subject
+        )
+    typer.echo(f"edition {edition_id} subject: {edition.subject}")
+    if len(edition.subject) > SUBJECT_BUDGET:
+        typer.secho(
+            f"warning: {len(edition.subject)} characters; phones and inbox lists show about "
+            f"{SUBJECT_BUDGET}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 class PreviewFormat(StrEnum):
@@ -91,12 +125,7 @@ def edition_preview(
             session, edition_id=edition_id, settings=settings
         )
     content = page if format == PreviewFormat.html else text
-    if rendered.html_bytes > GMAIL_CLIP_BYTES:
-        typer.secho(
-            f"warning: HTML is {rendered.html_bytes} bytes; Gmail clips over {GMAIL_CLIP_BYTES}",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
+    _size_warning(rendered.clip_note)
     if out is None:
         sys.stdout.write(content)
     else:
@@ -225,7 +254,9 @@ def edition_approve(
     settings = _settings()
     with _session(settings) as session:
         edition = publish.approve_edition(session, edition_id=edition_id, by=by, now=cli_now())
+        note = publish.size_note(session, edition_id=edition_id, settings=settings)
     typer.echo(f"edition {edition_id} ({edition.period_key}) approved by {by}")
+    _size_warning(note)
 
 
 @edition_app.command("unapprove")

@@ -31,7 +31,9 @@ from newsletter.publish.drafting import (
     preview_edition,
     resolve_newsletter,
     sender_of,
+    set_subject,
     signer_for,
+    size_note,
 )
 from newsletter.publish.dryrun import DryRunReport, SendPlan, dry_run, send_plan
 from newsletter.publish.sending import (
@@ -42,6 +44,8 @@ from newsletter.publish.sending import (
 )
 
 __all__ = [
+    "set_subject",
+    "size_note",
     "DryRunReport",
     "SendPlan",
     "dry_run",

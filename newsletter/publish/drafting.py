@@ -6,6 +6,7 @@ since); rendering happens once per edition and per send, never per recipient.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +19,14 @@ from sqlmodel import Session
 
 from newsletter import store
 from newsletter.config import Settings
+from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.periods import period_for
 from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
 from newsletter.publish.approval import alert_editors
 from newsletter.rendering import (
     EditionContext,
+    MoreLink,
     RenderedEdition,
     default_preheader,
     default_subject,
@@ -59,6 +62,10 @@ def resolve_newsletter(session: Session, settings: Settings, slug: str | None) -
     if slug is None or slug == settings.newsletter:
         return default_newsletter(session, settings)
     return store.get_newsletter(session, slug=slug)
+
+
+#: The subject column's length; past :data:`SUBJECT_BUDGET` it is allowed but warned about.
+MAX_SUBJECT = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +128,7 @@ def draft_edition(
         raise EmptyWeek(
             f"no new comparisons were published in {period.describe()}; nothing to draft"
         )
-    subject = default_subject(newsletter.name, selection.items, selection.more_count)
+    subject = default_subject(selection.items, selection.more_count)
     created = edition is None
     if edition is not None and not store.hold_draft_for_refresh(
         session, edition_id=edition.id or 0
@@ -140,11 +147,14 @@ def draft_edition(
             subject=subject,
         )
         session.add(edition)
-    edition.subject = subject
+    edition.subject = edition.custom_subject or subject
     edition.period_start, edition.period_end = period.start, period.end
     edition.scheduled_for = scheduled_for or edition.scheduled_for
-    edition.preheader = default_preheader(selection.items)
+    edition.preheader = default_preheader(selection.items, edition.subject)
     edition.more_count = selection.more_count
+    edition.more_links = json.dumps(
+        [{"title": c.title, "url": c.url} for c in selection.more], ensure_ascii=False
+    )
     ids = [c.id for c in selection.items if c.id]
     try:
         session.flush()
@@ -197,6 +207,11 @@ def _context(
         more_url=newsletter.site_url,
         site_url=newsletter.site_url,
         postal_address=settings.postal_address,
+        base_url=settings.base_url,
+        newsletter_slug=newsletter.slug,
+        more=tuple(
+            MoreLink(str(m["title"]), str(m["url"])) for m in json.loads(edition.more_links or "[]")
+        ),
     )
     return ctx, newsletter
 
@@ -216,6 +231,7 @@ def prepare(
         sender=sender_of(newsletter, settings),
         base_url=settings.base_url,
         instance_tag=instance_tag(settings.secret_key or "preview"),
+        reply_to=settings.reply_to or None,
     )
     return rendered, MessageTemplate(rendered, identity), newsletter
 
@@ -248,3 +264,35 @@ def preview_edition(
     rendered, template, _ = prepare(session, edition=edition, settings=settings)
     page, text = template.preview(SAMPLE_RECIPIENT, signer_for(settings))
     return page, text, rendered
+
+
+def size_note(session: Session, *, edition_id: int, settings: Settings) -> str | None:
+    """What an editor should hear about the edition's size: cards made compact to stay under
+    Gmail's clip, or a clip nothing could avoid (``RenderedEdition.clip_note``)."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    rendered, _, _ = prepare(session, edition=edition, settings=settings)
+    return rendered.clip_note
+
+
+def set_subject(session: Session, *, edition_id: int, subject: str | None) -> Edition:
+    """An editor's subject for a draft (None: back to the computed one), kept across draft
+    refreshes. Refused once the edition started or was approved: the approved email is the one
+    that goes out."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    if edition.status != EditionStatus.draft:
+        raise EditionStateError(f"edition {edition_id} is {edition.status}: its subject is fixed")
+    if edition.approved_at is not None:
+        raise EditionStateError(
+            f"edition {edition_id} is approved: `newsletter edition unapprove {edition_id}` "
+            "first, change the subject, then approve it again"
+        )
+    if subject is not None:
+        subject = " ".join(subject.split())
+        if not subject or len(subject) > MAX_SUBJECT:
+            raise ValueError(f"subject: 1 to {MAX_SUBJECT} characters, got {len(subject)}")
+    items = store.edition_comparisons(session, edition_id=edition_id)
+    edition.custom_subject = subject
+    edition.subject = subject or default_subject(items, edition.more_count)
+    edition.preheader = default_preheader(items, edition.subject)
+    session.commit()
+    return edition

@@ -22,6 +22,7 @@ from newsletter.redaction import redactor_for
 from newsletter.tokens import BadToken, TokenClaims
 from newsletter.web.context import SECURITY_HEADERS, RowId, WebContext, web_context
 from newsletter.web.throttle import client_key
+from newsletter.welcome import build_welcome
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -199,7 +200,7 @@ def confirm_page(token: str, ctx: Ctx) -> HTMLResponse:
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
-def confirm(token: str, ctx: Ctx) -> HTMLResponse:
+def confirm(token: str, ctx: Ctx, background: BackgroundTasks) -> HTMLResponse:
     subscriber_id = confirmed_subscriber(ctx.signer, token)
     if subscriber_id is None:
         return _bad_link(ctx)
@@ -210,11 +211,49 @@ def confirm(token: str, ctx: Ctx) -> HTMLResponse:
             return _bad_link(ctx)
         session.commit()
         names = [n.name for n in _newsletters(session) if n.id in activated]
+    for newsletter_id in activated:  # only what this confirmation turned on: once each
+        background.add_task(_welcome, ctx, subscriber_id, newsletter_id)
     if names:
         return ctx.message(
             "You are subscribed", f"Welcome! {', '.join(names)} arrives with the next edition."
         )
     return ctx.message("You are subscribed", "There is nothing left to confirm.")
+
+
+def _welcome(ctx: WebContext, subscriber_id: int, newsletter_id: int) -> None:
+    """The welcome email, with the latest sent edition's web version; a failure is logged
+    (without the address or the backend's credentials) and changes nothing."""
+    with ctx.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        newsletter = session.get(Newsletter, newsletter_id)
+        if subscriber is None or newsletter is None or subscriber.suppressed:
+            return
+        latest = session.exec(
+            select(Edition.id)
+            .where(Edition.newsletter_id == newsletter_id, Edition.status == EditionStatus.sent)
+            .order_by(col(Edition.period_start).desc())
+            .limit(1)
+        ).first()
+        base = ctx.settings.base_url.rstrip("/")
+        message = build_welcome(
+            ctx.settings,
+            ctx.signer,
+            subscriber,
+            newsletter,
+            f"{base}/archive/{latest}" if latest else None,
+        )
+    try:
+        with ctx.make_backend() as backend:
+            result = backend.send_messages([message])[0]
+        detail = None if result.status.delivered else result.detail
+    except Exception as exc:  # the backend is down or misconfigured
+        detail = type(exc).__name__
+    if detail:
+        log.warning(
+            "welcome email to subscriber %s failed: %s",
+            subscriber_id,
+            redactor_for(ctx.settings).scrub(detail),
+        )
 
 
 # --- unsubscribe (RFC 8058) -----------------------------------------------------------------
@@ -362,15 +401,16 @@ def archive(ctx: Ctx) -> HTMLResponse:
 
 @router.api_route("/archive/{edition_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def archived_edition(edition_id: RowId, ctx: Ctx) -> HTMLResponse:
-    """The web version: the email as sent, with a generic greeting and no personal links."""
+    """The web version: the edition with no greeting and no personal link, no "view in
+    browser" or "you are receiving this", and a way to subscribe and to the other editions."""
     cached = ctx.archive_cache.get(edition_id)
     if cached is None:
         with ctx.session() as session:
             edition = session.get(Edition, edition_id)
             if edition is None or edition.status not in ARCHIVED:
                 return ctx.message("Not found", status=404)
-            _, template, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
-            cached, _ = template.web_version(f"{ctx.settings.base_url.rstrip('/')}/subscribe#leave")
+            rendered, _, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
+            cached = rendered.web_html
             if edition.status == EditionStatus.sent and len(ctx.archive_cache) < 256:
                 ctx.archive_cache[edition_id] = cached
     # The same policy as every page (the email's own styles are inline; no script anywhere),
