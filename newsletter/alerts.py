@@ -15,9 +15,14 @@ from newsletter.notice import build_notice
 
 
 def build_approval_alert(
-    settings: Settings, newsletter: Newsletter, edition: Edition, editors: Sequence[str]
+    settings: Settings,
+    newsletter: Newsletter,
+    edition: Edition,
+    editors: Sequence[str],
+    size_note: str | None = None,
 ) -> list[OutgoingMessage]:
-    """One message per editor: what waits, when it was due, and the two commands to act."""
+    """One message per editor: what waits, when it was due, and the two commands to act;
+    ``size_note`` when cards were made compact for Gmail's clip (or nothing could avoid it)."""
     sender = settings.sender()
     due = f"{edition.scheduled_for:%a %d %b %Y %H:%M} UTC" if edition.scheduled_for else "now"
     subject = f"Approval needed: {newsletter.name} ({edition.period_key})"
@@ -25,7 +30,8 @@ def build_approval_alert(
         f"The {newsletter.name} edition for {edition.period_key} is ready and waits for an "
         f"editor's approval. It was due {due}; nothing goes out until it is approved.\n\n"
         f"Subject: {edition.subject}\n\n"
-        f"Preview:  newsletter edition preview {edition.id}\n"
+        + (f"Size: {size_note}.\n\n" if size_note else "")
+        + f"Preview:  newsletter edition preview {edition.id}\n"
         f"Approve:  newsletter edition approve {edition.id} --by YOUR-NAME\n\n"
         "Once approved, the scheduler sends it within a minute.\n"
     )

@@ -255,6 +255,30 @@ def test_approval_holds_the_send_alerts_editors_once_then_sends(
     ]
 
 
+def test_the_approval_alert_says_when_cards_were_made_compact_for_size(
+    seeded: Session, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drafted by the scheduler with nobody at a terminal: the editors hear about size."""
+    from email import message_from_bytes
+
+    from newsletter import rendering
+
+    monkeypatch.setattr(rendering, "CLIP_BUDGET", 30_000)
+    directory = tmp_path / "approval"
+    write_schedule(directory, approval_required=True, editors=["editor@example.com"])
+    sync(seeded, directory, settings)
+    publish_daily(seeded, datetime(2026, 11, 16, tzinfo=UTC), 7)
+    memory.reset()
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    run_clock(seeded, settings, monday, monday + timedelta(hours=12))
+    (alert,) = memory.outbox
+    message = message_from_bytes(alert.data)
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    body = payload.decode()
+    assert "Size: " in body and "compact lines" in body
+
+
 def test_pause_skip_and_resume(seeded: Session, settings: Settings, planned: Path) -> None:
     publish_daily(seeded, datetime(2026, 11, 9, tzinfo=UTC), 28)
     subscribe(seeded, settings, 1)

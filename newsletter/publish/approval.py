@@ -68,13 +68,26 @@ def alert_editors(session: Session, settings: Settings, edition: Edition, now: d
     edition.alerted_at = now
     newsletter = session.get(Newsletter, edition.newsletter_id)
     assert newsletter is not None
-    messages = build_approval_alert(settings, newsletter, edition, editors)
+    messages = build_approval_alert(
+        settings, newsletter, edition, editors, _size_note(session, settings, edition)
+    )
     try:
         with backend_from_url(settings.mail_backend) as backend:
             backend.send_messages(messages)
     except Exception as exc:  # the hold stands; the operator sees it in `edition status`
         log.warning("approval alert for edition %s not sent: %s", edition.id, type(exc).__name__)
     return True
+
+
+def _size_note(session: Session, settings: Settings, edition: Edition) -> str | None:
+    """The clip guard's word on this draft, for the editors (logged when there is one: the
+    scheduler drafts with nobody watching a terminal)."""
+    from newsletter.publish.drafting import size_note  # drafting imports this module
+
+    note = size_note(session, edition_id=edition.id or 0, settings=settings)
+    if note:
+        log.warning("edition %s: %s", edition.id, note)
+    return note
 
 
 def withdraw_approval(session: Session, *, edition_id: int, by: str) -> Edition:
