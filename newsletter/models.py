@@ -379,3 +379,56 @@ class WebhookNonce(SQLModel, table=True):
     provider: str = Field(max_length=32)
     token: str = Field(max_length=200)
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class Role(enum.StrEnum):
+    """What a console user may do: editors shape and approve drafts, operators run sends,
+    schedules and subscribers, admins do everything and manage users."""
+
+    editor = "editor"
+    operator = "operator"
+    admin = "admin"
+
+
+class User(SQLModel, table=True):
+    """A console account. ``password_hash`` (argon2id) is None until the person follows
+    their one-time set-password link."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    role: str = Field(max_length=16)
+    password_hash: str | None = Field(default=None, max_length=200)
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser. The cookie carries a random token; only its SHA-256 is stored,
+    so a copy of the database opens no session. ``csrf`` is the form token of this session."""
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    csrf: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    seen_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PasswordLink(SQLModel, table=True):
+    """A one-time set-password link (SHA-256 of its token): used once, expires."""
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed what, when, from the console or the CLI (with before and after, as JSON,
+    where a change has them)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str = Field(max_length=320)
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(max_length=200, index=True)
+    detail: str | None = Field(default=None, sa_type=Text)

@@ -12,7 +12,14 @@ from typing import Any
 import typer
 
 from newsletter.allocator import keep_freed_memory
-from newsletter.cli import content, demo, editions, operations, scheduling  # noqa: F401 (register)
+from newsletter.cli import (  # noqa: F401 (register)
+    content,
+    demo,
+    editions,
+    operations,
+    scheduling,
+    users,
+)
 from newsletter.cli.common import HELP, app
 
 __all__ = ["app", "main"]

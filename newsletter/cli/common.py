@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session
 
 from newsletter import importing, publish, store
+from newsletter.accounts import AccountError
 from newsletter.backends import BackendError
 from newsletter.backends.base import HandoverError
 from newsletter.clock import Clock, system_clock
@@ -86,6 +87,8 @@ schedule_app = typer.Typer(
     help="Weekly schedules: check, sync, list, pause, skip.", no_args_is_help=True
 )
 app.add_typer(schedule_app, name="schedule")
+user_app = typer.Typer(help="Console accounts: editors, operators, admins.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -97,6 +100,8 @@ _EXPECTED_ERRORS = (
     store.NotFound,
     publish.EmptyWeek,
     publish.EditionStateError,
+    publish.SubjectError,
+    AccountError,
     RenderError,
     RuleError,
     FileNotFoundError,

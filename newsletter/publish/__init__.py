@@ -25,6 +25,7 @@ from newsletter.publish.drafting import (
     ComparisonTaken,
     DraftOutcome,
     EmptyWeek,
+    SubjectError,
     default_newsletter,
     draft_edition,
     prepare,
@@ -44,6 +45,7 @@ from newsletter.publish.sending import (
 )
 
 __all__ = [
+    "SubjectError",
     "set_subject",
     "size_note",
     "DryRunReport",

@@ -274,6 +274,10 @@ def size_note(session: Session, *, edition_id: int, settings: Settings) -> str |
     return rendered.clip_note
 
 
+class SubjectError(ValueError):
+    """An edition subject that can't be used; the message says what is allowed."""
+
+
 def set_subject(session: Session, *, edition_id: int, subject: str | None) -> Edition:
     """An editor's subject for a draft (None: back to the computed one), kept across draft
     refreshes. Refused once the edition started or was approved: the approved email is the one
@@ -289,7 +293,7 @@ def set_subject(session: Session, *, edition_id: int, subject: str | None) -> Ed
     if subject is not None:
         subject = " ".join(subject.split())
         if not subject or len(subject) > MAX_SUBJECT:
-            raise ValueError(f"subject: 1 to {MAX_SUBJECT} characters, got {len(subject)}")
+            raise SubjectError(f"subject: 1 to {MAX_SUBJECT} characters, got {len(subject)}")
     items = store.edition_comparisons(session, edition_id=edition_id)
     edition.custom_subject = subject
     edition.subject = subject or default_subject(items, edition.more_count)
