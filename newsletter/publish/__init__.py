@@ -37,14 +37,21 @@ from newsletter.publish.drafting import (
     size_note,
 )
 from newsletter.publish.dryrun import DryRunReport, SendPlan, dry_run, send_plan
+from newsletter.publish.preflight import Check, preflight
 from newsletter.publish.sending import (
     SendReport,
     policy_for,
     send_edition,
     start_edition,
 )
+from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "Check",
+    "MAX_TEST_ADDRESSES",
+    "TestSendError",
+    "preflight",
+    "send_test",
     "SubjectError",
     "set_subject",
     "size_note",

@@ -1,0 +1,112 @@
+"""What editors use before approving: the preflight checks and "send me a test"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from email import message_from_bytes
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from newsletter import publish, store
+from newsletter.backends import memory
+from newsletter.config import Settings
+from newsletter.models import Delivery, Subscriber
+
+from .conftest import PINNED_DATE
+
+
+def _checks(seeded: Session, settings: Settings, draft: int) -> dict[str, publish.Check]:
+    return {c.name: c for c in publish.preflight(seeded, edition_id=draft, settings=settings)}
+
+
+def test_the_example_draft_passes_preflight(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    checks = _checks(seeded, settings, draft)
+    assert list(checks) == [
+        "size",
+        "links",
+        "unsubscribe",
+        "postal address",
+        "subject",
+        "rendered",
+        "text part",
+        "images",
+    ]
+    failing = [c for c in checks.values() if not c.ok]
+    assert not failing, failing
+    assert "bytes as sent" in checks["size"].reason
+
+
+def test_preflight_catches_http_links_and_a_long_subject(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    plain = settings.model_copy(update={"base_url": "http://news.example.com"})
+    checks = _checks(seeded, plain, draft)
+    assert not checks["links"].ok and "http://news.example.com" in checks["links"].reason
+    publish.set_subject(seeded, edition_id=draft, subject="A subject " * 10)
+    assert not _checks(seeded, settings, draft)["subject"].ok
+
+
+def test_a_test_send_is_the_subscribers_email_marked_and_recorded_nowhere(
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    people = add_subscribers(2, prefix="reader")
+    reader = people[1]  # "Reader 1"
+    results = publish.send_test(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        to=["editor@example.com", "Chief@Example.com"],
+        as_subscriber=reader.email,
+        backend=memory.MemoryBackend(),
+        now=PINNED_DATE,
+    )
+    assert [address for address, _ in results] == ["editor@example.com", "Chief@example.com"]
+    assert all(result.status.delivered for _, result in results)
+    assert [m.recipient for m in memory.outbox] == ["editor@example.com", "Chief@example.com"]
+    message = message_from_bytes(memory.outbox[0].data)
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert message["Subject"] == f"[TEST] {edition.subject}"
+    body = message.get_payload(0).get_payload(decode=True).decode()
+    assert "Hi Reader 1," in body  # as that subscriber gets it
+    # Its own Message-ID and idempotency key: never mistaken for the real one later.
+    assert message["Message-ID"].startswith("<test.")
+    assert memory.outbox[0].key.startswith("test-")
+    assert seeded.exec(select(func.count()).select_from(Delivery)).one() == 0
+    assert store.edition_status(seeded, edition_id=draft) == "draft"
+
+
+@pytest.mark.parametrize(
+    ("to", "as_subscriber", "words"),
+    [
+        ([], None, "1 to 10 addresses"),
+        ([f"t{i}@example.com" for i in range(11)], None, "1 to 10 addresses"),
+        (["not an address"], None, "to: 'not an address'"),
+        (["editor@example.com"], "nobody@example.com", "no subscriber 'nobody@example.com'"),
+    ],
+)
+def test_a_test_send_refuses_bad_input_and_sends_nothing(
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    to: list[str],
+    as_subscriber: str | None,
+    words: str,
+) -> None:
+    with pytest.raises(publish.TestSendError, match=words):
+        publish.send_test(
+            seeded,
+            edition_id=draft,
+            settings=settings,
+            to=to,
+            as_subscriber=as_subscriber,
+            backend=memory.MemoryBackend(),
+            now=PINNED_DATE,
+        )
+    assert memory.outbox == []
