@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -25,7 +25,7 @@ from newsletter.config import ConfigError, Settings
 from newsletter.database import connection_lost, make_engine, require_head
 from newsletter.passwords import weakness
 from newsletter.paths import web_templates_dir
-from newsletter.web import admin, hooks, public
+from newsletter.web import admin, console, hooks, public
 from newsletter.web.context import WebContext
 from newsletter.web.throttle import SlidingWindow
 
@@ -81,6 +81,15 @@ def create_app(
     app.include_router(public.router)
     app.include_router(hooks.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
+
+    @app.exception_handler(console.LoginRequired)
+    async def _login_first(request: Request, exc: console.LoginRequired) -> Response:
+        return RedirectResponse(f"{ctx.path_prefix()}/console/login", status_code=303)
+
+    @app.exception_handler(console.Forbidden)
+    async def _forbidden(request: Request, exc: console.Forbidden) -> Response:
+        return ctx.message("Not allowed", f"{exc}.", status=403)
 
     @app.exception_handler(StarletteHTTPException)
     async def _plain_errors(request: Request, exc: StarletteHTTPException) -> Response:

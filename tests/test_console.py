@@ -1,0 +1,217 @@
+"""The editors' console over HTTP: sign-in, sessions, roles, CSRF, and the draft's actions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from newsletter import accounts, audit, store
+from newsletter.backends import memory
+from newsletter.config import Settings
+from newsletter.models import AuditEvent, ConsoleSession, User
+from newsletter.web.app import create_app
+
+NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
+PASSWORD = "correct horse battery staple 42"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _user(session: Session, email: str, role: str) -> User:
+    user, token = accounts.add_user(session, email=email, role=role, now=NOW)
+    accounts.set_password(session, token=token, password=PASSWORD, now=NOW)
+    session.commit()
+    return user
+
+
+@pytest.fixture
+def client(
+    settings: Settings, engine: Engine, seeded: Session, clock: Clock
+) -> Iterator[TestClient]:
+    with TestClient(
+        create_app(settings, engine=engine, clock=clock),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as c:
+        yield c
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> str:
+    """Signs in; the session's CSRF token, read from a console page."""
+    answer = client.post("/console/login", data={"email": email, "password": password})
+    assert answer.status_code == 303, answer.text
+    page = client.get("/console").text
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def test_every_console_page_needs_a_session(client: TestClient, draft: int) -> None:
+    for path in ("/console", f"/console/editions/{draft}"):
+        answer = client.get(path)
+        assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
+    refused = client.post(f"/console/editions/{draft}/approve", data={"csrf": "x"})
+    assert refused.status_code == 303 and refused.headers["location"] == "/console/login"
+
+
+def test_sign_in_sets_a_private_cookie_and_a_wrong_password_says_nothing_more(
+    client: TestClient, seeded: Session
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    wrong = client.post("/console/login", data={"email": "ed@example.com", "password": "nope"})
+    unknown = client.post("/console/login", data={"email": "x@example.com", "password": "nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert "do not match" in wrong.text and "do not match" in unknown.text
+    ok = client.post("/console/login", data={"email": "ED@example.com", "password": PASSWORD})
+    assert ok.status_code == 303
+    cookie = ok.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
+    assert "Path=/console" in cookie
+    token = client.cookies.get("nl_console")
+    assert token and seeded.get(ConsoleSession, accounts.token_hash(token)) is not None
+    assert seeded.exec(select(ConsoleSession)).first().token_hash != token  # only a hash kept
+
+
+def test_failed_sign_ins_are_throttled_per_account(client: TestClient, seeded: Session) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    client.app.state.web.account_failures.limit = 3  # type: ignore[attr-defined]
+    for _ in range(3):
+        client.post("/console/login", data={"email": "ed@example.com", "password": "nope"})
+    blocked = client.post("/console/login", data={"email": "ed@example.com", "password": PASSWORD})
+    assert blocked.status_code == 429  # not even the right password gets in now
+
+
+def test_sessions_expire_when_idle_and_end_at_sign_out(
+    client: TestClient, seeded: Session, clock: Clock
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    clock.at += accounts.IDLE + timedelta(minutes=1)
+    assert client.get("/console").status_code == 303
+    clock.at = NOW
+    csrf = sign_in(client, "ed@example.com")
+    out = client.post("/console/logout", data={"csrf": csrf})
+    assert out.status_code == 303
+    assert client.get("/console").status_code == 303
+
+
+def test_forms_need_the_session_token_and_same_site(
+    client: TestClient, seeded: Session, draft: int
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    forged = client.post(f"/console/editions/{draft}/approve", data={"csrf": "forged"})
+    cross = client.post(
+        f"/console/editions/{draft}/approve",
+        data={"csrf": csrf},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert forged.status_code == cross.status_code == 403
+    assert store.get_edition(seeded, edition_id=draft).approved_at is None
+
+
+def test_roles_decide_what_a_person_may_do(client: TestClient, seeded: Session, draft: int) -> None:
+    _user(seeded, "ops@example.com", "operator")
+    csrf = sign_in(client, "ops@example.com")
+    page = client.get(f"/console/editions/{draft}").text
+    assert "Approve</button>" not in page and "Send me a test" not in page
+    refused = client.post(f"/console/editions/{draft}/approve", data={"csrf": csrf})
+    assert refused.status_code == 403 and "operator may not do this" in refused.text
+
+
+def test_an_editor_sees_the_draft_tests_it_and_approves_it(
+    client: TestClient, seeded: Session, draft: int
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    listing = client.get("/console").text
+    assert f"/console/editions/{draft}" in listing and "2026-W48" in listing
+    page = client.get(f"/console/editions/{draft}").text
+    assert page.count("<iframe") == 4 and 'sandbox srcdoc="' in page
+    assert "@media all" in page  # the dark previews apply the email's own dark rules
+    assert "✓ size" in page and "bytes as sent" in page
+    memory.reset()
+    sent = client.post(
+        f"/console/editions/{draft}/test", data={"csrf": csrf, "to": "ed@example.com"}
+    )
+    assert sent.status_code == 303
+    assert [m.recipient for m in memory.outbox] == ["ed@example.com"]
+    approved = client.post(f"/console/editions/{draft}/approve", data={"csrf": csrf})
+    assert approved.status_code == 303
+    seeded.expire_all()
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert edition.approved_at is not None and edition.approved_by == "ed@example.com"
+    actions = [e.action for e in audit.recent(seeded, target=f"edition {draft}")]
+    assert actions == ["edition.approve", "edition.test"]
+
+
+def test_approval_waits_for_a_failing_check_unless_an_admin_overrides_it(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, clock: Clock
+) -> None:
+    plain = settings.model_copy(update={"base_url": "http://news.example.com"})
+    _user(seeded, "ed@example.com", "editor")
+    _user(seeded, "boss@example.com", "admin")
+    with TestClient(
+        create_app(plain, engine=engine, clock=clock),
+        base_url="http://news.example.com",
+        follow_redirects=False,
+    ) as c:
+        csrf = sign_in(c, "ed@example.com")
+        refused = c.post(f"/console/editions/{draft}/approve", data={"csrf": csrf})
+        assert refused.status_code == 409 and "links failed" in refused.text
+        c.post("/console/logout", data={"csrf": csrf})
+        csrf = sign_in(c, "boss@example.com")
+        approved = c.post(
+            f"/console/editions/{draft}/approve",
+            data={"csrf": csrf, "override": "staging server, links fixed at send"},
+        )
+        assert approved.status_code == 303
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft).approved_at is not None
+    event = seeded.exec(select(AuditEvent).where(AuditEvent.action == "edition.approve")).one()
+    assert event.actor == "boss@example.com" and "staging server" in (event.detail or "")
+
+
+def test_a_set_password_link_works_once_and_refuses_weak_passwords(
+    client: TestClient, seeded: Session
+) -> None:
+    _, token = accounts.add_user(seeded, email="new@example.com", role="editor", now=NOW)
+    seeded.commit()
+    assert "new@example.com" in client.get(f"/console/password/{token}").text
+    weak = client.post(f"/console/password/{token}", data={"password": "password123"})
+    assert weak.status_code == 400 and "common" in weak.text
+    ok = client.post(f"/console/password/{token}", data={"password": PASSWORD})
+    assert ok.status_code == 303
+    again = client.post(f"/console/password/{token}", data={"password": PASSWORD + "x"})
+    assert again.status_code == 400 and "not valid any more" in again.text
+    sign_in(client, "new@example.com")
+
+
+def test_subscriber_tokens_open_no_console_page(
+    client: TestClient, seeded: Session, settings: Settings
+) -> None:
+    """An unsubscribe token (a genuine one) set as the console cookie opens nothing."""
+    from newsletter import publish
+
+    genuine = publish.signer_for(settings).unsubscribe(
+        subscriber_id=1, newsletter_id=1, edition_id=None
+    )
+    client.cookies.set("nl_console", genuine)
+    assert client.get("/console").status_code == 303
