@@ -25,6 +25,7 @@ from sqlmodel import Session, select
 
 from newsletter import publish
 from newsletter.backends import memory
+from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.models import Subscriber, Subscription
 from newsletter.web.app import create_app
@@ -48,12 +49,14 @@ def server(settings: Settings, engine: Engine, seeded: Session) -> Iterator[str]
 
 
 @contextmanager
-def _serve(settings: Settings, engine: Engine, **overrides: object) -> Iterator[str]:
+def _serve(
+    settings: Settings, engine: Engine, clock: Clock = system_clock, **overrides: object
+) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     served = settings.model_copy(update={"base_url": base, **overrides})
     memory.reset()
-    app = create_app(served, engine=engine)
+    app = create_app(served, engine=engine, clock=clock)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -204,7 +207,10 @@ def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
     confirmation, Resume; JavaScript off."""
     add_subscribers(5, prefix="op")
     publish.start_edition(seeded, edition_id=draft, settings=settings)
-    with _serve(settings, engine, admin_password="op-s3cret-Lp2mN9xq") as base, sync_playwright() as p:
+    with (
+        _serve(settings, engine, admin_password="op-s3cret-Lp2mN9xq") as base,
+        sync_playwright() as p,
+    ):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         context = browser.new_context(
             java_script_enabled=False,

@@ -1,0 +1,103 @@
+"""The console in real headless Chromium (JavaScript off): an editor signs in, opens the
+coming draft, sees the previews, changes the subject, sends a test and approves; a visitor
+without a session reaches no console page. Screenshots at 375 and 1280 px go to
+``test-artifacts/console/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter import accounts, store
+from newsletter.backends import memory
+from newsletter.clock import fixed_clock
+from newsletter.config import Settings
+
+from .test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
+from .test_web_browser import _serve
+
+SHOTS = ARTIFACTS / "console"
+NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        context = browser.new_context(java_script_enabled=False)
+        yield context.new_page()
+        browser.close()
+
+
+def shoot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for width in (375, 1280):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+
+
+def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, page: Page
+) -> None:
+    user, token = accounts.add_user(seeded, email="ed@example.com", role="editor", now=NOW)
+    seeded.commit()
+    # Links in the email are https (the public base URL); the console's own links are paths,
+    # so it works here on http://127.0.0.1 (where Chromium keeps Secure cookies too).
+    public = "https://news.example.com"
+    with _serve(settings, engine, clock=fixed_clock(NOW), base_url=public) as base:
+        page.goto(f"{base}/console/editions/{draft}")
+        assert page.url == f"{base}/console/login"  # no session: the login page
+        page.goto(f"{base}/console/password/{token}")
+        shoot(page, "set-password")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        assert page.url == f"{base}/console/login"
+        page.fill("#email", "ed@example.com")
+        page.fill("#password", PASSWORD)
+        shoot(page, "login")
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Editions"
+        shoot(page, "editions")
+        page.click(f"a[href='/console/editions/{draft}']")
+        assert page.locator("iframe.preview").count() == 4
+        frame = page.frame_locator("iframe.phone").first
+        assert "THE CALL" in frame.locator("body").inner_text().upper()
+        shoot(page, "draft")
+        for index, name in enumerate(
+            ("phone-light", "phone-dark", "desktop-light", "desktop-dark")
+        ):
+            preview = page.locator("iframe.preview").nth(index)
+            preview.scroll_into_view_if_needed()
+            preview.screenshot(path=str(SHOTS / f"preview-{name}.png"))
+        # A subject too long for a phone fails the preflight, and approval waits for it.
+        page.fill("#subject", "Four AI tools and four calls, " * 4)
+        page.click("text=Save subject")
+        assert page.locator("[role=status]").inner_text() == "Subject saved."
+        assert "✗ subject" in page.locator("#preflight").inner_text()
+        page.click("button:text('Approve')")
+        assert "subject failed" in page.locator("[role=alert]").inner_text()
+        shoot(page, "preflight-failed")
+        page.fill("#subject", "Four AI tools, four calls")
+        page.click("text=Save subject")
+        assert "✗" not in page.locator("#preflight").inner_text()
+        assert "Four AI tools, four calls" in page.locator(".inbox").inner_text()
+        memory.reset()
+        page.click("text=Send the test")
+        assert "Test sent" in page.locator("[role=status]").inner_text()
+        assert [m.recipient for m in memory.outbox] == ["ed@example.com"]
+        assert b"Subject: [TEST] Four AI tools, four calls" in memory.outbox[0].data
+        page.click("button:text('Approve')")
+        assert "Approved" in page.locator("[role=status]").inner_text()
+        shoot(page, "approved")
+    seeded.expire_all()
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert (
+        edition.approved_by == "ed@example.com" and edition.subject == "Four AI tools, four calls"
+    )
