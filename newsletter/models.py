@@ -192,6 +192,10 @@ class Edition(SQLModel, table=True):
     custom_subject: str | None = Field(default=None, max_length=300)
     #: The comparisons past the cap, as JSON [{"title": ..., "url": ...}], named in the email.
     more_links: str | None = Field(default=None, sa_type=Text)
+    #: An editor's words for this edition, under the greeting.
+    intro: str | None = Field(default=None, sa_type=Text)
+    #: Comparison ids an editor dropped (JSON list): a refresh of the draft leaves them out.
+    dropped: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     send_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

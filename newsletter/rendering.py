@@ -69,6 +69,8 @@ class EditionContext:
     base_url: str = ""
     more: Sequence[MoreLink] = ()
     newsletter_slug: str = ""
+    #: An editor's words for this edition, under the greeting.
+    intro: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,7 @@ def _render(
         "newsletter_slug": ctx.newsletter_slug,
         "period_label": period_label(ctx.period),
         "lead": lead_sentence(len(verdicts) + ctx.more_count),
+        "intro": ctx.intro,
         "items": items,
         "compact": compact,
         "contents": items if len(verdicts) >= 3 and items else [],

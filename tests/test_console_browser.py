@@ -76,6 +76,23 @@ def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
             preview = page.locator("iframe.preview").nth(index)
             preview.scroll_into_view_if_needed()
             preview.screenshot(path=str(SHOTS / f"preview-{name}.png"))
+        # Drop one comparison and write an intro: both previews change.
+        first_title = page.locator("#items li").first.inner_text().split("\n")[0].strip()
+        phone = page.frame_locator("iframe.phone").first.locator("body")
+        assert first_title in phone.inner_text()
+        page.locator("#items li").first.locator("button:text('Drop')").click()
+        assert "dropped" in page.locator("[role=status]").inner_text()
+        assert page.locator("#items li").count() == 3
+        assert first_title in page.locator("#dropped").inner_text()
+        for frame in ("iframe.phone", "iframe.desktop"):
+            shown = page.frame_locator(frame).first.locator("body").inner_text()
+            assert first_title not in shown and "3 new comparisons" in shown
+        page.fill("#intro", "A quiet week: three tools, one surprise.")
+        page.click("text=Save intro")
+        for frame in ("iframe.phone", "iframe.desktop"):
+            shown = page.frame_locator(frame).first.locator("body").inner_text()
+            assert "A quiet week: three tools, one surprise." in shown
+        assert "A quiet week" in page.locator("pre.text").inner_text()
         # A subject too long for a phone fails the preflight, and approval waits for it.
         page.fill("#subject", "Four AI tools and four calls, " * 4)
         page.click("text=Save subject")

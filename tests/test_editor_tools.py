@@ -110,3 +110,54 @@ def test_a_test_send_refuses_bad_input_and_sends_nothing(
             now=PINNED_DATE,
         )
     assert memory.outbox == []
+
+
+def test_an_editor_drops_moves_and_restores_and_a_refresh_keeps_the_drop(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    from datetime import UTC, datetime
+
+    items = store.edition_comparisons(seeded, edition_id=draft)
+    lead, second = items[0], items[1]
+    publish.drop_item(seeded, edition_id=draft, comparison_id=lead.id or 0)
+    seeded.commit()
+    after = store.edition_comparisons(seeded, edition_id=draft)
+    assert lead.id not in [c.id for c in after] and len(after) == len(items) - 1
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert edition.subject.startswith(second.title)  # the subject follows the new lead
+    # Refreshing the draft from the store leaves the dropped comparison out.
+    publish.draft_edition(
+        seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
+    )
+    assert lead.id not in [c.id for c in store.edition_comparisons(seeded, edition_id=draft)]
+    assert publish.dropped_comparisons(seeded, edition=edition) == [(lead.id, lead.title)]
+    publish.move_item(seeded, edition_id=draft, comparison_id=after[1].id or 0, up=True)
+    moved = store.edition_comparisons(seeded, edition_id=draft)
+    assert [c.id for c in moved[:2]] == [after[1].id, after[0].id]
+    publish.restore_item(seeded, edition_id=draft, comparison_id=lead.id or 0)
+    seeded.commit()
+    restored = store.edition_comparisons(seeded, edition_id=draft)
+    assert restored[-1].id == lead.id and len(restored) == len(items)
+
+
+def test_the_intro_shows_in_both_parts_and_an_approved_draft_is_fixed(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    from datetime import UTC, datetime
+
+    publish.set_intro(seeded, edition_id=draft, intro="A quiet week: four tools, one surprise.")
+    seeded.commit()
+    html, text, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "A quiet week: four tools, one surprise." in html
+    assert "A quiet week: four tools, one surprise." in text
+    with pytest.raises(publish.ShapingError, match="intro: at most 600"):
+        publish.set_intro(seeded, edition_id=draft, intro="x" * 601)
+    publish.approve_edition(
+        seeded, edition_id=draft, by="Ada", now=datetime(2026, 11, 24, tzinfo=UTC)
+    )
+    with pytest.raises(publish.EditionStateError, match="approved"):
+        publish.drop_item(
+            seeded,
+            edition_id=draft,
+            comparison_id=store.edition_comparisons(seeded, edition_id=draft)[0].id or 0,
+        )

@@ -44,9 +44,23 @@ from newsletter.publish.sending import (
     send_edition,
     start_edition,
 )
+from newsletter.publish.shaping import (
+    ShapingError,
+    drop_item,
+    dropped_comparisons,
+    move_item,
+    restore_item,
+    set_intro,
+)
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "ShapingError",
+    "drop_item",
+    "dropped_comparisons",
+    "move_item",
+    "restore_item",
+    "set_intro",
     "Check",
     "MAX_TEST_ADDRESSES",
     "TestSendError",

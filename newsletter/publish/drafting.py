@@ -121,7 +121,8 @@ def draft_edition(
                 newsletter_id=newsletter.id,
                 exclude_edition_id=edition.id if edition else None,
             )
-        ),
+        )
+        | dropped_ids(edition),
         cap=newsletter.item_cap,
     )
     if selection.empty:
@@ -207,6 +208,7 @@ def _context(
         more_url=newsletter.site_url,
         site_url=newsletter.site_url,
         postal_address=settings.postal_address,
+        intro=edition.intro or "",
         base_url=settings.base_url,
         newsletter_slug=newsletter.slug,
         more=tuple(
@@ -264,6 +266,13 @@ def preview_edition(
     rendered, template, _ = prepare(session, edition=edition, settings=settings)
     page, text = template.preview(SAMPLE_RECIPIENT, signer_for(settings))
     return page, text, rendered
+
+
+def dropped_ids(edition: Edition | None) -> set[int]:
+    """The comparisons an editor dropped from this draft (a refresh leaves them out)."""
+    if edition is None or not edition.dropped:
+        return set()
+    return {int(i) for i in json.loads(edition.dropped)}
 
 
 def size_note(session: Session, *, edition_id: int, settings: Settings) -> str | None:

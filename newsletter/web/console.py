@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter import accounts, audit, ledger, publish, store
@@ -235,6 +237,8 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "failing": [c for c in checks if not c.ok],
         "sender": ctx.settings.from_address,
         "events": audit.recent(session, target=f"edition {edition_id}", limit=20),
+        "items": store.edition_comparisons(session, edition_id=edition_id),
+        "dropped": publish.dropped_comparisons(session, edition=edition),
     }
 
 
@@ -255,6 +259,11 @@ DONE = {
     "approve": "Approved: the scheduler sends it at its send time.",
     "unapprove": "The approval was withdrawn: the draft is held again.",
     "subject": "Subject saved.",
+    "intro": "Intro saved.",
+    "drop": "Comparison dropped; Restore puts it back.",
+    "restore": "Comparison restored, at the end.",
+    "up": "Moved up.",
+    "down": "Moved down.",
 }
 
 
@@ -418,3 +427,92 @@ def unapprove(
         )
         session.commit()
     return _back(ctx, edition_id, "unapprove")
+
+
+# --- shaping a draft ----------------------------------------------------------------------------
+
+
+def _shape(
+    request: Request,
+    ctx: WebContext,
+    who: accounts.SignedIn,
+    edition_id: int,
+    csrf: str,
+    action: str,
+    change: Callable[[Session], dict[str, Any]],
+) -> Response:
+    """Run one change on a draft, record it in the audit log, and go back to its page (or
+    show why not, changing nothing)."""
+    _check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            detail = change(session)
+        except (publish.ShapingError, publish.EditionStateError) as exc:
+            session.rollback()
+            return _refused(ctx, who, edition_id, str(exc), status=400)
+        except IntegrityError:
+            session.rollback()
+            return _refused(
+                ctx, who, edition_id, "That comparison is in another edition now.", status=409
+            )
+        audit.record(
+            session,
+            actor=who.user.email,
+            action=f"edition.{action}",
+            target=f"edition {edition_id}",
+            now=now,
+            detail=detail,
+        )
+        session.commit()
+    return _back(ctx, edition_id, action)
+
+
+@router.post("/editions/{edition_id}/intro", response_class=HTMLResponse)
+def change_intro(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    intro: Annotated[str, Form(max_length=5000)] = "",
+) -> Response:
+    def change(session: Session) -> dict[str, Any]:
+        before = store.get_edition(session, edition_id=edition_id).intro
+        after = publish.set_intro(session, edition_id=edition_id, intro=intro).intro
+        return {"before": before, "after": after}
+
+    return _shape(request, ctx, who, edition_id, csrf, "intro", change)
+
+
+@router.post("/editions/{edition_id}/items/{comparison_id}/{move}", response_class=HTMLResponse)
+def change_item(
+    request: Request,
+    edition_id: RowId,
+    comparison_id: RowId,
+    move: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """drop, restore, up or down: one comparison of the draft."""
+    moves: dict[str, Callable[[Session], object]] = {
+        "drop": lambda s: publish.drop_item(s, edition_id=edition_id, comparison_id=comparison_id),
+        "restore": lambda s: publish.restore_item(
+            s, edition_id=edition_id, comparison_id=comparison_id
+        ),
+        "up": lambda s: publish.move_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, up=True
+        ),
+        "down": lambda s: publish.move_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, up=False
+        ),
+    }
+    if move not in moves:
+        return ctx.message("Not found", status=404)
+
+    def change(session: Session) -> dict[str, Any]:
+        moves[move](session)
+        return {"comparison": comparison_id}
+
+    return _shape(request, ctx, who, edition_id, csrf, move, change)

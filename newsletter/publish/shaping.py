@@ -1,0 +1,114 @@
+"""What an editor changes on a draft before approving it: the intro, and which comparisons it
+carries in which order.
+
+Only a draft that is not approved can change (the approved email is the one that goes out).
+A dropped comparison is remembered on the edition, so refreshing the draft from the store
+leaves it out; restoring it puts it back at the end. The subject and preheader follow the
+items unless an editor set the subject. The caller commits and records the change in the
+audit log.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session
+
+from newsletter import store
+from newsletter.lifecycle import EditionStateError
+from newsletter.models import Comparison, Edition, EditionStatus
+from newsletter.publish.drafting import dropped_ids
+from newsletter.rendering import default_preheader, default_subject
+
+#: Characters of an edition's intro.
+MAX_INTRO = 600
+
+
+class ShapingError(ValueError):
+    """A change a draft can't take; the message names the field and what is allowed."""
+
+
+def _open_draft(session: Session, edition_id: int) -> Edition:
+    edition = store.get_edition(session, edition_id=edition_id)
+    if edition.status != EditionStatus.draft:
+        raise EditionStateError(f"edition {edition_id} is {edition.status}: its content is fixed")
+    if edition.approved_at is not None:
+        raise EditionStateError(
+            f"edition {edition_id} is approved: withdraw the approval to change it"
+        )
+    return edition
+
+
+def set_intro(session: Session, *, edition_id: int, intro: str | None) -> Edition:
+    edition = _open_draft(session, edition_id)
+    text = " ".join((intro or "").split())
+    if len(text) > MAX_INTRO:
+        raise ShapingError(f"intro: at most {MAX_INTRO} characters, got {len(text)}")
+    edition.intro = text or None
+    session.flush()
+    return edition
+
+
+def _items(session: Session, edition: Edition) -> list[int]:
+    return [c.id or 0 for c in store.edition_comparisons(session, edition_id=edition.id or 0)]
+
+
+def _save(session: Session, edition: Edition, ids: list[int]) -> None:
+    if not ids:
+        raise ShapingError("items: an edition carries at least one comparison")
+    store.set_edition_items(
+        session, edition_id=edition.id or 0, newsletter_id=edition.newsletter_id, comparison_ids=ids
+    )
+    items = store.edition_comparisons(session, edition_id=edition.id or 0)
+    if not edition.custom_subject:
+        edition.subject = default_subject(items, edition.more_count)
+    edition.preheader = default_preheader(items, edition.subject)
+    session.flush()
+
+
+def drop_item(session: Session, *, edition_id: int, comparison_id: int) -> Edition:
+    edition = _open_draft(session, edition_id)
+    ids = _items(session, edition)
+    if comparison_id not in ids:
+        raise ShapingError(f"comparison {comparison_id} is not in edition {edition_id}")
+    _save(session, edition, [i for i in ids if i != comparison_id])
+    edition.dropped = json.dumps(sorted(dropped_ids(edition) | {comparison_id}))
+    session.flush()
+    return edition
+
+
+def restore_item(session: Session, *, edition_id: int, comparison_id: int) -> Edition:
+    edition = _open_draft(session, edition_id)
+    dropped = dropped_ids(edition)
+    if comparison_id not in dropped:
+        raise ShapingError(f"comparison {comparison_id} was not dropped from edition {edition_id}")
+    _save(session, edition, [*_items(session, edition), comparison_id])
+    edition.dropped = (
+        json.dumps(sorted(dropped - {comparison_id})) if dropped - {comparison_id} else None
+    )
+    session.flush()
+    return edition
+
+
+def move_item(session: Session, *, edition_id: int, comparison_id: int, up: bool) -> Edition:
+    """One place earlier (``up``) or later; the first item leads the subject."""
+    edition = _open_draft(session, edition_id)
+    ids = _items(session, edition)
+    if comparison_id not in ids:
+        raise ShapingError(f"comparison {comparison_id} is not in edition {edition_id}")
+    at = ids.index(comparison_id)
+    to = at - 1 if up else at + 1
+    if 0 <= to < len(ids):
+        ids[at], ids[to] = ids[to], ids[at]
+        _save(session, edition, ids)
+    return edition
+
+
+def dropped_comparisons(session: Session, *, edition: Edition) -> list[tuple[int, str]]:
+    """(id, title) of what was dropped, for the draft page's "restore" buttons."""
+    out = []
+    for comparison_id in sorted(dropped_ids(edition)):
+        row = session.get(Comparison, comparison_id)
+        if row is not None:
+            out.append((comparison_id, row.title))
+    return out
