@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.addresses import AddressError, normalize_email
 from newsletter.content import SLUG_PATTERN
-from newsletter.models import Edition, EditionStatus, Newsletter, Schedule
+from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
 from newsletter.timing import RuleError, WeeklyRule, check_zone, parse_duration, parse_rule
 
 FIELDS = {
@@ -339,3 +339,19 @@ def active_schedules(session: Session) -> list[tuple[Schedule, Newsletter]]:
         .order_by(col(Newsletter.slug))
     ).all()
     return [(s, n) for s, n in rows]
+
+
+def skip_period(session: Session, *, schedule: Schedule, period: str) -> datetime:
+    """Do not draft or send ``period`` (an ISO week, e.g. 2026-W49); its send time. Skipping
+    twice changes nothing; an edition already started is not touched. The caller commits."""
+    when = rule_of(schedule).occurrence_for(period)  # RuleError names a bad period
+    exists = session.exec(
+        select(ScheduleSkip).where(
+            ScheduleSkip.newsletter_id == schedule.newsletter_id,
+            ScheduleSkip.period_key == period,
+        )
+    ).first()
+    if exists is None:
+        session.add(ScheduleSkip(newsletter_id=schedule.newsletter_id, period_key=period))
+        session.flush()
+    return when

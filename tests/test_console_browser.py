@@ -6,18 +6,20 @@ without a session reaches no console page. Screenshots at 375 and 1280 px go to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from newsletter import accounts, store
+from newsletter import accounts, audit, publish, store
 from newsletter.backends import memory
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
+from newsletter.models import ScheduleSkip, Subscriber, User
 
 from .test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
 from .test_web_browser import _serve
@@ -118,3 +120,106 @@ def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
     assert (
         edition.approved_by == "ed@example.com" and edition.subject == "Four AI tools, four calls"
     )
+
+
+def _sign_in(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/console/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.locator("h1").inner_text() == "Editions"
+
+
+def _account(session: Session, email: str, role: str) -> None:
+    _, token = accounts.add_user(session, email=email, role=role, now=NOW)
+    accounts.set_password(session, token=token, password=PASSWORD, now=NOW)
+    session.commit()
+
+
+def test_an_operator_pauses_and_resumes_a_send_and_skips_a_week_in_a_browser(
+    settings: Settings,
+    engine: Engine,
+    seeded: Session,
+    draft: int,
+    page: Page,
+    tmp_path: Path,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    from .test_scheduler import sync, write_schedule
+
+    add_subscribers(3, prefix="op")
+    write_schedule(tmp_path / "schedules", slug="weekly-ai-tool-verdicts")
+    sync(seeded, tmp_path / "schedules", settings)
+    publish.start_edition(seeded, edition_id=draft, settings=settings, now=NOW)
+    _account(seeded, "ops@example.com", "operator")
+    with _serve(settings, engine, clock=fixed_clock(NOW)) as base:
+        _sign_in(page, base, "ops@example.com")
+        page.goto(f"{base}/console/editions/{draft}")
+        assert "sending" in page.locator("#send-state").inner_text()
+        page.click("button:text('Pause')")
+        assert "Paused" in page.locator("[role=status]").inner_text()
+        assert store.edition_status(seeded, edition_id=draft) == "paused"
+        shoot(page, "send-paused")
+        page.click("button:text('Resume')")
+        assert "Resumed" in page.locator("[role=status]").inner_text()
+        assert store.edition_status(seeded, edition_id=draft) == "sending"
+        page.goto(f"{base}/console/schedules")
+        section = page.locator("#schedule-weekly-ai-tool-verdicts")
+        week = section.locator("input[name=period]").input_value()
+        section.locator("button:text('Skip')").click()
+        assert "skipped" in page.locator("[role=status]").inner_text()
+        shoot(page, "schedules")
+    skipped = seeded.exec(select(ScheduleSkip)).all()
+    assert [s.period_key for s in skipped] == [week]
+    actions = [e.action for e in audit.recent(seeded)]
+    assert actions[:3] == ["schedule.skip", "edition.resume", "edition.pause"]
+
+
+def test_an_admin_adds_an_editor_and_others_cannot_in_a_browser(
+    settings: Settings, engine: Engine, seeded: Session, page: Page
+) -> None:
+    _account(seeded, "boss@example.com", "admin")
+    _account(seeded, "ed@example.com", "editor")
+    with _serve(settings, engine, clock=fixed_clock(NOW)) as base:
+        _sign_in(page, base, "boss@example.com")
+        page.click("a:text('Users')")
+        page.fill("#email", "new.editor@example.com")
+        page.select_option("#role", "editor")
+        page.click("button:text('Add')")
+        link = page.locator("#link").inner_text()
+        assert link.startswith(f"{base}/console/password/")
+        shoot(page, "users")
+        page.click("button:text('Sign out')")
+        _sign_in(page, base, "ed@example.com")
+        assert page.locator("a:text('Users')").count() == 0
+        page.goto(f"{base}/console/users")
+        assert page.locator("h1").inner_text() == "Not allowed"
+    seeded.expire_all()
+    added = seeded.exec(select(User).where(User.email == "new.editor@example.com")).one()
+    assert added.role == "editor" and added.password_hash is None
+
+
+def test_a_visitor_reaches_no_console_page_and_a_cross_site_post_is_refused(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, page: Page
+) -> None:
+    _account(seeded, "ed@example.com", "editor")
+    with _serve(settings, engine, clock=fixed_clock(NOW)) as base:
+        for path in ("", f"/editions/{draft}", "/schedules", "/users", "/audit"):
+            page.goto(f"{base}/console{path}")
+            assert page.url == f"{base}/console/login", path
+        _sign_in(page, base, "ed@example.com")
+        # A page on another site posting to the console: the browser marks it cross-site.
+        evil = page.context.new_page()
+        evil.route(
+            "http://evil.example/",
+            lambda route: route.fulfill(
+                content_type="text/html",
+                body=f'<form method="post" action="{base}/console/editions/{draft}/approve">'
+                '<input name="csrf" value="guess"><button>go</button></form>',
+            ),
+        )
+        evil.goto("http://evil.example/")
+        evil.click("button")
+        assert "Not allowed" in evil.content() or evil.url.endswith("/console/login")
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft).approved_at is None

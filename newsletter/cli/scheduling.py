@@ -7,7 +7,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from newsletter import periods, publish, store
 from newsletter.backends import backend_from_url
@@ -28,7 +28,6 @@ from newsletter.clock import system_clock
 from newsletter.database import make_engine, require_head, upgrade
 from newsletter.models import (
     Schedule,
-    ScheduleSkip,
 )
 
 # --- schedules -----------------------------------------------------------------------------
@@ -147,20 +146,11 @@ def schedule_skip(
     period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
 ) -> None:
     """Do not draft or send this period's edition (an edition already started is not touched)."""
-    from newsletter.schedules import rule_of
+    from newsletter.schedules import skip_period
 
     settings = _settings()
     with _session(settings) as session:
-        schedule = _schedule_of(session, slug)
-        when = rule_of(schedule).occurrence_for(period)
-        exists = session.exec(
-            select(ScheduleSkip).where(
-                ScheduleSkip.newsletter_id == schedule.newsletter_id,
-                ScheduleSkip.period_key == period,
-            )
-        ).first()
-        if exists is None:
-            session.add(ScheduleSkip(newsletter_id=schedule.newsletter_id, period_key=period))
+        when = skip_period(session, schedule=_schedule_of(session, slug), period=period)
         session.commit()
     typer.echo(f"{slug}: {period} (send {when:%a %d %b %Y %H:%M} UTC) will be skipped")
 

@@ -24,8 +24,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import accounts, audit, ledger, publish, store
-from newsletter.models import Edition, EditionStatus
+from newsletter import accounts, audit, ledger, periods, publish, schedules, store
+from newsletter.models import Edition, EditionStatus, User
+from newsletter.timing import RuleError
 from newsletter.web.context import RowId, WebContext, web_context
 from newsletter.web.throttle import client_key
 
@@ -239,6 +240,7 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "events": audit.recent(session, target=f"edition {edition_id}", limit=20),
         "items": store.edition_comparisons(session, edition_id=edition_id),
         "dropped": publish.dropped_comparisons(session, edition=edition),
+        "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
     }
 
 
@@ -264,6 +266,10 @@ DONE = {
     "restore": "Comparison restored, at the end.",
     "up": "Moved up.",
     "down": "Moved down.",
+    "pause": "Paused: senders stop within one batch.",
+    "resume": "Resumed: nothing already sent goes out again.",
+    "cancel": "Cancelled: nothing more is sent.",
+    "retry-failed": "Failed deliveries re-queued; the workers send them.",
 }
 
 
@@ -516,3 +522,218 @@ def change_item(
         return {"comparison": comparison_id}
 
     return _shape(request, ctx, who, edition_id, csrf, move, change)
+
+
+# --- running sends (operators) ------------------------------------------------------------------
+
+SEND_ACTIONS = ("pause", "resume", "cancel", "retry-failed")
+
+
+@router.post("/editions/{edition_id}/send/{action}", response_class=HTMLResponse)
+def send_action(
+    request: Request,
+    edition_id: RowId,
+    action: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form(max_length=10)] = "",
+    include_unknown: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    """Pause, resume, cancel (ticked to confirm) or retry the failures of a send; only what
+    the edition's state offers now (a form kept from an earlier state does nothing)."""
+    if action not in SEND_ACTIONS:
+        return ctx.message("Not found", status=404)
+    _check_form(request, who, csrf, "sends")
+    if action == "cancel" and confirm != "yes":
+        return _refused(ctx, who, edition_id, "Tick the box to confirm the cancel.", status=400)
+    now = ctx.clock()
+    by = f"{who.user.email} (console)"
+    with ctx.session() as session:
+        try:
+            live = publish.live_edition(session, edition_id=edition_id, now=now)
+            if action not in live.actions:
+                raise publish.EditionStateError(
+                    f"edition {edition_id} is {live.edition.status}; {action} is not possible now"
+                )
+            count = 0
+            if action == "pause":
+                publish.pause_edition(
+                    session, edition_id=edition_id, reason=f"paused by {who.user.email}", actor=by
+                )
+            elif action == "resume":
+                publish.resume_edition(session, edition_id=edition_id, actor=by)
+            elif action == "cancel":
+                publish.cancel_edition(
+                    session,
+                    edition_id=edition_id,
+                    reason=f"cancelled by {who.user.email}",
+                    actor=by,
+                )
+            else:
+                count = publish.retry_failed(
+                    session,
+                    edition_id=edition_id,
+                    include_unknown=include_unknown == "yes",
+                    actor=by,
+                )
+        except (publish.EditionStateError, store.NotFound) as exc:
+            session.rollback()
+            return _refused(ctx, who, edition_id, str(exc))
+        audit.record(
+            session,
+            actor=who.user.email,
+            action=f"edition.{action}",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"requeued": count} if action == "retry-failed" else None,
+        )
+        session.commit()
+    return _back(ctx, edition_id, action)
+
+
+# --- schedules (operators) ----------------------------------------------------------------------
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(ctx: Ctx, who: Who, done: str = "") -> HTMLResponse:
+    return _schedules(ctx, who, notice=SCHEDULE_DONE.get(done))
+
+
+SCHEDULE_DONE = {
+    "pause": "Schedule paused: nothing is drafted or sent on schedule until it resumes.",
+    "resume": "Schedule resumed.",
+    "skip": "That week will be skipped.",
+}
+
+
+def _schedules(
+    ctx: WebContext,
+    who: accounts.SignedIn,
+    notice: str | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    now = ctx.clock()
+    rows = []
+    with ctx.session() as session:
+        for schedule, newsletter in schedules.active_schedules(session):
+            occ = periods.next_times(schedule, newsletter, now)
+            recent = session.exec(
+                select(Edition)
+                .where(Edition.newsletter_id == newsletter.id)
+                .order_by(col(Edition.period_start).desc())
+                .limit(4)
+            ).all()
+            rows.append(
+                {"schedule": schedule, "newsletter": newsletter, "next": occ, "recent": recent}
+            )
+    return _page(
+        ctx, who, "console_schedules.html", status, rows=rows, notice=notice, problem=problem
+    )
+
+
+@router.post("/schedules/{slug}/{action}", response_class=HTMLResponse)
+def schedule_action(
+    request: Request,
+    slug: str,
+    action: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    period: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    if action not in SCHEDULE_DONE:
+        return ctx.message("Not found", status=404)
+    _check_form(request, who, csrf, "schedules")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            newsletter = store.get_newsletter(session, slug=slug)
+            schedule = periods.schedule_of(session, newsletter)
+            if schedule is None:
+                raise store.NotFound(f"newsletter {slug!r} has no schedule")
+            detail: dict[str, Any] = {}
+            if action == "skip":
+                when = schedules.skip_period(session, schedule=schedule, period=period.strip())
+                detail = {"period": period.strip(), "send": when.isoformat()}
+            else:
+                schedule.paused = action == "pause"
+        except (store.NotFound, RuleError) as exc:
+            session.rollback()
+            return _schedules(ctx, who, problem=str(exc), status=400)
+        audit.record(
+            session,
+            actor=who.user.email,
+            action=f"schedule.{action}",
+            target=f"schedule {slug}",
+            now=now,
+            detail=detail or None,
+        )
+        session.commit()
+    return RedirectResponse(_path(ctx, f"/schedules?done={action}"), status_code=303)
+
+
+# --- users (admins) ------------------------------------------------------------------------
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users_page(ctx: Ctx, who: Who) -> HTMLResponse:
+    if not who.can("users"):
+        raise Forbidden(f"a {who.user.role} may not manage users")
+    return _users(ctx, who)
+
+
+def _users(
+    ctx: WebContext,
+    who: accounts.SignedIn,
+    link: str | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    with ctx.session() as session:
+        users = session.exec(select(User).order_by(col(User.email))).all()
+    return _page(ctx, who, "console_users.html", status, users=users, link=link, problem=problem)
+
+
+@router.post("/users", response_class=HTMLResponse)
+def add_user(
+    request: Request,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+    role: Annotated[str, Form(max_length=16)] = "editor",
+) -> Response:
+    """An account for someone; the page shows their one-time set-password link to pass on."""
+    _check_form(request, who, csrf, "users")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            user, token = accounts.add_user(session, email=email, role=role, now=now)
+        except accounts.AccountError as exc:
+            session.rollback()
+            return _users(ctx, who, problem=str(exc), status=400)
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="user.add",
+            target=f"user {user.email}",
+            now=now,
+            detail={"role": user.role},
+        )
+        session.commit()
+    base = ctx.settings.base_url.rstrip("/")
+    return _users(ctx, who, link=f"{base}/console/password/{token}")
+
+
+# --- the audit log ----------------------------------------------------------------------------
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(ctx: Ctx, who: Who, action: str = "", target: str = "") -> HTMLResponse:
+    with ctx.session() as session:
+        events = audit.recent(session, action=action[:64] or None, target=target[:200] or None)
+    return _page(
+        ctx, who, "console_audit.html", events=events, action=action[:64], target=target[:200]
+    )
