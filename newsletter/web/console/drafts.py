@@ -1,0 +1,363 @@
+"""The editions list and a draft's page: previews, preflight, test send, subject, intro,
+items, approval."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from newsletter import accounts, audit, ledger, publish, store
+from newsletter.models import Edition, EditionStatus
+from newsletter.web.console.base import (
+    Ctx,
+    Who,
+    check_form,
+    console_page,
+    console_path,
+)
+from newsletter.web.context import RowId, WebContext
+
+router = APIRouter()
+#: Dark mode of the preview: the email's own dark rules, applied whatever the viewer prefers.
+_DARK_QUERY = re.compile(r"@media\s*\(prefers-color-scheme:\s*dark\)")
+
+# --- editions ---------------------------------------------------------------------------------
+
+
+@router.get("", response_class=HTMLResponse)
+def editions(ctx: Ctx, who: Who) -> HTMLResponse:
+    """Drafts, sends and paused ones first, then the latest sent; each with its period, send
+    time, audience and items, so two drafts never look alike."""
+    rows = []
+    with ctx.session() as session:
+        found = session.exec(
+            select(Edition)
+            .where(Edition.status != EditionStatus.cancelled)
+            .order_by(col(Edition.period_start).desc(), col(Edition.id).desc())
+            .limit(40)
+        ).all()
+        for edition in found:
+            assert edition.id is not None
+            rows.append(
+                {
+                    "edition": edition,
+                    "items": len(store.edition_comparisons(session, edition_id=edition.id)),
+                    "audience": ledger.would_send_count(
+                        session,
+                        edition_id=edition.id,
+                        newsletter_id=edition.newsletter_id,
+                        started=edition.status != EditionStatus.draft,
+                    ),
+                }
+            )
+    return console_page(ctx, who, "console_editions.html", rows=rows)
+
+
+def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str, Any]:
+    edition = store.get_edition(session, edition_id=edition_id)
+    page, text, rendered = publish.preview_edition(
+        session, edition_id=edition_id, settings=ctx.settings
+    )
+    checks = publish.preflight(session, edition_id=edition_id, settings=ctx.settings)
+    return {
+        "edition": edition,
+        "html": page,
+        "dark_html": _DARK_QUERY.sub("@media all", page),
+        "text": text,
+        "rendered": rendered,
+        "checks": checks,
+        "failing": [c for c in checks if not c.ok],
+        "sender": ctx.settings.from_address,
+        "events": audit.recent(session, target=f"edition {edition_id}", limit=20),
+        "items": store.edition_comparisons(session, edition_id=edition_id),
+        "dropped": publish.dropped_comparisons(session, edition=edition),
+        "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
+    }
+
+
+@router.get("/editions/{edition_id}", response_class=HTMLResponse)
+def edition_page(edition_id: RowId, ctx: Ctx, who: Who, done: str = "") -> HTMLResponse:
+    with ctx.session() as session:
+        try:
+            view = _draft_view(session, ctx, edition_id)
+        except store.NotFound:
+            return ctx.message("Not found", status=404)
+    notice = DONE.get(done)
+    return console_page(ctx, who, "console_edition.html", notice=notice, problem=None, **view)
+
+
+#: Fixed texts after an action (nothing from the URL is echoed).
+DONE = {
+    "test": "Test sent. Check the inbox you gave.",
+    "approve": "Approved: the scheduler sends it at its send time.",
+    "unapprove": "The approval was withdrawn: the draft is held again.",
+    "subject": "Subject saved.",
+    "intro": "Intro saved.",
+    "drop": "Comparison dropped; Restore puts it back.",
+    "restore": "Comparison restored, at the end.",
+    "up": "Moved up.",
+    "down": "Moved down.",
+    "pause": "Paused: senders stop within one batch.",
+    "resume": "Resumed: nothing already sent goes out again.",
+    "cancel": "Cancelled: nothing more is sent.",
+    "retry-failed": "Failed deliveries re-queued; the workers send them.",
+}
+
+
+def back(ctx: WebContext, edition_id: int, done: str) -> RedirectResponse:
+    return RedirectResponse(
+        console_path(ctx, f"/editions/{edition_id}?done={done}"), status_code=303
+    )
+
+
+def refused(
+    ctx: WebContext, who: accounts.SignedIn, edition_id: int, problem: str, status: int = 409
+) -> HTMLResponse:
+    with ctx.session() as session:
+        view = _draft_view(session, ctx, edition_id)
+    return console_page(
+        ctx, who, "console_edition.html", status, notice=None, problem=problem, **view
+    )
+
+
+@router.post("/editions/{edition_id}/test", response_class=HTMLResponse)
+def test_send(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    to: Annotated[str, Form(max_length=4000)] = "",
+    as_subscriber: Annotated[str, Form(max_length=320)] = "",
+) -> Response:
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            results = publish.send_test(
+                session,
+                edition_id=edition_id,
+                settings=ctx.settings,
+                to=[a for a in re.split(r"[\s,;]+", to) if a],
+                as_subscriber=as_subscriber or None,
+                backend=ctx.make_backend(),
+                now=now.timestamp(),
+            )
+        except publish.TestSendError as exc:
+            return refused(ctx, who, edition_id, str(exc), status=400)
+        failed = [f"{a}: {r.detail or r.status}" for a, r in results if not r.status.delivered]
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.test",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={
+                "to": [a for a, _ in results],
+                "as": as_subscriber or "sample reader",
+                "failed": failed,
+            },
+        )
+        session.commit()
+    if failed:
+        return refused(ctx, who, edition_id, "The test was not accepted: " + "; ".join(failed), 502)
+    return back(ctx, edition_id, "test")
+
+
+@router.post("/editions/{edition_id}/subject", response_class=HTMLResponse)
+def change_subject(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    subject: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        before = store.get_edition(session, edition_id=edition_id).subject
+        try:
+            edition = publish.set_subject(
+                session, edition_id=edition_id, subject=subject.strip() or None
+            )
+        except (publish.SubjectError, publish.EditionStateError) as exc:
+            session.rollback()
+            return refused(ctx, who, edition_id, str(exc), status=400)
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.subject",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"before": before, "after": edition.subject},
+        )
+        session.commit()
+    return back(ctx, edition_id, "subject")
+
+
+@router.post("/editions/{edition_id}/approve", response_class=HTMLResponse)
+def approve(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    override: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Approval is refused while a preflight check fails; an admin may override it with a
+    written reason, which the audit log keeps."""
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        failing = [
+            c
+            for c in publish.preflight(session, edition_id=edition_id, settings=ctx.settings)
+            if not c.ok
+        ]
+        reason = override.strip()
+        if failing and not (reason and who.can("users")):
+            names = ", ".join(c.name for c in failing)
+            return refused(
+                ctx,
+                who,
+                edition_id,
+                f"Not approved: the preflight check{'s' if len(failing) > 1 else ''} {names} "
+                "failed. Fix them"
+                + (
+                    ", or override with a written reason (admins)."
+                    if not who.can("users")
+                    else ", or write why you override them."
+                ),
+            )
+        try:
+            publish.approve_edition(session, edition_id=edition_id, by=who.user.email, now=now)
+        except publish.EditionStateError as exc:
+            return refused(ctx, who, edition_id, str(exc))
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.approve",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"override": reason, "failing": [c.name for c in failing]} if failing else None,
+        )
+        session.commit()
+    return back(ctx, edition_id, "approve")
+
+
+@router.post("/editions/{edition_id}/unapprove", response_class=HTMLResponse)
+def unapprove(
+    request: Request, edition_id: RowId, ctx: Ctx, who: Who, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            publish.withdraw_approval(session, edition_id=edition_id, by=who.user.email)
+        except publish.EditionStateError as exc:
+            return refused(ctx, who, edition_id, str(exc))
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.unapprove",
+            target=f"edition {edition_id}",
+            now=now,
+        )
+        session.commit()
+    return back(ctx, edition_id, "unapprove")
+
+
+# --- shaping a draft ----------------------------------------------------------------------------
+
+
+def _shape(
+    request: Request,
+    ctx: WebContext,
+    who: accounts.SignedIn,
+    edition_id: int,
+    csrf: str,
+    action: str,
+    change: Callable[[Session], dict[str, Any]],
+) -> Response:
+    """Run one change on a draft, record it in the audit log, and go back to its page (or
+    show why not, changing nothing)."""
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            detail = change(session)
+        except (publish.ShapingError, publish.EditionStateError) as exc:
+            session.rollback()
+            return refused(ctx, who, edition_id, str(exc), status=400)
+        except IntegrityError:
+            session.rollback()
+            return refused(
+                ctx, who, edition_id, "That comparison is in another edition now.", status=409
+            )
+        audit.record(
+            session,
+            actor=who.user.email,
+            action=f"edition.{action}",
+            target=f"edition {edition_id}",
+            now=now,
+            detail=detail,
+        )
+        session.commit()
+    return back(ctx, edition_id, action)
+
+
+@router.post("/editions/{edition_id}/intro", response_class=HTMLResponse)
+def change_intro(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    intro: Annotated[str, Form(max_length=5000)] = "",
+) -> Response:
+    def change(session: Session) -> dict[str, Any]:
+        before = store.get_edition(session, edition_id=edition_id).intro
+        after = publish.set_intro(session, edition_id=edition_id, intro=intro).intro
+        return {"before": before, "after": after}
+
+    return _shape(request, ctx, who, edition_id, csrf, "intro", change)
+
+
+@router.post("/editions/{edition_id}/items/{comparison_id}/{move}", response_class=HTMLResponse)
+def change_item(
+    request: Request,
+    edition_id: RowId,
+    comparison_id: RowId,
+    move: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """drop, restore, up or down: one comparison of the draft."""
+    moves: dict[str, Callable[[Session], object]] = {
+        "drop": lambda s: publish.drop_item(s, edition_id=edition_id, comparison_id=comparison_id),
+        "restore": lambda s: publish.restore_item(
+            s, edition_id=edition_id, comparison_id=comparison_id
+        ),
+        "up": lambda s: publish.move_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, up=True
+        ),
+        "down": lambda s: publish.move_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, up=False
+        ),
+    }
+    if move not in moves:
+        return ctx.message("Not found", status=404)
+
+    def change(session: Session) -> dict[str, Any]:
+        moves[move](session)
+        return {"comparison": comparison_id}
+
+    return _shape(request, ctx, who, edition_id, csrf, move, change)
