@@ -24,6 +24,7 @@ from newsletter import store
 from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.models import Subscriber, Subscription, SubscriptionStatus
+from newsletter.privacy import ERASED
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
 
@@ -265,6 +266,9 @@ def import_subscribers(
     for row in rows:
         subscriber = existing[row.email_key]
         assert subscriber.id is not None
+        if subscriber.suppressed == ERASED:  # erased on request: nothing of theirs comes back
+            report.suppressed += 1
+            continue
         if row.email_key not in new_keys and (
             (row.name and row.name != subscriber.name)
             or (row.timezone and row.timezone != subscriber.timezone)

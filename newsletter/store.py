@@ -421,11 +421,17 @@ def edition_comparisons(session: Session, *, edition_id: int) -> list[Comparison
 
 
 def subscribers_by_key(session: Session, *, keys: Sequence[str]) -> dict[str, Subscriber]:
+    """The subscribers with these keys; an erased person is found by the hash of the key
+    (``privacy.erased_key``), so an import never re-adds them."""
+    from newsletter.privacy import erased_key  # privacy builds on this module
+
     found: dict[str, Subscriber] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        for s in session.exec(select(Subscriber).where(col(Subscriber.email_key).in_(chunk))):
-            found[s.email_key] = s
+        hashed = {erased_key(k): k for k in chunk}
+        wanted = [*chunk, *hashed]
+        for s in session.exec(select(Subscriber).where(col(Subscriber.email_key).in_(wanted))):
+            found[hashed.get(s.email_key, s.email_key)] = s
     return found
 
 

@@ -34,6 +34,7 @@ from newsletter.models import (
     SubscriptionStatus,
     utcnow,
 )
+from newsletter.privacy import erased_key
 
 #: At most one confirmation email per address in this time, however often the form is sent.
 CONFIRM_INTERVAL = timedelta(hours=1)
@@ -293,10 +294,12 @@ def expire_pending(session: Session, *, now: datetime, keep_days: int) -> int:
 def _find_or_create(session: Session, signup: Signup) -> Subscriber:
     """The subscriber with this address, created if new; two requests racing to create the
     same address both end with the one row (the unique key decides, the loser re-reads)."""
-    query = select(Subscriber).where(Subscriber.email_key == signup.email_key)
+    query = select(Subscriber).where(
+        col(Subscriber.email_key).in_([signup.email_key, erased_key(signup.email_key)])
+    )
     found = session.exec(query).first()
     if found is not None:
-        return found
+        return found  # an erased person is found by the hash, and is suppressed
     try:
         with session.begin_nested():
             created = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from newsletter import accounts, audit, store
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import AuditEvent, ConsoleSession, User
+from newsletter.models import AuditEvent, ConsoleSession, Subscriber, User
 from newsletter.web.app import create_app
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
@@ -215,3 +215,40 @@ def test_subscriber_tokens_open_no_console_page(
     )
     client.cookies.set("nl_console", genuine)
     assert client.get("/console").status_code == 303
+
+
+def test_an_operator_finds_a_subscriber_exports_and_erases_them(
+    client: TestClient,
+    seeded: Session,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    (person,) = add_subscribers(1, prefix="kim")
+    _user(seeded, "ops@example.com", "operator")
+    csrf = sign_in(client, "ops@example.com")
+    found = client.get("/console/subscribers", params={"q": "KIM0"}).text
+    assert f"/console/subscribers/{person.id}" in found
+    page = client.get(f"/console/subscribers/{person.id}").text
+    assert "kim0@example.com" in page and "active" in page
+    exported = client.get(f"/console/subscribers/{person.id}/export.json")
+    assert exported.status_code == 200 and exported.json()["subscriber"]["email"] == (
+        "kim0@example.com"
+    )
+    listing = client.get("/console/newsletters/weekly-ai-tool-verdicts/export.csv")
+    assert listing.text.splitlines() == ["email,name,timezone", "kim0@example.com,,"]
+    unticked = client.post(f"/console/subscribers/{person.id}/erase", data={"csrf": csrf})
+    assert unticked.status_code == 400
+    erased = client.post(
+        f"/console/subscribers/{person.id}/erase", data={"csrf": csrf, "confirm": "yes"}
+    )
+    assert erased.status_code == 303
+    seeded.expire_all()
+    assert seeded.get(Subscriber, person.id).email != "kim0@example.com"  # type: ignore[union-attr]
+    actions = [e.action for e in audit.recent(seeded, target=f"subscriber {person.id}")]
+    assert actions == ["subscriber.erase", "subscriber.export"]
+
+
+def test_editors_see_no_subscriber_data(client: TestClient, seeded: Session) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    sign_in(client, "ed@example.com")
+    assert client.get("/console/subscribers", params={"q": "a"}).status_code == 403
+    assert client.get("/console/newsletters/weekly-ai-tool-verdicts/export.csv").status_code == 403

@@ -1,7 +1,8 @@
 """The console that editors, operators and admins use in a browser: ``signin`` (sign in and
 out, set a password), ``drafts`` (the editions, a draft as subscribers will get it, preflight,
 test send, subject, intro, items, approval), ``operations`` (running sends, schedules) and
-``people`` (users, the audit log); ``base`` holds what they share.
+``people`` (users, the audit log), ``subscribers`` (find, change, export, erase); ``base``
+holds what they share.
 
 Every page is behind a signed-in session (``newsletter.accounts``): a random cookie token
 (HttpOnly, SameSite=Lax, Secure when the base URL is https, path ``/console``) whose SHA-256
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from newsletter.web.console import drafts, operations, people, signin
+from newsletter.web.console import drafts, operations, people, signin, subscribers
 from newsletter.web.console.base import COOKIE, Forbidden, LoginRequired
 
 __all__ = ["COOKIE", "Forbidden", "LoginRequired", "router"]
@@ -26,7 +27,7 @@ __all__ = ["COOKIE", "Forbidden", "LoginRequired", "router"]
 
 def _router() -> APIRouter:
     assembled = APIRouter()
-    for module in (signin, drafts, operations, people):
+    for module in (signin, drafts, operations, people, subscribers):
         assembled.include_router(module.router, prefix="/console")
     return assembled
 

@@ -1,0 +1,211 @@
+"""Operators: find a subscriber, see their lists, events and deliveries, take them off a list
+or everything, export their data, erase them; export a list as CSV. Personal data, so only
+operators and admins see these pages, and every export and change is audited."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import or_
+from sqlmodel import col, select
+
+from newsletter import audit, privacy, store, subscriptions
+from newsletter.models import Delivery, Subscriber, Subscription, SubscriptionEvent
+from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
+from newsletter.web.context import RowId
+
+router = APIRouter()
+
+DONE = {
+    "unsubscribe": "Unsubscribed from that newsletter.",
+    "suppress": "Off every newsletter, and never mailed again.",
+    "erase": "Erased: only a hashed suppression is left.",
+}
+
+
+def _require(who: Who) -> None:
+    if not who.can("subscribers"):
+        raise Forbidden(f"a {who.user.role} may not see subscribers")
+
+
+@router.get("/subscribers", response_class=HTMLResponse)
+def search(ctx: Ctx, who: Who, q: str = "") -> HTMLResponse:
+    _require(who)
+    query = q.strip()[:320]
+    found: list[Subscriber] = []
+    if query:
+        like = f"%{query.lower()}%"
+        with ctx.session() as session:
+            found = list(
+                session.exec(
+                    select(Subscriber)
+                    .where(
+                        or_(
+                            col(Subscriber.email_key).like(like),
+                            col(Subscriber.name).ilike(like),
+                        )
+                    )
+                    .order_by(col(Subscriber.email_key))
+                    .limit(50)
+                ).all()
+            )
+    return console_page(ctx, who, "console_subscribers.html", q=query, found=found)
+
+
+@router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
+def person(subscriber_id: RowId, ctx: Ctx, who: Who, done: str = "") -> HTMLResponse:
+    _require(who)
+    with ctx.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            return ctx.message("Not found", status=404)
+        lists = subscriptions.newsletters_of(session, subscriber_id=subscriber_id)
+        events = session.exec(
+            select(SubscriptionEvent)
+            .where(SubscriptionEvent.subscriber_id == subscriber_id)
+            .order_by(col(SubscriptionEvent.id).desc())
+            .limit(50)
+        ).all()
+        deliveries = session.exec(
+            select(Delivery)
+            .where(Delivery.subscriber_id == subscriber_id)
+            .order_by(col(Delivery.id).desc())
+            .limit(20)
+        ).all()
+    return console_page(
+        ctx,
+        who,
+        "console_subscriber.html",
+        subscriber=subscriber,
+        lists=lists,
+        events=events,
+        deliveries=deliveries,
+        notice=DONE.get(done),
+    )
+
+
+@router.post("/subscribers/{subscriber_id}/{action}", response_class=HTMLResponse)
+def act(
+    request: Request,
+    subscriber_id: RowId,
+    action: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    newsletter_id: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
+    confirm: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    if action not in DONE:
+        return ctx.message("Not found", status=404)
+    check_form(request, who, csrf, "subscribers")
+    if action == "erase" and confirm != "yes":
+        return ctx.message("Not erased", "Tick the box to confirm the erasure.", status=400)
+    now = ctx.clock()
+    with ctx.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            return ctx.message("Not found", status=404)
+        target = f"subscriber {subscriber_id}"
+        if action == "erase":
+            privacy.erase(session, subscriber_id=subscriber_id, now=now, source="operator")
+        else:
+            subscriptions.unsubscribe(
+                session,
+                subscriber_id=subscriber_id,
+                newsletter_id=newsletter_id,
+                edition_id=None,
+                source="operator",
+                everything=action == "suppress",
+            )
+        audit.record(
+            session,
+            actor=who.user.email,
+            action=f"subscriber.{action}",
+            target=target,
+            now=now,
+            detail={"newsletter": newsletter_id} if action == "unsubscribe" else None,
+        )
+        session.commit()
+    return RedirectResponse(
+        console_path(ctx, f"/subscribers/{subscriber_id}?done={action}"), status_code=303
+    )
+
+
+@router.get("/subscribers/{subscriber_id}/export.json")
+def export_person(subscriber_id: RowId, ctx: Ctx, who: Who) -> Response:
+    """Everything stored about the person (a data access request), as a JSON download."""
+    _require(who)
+    with ctx.session() as session:
+        try:
+            data = privacy.person_data(session, subscriber_id=subscriber_id)
+        except store.NotFound:
+            return ctx.message("Not found", status=404)
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="subscriber.export",
+            target=f"subscriber {subscriber_id}",
+            now=ctx.clock(),
+        )
+        session.commit()
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="subscriber-{subscriber_id}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/newsletters/{slug}/export.csv")
+def export_list(slug: str, ctx: Ctx, who: Who) -> Response:
+    """The newsletter's active subscribers, in the import format (email,name,timezone)."""
+    _require(who)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["email", "name", "timezone"])
+    with ctx.session() as session:
+        try:
+            newsletter = store.get_newsletter(session, slug=slug)
+        except store.NotFound:
+            return ctx.message("Not found", status=404)
+        rows = session.exec(
+            select(Subscriber)
+            .join(Subscription, col(Subscription.subscriber_id) == Subscriber.id)
+            .where(
+                Subscription.newsletter_id == newsletter.id,
+                Subscription.status == "active",
+                col(Subscriber.suppressed).is_(None),
+            )
+            .order_by(col(Subscriber.id))
+        ).all()
+        for s in rows:
+            # A leading = + - @ would be a formula in a spreadsheet: quote it as text.
+            writer.writerow([_cell(s.email), _cell(s.name or ""), _cell(s.timezone or "")])
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="newsletter.export",
+            target=f"newsletter {slug}",
+            now=ctx.clock(),
+            detail={"rows": len(rows)},
+        )
+        session.commit()
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{slug}-subscribers.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
