@@ -21,7 +21,8 @@ def build_approval_alert(
     editors: Sequence[str],
     size_note: str | None = None,
 ) -> list[OutgoingMessage]:
-    """One message per editor: what waits, when it was due, and the two commands to act;
+    """One message per editor: what waits, when it was due, the console page to act on it
+    (and the two commands, for a shell);
     ``size_note`` when cards were made compact for Gmail's clip (or nothing could avoid it)."""
     sender = settings.sender()
     due = f"{edition.scheduled_for:%a %d %b %Y %H:%M} UTC" if edition.scheduled_for else "now"
@@ -31,8 +32,10 @@ def build_approval_alert(
         f"editor's approval. It was due {due}; nothing goes out until it is approved.\n\n"
         f"Subject: {edition.subject}\n\n"
         + (f"Size: {size_note}.\n\n" if size_note else "")
-        + f"Preview:  newsletter edition preview {edition.id}\n"
-        f"Approve:  newsletter edition approve {edition.id} --by YOUR-NAME\n\n"
+        + "Open it in the console to preview, test and approve it:\n"
+        f"{settings.base_url.rstrip('/')}/console/editions/{edition.id}\n\n"
+        f"Or from a shell: newsletter edition preview {edition.id} --out preview.html, then\n"
+        f"newsletter edition approve {edition.id} --by YOUR-NAME\n\n"
         "Once approved, the scheduler sends it within a minute.\n"
     )
     return [

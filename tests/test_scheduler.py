@@ -277,6 +277,7 @@ def test_the_approval_alert_says_when_cards_were_made_compact_for_size(
     assert isinstance(payload, bytes)
     body = payload.decode()
     assert "Size: " in body and "compact lines" in body
+    assert "https://news.example.com/console/editions/" in body  # not only shell commands
 
 
 def test_pause_skip_and_resume(seeded: Session, settings: Settings, planned: Path) -> None:

@@ -279,3 +279,16 @@ def test_a_worker_tells_its_progress_every_few_seconds(tmp_path: Path) -> None:
         out.stderr
     )
     assert "sent 30" in out.stdout
+
+
+def test_html_preview_on_a_terminal_asks_for_a_file_instead(tmp_path: Path) -> None:
+    """`edition preview ID` used to dump 50 KB of HTML into the terminal."""
+    env, edition_id = _prepare(tmp_path, subscribers=1)
+    preview = [sys.executable, "-m", "newsletter.cli", "edition", "preview", str(edition_id)]
+    code, output = _in_terminal(preview, env, tmp_path)
+    assert code == 1 and "would flood the terminal: add --out FILE.html" in output
+    assert "<html" not in output
+    code, output = _in_terminal([*preview, "--format", "text"], env, tmp_path)
+    assert code == 0 and "THE CALL" in output
+    piped = subprocess.run(preview, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert piped.returncode == 0 and piped.stdout.startswith("<!DOCTYPE html>")

@@ -126,6 +126,12 @@ def edition_preview(
         )
     content = page if format == PreviewFormat.html else text
     _size_warning(rendered.clip_note)
+    if out is None and format == PreviewFormat.html and sys.stdout.isatty():
+        raise _fail(
+            f"{len(page):,} bytes of HTML would flood the terminal: add --out FILE.html (then "
+            "open it in a browser), use --format text, or pipe it; editors can also preview "
+            "in the console (/console)"
+        )
     if out is None:
         sys.stdout.write(content)
     else:
