@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email import message_from_bytes
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func
@@ -161,3 +162,26 @@ def test_the_intro_shows_in_both_parts_and_an_approved_draft_is_fixed(
             edition_id=draft,
             comparison_id=store.edition_comparisons(seeded, edition_id=draft)[0].id or 0,
         )
+
+
+def test_candidates_the_cap_left_out_can_be_swapped_in(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    from .test_email_size import _draft
+
+    edition_id = _draft(session, settings, tmp_path, 6, 3)
+    edition = store.get_edition(session, edition_id=edition_id)
+    left_out = publish.candidates(session, edition=edition)
+    assert len(left_out) == 3 and edition.more_count == 3
+    carried = store.edition_comparisons(session, edition_id=edition_id)
+    # Swap: drop the lead, add the first one the cap left out.
+    publish.drop_item(session, edition_id=edition_id, comparison_id=carried[0].id or 0)
+    publish.add_item(session, edition_id=edition_id, comparison_id=left_out[0][0])
+    session.commit()
+    now_carried = [c.id for c in store.edition_comparisons(session, edition_id=edition_id)]
+    assert now_carried[-1] == left_out[0][0] and carried[0].id not in now_carried
+    assert edition.more_count == 2  # what is carried is no longer "also this week"
+    page, _, _ = publish.preview_edition(session, edition_id=edition_id, settings=settings)
+    assert page.count('class="callbox"') == 3
+    with pytest.raises(publish.ShapingError, match="not a candidate"):
+        publish.add_item(session, edition_id=edition_id, comparison_id=carried[0].id or 0)

@@ -46,6 +46,8 @@ from newsletter.publish.sending import (
 )
 from newsletter.publish.shaping import (
     ShapingError,
+    add_item,
+    candidates,
     drop_item,
     dropped_comparisons,
     move_item,
@@ -55,6 +57,8 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "add_item",
+    "candidates",
     "ShapingError",
     "drop_item",
     "dropped_comparisons",

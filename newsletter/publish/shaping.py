@@ -60,6 +60,11 @@ def _save(session: Session, edition: Edition, ids: list[int]) -> None:
         session, edition_id=edition.id or 0, newsletter_id=edition.newsletter_id, comparison_ids=ids
     )
     items = store.edition_comparisons(session, edition_id=edition.id or 0)
+    if edition.more_links:  # what is carried now is not "also this week"
+        urls = {c.url for c in items}
+        more = [m for m in json.loads(edition.more_links) if m.get("url") not in urls]
+        edition.more_links = json.dumps(more, ensure_ascii=False)
+        edition.more_count = len(more)
     if not edition.custom_subject:
         edition.subject = default_subject(items, edition.more_count)
     edition.preheader = default_preheader(items, edition.subject)
@@ -112,3 +117,35 @@ def dropped_comparisons(session: Session, *, edition: Edition) -> list[tuple[int
         if row is not None:
             out.append((comparison_id, row.title))
     return out
+
+
+def candidates(session: Session, *, edition: Edition) -> list[tuple[int, str]]:
+    """(id, title) of the period's comparisons this draft could carry but does not: left out
+    by the cap, or published since the draft was made; not dropped, not in another live
+    edition."""
+    carried = set(_items(session, edition))
+    taken = set(
+        store.comparison_ids_taken(
+            session, newsletter_id=edition.newsletter_id, exclude_edition_id=edition.id
+        )
+    )
+    skip = carried | taken | dropped_ids(edition)
+    return [
+        (c.id or 0, c.title)
+        for c in store.comparisons_published_between(
+            session, start=edition.period_start, end=edition.period_end
+        )
+        if c.id not in skip
+    ]
+
+
+def add_item(session: Session, *, edition_id: int, comparison_id: int) -> Edition:
+    """Carry one of the :func:`candidates` too, at the end (drop another to swap)."""
+    edition = _open_draft(session, edition_id)
+    if comparison_id not in {cid for cid, _ in candidates(session, edition=edition)}:
+        raise ShapingError(
+            f"comparison {comparison_id} is not a candidate for edition {edition_id} "
+            "(published in another period, already carried, dropped, or in another edition)"
+        )
+    _save(session, edition, [*_items(session, edition), comparison_id])
+    return edition

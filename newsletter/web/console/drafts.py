@@ -77,6 +77,7 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "events": audit.recent(session, target=f"edition {edition_id}", limit=20),
         "items": store.edition_comparisons(session, edition_id=edition_id),
         "dropped": publish.dropped_comparisons(session, edition=edition),
+        "candidates": publish.candidates(session, edition=edition),
         "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
     }
 
@@ -103,6 +104,7 @@ DONE = {
     "restore": "Comparison restored, at the end.",
     "up": "Moved up.",
     "down": "Moved down.",
+    "add": "Comparison added, at the end.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",
@@ -340,7 +342,7 @@ def change_item(
     who: Who,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """drop, restore, up or down: one comparison of the draft."""
+    """drop, restore, add, up or down: one comparison of the draft."""
     moves: dict[str, Callable[[Session], object]] = {
         "drop": lambda s: publish.drop_item(s, edition_id=edition_id, comparison_id=comparison_id),
         "restore": lambda s: publish.restore_item(
@@ -349,6 +351,7 @@ def change_item(
         "up": lambda s: publish.move_item(
             s, edition_id=edition_id, comparison_id=comparison_id, up=True
         ),
+        "add": lambda s: publish.add_item(s, edition_id=edition_id, comparison_id=comparison_id),
         "down": lambda s: publish.move_item(
             s, edition_id=edition_id, comparison_id=comparison_id, up=False
         ),
