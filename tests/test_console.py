@@ -252,3 +252,20 @@ def test_editors_see_no_subscriber_data(client: TestClient, seeded: Session) -> 
     sign_in(client, "ed@example.com")
     assert client.get("/console/subscribers", params={"q": "a"}).status_code == 403
     assert client.get("/console/newsletters/weekly-ai-tool-verdicts/export.csv").status_code == 403
+
+
+def test_an_operator_sends_a_draft_now(
+    client: TestClient,
+    seeded: Session,
+    draft: int,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    add_subscribers(2, prefix="now")
+    _user(seeded, "ops@example.com", "operator")
+    csrf = sign_in(client, "ops@example.com")
+    assert "Send now" in client.get(f"/console/editions/{draft}").text
+    started = client.post(f"/console/editions/{draft}/start", data={"csrf": csrf})
+    assert started.status_code == 303
+    assert store.edition_status(seeded, edition_id=draft) == "sending"
+    event = audit.recent(seeded, target=f"edition {draft}")[0]
+    assert event.action == "edition.start" and '"recipients": 2' in (event.detail or "")

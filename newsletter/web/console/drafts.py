@@ -105,6 +105,7 @@ DONE = {
     "up": "Moved up.",
     "down": "Moved down.",
     "add": "Comparison added, at the end.",
+    "start": "Started: the workers (or the scheduler) send it now.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",

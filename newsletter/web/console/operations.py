@@ -172,3 +172,35 @@ def schedule_action(
         )
         session.commit()
     return RedirectResponse(console_path(ctx, f"/schedules?done={action}"), status_code=303)
+
+
+@router.post("/editions/{edition_id}/start", response_class=HTMLResponse)
+def start_now(
+    request: Request, edition_id: RowId, ctx: Ctx, who: Who, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Send a draft now instead of at its send time: it starts (fixing the audience) and the
+    workers or the scheduler send it. An unapproved draft that needs approval is refused."""
+    check_form(request, who, csrf, "sends")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            added = publish.start_edition(
+                session,
+                edition_id=edition_id,
+                settings=ctx.settings,
+                actor=f"{who.user.email} (console)",
+                now=now,
+            )
+        except (publish.EditionStateError, store.NotFound) as exc:
+            session.rollback()
+            return refused(ctx, who, edition_id, str(exc))
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.start",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"recipients": added},
+        )
+        session.commit()
+    return back(ctx, edition_id, "start")
