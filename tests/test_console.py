@@ -269,3 +269,29 @@ def test_an_operator_sends_a_draft_now(
     assert store.edition_status(seeded, edition_id=draft) == "sending"
     event = audit.recent(seeded, target=f"edition {draft}")[0]
     assert event.action == "edition.start" and '"recipients": 2' in (event.detail or "")
+
+
+def test_an_operator_adds_subscribers_by_csv_with_the_cli_report(
+    client: TestClient, seeded: Session
+) -> None:
+    _user(seeded, "ops@example.com", "operator")
+    csrf = sign_in(client, "ops@example.com")
+    assert client.get("/console/subscribers/import").status_code == 200
+    upload = "email,name\nnew1@example.com,New One\nnot-an-address,Bad\n"
+    answer = client.post(
+        "/console/subscribers/import",
+        data={"csrf": csrf, "newsletter": "weekly-ai-tool-verdicts"},
+        files={"file": ("people.csv", upload.encode(), "text/csv")},
+    )
+    assert answer.status_code == 200
+    assert "people.csv: 1 new" in answer.text and "1 line(s) rejected" in answer.text
+    assert "line 3" in answer.text  # the rejected line, named as the CLI names it
+    one = client.post(
+        "/console/subscribers/import",
+        data={"csrf": csrf, "email": "typed@example.com", "name": "Typed In"},
+    )
+    assert "typed in: 1 new" in one.text
+    seeded.expire_all()
+    emails = {s.email for s in seeded.exec(select(Subscriber)).all()}
+    assert {"new1@example.com", "typed@example.com"} <= emails
+    assert audit.recent(seeded, action="subscribers.import")[0].actor == "ops@example.com"

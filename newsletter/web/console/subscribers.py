@@ -7,17 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Annotated
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_
 from sqlmodel import col, select
 
-from newsletter import audit, privacy, store, subscriptions
+from newsletter import accounts, audit, importing, privacy, store, subscriptions
 from newsletter.models import Delivery, Subscriber, Subscription, SubscriptionEvent
 from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
-from newsletter.web.context import RowId
+from newsletter.web.context import RowId, WebContext
 
 router = APIRouter()
 
@@ -54,7 +56,17 @@ def search(ctx: Ctx, who: Who, q: str = "") -> HTMLResponse:
                     .limit(50)
                 ).all()
             )
-    return console_page(ctx, who, "console_subscribers.html", q=query, found=found)
+    with ctx.session() as session:
+        newsletters = list(store.newsletters_by_slug(session).values())
+    return console_page(
+        ctx, who, "console_subscribers.html", q=query, found=found, newsletters=newsletters
+    )
+
+
+@router.get("/subscribers/import", response_class=HTMLResponse)
+def import_form(ctx: Ctx, who: Who) -> HTMLResponse:
+    _require(who)
+    return _import_page(ctx, who)
 
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
@@ -209,3 +221,72 @@ def export_list(slug: str, ctx: Ctx, who: Who) -> Response:
 
 def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+#: The largest CSV the console takes in one upload (bigger lists go through the CLI).
+MAX_UPLOAD = 20 * 1024 * 1024
+
+
+@router.post("/subscribers/import", response_class=HTMLResponse)
+async def import_csv(
+    request: Request,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    newsletter: Annotated[str, Form(max_length=120)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    file: UploadFile | None = None,
+) -> HTMLResponse:
+    """A CSV upload, or one person typed in (as a one-line CSV): the same importer and the
+    same per-line report as ``newsletter import subscribers``."""
+    check_form(request, who, csrf, "subscribers")
+    if file is not None and file.filename:
+        data = await file.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            return _import_page(
+                ctx, who, problem=f"file: larger than {MAX_UPLOAD // 2**20} MB; use the CLI"
+            )
+        source = file.filename[:100]
+    elif email.strip():
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([["email", "name"], [email.strip(), name.strip()]])
+        data, source = buffer.getvalue().encode("utf-8"), "typed in"
+    else:
+        return _import_page(ctx, who, problem="choose a CSV file or type an address")
+    now = ctx.clock()
+    with tempfile.TemporaryDirectory() as folder, ctx.session() as session:
+        path = Path(folder) / "upload.csv"
+        path.write_bytes(data)
+        try:
+            target = store.get_newsletter(session, slug=newsletter or ctx.settings.newsletter)
+            report = importing.import_subscribers(
+                session, path=path, default_newsletter=target.slug
+            )
+        except (store.NotFound, OSError, ValueError) as exc:
+            session.rollback()
+            return _import_page(ctx, who, problem=str(exc))
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="subscribers.import",
+            target=f"newsletter {target.slug}",
+            now=now,
+            detail={
+                "source": source,
+                "created": report.created,
+                "subscribed": report.subscribed,
+                "rejected": len(report.rejected),
+            },
+        )
+        session.commit()
+    return _import_page(ctx, who, report=report, source=source)
+
+
+def _import_page(ctx: WebContext, who: accounts.SignedIn, **values: Any) -> HTMLResponse:
+    with ctx.session() as session:
+        newsletters = list(store.newsletters_by_slug(session).values())
+    values.setdefault("problem", None)
+    values.setdefault("report", None)
+    status = 400 if values["problem"] else 200
+    return console_page(ctx, who, "console_import.html", status, newsletters=newsletters, **values)
