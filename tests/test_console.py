@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -295,3 +296,22 @@ def test_an_operator_adds_subscribers_by_csv_with_the_cli_report(
     emails = {s.email for s in seeded.exec(select(Subscriber)).all()}
     assert {"new1@example.com", "typed@example.com"} <= emails
     assert audit.recent(seeded, action="subscribers.import")[0].actor == "ops@example.com"
+
+
+def test_refreshing_a_draft_says_what_changed(
+    client: TestClient, seeded: Session, draft: int, make_comparison: Callable[..., Any]
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    late = make_comparison(
+        "late-arrival", title="Late Arrival vs Early Bird", published_at="2026-11-26T10:00:00+00:00"
+    )
+    store.upsert_comparisons(seeded, records=[late])
+    seeded.commit()
+    answer = client.post(f"/console/editions/{draft}/refresh", data={"csrf": csrf})
+    assert answer.status_code == 200
+    assert "Refreshed from the store: 1 added (Late Arrival vs Early Bird)." in answer.text
+    again = client.post(f"/console/editions/{draft}/refresh", data={"csrf": csrf})
+    assert "Refreshed from the store: no change." in again.text
+    event = audit.recent(seeded, action="edition.refresh", target=f"edition {draft}")[-1]
+    assert "Late Arrival" in (event.detail or "")

@@ -65,7 +65,8 @@ def edition_draft(
     verb = "created" if outcome.created else f"existing ({e.status})"
     typer.echo(
         f"edition {e.id} {verb}: {outcome.period.describe()}, "
-        f"{len(outcome.selection.items)} comparison(s), {e.more_count} more",
+        f"{len(outcome.selection.items)} comparison(s), {e.more_count} more"
+        + ("" if outcome.created else f"; refreshed: {outcome.changes()}"),
         err=True,
     )
     _size_warning(note)

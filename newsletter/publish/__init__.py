@@ -30,6 +30,7 @@ from newsletter.publish.drafting import (
     draft_edition,
     prepare,
     preview_edition,
+    refresh_draft,
     resolve_newsletter,
     sender_of,
     set_subject,
@@ -57,6 +58,7 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "refresh_draft",
     "add_item",
     "candidates",
     "ShapingError",

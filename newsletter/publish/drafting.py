@@ -74,6 +74,18 @@ class DraftOutcome:
     created: bool
     period: Period
     selection: Selection
+    #: A refresh of an existing draft: titles of the comparisons it added and removed.
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def changes(self) -> str:
+        """ "2 added (A; B), 1 removed (C)", or "no change" (a refresh shows what it did)."""
+        parts = [
+            f"{len(titles)} {verb} ({'; '.join(titles)})"
+            for verb, titles in (("added", self.added), ("removed", self.removed))
+            if titles
+        ]
+        return ", ".join(parts) or "no change"
 
 
 def draft_edition(
@@ -107,6 +119,11 @@ def draft_edition(
         named = period_for(session, newsletter, at)
         period, scheduled_for = named.period, scheduled_for or named.send_at
     edition = store.find_edition(session, newsletter_id=newsletter.id, period_key=period.key)
+    before = (
+        {c.id: c.title for c in store.edition_comparisons(session, edition_id=edition.id or 0)}
+        if edition is not None
+        else {}
+    )
     if edition is not None and (
         edition.status != EditionStatus.draft or edition.approved_at is not None
     ):
@@ -182,7 +199,15 @@ def draft_edition(
         ) from None
     session.commit()
     alert_editors(session, settings, edition, now or at)
-    return DraftOutcome(edition, created, period, selection)
+    after = {c.id: c.title for c in selection.items if c.id}
+    return DraftOutcome(
+        edition,
+        created,
+        period,
+        selection,
+        added=tuple(t for i, t in after.items() if i not in before) if not created else (),
+        removed=tuple(t for i, t in before.items() if i not in after),
+    )
 
 
 def _context(
@@ -273,6 +298,32 @@ def dropped_ids(edition: Edition | None) -> set[int]:
     if edition is None or not edition.dropped:
         return set()
     return {int(i) for i in json.loads(edition.dropped)}
+
+
+def refresh_draft(
+    session: Session, *, edition_id: int, settings: Settings, now: datetime
+) -> DraftOutcome:
+    """Re-select a draft's comparisons from the store for its own period (comparisons
+    published or edited since are picked up, dropped ones stay out); ``changes()`` says what
+    moved. An approved draft or a started edition is left as it is."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    assert newsletter is not None
+    period = Period(
+        key=edition.period_key,
+        start=edition.period_start,
+        end=edition.period_end,
+        timezone=newsletter.timezone,
+    )
+    return draft_edition(
+        session,
+        settings=settings,
+        newsletter_slug=newsletter.slug,
+        at=now,
+        now=now,
+        period=period,
+        scheduled_for=edition.scheduled_for,
+    )
 
 
 def size_note(session: Session, *, edition_id: int, settings: Settings) -> str | None:

@@ -365,3 +365,40 @@ def change_item(
         return {"comparison": comparison_id}
 
     return _shape(request, ctx, who, edition_id, csrf, move, change)
+
+
+@router.post("/editions/{edition_id}/refresh", response_class=HTMLResponse)
+def refresh(
+    request: Request, edition_id: RowId, ctx: Ctx, who: Who, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Re-select the draft from the store and say what changed, instead of silently
+    replacing it."""
+    check_form(request, who, csrf, "drafts")
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            outcome = publish.refresh_draft(
+                session, edition_id=edition_id, settings=ctx.settings, now=now
+            )
+        except (publish.EmptyWeek, publish.ComparisonTaken, publish.EditionStateError) as exc:
+            session.rollback()
+            return refused(ctx, who, edition_id, str(exc))
+        changes = outcome.changes()
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.refresh",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"added": list(outcome.added), "removed": list(outcome.removed)},
+        )
+        session.commit()
+        view = _draft_view(session, ctx, edition_id)
+    return console_page(
+        ctx,
+        who,
+        "console_edition.html",
+        notice=f"Refreshed from the store: {changes}.",
+        problem=None,
+        **view,
+    )
