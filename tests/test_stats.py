@@ -448,3 +448,48 @@ def test_aggregates_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             assert max(growth.values(), key=lambda w: w.week_start).active_at_end == 4
     finally:
         engine.dispose()
+
+
+def _edition_stats(edition_id: int, day: int, recipients: int, unsubscribes: int) -> Any:
+    from datetime import UTC, datetime
+
+    from newsletter.stats import EditionStats
+
+    at = datetime(2026, 11, day, 9, tzinfo=UTC)
+    return EditionStats(
+        edition_id,
+        "weekly",
+        "s",
+        "sent",
+        at,
+        at,
+        recipients,
+        recipients,
+        0,
+        0,
+        0,
+        0,
+        0,
+        unsubscribes,
+        0.0,
+    )
+
+
+def test_chart_counts_are_whole_numbers_and_dates_never_repeat() -> None:
+    """Small counts used to get ticks at 0.5 and two editions on one day the same label."""
+    from newsletter.chart import build_figure
+
+    rows = [_edition_stats(1, 2, 3, 1), _edition_stats(2, 2, 2, 0), _edition_stats(3, 9, 1, 1)]
+    growth = [WeekGrowth("2026-W48", date(2026, 11, 23), 1, 1, 0, 3)]
+    figure = build_figure(rows, growth)
+    for axes in figure.axes:
+        ticks = axes.get_yticks()
+        assert all(float(t).is_integer() for t in ticks), ticks
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert labels == ["2026-11-02 #1", "2026-11-02 #2", "2026-11-09"]
+
+
+def test_the_narrow_chart_stacks_its_panels_for_a_phone(seeded: Session, sent: Sent) -> None:
+    growth = [WeekGrowth("2026-W48", date(2026, 11, 23), 3, 1, 2, 10)]
+    png = draw_chart(edition_stats(seeded), growth, fmt="png", narrow=True)
+    assert _png_size(png) == (400, 640)

@@ -184,12 +184,13 @@ def _run(
 
 
 @router.get("/chart.svg")
-def chart_svg(ctx: Admin) -> Response:
+def chart_svg(ctx: Admin, narrow: bool = False) -> Response:
+    """The chart; ``narrow`` stacks the panels for a phone (the page picks it by width)."""
     with ctx.session() as session:
         rows = stats.edition_stats(session)
         growth = stats.list_growth(session, until=ctx.clock(), today=True)
     return Response(
-        chart.draw_chart(rows, growth, fmt="svg"),
+        chart.draw_chart(rows, growth, fmt="svg", narrow=narrow),
         media_type="image/svg+xml",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
