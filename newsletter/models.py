@@ -196,6 +196,9 @@ class Edition(SQLModel, table=True):
     intro: str | None = Field(default=None, sa_type=Text)
     #: Comparison ids an editor dropped (JSON list): a refresh of the draft leaves them out.
     dropped: str | None = Field(default=None, sa_type=Text)
+    #: An editor's changes for this edition only (JSON): {"preheader": "...", "verdicts":
+    #: {"<comparison id>": "the call in their words"}}; a refresh keeps them.
+    overrides: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     send_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

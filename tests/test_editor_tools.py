@@ -185,3 +185,26 @@ def test_candidates_the_cap_left_out_can_be_swapped_in(
     assert page.count('class="callbox"') == 3
     with pytest.raises(publish.ShapingError, match="not a candidate"):
         publish.add_item(session, edition_id=edition_id, comparison_id=carried[0].id or 0)
+
+
+def test_an_editors_call_and_preheader_for_one_edition(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    lead = store.edition_comparisons(seeded, edition_id=draft)[0]
+    publish.set_verdict(
+        seeded, edition_id=draft, comparison_id=lead.id or 0, verdict="Ship it, but pin the model."
+    )
+    publish.set_preheader(seeded, edition_id=draft, preheader="Four calls, one surprise")
+    seeded.commit()
+    html, text, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "Ship it, but pin the model." in html and "Ship it, but pin the model." in text
+    assert rendered.preheader == "Four calls, one surprise"
+    # The store's comparison is untouched: the call is this edition's only.
+    assert store.get_comparison(seeded, slug=lead.slug).verdict is None
+    with pytest.raises(publish.ShapingError, match="verdict: at most 280"):
+        publish.set_verdict(seeded, edition_id=draft, comparison_id=lead.id or 0, verdict="x" * 281)
+    publish.set_verdict(seeded, edition_id=draft, comparison_id=lead.id or 0, verdict="")
+    publish.set_preheader(seeded, edition_id=draft, preheader=None)
+    html, _, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "Ship it, but pin the model." not in html
+    assert rendered.preheader.startswith("Ship Patchwright Agent")

@@ -52,12 +52,20 @@ from newsletter.publish.shaping import (
     drop_item,
     dropped_comparisons,
     move_item,
+    preheader_override,
     restore_item,
     set_intro,
+    set_preheader,
+    set_verdict,
+    verdict_overrides,
 )
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "preheader_override",
+    "set_preheader",
+    "set_verdict",
+    "verdict_overrides",
     "refresh_draft",
     "add_item",
     "candidates",

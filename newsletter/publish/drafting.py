@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import parseaddr
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from sqlmodel import Session
 
 from newsletter import store
 from newsletter.config import Settings
+from newsletter.content import ComparisonData
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.periods import period_for
@@ -215,7 +217,10 @@ def _context(
 ) -> tuple[EditionContext, Newsletter]:
     newsletter = session.get(Newsletter, edition.newsletter_id)
     assert newsletter is not None and edition.id is not None
-    items = store.edition_comparisons(session, edition_id=edition.id)
+    items = with_overrides(store.edition_comparisons(session, edition_id=edition.id), edition)
+    # The summary of the calls as this edition makes them (an editor's calls included),
+    # unless an editor wrote the preheader.
+    preheader = overrides_of(edition).get("preheader") or default_preheader(items, edition.subject)
     ctx = EditionContext(
         edition_id=edition.id,
         newsletter_name=newsletter.name,
@@ -228,7 +233,7 @@ def _context(
         items=items,
         more_count=edition.more_count,
         subject=edition.subject,
-        preheader=edition.preheader,
+        preheader=preheader,
         web_url=f"{settings.base_url}/archive/{edition.id}",
         more_url=newsletter.site_url,
         site_url=newsletter.site_url,
@@ -291,6 +296,22 @@ def preview_edition(
     rendered, template, _ = prepare(session, edition=edition, settings=settings)
     page, text = template.preview(SAMPLE_RECIPIENT, signer_for(settings))
     return page, text, rendered
+
+
+def overrides_of(edition: Edition) -> dict[str, Any]:
+    """An editor's changes for this edition only: "preheader", and "verdicts" by comparison
+    id (see ``Edition.overrides``)."""
+    return dict(json.loads(edition.overrides)) if edition.overrides else {}
+
+
+def with_overrides(items: list[ComparisonData], edition: Edition) -> list[ComparisonData]:
+    """The comparisons as this edition shows them: an editor's call for one edition replaces
+    the comparison's own (the store's record is not changed)."""
+    verdicts = overrides_of(edition).get("verdicts", {})
+    return [
+        c.model_copy(update={"verdict": verdicts[str(c.id)]}) if str(c.id) in verdicts else c
+        for c in items
+    ]
 
 
 def dropped_ids(edition: Edition | None) -> set[int]:

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from newsletter import store
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Comparison, Edition, EditionStatus
-from newsletter.publish.drafting import dropped_ids
+from newsletter.publish.drafting import dropped_ids, overrides_of
 from newsletter.rendering import default_preheader, default_subject
 
 #: Characters of an edition's intro.
@@ -149,3 +149,60 @@ def add_item(session: Session, *, edition_id: int, comparison_id: int) -> Editio
         )
     _save(session, edition, [*_items(session, edition), comparison_id])
     return edition
+
+
+#: Characters of an edition's own preheader, and of an editor's call on one comparison (the
+#: same limit as the import file's ``verdict``).
+MAX_PREHEADER = 200
+MAX_VERDICT = 280
+
+
+def _set_override(edition: Edition, key: str, value: object) -> None:
+    overrides = overrides_of(edition)
+    if value in (None, "", {}):
+        overrides.pop(key, None)
+    else:
+        overrides[key] = value
+    edition.overrides = json.dumps(overrides, ensure_ascii=False) if overrides else None
+
+
+def set_preheader(session: Session, *, edition_id: int, preheader: str | None) -> Edition:
+    """The inbox's second line for this edition (None: the computed summary of the calls)."""
+    edition = _open_draft(session, edition_id)
+    text = " ".join((preheader or "").split())
+    if len(text) > MAX_PREHEADER:
+        raise ShapingError(f"preheader: at most {MAX_PREHEADER} characters, got {len(text)}")
+    _set_override(edition, "preheader", text or None)
+    session.flush()
+    return edition
+
+
+def set_verdict(
+    session: Session, *, edition_id: int, comparison_id: int, verdict: str | None
+) -> Edition:
+    """An editor's call on one comparison, for this edition only, shown in full (None: the
+    computed call, or the comparison's own editor verdict)."""
+    edition = _open_draft(session, edition_id)
+    if comparison_id not in _items(session, edition):
+        raise ShapingError(f"comparison {comparison_id} is not in edition {edition_id}")
+    text = " ".join((verdict or "").split())
+    if len(text) > MAX_VERDICT:
+        raise ShapingError(f"verdict: at most {MAX_VERDICT} characters, got {len(text)}")
+    verdicts = dict(overrides_of(edition).get("verdicts", {}))
+    if text:
+        verdicts[str(comparison_id)] = text
+    else:
+        verdicts.pop(str(comparison_id), None)
+    _set_override(edition, "verdicts", verdicts)
+    session.flush()
+    return edition
+
+
+def verdict_overrides(edition: Edition) -> dict[int, str]:
+    """This edition's own calls, by comparison id (for the draft page's forms)."""
+    return {int(k): v for k, v in overrides_of(edition).get("verdicts", {}).items()}
+
+
+def preheader_override(edition: Edition) -> str:
+    """This edition's own preheader, or "" (the computed summary is used)."""
+    return str(overrides_of(edition).get("preheader") or "")

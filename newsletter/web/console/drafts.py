@@ -78,6 +78,8 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "items": store.edition_comparisons(session, edition_id=edition_id),
         "dropped": publish.dropped_comparisons(session, edition=edition),
         "candidates": publish.candidates(session, edition=edition),
+        "verdicts": publish.verdict_overrides(edition),
+        "preheader_override": publish.preheader_override(edition),
         "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
     }
 
@@ -106,6 +108,8 @@ DONE = {
     "down": "Moved down.",
     "add": "Comparison added, at the end.",
     "start": "Started: the workers (or the scheduler) send it now.",
+    "preheader": "Preheader saved.",
+    "verdict": "The call for this edition saved.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",
@@ -333,6 +337,22 @@ def change_intro(
     return _shape(request, ctx, who, edition_id, csrf, "intro", change)
 
 
+@router.post("/editions/{edition_id}/preheader", response_class=HTMLResponse)
+def change_preheader(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    preheader: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    def change(session: Session) -> dict[str, Any]:
+        publish.set_preheader(session, edition_id=edition_id, preheader=preheader)
+        return {"after": preheader.strip() or None}
+
+    return _shape(request, ctx, who, edition_id, csrf, "preheader", change)
+
+
 @router.post("/editions/{edition_id}/items/{comparison_id}/{move}", response_class=HTMLResponse)
 def change_item(
     request: Request,
@@ -342,8 +362,10 @@ def change_item(
     ctx: Ctx,
     who: Who,
     csrf: Annotated[str, Form()] = "",
+    verdict: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """drop, restore, add, up or down: one comparison of the draft."""
+    """drop, restore, add, up, down, or verdict (this edition's call on it): one comparison
+    of the draft."""
     moves: dict[str, Callable[[Session], object]] = {
         "drop": lambda s: publish.drop_item(s, edition_id=edition_id, comparison_id=comparison_id),
         "restore": lambda s: publish.restore_item(
@@ -353,6 +375,9 @@ def change_item(
             s, edition_id=edition_id, comparison_id=comparison_id, up=True
         ),
         "add": lambda s: publish.add_item(s, edition_id=edition_id, comparison_id=comparison_id),
+        "verdict": lambda s: publish.set_verdict(
+            s, edition_id=edition_id, comparison_id=comparison_id, verdict=verdict
+        ),
         "down": lambda s: publish.move_item(
             s, edition_id=edition_id, comparison_id=comparison_id, up=False
         ),
@@ -362,7 +387,10 @@ def change_item(
 
     def change(session: Session) -> dict[str, Any]:
         moves[move](session)
-        return {"comparison": comparison_id}
+        detail: dict[str, Any] = {"comparison": comparison_id}
+        if move == "verdict":
+            detail["verdict"] = verdict.strip() or None
+        return detail
 
     return _shape(request, ctx, who, edition_id, csrf, move, change)
 
