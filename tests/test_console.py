@@ -315,3 +315,18 @@ def test_refreshing_a_draft_says_what_changed(
     assert "Refreshed from the store: no change." in again.text
     event = audit.recent(seeded, action="edition.refresh", target=f"edition {draft}")[-1]
     assert "Late Arrival" in (event.detail or "")
+
+
+def test_the_numbers_page_has_the_table_and_a_phone_sized_chart(
+    client: TestClient, seeded: Session
+) -> None:
+    assert client.get("/console/chart.svg").status_code == 303  # behind the session too
+    _user(seeded, "ed@example.com", "editor")
+    sign_in(client, "ed@example.com")
+    page = client.get("/console/stats").text
+    assert 'id="stats"' in page and "No edition has been sent yet." in page
+    assert 'media="(max-width: 600px)" srcset="/console/chart.svg?narrow=true"' in page
+    wide = client.get("/console/chart.svg")
+    narrow = client.get("/console/chart.svg", params={"narrow": "true"})
+    assert wide.headers["content-type"] == "image/svg+xml"
+    assert 'width="576pt"' in wide.text and 'width="288pt"' in narrow.text  # 8 in, 4 in

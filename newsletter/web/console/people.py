@@ -1,4 +1,4 @@
-"""Admins: users and their one-time links; everyone: the audit log."""
+"""Admins: users and their one-time links; everyone: the audit log and the numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import col, select
 
-from newsletter import accounts, audit
+from newsletter import accounts, audit, chart, stats
 from newsletter.models import User
 from newsletter.web.console.base import (
     Ctx,
@@ -85,4 +85,27 @@ def audit_page(ctx: Ctx, who: Who, action: str = "", target: str = "") -> HTMLRe
         events = audit.recent(session, action=action[:64] or None, target=target[:200] or None)
     return console_page(
         ctx, who, "console_audit.html", events=events, action=action[:64], target=target[:200]
+    )
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+
+@router.get("/stats", response_class=HTMLResponse)
+def stats_page(ctx: Ctx, who: Who) -> HTMLResponse:
+    """Per-edition numbers and the chart (a stacked one on a phone)."""
+    with ctx.session() as session:
+        rows = stats.edition_stats(session)
+    return console_page(ctx, who, "console_stats.html", stats=rows)
+
+
+@router.get("/chart.svg")
+def chart_svg(ctx: Ctx, who: Who, narrow: bool = False) -> Response:
+    with ctx.session() as session:
+        rows = stats.edition_stats(session)
+        growth = stats.list_growth(session, until=ctx.clock(), today=True)
+    return Response(
+        chart.draw_chart(rows, growth, fmt="svg", narrow=narrow),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
