@@ -119,7 +119,8 @@ def test_weak_secret_key_fails_with_a_fix(healthy: Settings, key: str, words: st
 
 def test_weak_old_key_is_a_warning(healthy: Settings) -> None:
     checks = doctor(
-        healthy, old_secret_keys="QEitVA04kIfvUPz5CAdpiMk8q-8J7cRNI_JcjXtvjwr2o5bdLBTAUw, tiny-old-key"
+        healthy,
+        old_secret_keys="QEitVA04kIfvUPz5CAdpiMk8q-8J7cRNI_JcjXtvjwr2o5bdLBTAUw, tiny-old-key",
     )
 
     found = only(checks, "secret key")
@@ -343,7 +344,10 @@ def test_admin_page_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
     postmark = f"postmark://pm-token@?endpoint={api_stub.url}"
     bare = doctor(healthy, mail_backend=postmark)
     configured = doctor(
-        healthy, mail_backend=postmark, admin_password="admin-pass-Xq7Lp2mN9", webhook_postmark="u:p-hook"
+        healthy,
+        mail_backend=postmark,
+        admin_password="admin-pass-Xq7Lp2mN9",
+        webhook_postmark="u:p-hook",
     )
 
     assert only(bare, "admin page").ok is None
@@ -399,3 +403,30 @@ def test_render_and_exit_code() -> None:
     ]
     assert exit_code(checks) == 1
     assert exit_code(checks[:2]) == 0
+
+
+def test_doctor_says_when_nobody_can_sign_in_to_the_console(
+    healthy: Settings, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session
+
+    from newsletter import accounts
+
+    (console,) = [c for c in doctor(healthy) if c.name == "console"]
+    assert console.ok is None and "no console admin yet" in console.summary
+    assert "newsletter user add" in (console.fix or "")
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    with Session(engine) as session:
+        _, token = accounts.add_user(session, email="boss@example.com", role="admin", now=now)
+        accounts.set_password(
+            session, token=token, password="correct horse battery staple 42", now=now
+        )
+        session.commit()
+    (console,) = [c for c in doctor(healthy) if c.name == "console"]
+    assert console.ok is True and "1 admin(s)" in console.summary
+    (plain,) = [
+        c for c in doctor(healthy, base_url="http://news.example.com") if c.name == "console"
+    ]
+    assert plain.ok is None and "over http" in plain.summary

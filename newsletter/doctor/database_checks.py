@@ -1,14 +1,16 @@
-"""Checks of the database: reachable, migrated."""
+"""Checks of the database: reachable, migrated, and someone able to sign in to the console."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlmodel import Session, col, select
 
 from newsletter.config import Settings
 from newsletter.database import (
@@ -19,6 +21,7 @@ from newsletter.database import (
     make_engine,
 )
 from newsletter.doctor.check import Check
+from newsletter.models import User
 
 # --- database ------------------------------------------------------------------------------
 
@@ -50,12 +53,43 @@ def check_database(settings: Settings, timeout: float) -> list[Check]:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return [Check("database", True, f"{shown} reachable"), _schema(engine)]
+        schema = _schema(engine)
+        checks = [Check("database", True, f"{shown} reachable"), schema]
+        if schema.ok:
+            checks.append(_console(engine, settings))
+        return checks
     except SQLAlchemyError as exc:
         fix = "Check NEWSLETTER_DATABASE_URL (host, port, user, password) and that the server runs."
         return [Check("database", False, f"can't connect to {shown}: {_reason(exc)}", fix), skipped]
     finally:
         engine.dispose()
+
+
+def _console(engine: Engine, settings: Settings) -> Check:
+    """Whether anyone can sign in to /console: an admin with a password set."""
+    with Session(engine) as session:
+        users = session.exec(select(User).where(col(User.disabled).is_(False))).all()
+    admins = [u for u in users if u.role == "admin" and u.password_hash]
+    if not admins:
+        return Check(
+            "console",
+            None,
+            "no console admin yet: nobody can sign in to /console",
+            "Run `newsletter user add you@example.com --role admin` and open the link it prints.",
+        )
+    base = urlsplit(settings.base_url)
+    if base.scheme != "https" and base.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return Check(
+            "console",
+            None,
+            "sign-in over http: passwords and the session cookie would cross the network in clear",
+            "Serve over https (NEWSLETTER_BASE_URL).",
+        )
+    return Check(
+        "console",
+        True,
+        f"{len(users)} user(s), {len(admins)} admin(s); at {settings.base_url}/console",
+    )
 
 
 def _schema(engine: Engine) -> Check:
