@@ -27,7 +27,6 @@ from newsletter.models import (
     Subscriber,
     Subscription,
     SubscriptionEvent,
-    SubscriptionStatus,
 )
 
 ERASED = "erased"
@@ -101,20 +100,7 @@ def erase(session: Session, *, subscriber_id: int, now: datetime, source: str) -
     if person.suppressed == ERASED:
         return
     hashed = erased_key(person.email_key)
-    for sub in session.exec(
-        select(Subscription).where(
-            Subscription.subscriber_id == subscriber_id,
-            Subscription.status != SubscriptionStatus.unsubscribed,
-        )
-    ).all():
-        store.set_subscription_status(
-            session,
-            subscriber_id=subscriber_id,
-            newsletter_id=sub.newsletter_id,
-            status=SubscriptionStatus.unsubscribed,
-            source=source,
-            edition_id=None,
-        )
+    store.leave_lists(session, subscriber_id=subscriber_id, source=source)
     session.execute(
         update(MailEvent)
         .where(col(MailEvent.subscriber_id) == subscriber_id)

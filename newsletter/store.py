@@ -28,6 +28,7 @@ from newsletter.models import (
     Subscriber,
     Subscription,
     SubscriptionEvent,
+    SubscriptionStatus,
     Tool,
     WebhookNonce,
     utcnow,
@@ -468,6 +469,35 @@ def record_event(
             detail=detail,
         )
     )
+
+
+def leave_lists(
+    session: Session,
+    *,
+    subscriber_id: int,
+    source: str,
+    edition_id: int | None = None,
+    newsletter_id: int | None = None,
+) -> int:
+    """Unsubscribe the subscriber from every list they are on (or only ``newsletter_id``),
+    with an event each; how many subscriptions changed."""
+    subs = session.exec(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status != SubscriptionStatus.unsubscribed,
+            *([] if newsletter_id is None else [Subscription.newsletter_id == newsletter_id]),
+        )
+    ).all()
+    for sub in subs:
+        set_subscription_status(
+            session,
+            subscriber_id=subscriber_id,
+            newsletter_id=sub.newsletter_id,
+            status=SubscriptionStatus.unsubscribed,
+            source=source,
+            edition_id=edition_id,
+        )
+    return len(subs)
 
 
 def set_subscription_status(

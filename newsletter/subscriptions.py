@@ -357,24 +357,13 @@ def unsubscribe(
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise store.NotFound(f"subscriber {subscriber_id}")
-    subs = session.exec(
-        select(Subscription).where(
-            Subscription.subscriber_id == subscriber_id,
-            Subscription.status != SubscriptionStatus.unsubscribed,
-            *([] if everything else [Subscription.newsletter_id == newsletter_id]),
-        )
-    ).all()
-    changed = False
-    for sub in subs:
-        store.set_subscription_status(
-            session,
-            subscriber_id=subscriber_id,
-            newsletter_id=sub.newsletter_id,
-            status=SubscriptionStatus.unsubscribed,
-            source=source,
-            edition_id=edition_id,
-        )
-        changed = True
+    changed = 0 < store.leave_lists(
+        session,
+        subscriber_id=subscriber_id,
+        source=source,
+        edition_id=edition_id,
+        newsletter_id=None if everything else newsletter_id,
+    )
     if everything and not subscriber.suppressed:
         subscriber.suppressed = UNSUBSCRIBED_ALL
         _suppression_event(
@@ -452,22 +441,7 @@ def suppress(
         return False
     subscriber.suppressed = reason
     _suppression_event(session, subscriber_id, "suppressed", source, edition_id, reason)
-    for sub in session.exec(
-        select(Subscription).where(
-            Subscription.subscriber_id == subscriber_id,
-            col(Subscription.status).in_(
-                [SubscriptionStatus.active.value, SubscriptionStatus.pending.value]
-            ),
-        )
-    ).all():
-        store.set_subscription_status(
-            session,
-            subscriber_id=subscriber_id,
-            newsletter_id=sub.newsletter_id,
-            status=SubscriptionStatus.unsubscribed,
-            source=source,
-            edition_id=edition_id,
-        )
+    store.leave_lists(session, subscriber_id=subscriber_id, source=source, edition_id=edition_id)
     session.flush()
     return True
 
