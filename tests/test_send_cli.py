@@ -292,3 +292,18 @@ def test_html_preview_on_a_terminal_asks_for_a_file_instead(tmp_path: Path) -> N
     assert code == 0 and "THE CALL" in output
     piped = subprocess.run(preview, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert piped.returncode == 0 and piped.stdout.startswith("<!DOCTYPE html>")
+
+
+def test_edition_subject_is_kept(tmp_path: Path) -> None:
+    env, edition_id = _prepare(tmp_path, subscribers=1)
+    cli = [sys.executable, "-m", "newsletter.cli", "edition"]
+    done = subprocess.run(
+        [*cli, "subject", str(edition_id), "Hand-written subject"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    listing = subprocess.run([*cli, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert "Hand-written subject" in listing.stdout

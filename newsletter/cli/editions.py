@@ -95,6 +95,7 @@ def edition_subject(
         edition = publish.set_subject(
             session, edition_id=edition_id, subject=None if reset else subject
         )
+        session.commit()
     typer.echo(f"edition {edition_id} subject: {edition.subject}")
     if len(edition.subject) > SUBJECT_BUDGET:
         typer.secho(

@@ -38,7 +38,7 @@ from newsletter.publish.drafting import (
     size_note,
 )
 from newsletter.publish.dryrun import DryRunReport, SendPlan, dry_run, send_plan
-from newsletter.publish.preflight import Check, preflight
+from newsletter.publish.preflight import Check, checks_of, preflight
 from newsletter.publish.sending import (
     SendReport,
     policy_for,
@@ -62,6 +62,7 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "checks_of",
     "preheader_override",
     "set_preheader",
     "set_verdict",

@@ -361,8 +361,8 @@ class SubjectError(ValueError):
 
 def set_subject(session: Session, *, edition_id: int, subject: str | None) -> Edition:
     """An editor's subject for a draft (None: back to the computed one), kept across draft
-    refreshes. Refused once the edition started or was approved: the approved email is the one
-    that goes out."""
+    refreshes; the caller commits (with its audit record). Refused once the edition started
+    or was approved: the approved email is the one that goes out."""
     edition = store.get_edition(session, edition_id=edition_id)
     if edition.status != EditionStatus.draft:
         raise EditionStateError(f"edition {edition_id} is {edition.status}: its subject is fixed")
@@ -379,5 +379,5 @@ def set_subject(session: Session, *, edition_id: int, subject: str | None) -> Ed
     edition.custom_subject = subject
     edition.subject = subject or default_subject(items, edition.more_count)
     edition.preheader = default_preheader(items, edition.subject)
-    session.commit()
+    session.flush()
     return edition

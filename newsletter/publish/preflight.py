@@ -17,8 +17,10 @@ from sqlmodel import Session
 
 from newsletter import store
 from newsletter.config import Settings
+from newsletter.models import Edition
+from newsletter.personalization import MessageTemplate
 from newsletter.publish.drafting import SAMPLE_RECIPIENT, prepare, signer_for
-from newsletter.rendering import GMAIL_CLIP_BYTES, SUBJECT_BUDGET
+from newsletter.rendering import GMAIL_CLIP_BYTES, SUBJECT_BUDGET, RenderedEdition
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,13 @@ def preflight(session: Session, *, edition_id: int, settings: Settings) -> list[
     """Every check, passed or not, in a fixed order."""
     edition = store.get_edition(session, edition_id=edition_id)
     rendered, template, _ = prepare(session, edition=edition, settings=settings)
+    return checks_of(edition, rendered, template, settings)
+
+
+def checks_of(
+    edition: Edition, rendered: RenderedEdition, template: MessageTemplate, settings: Settings
+) -> list[Check]:
+    """:func:`preflight` on an edition already prepared (the draft page renders it once)."""
     html, text = template.preview(SAMPLE_RECIPIENT, signer_for(settings))
     parser = _Links()
     parser.feed(html)

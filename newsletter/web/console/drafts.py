@@ -61,10 +61,10 @@ def editions(ctx: Ctx, who: Who) -> HTMLResponse:
 
 def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str, Any]:
     edition = store.get_edition(session, edition_id=edition_id)
-    page, text, rendered = publish.preview_edition(
-        session, edition_id=edition_id, settings=ctx.settings
-    )
-    checks = publish.preflight(session, edition_id=edition_id, settings=ctx.settings)
+    # Rendered once for the previews and the preflight both.
+    rendered, template, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
+    page, text = template.preview(publish.SAMPLE_RECIPIENT, publish.signer_for(ctx.settings))
+    checks = publish.checks_of(edition, rendered, template, ctx.settings)
     return {
         "edition": edition,
         "html": page,
@@ -186,27 +186,14 @@ def change_subject(
     csrf: Annotated[str, Form()] = "",
     subject: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    check_form(request, who, csrf, "drafts")
-    now = ctx.clock()
-    with ctx.session() as session:
+    def change(session: Session) -> dict[str, Any]:
         before = store.get_edition(session, edition_id=edition_id).subject
-        try:
-            edition = publish.set_subject(
-                session, edition_id=edition_id, subject=subject.strip() or None
-            )
-        except (publish.SubjectError, publish.EditionStateError) as exc:
-            session.rollback()
-            return refused(ctx, who, edition_id, str(exc), status=400)
-        audit.record(
-            session,
-            actor=who.user.email,
-            action="edition.subject",
-            target=f"edition {edition_id}",
-            now=now,
-            detail={"before": before, "after": edition.subject},
+        edition = publish.set_subject(
+            session, edition_id=edition_id, subject=subject.strip() or None
         )
-        session.commit()
-    return back(ctx, edition_id, "subject")
+        return {"before": before, "after": edition.subject}
+
+    return _shape(request, ctx, who, edition_id, csrf, "subject", change)
 
 
 @router.post("/editions/{edition_id}/approve", response_class=HTMLResponse)
@@ -300,7 +287,7 @@ def _shape(
     with ctx.session() as session:
         try:
             detail = change(session)
-        except (publish.ShapingError, publish.EditionStateError) as exc:
+        except (publish.ShapingError, publish.SubjectError, publish.EditionStateError) as exc:
             session.rollback()
             return refused(ctx, who, edition_id, str(exc), status=400)
         except IntegrityError:
