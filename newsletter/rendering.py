@@ -182,19 +182,20 @@ def render_edition(
     marker = "nlslot" + secrets.token_hex(6)
     verdicts: list[ComparisonVerdict] = [summarize(c) for c in ctx.items]
     full = len(verdicts)
-    html, text, web_html = _render(ctx, env, marker, verdicts, full)
-    while len(qp_encode(html)) > CLIP_BUDGET and full > 0:
-        size = len(qp_encode(html))
+    html, text, web_source = _render(ctx, env, marker, verdicts, full)
+    size = len(qp_encode(html))
+    while size > CLIP_BUDGET and full > 0:
         per_card = max(1, size // (full + 1))
         full = max(0, full - max(1, -(-(size - CLIP_BUDGET) // per_card)))
-        html, text, web_html = _render(ctx, env, marker, verdicts, full)
+        html, text, web_source = _render(ctx, env, marker, verdicts, full)
+        size = len(qp_encode(html))
     return RenderedEdition(
         subject=ctx.subject,
         preheader=ctx.preheader,
         html=html,
         text=text,
         marker=marker,
-        web_html=web_html,
+        web_html=_html(web_source, env),  # MJML for the web version once, at the final size
         compact_count=len(verdicts) - full,
     )
 
@@ -206,7 +207,8 @@ def _render(
     verdicts: Sequence[ComparisonVerdict],
     full: int,
 ) -> tuple[str, str, str]:
-    """(html, text, web html) with the first ``full`` comparisons as cards."""
+    """(html, text, the web version's MJML source) with the first ``full`` comparisons as
+    cards; the web version is converted by the caller, once the size is settled."""
     items, compact = list(verdicts[:full]), list(verdicts[full:])
     base = ctx.base_url.rstrip("/")
     values = {
@@ -257,7 +259,7 @@ def _render(
         web_source = env.get_template("weekly.mjml.j2").render({**values, "web": True}, slot=slot)
     except Exception as exc:  # jinja2 raises many types; name the template stage
         raise RenderError(f"rendering the weekly templates failed: {exc}") from exc
-    return _html(source, env), text, _html(web_source, env)
+    return _html(source, env), text, web_source
 
 
 def _html(source: str, env: Environment) -> str:
