@@ -6,6 +6,7 @@ verdicts and rendering, so one set of rules decides what a valid comparison is.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -116,6 +117,15 @@ class ComparisonData(_Frozen):
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError("expected an ISO 8601 date-time string with an offset")
         return value
+
+
+def fingerprint(comparison: ComparisonData) -> str:
+    """A digest of what a reader would see of ``comparison`` (everything but the store's id):
+    equal digests, equal content. Drafts keep it per item to tell an editor what changed in
+    the store since they looked, and to refuse sending an approved edition whose content
+    changed under the approval."""
+    payload = comparison.model_dump_json().encode()
+    return hashlib.sha256(payload).hexdigest()
 
 
 class ComparisonFile(BaseModel):

@@ -240,6 +240,11 @@ class EditionItem(SQLModel, table=True):
     #: The edition's newsletter, copied here so the unique index can span its editions.
     newsletter_id: int = Field(foreign_key="newsletter.id")
     live: bool = True
+    #: An editor pinned it: a refresh of the draft keeps it, at this position, past the cap.
+    pinned: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    #: The comparison's content when the draft was made, refreshed or approved
+    #: (:func:`newsletter.content.fingerprint`): what an editor saw, to tell edits since.
+    fingerprint: str | None = Field(default=None, max_length=64)
 
 
 class Delivery(SQLModel, table=True):

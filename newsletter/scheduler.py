@@ -93,24 +93,37 @@ def _forget_unconfirmed(session: Session, settings: Settings, now: datetime) -> 
 def _late_approvals(
     session: Session, settings: Settings, newsletter: Newsletter, now: datetime
 ) -> list[str]:
-    """Approved drafts whose send time has passed (approved late, even days late): an
-    approval means "send it", so they start now rather than wait for nothing."""
+    """Drafts whose own send time has come outside the occurrence :func:`_step` looks at:
+    approved late (even days late: an approval means "send it"), or moved by an operator to
+    a time before the schedule's draft time or past its grace window. A draft that waits for
+    approval stays held; one whose time passed more than :data:`GRACE` ago unapproved is left
+    for ``schedule list`` to report, as a missed send is."""
     done = []
     for edition in session.exec(
         select(Edition).where(
             Edition.newsletter_id == newsletter.id,
             Edition.status == EditionStatus.draft,
-            col(Edition.approved_at).is_not(None),
             col(Edition.scheduled_for).is_not(None),
             col(Edition.scheduled_for) <= now,
+            col(Edition.approved_at).is_not(None) | (col(Edition.scheduled_for) >= now - GRACE),
         )
     ).all():
-        added = publish.start_edition(
-            session, edition_id=edition.id or 0, settings=settings, actor="scheduler", now=now
-        )
+        if publish.awaiting_approval(session, edition) is not None or _skipped(
+            session, newsletter, edition.period_key
+        ):
+            continue
+        try:
+            added = publish.start_edition(
+                session, edition_id=edition.id or 0, settings=settings, actor="scheduler", now=now
+            )
+        except publish.EditionStateError as exc:  # e.g. edited after its approval: held
+            log.warning("%s %s: %s", newsletter.slug, edition.period_key, exc)
+            done.append(f"{newsletter.slug} {edition.period_key}: {exc}")
+            continue
         if added:
             done.append(
-                f"{newsletter.slug} {edition.period_key}: started approved edition {edition.id} "
+                f"{newsletter.slug} {edition.period_key}: started "
+                f"{'approved ' if edition.approved_at else ''}edition {edition.id} "
                 f"for {added} subscribers"
             )
     return done
@@ -174,7 +187,12 @@ def _step(
         done.append(f"{slug} {occ.key}: drafted edition {edition.id}")
         if edition.alerted_at is not None:
             done.append(f"{slug} {occ.key}: edition {edition.id} held; editors alerted")
-    if now < occ.start_at:
+    start_at, send_at = occ.start_at, occ.send_at
+    if edition.scheduled_for is not None and edition.scheduled_for != occ.send_at:
+        # An operator moved this edition's send time: the waves shift with it.
+        send_at = edition.scheduled_for
+        start_at = send_at - (occ.send_at - occ.start_at)
+    if now < start_at:
         return done
     if edition.status == EditionStatus.draft:
         if publish.awaiting_approval(session, edition) is not None:
@@ -185,15 +203,20 @@ def _step(
             return done
         local = None
         if occ.schedule.local_time:
-            local = (occ.send_at.astimezone(occ.rule.zone).date(), occ.rule.at)
-        added = publish.start_edition(
-            session,
-            edition_id=edition.id or 0,
-            settings=settings,
-            local_time=local,
-            actor="scheduler",
-            now=now,
-        )
+            at = send_at.astimezone(occ.rule.zone)
+            local = (at.date(), at.time() if send_at != occ.send_at else occ.rule.at)
+        try:
+            added = publish.start_edition(
+                session,
+                edition_id=edition.id or 0,
+                settings=settings,
+                local_time=local,
+                actor="scheduler",
+                now=now,
+            )
+        except publish.EditionStateError as exc:  # e.g. edited after its approval: held
+            log.warning("%s %s: %s", slug, occ.key, exc)
+            return [*done, f"{slug} {occ.key}: {exc}"]
         if added:
             done.append(f"{slug} {occ.key}: started edition {edition.id} for {added} subscribers")
         session.refresh(edition)
@@ -205,11 +228,15 @@ def _edition(session: Session, occ: Occurrence) -> Edition | None:
 
 
 def is_skipped(session: Session, occ: Occurrence) -> bool:
+    return _skipped(session, occ.newsletter, occ.key)
+
+
+def _skipped(session: Session, newsletter: Newsletter, period_key: str) -> bool:
     return (
         session.exec(
             select(ScheduleSkip.id).where(
-                ScheduleSkip.newsletter_id == occ.newsletter.id,
-                ScheduleSkip.period_key == occ.key,
+                ScheduleSkip.newsletter_id == newsletter.id,
+                ScheduleSkip.period_key == period_key,
             )
         ).first()
         is not None

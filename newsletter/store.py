@@ -6,7 +6,7 @@ where a transaction ends, so an import can be all-or-nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -386,18 +386,52 @@ def hold_draft_for_refresh(session: Session, *, edition_id: int) -> bool:
 
 
 def set_edition_items(
-    session: Session, *, edition_id: int, newsletter_id: int, comparison_ids: Iterable[int]
+    session: Session,
+    *,
+    edition_id: int,
+    newsletter_id: int,
+    comparison_ids: Iterable[int],
+    pinned: Collection[int] = (),
+    fingerprints: Mapping[int, str | None] | None = None,
 ) -> None:
-    """Replace a draft's items. The flush raises ``IntegrityError`` when another live edition
-    of the newsletter holds one of them (the unique index decided: a concurrent draft won);
-    the caller rolls back and explains with :func:`comparison_ids_taken`."""
+    """Replace a draft's items, in order, with which are pinned and the content fingerprint
+    each was seen with. The flush raises ``IntegrityError`` when another live edition of the
+    newsletter holds one of them (the unique index decided: a concurrent draft won); the
+    caller rolls back and explains with :func:`comparison_ids_taken`."""
+    fingerprints = fingerprints or {}
     session.execute(delete(EditionItem).where(col(EditionItem.edition_id) == edition_id))
     session.add_all(
         EditionItem(
-            edition_id=edition_id, newsletter_id=newsletter_id, comparison_id=cid, position=i
+            edition_id=edition_id,
+            newsletter_id=newsletter_id,
+            comparison_id=cid,
+            position=i,
+            pinned=cid in pinned,
+            fingerprint=fingerprints.get(cid),
         )
         for i, cid in enumerate(comparison_ids)
     )
+    session.flush()
+
+
+def edition_item_rows(session: Session, *, edition_id: int) -> list[EditionItem]:
+    """A draft's item rows in order (pins and fingerprints), for reshaping it."""
+    return list(
+        session.exec(
+            select(EditionItem)
+            .where(EditionItem.edition_id == edition_id)
+            .order_by(col(EditionItem.position))
+        ).all()
+    )
+
+
+def set_item_fingerprints(
+    session: Session, *, edition_id: int, fingerprints: Mapping[int, str]
+) -> None:
+    """Record the content each item is seen (or approved) with."""
+    for row in edition_item_rows(session, edition_id=edition_id):
+        if row.comparison_id in fingerprints:
+            row.fingerprint = fingerprints[row.comparison_id]
     session.flush()
 
 

@@ -113,6 +113,15 @@ def test_sessions_expire_when_idle_and_end_at_sign_out(
     assert client.get("/console").status_code == 303
 
 
+def seen_of(client: TestClient, draft: int) -> str:
+    """The draft page's digest of what it shows (the approve form carries it)."""
+    found = re.search(
+        r'name="seen" value="([0-9a-f]+)"', client.get(f"/console/editions/{draft}").text
+    )
+    assert found is not None
+    return found.group(1)
+
+
 def test_forms_need_the_session_token_and_same_site(
     client: TestClient, seeded: Session, draft: int
 ) -> None:
@@ -154,7 +163,10 @@ def test_an_editor_sees_the_draft_tests_it_and_approves_it(
     )
     assert sent.status_code == 303
     assert [m.recipient for m in memory.outbox] == ["ed@example.com"]
-    approved = client.post(f"/console/editions/{draft}/approve", data={"csrf": csrf})
+    approved = client.post(
+        f"/console/editions/{draft}/approve",
+        data={"csrf": csrf, "seen": seen_of(client, draft)},
+    )
     assert approved.status_code == 303
     seeded.expire_all()
     edition = store.get_edition(seeded, edition_id=draft)
@@ -175,13 +187,19 @@ def test_approval_waits_for_a_failing_check_unless_an_admin_overrides_it(
         follow_redirects=False,
     ) as c:
         csrf = sign_in(c, "ed@example.com")
-        refused = c.post(f"/console/editions/{draft}/approve", data={"csrf": csrf})
+        refused = c.post(
+            f"/console/editions/{draft}/approve", data={"csrf": csrf, "seen": seen_of(c, draft)}
+        )
         assert refused.status_code == 409 and "links failed" in refused.text
         c.post("/console/logout", data={"csrf": csrf})
         csrf = sign_in(c, "boss@example.com")
         approved = c.post(
             f"/console/editions/{draft}/approve",
-            data={"csrf": csrf, "override": "staging server, links fixed at send"},
+            data={
+                "csrf": csrf,
+                "override": "staging server, links fixed at send",
+                "seen": seen_of(c, draft),
+            },
         )
         assert approved.status_code == 303
     seeded.expire_all()
@@ -330,3 +348,88 @@ def test_the_numbers_page_has_the_table_and_a_phone_sized_chart(
     narrow = client.get("/console/chart.svg", params={"narrow": "true"})
     assert wide.headers["content-type"] == "image/svg+xml"
     assert 'width="576pt"' in wide.text and 'width="288pt"' in narrow.text  # 8 in, 4 in
+
+
+def test_approval_covers_what_the_editor_saw(
+    client: TestClient, seeded: Session, draft: int
+) -> None:
+    """A comparison edited in the store while the page was open: the approval is refused, and
+    the page names the edited comparison."""
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    seen = seen_of(client, draft)
+    lead = store.edition_comparisons(seeded, edition_id=draft)[0]
+    store.upsert_comparisons(seeded, records=[lead.model_copy(update={"title": "Renamed lead"})])
+    seeded.commit()
+    refused = client.post(f"/console/editions/{draft}/approve", data={"csrf": csrf, "seen": seen})
+    assert refused.status_code == 409 and "changed since you opened it" in refused.text
+    assert 'id="edited"' in refused.text and "Renamed lead" in refused.text
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft).approved_at is None
+    # Refreshing takes the edit as seen and says so; then the approval goes through.
+    refreshed = client.post(f"/console/editions/{draft}/refresh", data={"csrf": csrf})
+    assert "1 edited (Renamed lead)" in refreshed.text and 'id="edited"' not in refreshed.text
+    approved = client.post(
+        f"/console/editions/{draft}/approve", data={"csrf": csrf, "seen": seen_of(client, draft)}
+    )
+    assert approved.status_code == 303
+
+
+def test_an_editor_pins_an_item(client: TestClient, seeded: Session, draft: int) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    csrf = sign_in(client, "ed@example.com")
+    second = store.edition_comparisons(seeded, edition_id=draft)[1]
+    pinned = client.post(f"/console/editions/{draft}/items/{second.id}/pin", data={"csrf": csrf})
+    assert pinned.status_code == 303
+    page = client.get(pinned.headers["location"]).text
+    assert "Pinned: a refresh keeps it" in page and page.count('class="badge"') == 1
+    assert f"Unpin: {second.title}" in page
+    actions = [e.action for e in audit.recent(seeded, target=f"edition {draft}")]
+    assert actions == ["edition.pin"]
+
+
+def test_an_operator_moves_the_send_time(
+    settings: Settings, engine: Engine, seeded: Session, tmp_path: Any, clock: Clock
+) -> None:
+    """On a scheduled newsletter's draft: the new time shows, in the newsletter's zone, and
+    is audited; a past time is refused with the reason."""
+    from newsletter import publish
+
+    from .test_scheduler import SLUG, publish_daily, sync, write_schedule
+
+    write_schedule(tmp_path / "s")
+    sync(seeded, tmp_path / "s", settings)
+    publish_daily(seeded, datetime(2026, 11, 23, tzinfo=UTC), 3)
+    outcome = publish.draft_edition(seeded, settings=settings, newsletter_slug=SLUG, at=NOW)
+    draft = outcome.edition.id
+    _user(seeded, "ops@example.com", "operator")
+    with TestClient(
+        create_app(settings, engine=engine, clock=clock),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as c:
+        csrf = sign_in(c, "ops@example.com")
+        page = c.get(f"/console/editions/{draft}").text
+        assert "Sends Mon 30 Nov 2026, 09:00 (Europe/Berlin)" in page
+        moved = c.post(
+            f"/console/editions/{draft}/reschedule",
+            data={"csrf": csrf, "send_at": "2026-11-27T15:30"},
+        )
+        assert moved.status_code == 303, moved.text
+        page = c.get(moved.headers["location"]).text
+        assert "Sends Fri 27 Nov 2026, 15:30 (Europe/Berlin)" in page
+        past = c.post(
+            f"/console/editions/{draft}/reschedule",
+            data={"csrf": csrf, "send_at": "2026-11-20T15:30"},
+        )
+        assert past.status_code == 400 and "has passed" in past.text
+        junk = c.post(
+            f"/console/editions/{draft}/reschedule", data={"csrf": csrf, "send_at": "soon"}
+        )
+        assert junk.status_code == 400 and "give a date and a time" in junk.text
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft or 0).scheduled_for == datetime(
+        2026, 11, 27, 14, 30, tzinfo=UTC
+    )
+    event = seeded.exec(select(AuditEvent).where(AuditEvent.action == "edition.reschedule")).one()
+    assert event.actor == "ops@example.com" and "2026-11-27T14:30" in (event.detail or "")

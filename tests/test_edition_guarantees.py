@@ -266,6 +266,35 @@ def test_no_path_sends_a_draft_that_needs_approval(
     assert _received() == {}
 
 
+def test_a_comparison_edited_after_the_approval_withdraws_it(
+    seeded: Session, settings: Settings, held: int, cli: Any
+) -> None:
+    """The approval covers what the editor saw: an import that changes a carried comparison
+    afterwards holds the send until an editor looks again."""
+    assert cli("edition", "approve", str(held), "--by", "Ada").exit_code == 0
+    lead = store.edition_comparisons(seeded, edition_id=held)[0]
+    store.upsert_comparisons(seeded, records=[lead.model_copy(update={"title": "Renamed"})])
+    seeded.commit()
+    refused = cli("edition", "send", str(held))
+    assert refused.exit_code == 1
+    line = refused.output.strip()
+    assert "\n" not in line and "changed in the store since (Renamed)" in line
+    assert "approval is withdrawn" in line and _received() == {}
+    status = cli("edition", "status", str(held)).stdout
+    assert f"awaits approval from {EDITOR}" in status
+    # The scheduler at the send time holds it and tells the editors again.
+    before = len(memory.outbox)
+    monday = datetime(2026, 12, 7, 8, tzinfo=UTC)
+    scheduler.tick(seeded, settings, now=monday, make_backend=MemoryBackend)
+    assert [m.recipient for m in memory.outbox[before:]] == [EDITOR]
+    assert _received() == {}
+    # Approved again, the new text goes out.
+    assert cli("edition", "approve", str(held), "--by", "Ada").exit_code == 0
+    sent = cli("edition", "send", str(held))
+    assert sent.exit_code == 0, sent.output
+    assert len(_received()) == 3
+
+
 def test_status_and_list_say_who_a_held_draft_waits_for(held: int, cli: Any) -> None:
     status = cli("edition", "status", str(held))
     assert f"draft, awaits approval from {EDITOR}" in status.stdout

@@ -208,3 +208,57 @@ def test_an_editors_call_and_preheader_for_one_edition(
     html, _, rendered = publish.preview_edition(seeded, edition_id=draft, settings=settings)
     assert "Ship it, but pin the model." not in html
     assert rendered.preheader.startswith("Ship Patchwright Agent")
+
+
+def test_pins_keep_an_editors_order_and_choices_across_a_refresh(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    from .test_email_size import AT, _draft
+
+    edition_id = _draft(session, settings, tmp_path, 6, 3)
+    edition = store.get_edition(session, edition_id=edition_id)
+    a, b, c = (x.id or 0 for x in store.edition_comparisons(session, edition_id=edition_id))
+    d = publish.candidates(session, edition=edition)[0][0]
+    # Moving c up pins it there; adding d (past the cap) pins it at the end.
+    publish.move_item(session, edition_id=edition_id, comparison_id=c, up=True)
+    publish.add_item(session, edition_id=edition_id, comparison_id=d)
+    session.commit()
+    assert publish.pinned_ids(session, edition=edition) == {c, d}
+
+    def carried() -> list[int]:
+        return [x.id or 0 for x in store.edition_comparisons(session, edition_id=edition_id)]
+
+    assert carried() == [a, c, b, d]
+    outcome = publish.refresh_draft(session, edition_id=edition_id, settings=settings, now=AT)
+    # The pins stay where the editor put them and take two of the three places; the newest
+    # unpinned comparison takes the third, and the refresh says what left.
+    assert carried() == [a, c, d]
+    assert outcome.removed and "removed" in outcome.changes()
+    # Unpinned, c follows the selection again on the next refresh.
+    publish.pin_item(session, edition_id=edition_id, comparison_id=c, pinned=False)
+    session.commit()
+    publish.refresh_draft(session, edition_id=edition_id, settings=settings, now=AT)
+    assert carried() == [a, b, d]
+    with pytest.raises(publish.ShapingError, match="not in edition"):
+        publish.pin_item(session, edition_id=edition_id, comparison_id=c, pinned=True)
+
+
+def test_a_refresh_names_the_comparisons_edited_in_the_store(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    from datetime import UTC, datetime
+
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert publish.edited_since_seen(seeded, edition=edition) == []
+    lead = store.edition_comparisons(seeded, edition_id=draft)[0]
+    tools = [lead.tools[0].model_copy(update={"tagline": "Now with a new tagline"}), lead.tools[1]]
+    store.upsert_comparisons(seeded, records=[lead.model_copy(update={"tools": tools})])
+    seeded.commit()
+    # The draft page can say so before any refresh ...
+    assert publish.edited_since_seen(seeded, edition=edition) == [(lead.id, lead.title)]
+    # ... and the refresh reports it, then counts it as seen.
+    outcome = publish.refresh_draft(
+        seeded, edition_id=draft, settings=settings, now=datetime(2026, 11, 26, tzinfo=UTC)
+    )
+    assert outcome.edited == (lead.title,) and f"1 edited ({lead.title})" in outcome.changes()
+    assert publish.edited_since_seen(seeded, edition=edition) == []

@@ -678,9 +678,7 @@ def test_page_links_and_redirects_are_paths_under_the_base_url_path(
     prefixed = settings.model_copy(
         update={"base_url": "https://example.com/news", "admin_password": PASSWORD}
     )
-    with TestClient(
-        create_app(prefixed, engine=engine), base_url="http://127.0.0.1:8001"
-    ) as c:
+    with TestClient(create_app(prefixed, engine=engine), base_url="http://127.0.0.1:8001") as c:
         page = c.get("/subscribe").text
         assert 'action="/news/subscribe"' in page and 'href="/news/archive"' in page
         assert "example.com" not in page.split("<footer>")[0]
@@ -780,9 +778,7 @@ def test_the_scheduler_is_quiet_by_default_and_verbose_on_request(
             email="old@example.com", name=None, slugs=[], newsletters={"weekly": newsletter}
         )
         subscriptions.request_signup(session, signup, now=datetime(2001, 1, 1, tzinfo=UTC))
-        session.execute(
-            update(Subscription).values(updated_at=datetime(2001, 1, 1, tzinfo=UTC))
-        )
+        session.execute(update(Subscription).values(updated_at=datetime(2001, 1, 1, tzinfo=UTC)))
         session.commit()
     engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}

@@ -537,3 +537,67 @@ def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
     )
     assert report.updated == [SLUG]
     assert len(report.warnings) == 1 and key in report.warnings[0]
+
+
+def test_an_operator_moves_a_drafts_send_time_earlier_or_later(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    """The scheduler sends a moved edition at its new time, once; the time must be ahead and
+    before the next regular send."""
+    publish_daily(seeded, datetime(2026, 11, 23, tzinfo=UTC), 6)
+    subscribe(seeded, settings, 2)
+    # Monday 2026-11-30 09:00 Berlin is the regular send; the draft is made at 06:00.
+    run_clock(
+        seeded,
+        settings,
+        datetime(2026, 11, 30, 4, tzinfo=UTC),
+        datetime(2026, 11, 30, 6, tzinfo=UTC),
+    )
+    (draft,) = editions(seeded)
+    assert draft.status == "draft" and draft.id is not None
+    sunday = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)  # "now": before the regular send
+    later = datetime(2026, 12, 1, 15, 0, tzinfo=BERLIN)  # Tuesday 15:00, past the grace window
+    with pytest.raises(publish.RescheduleError, match="has passed"):
+        publish.reschedule_edition(
+            seeded, edition_id=draft.id, send_at=sunday - timedelta(hours=1), now=sunday
+        )
+    with pytest.raises(publish.RescheduleError, match="next edition's send"):
+        publish.reschedule_edition(
+            seeded, edition_id=draft.id, send_at=datetime(2026, 12, 7, 9, tzinfo=BERLIN), now=sunday
+        )
+    before, after = publish.reschedule_edition(
+        seeded, edition_id=draft.id, send_at=later, now=sunday
+    )
+    seeded.commit()
+    assert before == datetime(2026, 11, 30, 8, tzinfo=UTC) and after == later
+    # The regular time passes without a send; Tuesday 15:00 Berlin sends it, once.
+    log = run_clock(
+        seeded,
+        settings,
+        datetime(2026, 11, 30, 7, 40, tzinfo=UTC),
+        datetime(2026, 12, 2, tzinfo=UTC),
+    )
+    started = [t for t, line in log if "started edition" in line]
+    assert started == [datetime(2026, 12, 1, 14, 0, tzinfo=UTC)]
+    assert len(memory.outbox) == 2
+    with pytest.raises(publish.EditionStateError, match="has started"):
+        publish.reschedule_edition(
+            seeded, edition_id=draft.id, send_at=later + timedelta(hours=1), now=later
+        )
+
+
+def test_a_send_time_moved_before_the_draft_time_goes_then(
+    seeded: Session, settings: Settings, planned: Path
+) -> None:
+    publish_daily(seeded, datetime(2026, 11, 30, tzinfo=UTC), 3)
+    subscribe(seeded, settings, 1)
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    draft = publish.draft_edition(seeded, settings=settings, newsletter_slug=SLUG, at=now)
+    edition_id = draft.edition.id or 0
+    friday = datetime(2026, 12, 4, 10, tzinfo=BERLIN)  # days before Monday's regular send
+    publish.reschedule_edition(seeded, edition_id=edition_id, send_at=friday, now=now)
+    seeded.commit()
+    log = run_clock(seeded, settings, now, datetime(2026, 12, 8, tzinfo=UTC))
+    started = [t for t, line in log if "started edition" in line]
+    assert started == [datetime(2026, 12, 4, 9, 0, tzinfo=UTC)]
+    assert len(memory.outbox) == 1 and [e.status for e in editions(seeded)] == ["sent"]

@@ -147,9 +147,7 @@ def test_crash_mid_send_resumes_without_duplicates_or_losses(
     )
     _CrashOnThirdBatch.batches = 0
     with pytest.raises(ConnectionError):
-        publish.send_edition(
-            seeded, edition_id=draft, settings=small, backend=_CrashOnThirdBatch()
-        )
+        publish.send_edition(seeded, edition_id=draft, settings=small, backend=_CrashOnThirdBatch())
     seeded.rollback()
     assert len(outbox) == 10
     assert store.get_edition(seeded, edition_id=draft).status == "sending"

@@ -101,6 +101,7 @@ _EXPECTED_ERRORS = (
     publish.EmptyWeek,
     publish.EditionStateError,
     publish.SubjectError,
+    publish.RescheduleError,
     AccountError,
     RenderError,
     RuleError,

@@ -1,4 +1,4 @@
-"""Edition commands (draft, preview, send, start, approve, pause, resume, cancel,
+"""Edition commands (draft, preview, send, start, approve, reschedule, pause, resume, cancel,
 retry-failed, status, list) and the worker."""
 
 import sys
@@ -265,6 +265,33 @@ def edition_approve(
         note = publish.size_note(session, edition_id=edition_id, settings=settings)
     typer.echo(f"edition {edition_id} ({edition.period_key}) approved by {by}")
     _size_warning(note)
+
+
+@edition_app.command("reschedule")
+@readable_errors
+def edition_reschedule(
+    edition_id: Annotated[int, typer.Argument(metavar="ID")],
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at",
+            help="The new send time, ISO 8601 (e.g. 2026-12-08T15:00); without an offset, in "
+            "the newsletter's time zone.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Move a scheduled draft's send time, earlier or later (before the next regular send);
+    its content and approval stay."""
+    when = _parse_at(at)
+    settings = _settings()
+    with _session(settings) as session:
+        before, after = publish.reschedule_edition(
+            session, edition_id=edition_id, send_at=when, now=cli_now(), actor=cli_actor()
+        )
+        session.commit()
+    was = f"{before:%Y-%m-%d %H:%M} UTC" if before else "no send time"
+    typer.echo(f"edition {edition_id} now sends at {after:%Y-%m-%d %H:%M} UTC (was {was})")
 
 
 @edition_app.command("unapprove")

@@ -7,14 +7,18 @@ a refused one says what the edition is now and from which states the action work
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
 from newsletter import ledger, store
+from newsletter.content import fingerprint
 from newsletter.lifecycle import EditionStateError, refusal
-from newsletter.models import Edition, EditionEvent, EditionStatus
+from newsletter.models import Edition, EditionEvent, EditionStatus, Newsletter
+from newsletter.periods import schedule_of
 from newsletter.publish.approval import awaiting_approval
+from newsletter.schedules import rule_of
 
 __all__ = ["EditionStateError"]
 
@@ -34,6 +38,12 @@ def approve_edition(session: Session, *, edition_id: int, by: str, now: datetime
         raise EditionStateError(
             f"edition {edition_id} is {edition.status}; only a draft is approved"
         )
+    # What was approved: a comparison edited in the store after this withdraws the approval
+    # when the send would start (``sending.start_edition``).
+    items = store.edition_comparisons(session, edition_id=edition_id)
+    store.set_item_fingerprints(
+        session, edition_id=edition_id, fingerprints={c.id: fingerprint(c) for c in items if c.id}
+    )
     store.add_edition_event(session, edition_id=edition_id, action="approved", actor=by)
     session.commit()
     edition = store.get_edition(session, edition_id=edition_id)
@@ -248,3 +258,72 @@ def _live(session: Session, edition: Edition, now: datetime) -> LiveEdition:
         store.edition_events(session, edition_id=edition.id or 0, limit=3),
         awaiting_approval(session, edition),
     )
+
+
+class RescheduleError(ValueError):
+    """A send time a draft can't take; the message names the time and what is allowed."""
+
+
+def reschedule_edition(
+    session: Session, *, edition_id: int, send_at: datetime, now: datetime, actor: str = OPERATOR
+) -> tuple[datetime | None, datetime]:
+    """Move a draft's send time (earlier or later), keeping its content and its approval;
+    returns (before, after). The scheduler starts it at the new time.
+
+    Only a scheduled newsletter's draft (a newsletter without a schedule sends when told).
+    A time without an offset is in the newsletter's zone; it must be ahead of ``now`` and
+    before the schedule's next regular send after this edition's own, so two editions never
+    fall on one send. The caller commits (with its audit record).
+    """
+    edition = store.get_edition(session, edition_id=edition_id)
+    if edition.status != EditionStatus.draft:
+        raise EditionStateError(
+            f"edition {edition_id} is {edition.status}: its send has started (pause or "
+            "cancel it instead)"
+        )
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    schedule = schedule_of(session, newsletter) if newsletter is not None else None
+    if newsletter is None or schedule is None:
+        raise RescheduleError(
+            f"edition {edition_id}: its newsletter has no schedule, so nothing sends it at a "
+            f"time; send it with `newsletter edition send {edition_id}` (or Send now)"
+        )
+    zone = ZoneInfo(newsletter.timezone)
+    if send_at.tzinfo is None:  # a bare time is the newsletter's own clock
+        send_at = send_at.replace(tzinfo=zone)
+
+    def shown(at: datetime) -> str:
+        return f"{at.astimezone(zone):%a %d %b %Y %H:%M} ({newsletter.timezone})"
+
+    if send_at <= now:
+        raise RescheduleError(
+            f"send time: {shown(send_at)} has passed; give a later one, or Send now"
+        )
+    rule = rule_of(schedule)
+    own = edition.scheduled_for or rule.next_at_or_after(now)
+    limit = rule.next_at_or_after(own + timedelta(minutes=1))
+    if send_at >= limit:
+        raise RescheduleError(
+            f"send time: {shown(send_at)} is at or after the next edition's send "
+            f"({shown(limit)}); choose an earlier time, or skip this week"
+        )
+    before = edition.scheduled_for
+    edition.scheduled_for = send_at.astimezone(UTC)
+    store.add_edition_event(
+        session,
+        edition_id=edition_id,
+        action="rescheduled",
+        actor=actor,
+        detail=f"{shown(before) if before else 'no send time'} -> {shown(send_at)}",
+    )
+    session.flush()
+    return before, edition.scheduled_for
+
+
+def send_time_of(session: Session, edition: Edition) -> tuple[str, datetime | None]:
+    """(the newsletter's zone, the edition's send time in it), for forms that take a local
+    time."""
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    zone = newsletter.timezone if newsletter is not None else "UTC"
+    at = edition.scheduled_for.astimezone(ZoneInfo(zone)) if edition.scheduled_for else None
+    return zone, at

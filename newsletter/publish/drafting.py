@@ -20,9 +20,9 @@ from sqlmodel import Session
 
 from newsletter import store
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
+from newsletter.content import ComparisonData, fingerprint
 from newsletter.lifecycle import EditionStateError
-from newsletter.models import Edition, EditionStatus, Newsletter
+from newsletter.models import Edition, EditionItem, EditionStatus, Newsletter
 from newsletter.periods import period_for
 from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
 from newsletter.publish.approval import alert_editors
@@ -79,12 +79,19 @@ class DraftOutcome:
     #: A refresh of an existing draft: titles of the comparisons it added and removed.
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    #: Carried before and after, but edited in the store since the draft was last refreshed.
+    edited: tuple[str, ...] = ()
 
     def changes(self) -> str:
-        """ "2 added (A; B), 1 removed (C)", or "no change" (a refresh shows what it did)."""
+        """ "2 added (A; B), 1 removed (C), 1 edited (D)", or "no change" (a refresh shows
+        what it did)."""
         parts = [
             f"{len(titles)} {verb} ({'; '.join(titles)})"
-            for verb, titles in (("added", self.added), ("removed", self.removed))
+            for verb, titles in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("edited", self.edited),
+            )
             if titles
         ]
         return ", ".join(parts) or "no change"
@@ -131,18 +138,9 @@ def draft_edition(
     ):
         items = store.edition_comparisons(session, edition_id=edition.id or 0)
         return DraftOutcome(edition, False, period, Selection(tuple(items), edition.more_count))
-    selection = select_comparisons(
-        store.comparisons_published_between(session, start=period.start, end=period.end),
-        period=period,
-        already_sent=set(
-            store.comparison_ids_taken(
-                session,
-                newsletter_id=newsletter.id,
-                exclude_edition_id=edition.id if edition else None,
-            )
-        )
-        | dropped_ids(edition),
-        cap=newsletter.item_cap,
+    rows = store.edition_item_rows(session, edition_id=edition.id or 0) if edition else []
+    selection, pinned = _select(
+        session, newsletter, period, rows, edition=edition, cap=newsletter.item_cap
     )
     if selection.empty:
         raise EmptyWeek(
@@ -176,11 +174,19 @@ def draft_edition(
         [{"title": c.title, "url": c.url} for c in selection.more], ensure_ascii=False
     )
     ids = [c.id for c in selection.items if c.id]
+    # What the editor sees now is what later edits are told against.
+    seen = {r.comparison_id: r.fingerprint for r in rows}
+    now_prints = {c.id: fingerprint(c) for c in selection.items if c.id}
     try:
         session.flush()
         assert edition.id is not None
         store.set_edition_items(
-            session, edition_id=edition.id, newsletter_id=newsletter.id, comparison_ids=ids
+            session,
+            edition_id=edition.id,
+            newsletter_id=newsletter.id,
+            comparison_ids=ids,
+            pinned=pinned,
+            fingerprints=now_prints,
         )
     except IntegrityError:
         # A concurrent draft of this newsletter won the period key or a comparison.
@@ -209,7 +215,50 @@ def draft_edition(
         selection,
         added=tuple(t for i, t in after.items() if i not in before) if not created else (),
         removed=tuple(t for i, t in before.items() if i not in after),
+        edited=tuple(t for i, t in after.items() if seen.get(i) and seen[i] != now_prints.get(i)),
     )
+
+
+def _select(
+    session: Session,
+    newsletter: Newsletter,
+    period: Period,
+    rows: list[EditionItem],
+    *,
+    edition: Edition | None,
+    cap: int,
+) -> tuple[Selection, set[int]]:
+    """The period's selection with an editor's pins kept: a pinned item that is still in the
+    period (and in no other live edition) stays, at its place, and takes one of the ``cap``
+    places (pins past the cap stay too: an editor chose them); the rest of the places go to
+    the newest comparisons, in selection order. Returns the selection and the pins kept."""
+    published = list(
+        store.comparisons_published_between(session, start=period.start, end=period.end)
+    )
+    by_id = {c.id: c for c in published if c.id}
+    taken = set(
+        store.comparison_ids_taken(
+            session,
+            newsletter_id=newsletter.id or 0,
+            exclude_edition_id=edition.id if edition else None,
+        )
+    )
+    dropped = dropped_ids(edition)
+    pins = [
+        (at, r.comparison_id)
+        for at, r in enumerate(rows)
+        if r.pinned and r.comparison_id in by_id and r.comparison_id not in taken | dropped
+    ]
+    pinned = {cid for _, cid in pins}
+    fresh = select_comparisons(
+        published, period=period, already_sent=taken | dropped | pinned, cap=cap
+    )
+    room = max(0, cap - len(pins))
+    order = [c.id for c in fresh.items[:room] if c.id]
+    for at, cid in pins:  # ascending places: each lands where the editor left it
+        order.insert(min(at, len(order)), cid)
+    more = (*fresh.items[room:], *fresh.more)
+    return Selection(tuple(by_id[i] for i in order), len(more), more), pinned
 
 
 def _context(

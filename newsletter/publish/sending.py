@@ -26,6 +26,7 @@ from newsletter.progress import SendProgress
 from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
+from newsletter.publish.shaping import edited_since_seen
 from newsletter.ratelimit import Limiter, RateSpec
 from newsletter.redaction import redactor_for
 from newsletter.sharedrate import SharedRateLimiter
@@ -48,6 +49,31 @@ def policy_for(settings: Settings) -> Policy:
         retry_base_seconds=settings.retry_base_seconds,
         error_budget=settings.error_budget,
         redactor=redactor_for(settings),
+    )
+
+
+def _refuse_edited_since_approval(session: Session, edition: Edition, actor: str) -> None:
+    """An approval covers the content the editor saw: when a comparison the edition carries
+    was edited in the store after the approval, the approval is withdrawn (recorded) and the
+    start refused, so editors look again instead of the store's new text going out unseen."""
+    edited = edited_since_seen(session, edition=edition)
+    if not edited:
+        return
+    titles = "; ".join(title for _, title in edited)
+    store.set_approval(session, edition_id=edition.id or 0, approved_at=None, by=None)
+    edition.alerted_at = None  # the editors are told again, by the next scheduler tick
+    store.add_edition_event(
+        session,
+        edition_id=edition.id or 0,
+        action="unapproved",
+        actor=actor,
+        detail=f"edited in the store after the approval: {titles}"[:500],
+    )
+    session.commit()
+    raise EditionStateError(
+        f"edition {edition.id} was approved, but {len(edited)} of its comparisons changed in "
+        f"the store since ({titles}): the approval is withdrawn; review the draft and approve "
+        "it again"
     )
 
 
@@ -82,6 +108,8 @@ def start_edition(
     editors = editors_required(session, edition)
     if editors is not None and edition.approved_at is None:
         raise EditionStateError(approval_refusal(edition_id, editors))
+    if editors is not None:
+        _refuse_edited_since_approval(session, edition, actor)
     # Only one caller moves a draft to sending, even if two start at once.
     moved = store.transition(
         session,

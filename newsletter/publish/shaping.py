@@ -15,6 +15,7 @@ import json
 from sqlmodel import Session
 
 from newsletter import store
+from newsletter.content import fingerprint
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Comparison, Edition, EditionStatus
 from newsletter.publish.drafting import dropped_ids, overrides_of
@@ -50,16 +51,39 @@ def set_intro(session: Session, *, edition_id: int, intro: str | None) -> Editio
 
 
 def _items(session: Session, edition: Edition) -> list[int]:
-    return [c.id or 0 for c in store.edition_comparisons(session, edition_id=edition.id or 0)]
+    return [r.comparison_id for r in store.edition_item_rows(session, edition_id=edition.id or 0)]
 
 
-def _save(session: Session, edition: Edition, ids: list[int]) -> None:
+def _save(
+    session: Session,
+    edition: Edition,
+    ids: list[int],
+    *,
+    pin: int | None = None,
+    unpin: int | None = None,
+) -> None:
+    """Store the draft's items in this order; pins and what each was seen with carry over
+    (an item new to the draft is seen now: the editor just chose it)."""
     if not ids:
         raise ShapingError("items: an edition carries at least one comparison")
+    rows = store.edition_item_rows(session, edition_id=edition.id or 0)
+    pinned = {r.comparison_id for r in rows if r.pinned}
+    if pin is not None:
+        pinned.add(pin)
+    pinned.discard(unpin or 0)
+    prints = {r.comparison_id: r.fingerprint for r in rows}
     store.set_edition_items(
-        session, edition_id=edition.id or 0, newsletter_id=edition.newsletter_id, comparison_ids=ids
+        session,
+        edition_id=edition.id or 0,
+        newsletter_id=edition.newsletter_id,
+        comparison_ids=ids,
+        pinned=pinned & set(ids),
+        fingerprints=prints,
     )
     items = store.edition_comparisons(session, edition_id=edition.id or 0)
+    fresh = {c.id: fingerprint(c) for c in items if c.id and c.id not in prints}
+    if fresh:
+        store.set_item_fingerprints(session, edition_id=edition.id or 0, fingerprints=fresh)
     if edition.more_links:  # what is carried now is not "also this week"
         urls = {c.url for c in items}
         more = [m for m in json.loads(edition.more_links) if m.get("url") not in urls]
@@ -69,6 +93,43 @@ def _save(session: Session, edition: Edition, ids: list[int]) -> None:
         edition.subject = default_subject(items, edition.more_count)
     edition.preheader = default_preheader(items, edition.subject)
     session.flush()
+
+
+def pin_item(session: Session, *, edition_id: int, comparison_id: int, pinned: bool) -> Edition:
+    """Pin (or unpin) one item: a refresh of the draft keeps a pinned item at its place,
+    even past the cap; unpinned items follow the selection (newest first)."""
+    edition = _open_draft(session, edition_id)
+    ids = _items(session, edition)
+    if comparison_id not in ids:
+        raise ShapingError(f"comparison {comparison_id} is not in edition {edition_id}")
+    if pinned:
+        _save(session, edition, ids, pin=comparison_id)
+    else:
+        _save(session, edition, ids, unpin=comparison_id)
+    return edition
+
+
+def pinned_ids(session: Session, *, edition: Edition) -> set[int]:
+    """The draft's pinned items (for the draft page)."""
+    return {
+        r.comparison_id
+        for r in store.edition_item_rows(session, edition_id=edition.id or 0)
+        if r.pinned
+    }
+
+
+def edited_since_seen(session: Session, *, edition: Edition) -> list[tuple[int, str]]:
+    """(id, title) of the items whose comparison was edited in the store since the draft was
+    made or last refreshed (the preview already shows the new text; this says it changed)."""
+    seen = {
+        r.comparison_id: r.fingerprint
+        for r in store.edition_item_rows(session, edition_id=edition.id or 0)
+    }
+    return [
+        (c.id, c.title)
+        for c in store.edition_comparisons(session, edition_id=edition.id or 0)
+        if c.id and seen.get(c.id) and seen[c.id] != fingerprint(c)
+    ]
 
 
 def drop_item(session: Session, *, edition_id: int, comparison_id: int) -> Edition:
@@ -96,7 +157,8 @@ def restore_item(session: Session, *, edition_id: int, comparison_id: int) -> Ed
 
 
 def move_item(session: Session, *, edition_id: int, comparison_id: int, up: bool) -> Edition:
-    """One place earlier (``up``) or later; the first item leads the subject."""
+    """One place earlier (``up``) or later, and pinned there (a refresh keeps the editor's
+    order); the first item leads the subject."""
     edition = _open_draft(session, edition_id)
     ids = _items(session, edition)
     if comparison_id not in ids:
@@ -105,7 +167,7 @@ def move_item(session: Session, *, edition_id: int, comparison_id: int, up: bool
     to = at - 1 if up else at + 1
     if 0 <= to < len(ids):
         ids[at], ids[to] = ids[to], ids[at]
-        _save(session, edition, ids)
+        _save(session, edition, ids, pin=comparison_id)
     return edition
 
 
@@ -140,14 +202,15 @@ def candidates(session: Session, *, edition: Edition) -> list[tuple[int, str]]:
 
 
 def add_item(session: Session, *, edition_id: int, comparison_id: int) -> Edition:
-    """Carry one of the :func:`candidates` too, at the end (drop another to swap)."""
+    """Carry one of the :func:`candidates` too, at the end and pinned (the cap would leave it
+    out again on a refresh); drop another to swap."""
     edition = _open_draft(session, edition_id)
     if comparison_id not in {cid for cid, _ in candidates(session, edition=edition)}:
         raise ShapingError(
             f"comparison {comparison_id} is not a candidate for edition {edition_id} "
             "(published in another period, already carried, dropped, or in another edition)"
         )
-    _save(session, edition, [*_items(session, edition), comparison_id])
+    _save(session, edition, [*_items(session, edition), comparison_id], pin=comparison_id)
     return edition
 
 

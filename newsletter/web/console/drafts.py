@@ -3,8 +3,10 @@ items, approval."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -14,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from newsletter import accounts, audit, ledger, publish, store
 from newsletter.models import Edition, EditionStatus
+from newsletter.rendering import RenderedEdition
 from newsletter.web.console.base import (
     Ctx,
     Who,
@@ -81,7 +84,24 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "verdicts": publish.verdict_overrides(edition),
         "preheader_override": publish.preheader_override(edition),
         "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
+        "pinned": publish.pinned_ids(session, edition=edition),
+        "edited": publish.edited_since_seen(session, edition=edition),
+        "send_time": publish.send_time_of(session, edition),
+        "awaiting": publish.awaiting_approval(session, edition) is not None,
+        "seen": _seen(rendered),
     }
+
+
+def _seen(rendered: RenderedEdition) -> str:
+    """A digest of the draft as the page shows it (without the per-render slot marker):
+    approving checks the draft is still what the editor looked at (another editor, or a
+    store import, may have changed it since)."""
+    digest = hashlib.sha256()
+    bare = rendered.text.replace(rendered.marker, "")
+    for part in (rendered.subject, rendered.preheader, rendered.web_html, bare):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
 
 
 @router.get("/editions/{edition_id}", response_class=HTMLResponse)
@@ -110,6 +130,9 @@ DONE = {
     "start": "Started: the workers (or the scheduler) send it now.",
     "preheader": "Preheader saved.",
     "verdict": "The call for this edition saved.",
+    "pin": "Pinned: a refresh keeps it, at its place.",
+    "unpin": "Unpinned: it follows the selection again on a refresh.",
+    "reschedule": "Send time changed: the scheduler sends it then.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",
@@ -204,12 +227,23 @@ def approve(
     who: Who,
     csrf: Annotated[str, Form()] = "",
     override: Annotated[str, Form(max_length=500)] = "",
+    seen: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Approval is refused while a preflight check fails; an admin may override it with a
-    written reason, which the audit log keeps."""
+    written reason, which the audit log keeps. It is also refused when the draft changed
+    since the page the editor approved from was shown (``seen``): the approval covers what
+    they saw."""
     check_form(request, who, csrf, "drafts")
     now = ctx.clock()
     with ctx.session() as session:
+        if seen != _draft_view(session, ctx, edition_id)["seen"]:
+            return refused(
+                ctx,
+                who,
+                edition_id,
+                "Not approved: the draft changed since you opened it (another editor, or an "
+                "import). This page shows it as it is now; look again, then approve.",
+            )
         failing = [
             c
             for c in publish.preflight(session, edition_id=edition_id, settings=ctx.settings)
@@ -244,6 +278,44 @@ def approve(
         )
         session.commit()
     return back(ctx, edition_id, "approve")
+
+
+@router.post("/editions/{edition_id}/reschedule", response_class=HTMLResponse)
+def reschedule(
+    request: Request,
+    edition_id: RowId,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+    send_at: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """Operators move a draft's send time (a local time in the newsletter's zone)."""
+    check_form(request, who, csrf, "sends")
+    try:
+        when = datetime.fromisoformat(send_at)
+    except ValueError:
+        return refused(
+            ctx, who, edition_id, "Send time: give a date and a time, e.g. 2026-12-08 15:00.", 400
+        )
+    now = ctx.clock()
+    with ctx.session() as session:
+        try:
+            before, after = publish.reschedule_edition(
+                session, edition_id=edition_id, send_at=when, now=now, actor=who.user.email
+            )
+        except (publish.RescheduleError, publish.EditionStateError) as exc:
+            session.rollback()
+            return refused(ctx, who, edition_id, str(exc), status=400)
+        audit.record(
+            session,
+            actor=who.user.email,
+            action="edition.reschedule",
+            target=f"edition {edition_id}",
+            now=now,
+            detail={"before": before.isoformat() if before else None, "after": after.isoformat()},
+        )
+        session.commit()
+    return back(ctx, edition_id, "reschedule")
 
 
 @router.post("/editions/{edition_id}/unapprove", response_class=HTMLResponse)
@@ -351,8 +423,8 @@ def change_item(
     csrf: Annotated[str, Form()] = "",
     verdict: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """drop, restore, add, up, down, or verdict (this edition's call on it): one comparison
-    of the draft."""
+    """drop, restore, add, up, down, pin, unpin, or verdict (this edition's call on it): one
+    comparison of the draft."""
     moves: dict[str, Callable[[Session], object]] = {
         "drop": lambda s: publish.drop_item(s, edition_id=edition_id, comparison_id=comparison_id),
         "restore": lambda s: publish.restore_item(
@@ -367,6 +439,12 @@ def change_item(
         ),
         "down": lambda s: publish.move_item(
             s, edition_id=edition_id, comparison_id=comparison_id, up=False
+        ),
+        "pin": lambda s: publish.pin_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, pinned=True
+        ),
+        "unpin": lambda s: publish.pin_item(
+            s, edition_id=edition_id, comparison_id=comparison_id, pinned=False
         ),
     }
     if move not in moves:
