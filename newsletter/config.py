@@ -133,8 +133,9 @@ class Settings(BaseSettings):
     )
     admin_password: str = Field(
         "",
-        description='Password of the "admin" user for /admin (HTTP Basic; use HTTPS). Empty: '
-        "no admin page.",
+        description="No longer used: the console (/console; `newsletter user add`) replaced the "
+        "HTTP-Basic /admin page. Read only so doctor and the web app can say so, and so a "
+        "leftover value is still masked in logs.",
     )
     subscribe_limit: int = Field(
         10, ge=1, le=10_000, description="Subscribe form posts per client IP per hour."

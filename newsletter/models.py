@@ -373,7 +373,7 @@ class EditionEvent(SQLModel, table=True):
     edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     action: str = Field(max_length=32)
-    #: "cli (user)", "admin page", "scheduler", "engine" (error budget, backend failure, done).
+    #: "cli (user)", "EMAIL (console)", "scheduler", "engine" (error budget, backend failure, done).
     actor: str = Field(max_length=200)
     detail: str | None = Field(default=None, max_length=500)
 

@@ -1,9 +1,10 @@
-"""Whether a password is good enough for the admin page: long, not a common password, and not
-predictable (judged like the signing key, :func:`newsletter.config.key_strength_bits`).
+"""Whether a password is good enough for a console account: long, not a common password, and
+not predictable (judged like the signing key, :func:`newsletter.config.key_strength_bits`).
 
-A reviewer reached `NEWSLETTER_ADMIN_PASSWORD=1234` through `doctor` without a word and sent
-800 guesses in 2 seconds; the page refuses to start with a weak password and the login is
-throttled (``web/admin.py``). The list holds the most used passwords of public breach lists.
+A reviewer once set a shared admin password of `1234` without a word from `doctor` and sent
+800 guesses in 2 seconds; a console password is now checked when it is set
+(:func:`newsletter.accounts.set_password`), and sign-in is throttled per client and per account
+(``web/console/signin.py``). The list holds the most used passwords of public breach lists.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ COMMON = frozenset(
 
 
 def weakness(password: str) -> str | None:
-    """Why ``password`` is too weak for the admin page, or None when it is fine."""
+    """Why ``password`` is too weak for a console account, or None when it is fine."""
     if len(password) < MIN_LENGTH:
         return f"shorter than {MIN_LENGTH} characters"
     if password.lower() in COMMON or password.lower().rstrip("0123456789!") in COMMON:

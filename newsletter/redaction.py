@@ -1,12 +1,12 @@
 """Keeping configured secrets out of everything the engine stores or shows.
 
 A provider's error body is stored as a delivery's error and a pause reason, and shown by
-``edition status``, ``edition list``, the admin page and ``doctor``; some providers echo the
+``edition status``, ``edition list``, the console and ``doctor``; some providers echo the
 credential they refused ("invalid API key 'SG.abc…'"), and a driver may quote a URL. Every
 text from outside passes :meth:`Redactor.scrub` before it is stored or printed, which replaces
 each configured secret (raw, percent-encoded, or inside an HTTP Basic token) with ``***``.
 
-The secrets are the ones the settings hold: the signing keys, the admin password, webhook
+The secrets are the ones the settings hold: the signing keys, a leftover admin password, webhook
 secrets, the database password, and the credentials in ``NEWSLETTER_MAIL_BACKEND`` (an API
 backend's token sits in the URL's user part; an SMTP login name is not a secret and stays
 readable). A URL that can't be parsed counts as a secret whole.

@@ -229,7 +229,7 @@ def list_growth(
     (bounce, complaint). ``weeks`` keeps the last N rows; ``active_at_end`` always counts from
     the first event. Events after ``until`` are left out (the caller passes its clock's now).
 
-    ``active_at_end``: with ``today`` (``until`` is the present: the CLI and the admin page),
+    ``active_at_end``: with ``today`` (``until`` is the present: the CLI and the console),
     the real number of active subscriptions now, and for earlier weeks that number minus the
     later weeks' net (so the latest week matches ``newsletters list``); otherwise the running
     sum of joined minus left from the first event. Approximation, to keep memory at one

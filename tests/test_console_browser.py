@@ -89,6 +89,15 @@ def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
         for frame in ("iframe.phone", "iframe.desktop"):
             shown = page.frame_locator(frame).first.locator("body").inner_text()
             assert first_title not in shown and "3 new comparisons" in shown
+        # Moving the last one up pins it there: a badge says so, and Unpin undoes it.
+        last = page.locator("#items li").last
+        last_title = last.inner_text().split("\n")[0].strip()
+        last.locator("button:text('Up')").click()
+        assert "Moved up." in page.locator("[role=status]").inner_text()
+        moved = page.locator("#items li").nth(1)
+        assert moved.inner_text().startswith(last_title) and "Pinned" in moved.inner_text()
+        assert moved.locator("button:text('Unpin')").count() == 1
+        shoot(page, "pinned")
         page.fill("#intro", "A quiet week: three tools, one surprise.")
         page.click("text=Save intro")
         for frame in ("iframe.phone", "iframe.desktop"):
@@ -162,6 +171,9 @@ def test_an_operator_pauses_and_resumes_a_send_and_skips_a_week_in_a_browser(
         shoot(page, "send-paused")
         page.click("button:text('Resume')")
         assert "Resumed" in page.locator("[role=status]").inner_text()
+        assert store.edition_status(seeded, edition_id=draft) == "sending"
+        page.click("button:text('Cancel the send')")  # the box is not ticked
+        assert "done=resume" in page.url  # the required box kept the form back
         assert store.edition_status(seeded, edition_id=draft) == "sending"
         page.goto(f"{base}/console/schedules")
         section = page.locator("#schedule-weekly-ai-tool-verdicts")

@@ -339,7 +339,7 @@ def test_journal_dir(healthy: Settings, tmp_path: Path) -> None:
     assert off.ok is None
 
 
-def test_admin_page_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
+def test_a_leftover_admin_password_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
     api_stub.reply(200, '{"Name": "Broadcasts"}')
     postmark = f"postmark://pm-token@?endpoint={api_stub.url}"
     bare = doctor(healthy, mail_backend=postmark)
@@ -350,12 +350,12 @@ def test_admin_page_and_webhooks(healthy: Settings, api_stub: APIStub) -> None:
         webhook_postmark="u:p-hook",
     )
 
-    assert only(bare, "admin page").ok is None
-    assert "admin page off" in only(bare, "admin page").summary
+    assert not [c for c in bare if c.name == "admin page"]  # nothing to say when unset
     hook = only(bare, "webhooks")
     assert hook.ok is None and "won't be processed" in hook.summary
     assert hook.fix is not None and "NEWSLETTER_WEBHOOK_POSTMARK" in hook.fix
-    assert only(configured, "admin page").ok is True
+    leftover = only(configured, "admin page")
+    assert leftover.ok is None and "no longer used" in leftover.summary
     assert only(configured, "webhooks").ok is True
 
 
@@ -389,14 +389,14 @@ def test_no_secret_appears_in_the_report(healthy: Settings, api_stub: APIStub) -
 def test_render_and_exit_code() -> None:
     checks = [
         Check("database", True, "reachable"),
-        Check("admin page", None, "admin page off", "Set NEWSLETTER_ADMIN_PASSWORD."),
+        Check("webhooks", None, "none configured", "Set NEWSLETTER_WEBHOOK_POSTMARK."),
         Check("secret key", False, "too short", "Set NEWSLETTER_SECRET_KEY."),
     ]
 
     assert render(checks).splitlines() == [
         "ok    database: reachable",
-        "warn  admin page: admin page off",
-        "      fix: Set NEWSLETTER_ADMIN_PASSWORD.",
+        "warn  webhooks: none configured",
+        "      fix: Set NEWSLETTER_WEBHOOK_POSTMARK.",
         "FAIL  secret key: too short",
         "      fix: Set NEWSLETTER_SECRET_KEY.",
         "1 ok, 1 warning, 1 failed",

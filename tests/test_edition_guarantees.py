@@ -321,35 +321,33 @@ def test_approval_can_be_withdrawn_before_the_send_starts(
     assert late.exit_code == 1 and "only an approved draft" in late.output
 
 
-def test_the_admin_page_shows_the_hold_and_withdraws_an_approval(
+def test_the_console_shows_the_hold_and_withdraws_an_approval(
     seeded: Session, settings: Settings, engine: Any, held: int, cli: Any
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from tests.test_admin_actions import AUTH, PASSWORD, _form
+    from tests.test_console import _user, seen_of, sign_in
 
-    configured = settings.model_copy(update={"admin_password": PASSWORD})
-    with TestClient(create_app(configured, engine=engine)) as admin:
-        page = admin.get("/admin", auth=AUTH).text
-        assert "draft · awaiting approval" in page and f"editors: {EDITOR}" in page
-        assert "Withdraw approval" not in page
-        done = admin.post(
-            f"/admin/editions/{held}/approve",
-            data=_form(page, held, "approve"),
-            auth=AUTH,
-            follow_redirects=False,
+    _user(seeded, "ed@example.com", "editor")
+    hold = f"<strong>waits for approval</strong> from {EDITOR}"
+    with TestClient(
+        create_app(settings, engine=engine),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as console:
+        csrf = sign_in(console, "ed@example.com")
+        page = console.get(f"/console/editions/{held}").text
+        assert hold in page and "Withdraw approval" not in page
+        done = console.post(
+            f"/console/editions/{held}/approve",
+            data={"csrf": csrf, "seen": seen_of(console, held)},
         )
         assert done.status_code == 303
-        page = admin.get("/admin", auth=AUTH).text
-        assert "awaits approval" not in page and "Withdraw approval" in page
-        done = admin.post(
-            f"/admin/editions/{held}/unapprove",
-            data=_form(page, held, "unapprove"),
-            auth=AUTH,
-            follow_redirects=False,
-        )
+        page = console.get(f"/console/editions/{held}").text
+        assert hold not in page and "Withdraw approval" in page
+        done = console.post(f"/console/editions/{held}/unapprove", data={"csrf": csrf})
         assert done.status_code == 303
-        assert "draft · awaiting approval" in admin.get("/admin", auth=AUTH).text
+        assert hold in console.get(f"/console/editions/{held}").text
     refused = cli("edition", "send", str(held))
     assert refused.exit_code == 1 and "needs an editor's approval" in refused.output
 

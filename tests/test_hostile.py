@@ -24,14 +24,11 @@ from newsletter.web.app import create_app
 from tests.conftest import EXAMPLES, SECRET
 from tests.test_web import token_for
 
-PASSWORD = "a-long-admin-password-for-tests"
-
 
 @pytest.fixture
 def client(settings: Settings, engine: Engine, seeded: Session) -> Iterator[TestClient]:
-    configured = settings.model_copy(update={"admin_password": PASSWORD})
     with TestClient(
-        create_app(configured, engine=engine),
+        create_app(settings, engine=engine),
         base_url="https://news.example.com",
         follow_redirects=False,
     ) as c:
@@ -45,7 +42,7 @@ def test_ids_beyond_the_column_range_are_refused_not_a_500(
     (a 500 and a traceback in the log every time)."""
     engine = make_engine(postgres_url)
     upgrade(engine)
-    pg = settings.model_copy(update={"database_url": postgres_url, "admin_password": PASSWORD})
+    pg = settings.model_copy(update={"database_url": postgres_url})
     try:
         with TestClient(create_app(pg, engine=engine), raise_server_exceptions=True) as web:
             for path in ("/archive/2147483648", "/archive/99999999999999999999"):
@@ -57,7 +54,7 @@ def test_ids_beyond_the_column_range_are_refused_not_a_500(
 
 
 def test_no_redirect_takes_its_host_from_the_request(client: TestClient) -> None:
-    answer = client.get("/admin/", headers={"Host": "evil.example"})
+    answer = client.get("/console/", headers={"Host": "evil.example"})
     assert answer.status_code != 307 and "evil.example" not in answer.headers.get("location", "")
 
 
@@ -445,33 +442,49 @@ def test_schedule_check_refuses_everything_sync_would(tmp_path: Any) -> None:
 # --- abuse: logins and signups -------------------------------------------------------------
 
 
-def test_wrong_admin_passwords_are_throttled_per_client(
+def test_wrong_console_passwords_are_throttled_per_client(
     settings: Settings, engine: Engine, seeded: Session
 ) -> None:
-    """Before: 800 wrong passwords in 2.2 s from one client, all 401."""
-    configured = settings.model_copy(update={"admin_password": PASSWORD})
-    app_ = create_app(configured, engine=engine)
-    with TestClient(app_, client=("203.0.113.7", 5000)) as attacker:
+    """Before (the HTTP-Basic admin page): 800 wrong passwords in 2.2 s from one client, all
+    401. The console's sign-in counts failures per client, across accounts."""
+    from tests.test_console import PASSWORD as RIGHT
+    from tests.test_console import _user
+
+    _user(seeded, "boss@example.com", "admin")
+    app_ = create_app(settings, engine=engine)
+    login = "/console/login"
+    with TestClient(app_, client=("203.0.113.7", 5000), follow_redirects=False) as attacker:
         answers = [
-            attacker.get("/admin", auth=("admin", f"guess-{i}")).status_code for i in range(12)
+            attacker.post(
+                login, data={"email": f"guess{i % 3}@example.com", "password": f"guess-{i}"}
+            ).status_code
+            for i in range(12)
         ]
-        assert answers[:10] == [401] * 10 and answers[10:] == [429, 429]
+        assert 429 not in answers[:10] and answers[10:] == [429, 429]
         # Even the right password is not checked while the client is over the limit.
-        assert attacker.get("/admin", auth=("admin", PASSWORD)).status_code == 429
-    with TestClient(app_, client=("198.51.100.9", 5000)) as operator:
-        assert operator.get("/admin", auth=("admin", PASSWORD)).status_code == 200
+        right = {"email": "boss@example.com", "password": RIGHT}
+        assert attacker.post(login, data=right).status_code == 429
+    with TestClient(app_, client=("198.51.100.9", 5000), follow_redirects=False) as operator:
+        assert operator.post(login, data=right).status_code == 303
 
 
-def test_a_weak_admin_password_is_refused_at_start_and_by_doctor(settings: Settings) -> None:
-    from newsletter.config import ConfigError
+def test_a_leftover_admin_password_is_named_and_opens_nothing(
+    settings: Settings, engine: Engine, seeded: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The HTTP-Basic admin page is gone; a NEWSLETTER_ADMIN_PASSWORD still set opens nothing,
+    and the web app's log and doctor say what replaced it."""
     from newsletter.doctor import run_checks
 
-    for weak in ("1234", "password1234", "aaaaaaaaaaaaaaaa"):
-        configured = settings.model_copy(update={"admin_password": weak})
-        with pytest.raises(ConfigError, match="NEWSLETTER_ADMIN_PASSWORD is"):
-            create_app(configured)
-        (check,) = [c for c in run_checks(configured) if c.name == "admin page"]
-        assert check.ok is False and "refuses to start" in check.summary
+    configured = settings.model_copy(update={"admin_password": "1234"})
+    with caplog.at_level("WARNING"), TestClient(create_app(configured, engine=engine)) as c:
+        answer = c.get("/admin", auth=("admin", "1234"), follow_redirects=False)
+        assert answer.status_code == 301 and answer.headers["location"] == "/console"
+        assert c.get("/console", auth=("admin", "1234"), follow_redirects=False).status_code == 303
+    assert "NEWSLETTER_ADMIN_PASSWORD is no longer used" in caplog.text
+    (check,) = [c for c in run_checks(configured) if c.name == "admin page"]
+    assert check.ok is None and "no longer used" in check.summary
+    assert "--role admin" in (check.fix or "")
+    assert not [c for c in run_checks(settings) if c.name == "admin page"]
 
 
 def test_ipv6_clients_are_counted_by_their_slash_64(
@@ -609,7 +622,7 @@ def test_provider_errors_are_scrubbed_of_configured_secrets_everywhere_they_show
             }
         ),
     )
-    configured = settings.model_copy(update={"mail_backend": url, "admin_password": PASSWORD})
+    configured = settings.model_copy(update={"mail_backend": url})
     with pytest.raises(BackendError) as raised:
         publish.send_edition(
             seeded,
@@ -628,16 +641,22 @@ def test_provider_errors_are_scrubbed_of_configured_secrets_everywhere_they_show
         *errors,
         _run(["edition", "status", str(draft)], _env_of(configured)).output,
     ]
+    from tests.test_console import _user, sign_in
+
+    _user(seeded, "ops@example.com", "operator")
     with TestClient(
-        create_app(configured, engine=engine), base_url="https://news.example.com"
-    ) as admin:
-        shown.append(admin.get("/admin", auth=("admin", PASSWORD)).text)
+        create_app(configured, engine=engine),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as console:
+        sign_in(console, "ops@example.com")
+        shown.append(console.get(f"/console/editions/{draft}").text)
     assert any("Invalid 'To' address (sent with ***)" in text for text in errors), errors
     assert "The Server Token you provided (***) is invalid" in (edition.status_reason or "")
     assert "Basic ***" in (edition.status_reason or "")
     for text in shown:
         assert LEAKY_TOKEN not in text and basic not in text
-    assert "***" in shown[-2] and "***" in shown[-1]  # status and admin page show the scrubbed text
+    assert "***" in shown[-2] and "***" in shown[-1]  # status and console show the scrubbed text
 
 
 def _env_of(settings: Settings) -> dict[str, str]:
@@ -675,9 +694,7 @@ def test_serve_warns_when_the_base_url_names_this_machine_at_another_port(
 def test_page_links_and_redirects_are_paths_under_the_base_url_path(
     settings: Settings, engine: Engine, seeded: Session
 ) -> None:
-    prefixed = settings.model_copy(
-        update={"base_url": "https://example.com/news", "admin_password": PASSWORD}
-    )
+    prefixed = settings.model_copy(update={"base_url": "https://example.com/news"})
     with TestClient(create_app(prefixed, engine=engine), base_url="http://127.0.0.1:8001") as c:
         page = c.get("/subscribe").text
         assert 'action="/news/subscribe"' in page and 'href="/news/archive"' in page

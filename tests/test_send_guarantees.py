@@ -217,10 +217,17 @@ def test_an_edition_that_ends_with_unknown_deliveries_says_so(
     assert live.state == "sent, 1 unknown"
     advice = publish.unknown_advice(draft, 1)
     assert f"retry-failed {draft} --include-unknown" in advice and "edition status" in advice
-    admin = settings.model_copy(update={"admin_password": "correct horse battery staple"})
-    client = TestClient(create_app(admin, engine=engine))
-    page = client.get("/admin", auth=("admin", "correct horse battery staple")).text
-    assert "sent · 1 unknown" in page
+    from tests.test_console import _user, sign_in
+
+    _user(seeded, "ops@example.com", "operator")
+    client = TestClient(
+        create_app(settings, engine=engine),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    )
+    sign_in(client, "ops@example.com")
+    page = client.get(f"/console/editions/{draft}").text
+    assert "<strong>sent, 1 unknown</strong>" in page and "Re-send unknown (1)" in page
     assert f"retry-failed {draft} --include-unknown" in page
     # Nothing else is claimed or open: the rest of the send is recorded normally.
     rows = seeded.exec(select(Delivery.status)).all()

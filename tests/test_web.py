@@ -447,39 +447,38 @@ def test_the_archive_shows_sent_editions_without_personal_links(
     assert f"https://news.example.com/archive/{draft}".encode() in quopri.decodestring(sent)
 
 
-# --- admin ----------------------------------------------------------------------------------
+# --- numbers in the console -----------------------------------------------------------------
 
 
-def test_admin_is_off_without_a_password(client: TestClient) -> None:
-    assert client.get("/admin").status_code == 404
-    assert client.get("/admin/chart.svg").status_code == 404
-
-
-def test_admin_needs_the_password_and_shows_numbers_and_chart(
+def test_the_numbers_page_counts_a_sent_edition_behind_a_session(
     settings: Settings,
     engine: Engine,
     seeded: Session,
     draft: int,
     add_subscribers: Callable[..., list[Subscriber]],
 ) -> None:
-    add_subscribers(3, prefix="adm")
+    """What the HTTP-Basic admin page showed, now in the console: per-edition numbers, never
+    cached, and nothing without a session."""
+    from tests.test_console import _user, sign_in
+
+    add_subscribers(3, prefix="num")
     publish.send_edition(
         seeded, edition_id=draft, settings=settings, backend=memory.MemoryBackend()
     )
-    admin = settings.model_copy(update={"admin_password": "s3cret-admin-password"})
-    with TestClient(create_app(admin, engine=engine)) as c:
-        assert c.get("/admin").status_code == 401
-        assert "www-authenticate" in c.get("/admin").headers
-        assert c.get("/admin", auth=("admin", "wrong")).status_code == 401
-        assert c.get("/admin", auth=("root", "s3cret-admin-password")).status_code == 401
-        assert c.get("/admin/chart.svg").status_code == 401
-        page = c.get("/admin", auth=("admin", "s3cret-admin-password"))
+    _user(seeded, "ops@example.com", "operator")
+    with TestClient(
+        create_app(settings, engine=engine),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    ) as c:
+        assert c.get("/console/stats").status_code == 303
+        sign_in(c, "ops@example.com")
+        page = c.get("/console/stats")
         assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
-        row = re.search(rf"<tr><td>#{draft} .*?</tr>", page.text)
+        row = re.search(
+            rf"<tr><td><a href=\"/console/editions/{draft}\">#{draft}</a> .*?</tr>", page.text
+        )
         assert row and "<td>3</td>" in row.group(0)  # three recipients
-        chart = c.get("/admin/chart.svg", auth=("admin", "s3cret-admin-password"))
-        assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
-        assert chart.content.lstrip().startswith((b"<?xml", b"<svg"))
 
 
 def test_over_long_values_get_a_plain_page_that_echoes_nothing(

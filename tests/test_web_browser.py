@@ -12,9 +12,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from email import message_from_bytes
 
 import pytest
@@ -194,53 +193,3 @@ def test_unsubscribe_and_resubscribe_in_a_browser(
     overflow = page.evaluate(OVERFLOW_JS, 375)
     assert overflow["offenders"] == [] and overflow["scrollWidth"] <= 375, overflow
     assert page.locator("a[href*='/u/']").count() == 0
-
-
-def test_an_operator_pauses_and_resumes_a_send_in_a_browser(
-    settings: Settings,
-    engine: Engine,
-    seeded: Session,
-    draft: int,
-    add_subscribers: Callable[..., list[Subscriber]],
-) -> None:
-    """The admin page behind its password: the live send with its numbers, Pause, the
-    confirmation, Resume; JavaScript off."""
-    add_subscribers(5, prefix="op")
-    publish.start_edition(seeded, edition_id=draft, settings=settings)
-    with (
-        _serve(settings, engine, admin_password="op-s3cret-Lp2mN9xq") as base,
-        sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        context = browser.new_context(
-            java_script_enabled=False,
-            http_credentials={"username": "admin", "password": "op-s3cret-Lp2mN9xq"},
-        )
-        page = context.new_page()
-        page.goto(f"{base}/admin")
-        send = page.locator("section.send", has_text=f"#{draft} ")
-        assert "sending" in send.inner_text().lower() and "left 5" in send.inner_text()
-        shoot(page, "admin-sending")
-        send.get_by_role("button", name="Pause").click()
-        page.wait_for_url(re.compile(r"/admin\?done=pause"))
-        assert page.get_by_role("status").inner_text() == (
-            f"Edition {draft} paused; senders stop within one batch."
-        )
-        assert "paused by an operator (admin page)" in send.inner_text()
-        seeded.expire_all()
-        assert (
-            publish.live_editions(seeded, now=datetime(2026, 11, 23, tzinfo=UTC))[0].edition.status
-            == "paused"
-        )
-        shoot(page, "admin-paused")
-        send.get_by_role("button", name="Resume").click()
-        page.wait_for_url(re.compile(r"/admin\?done=resume"))
-        assert "sending" in send.inner_text().lower()
-        send.get_by_role("button", name="Cancel edition").click()  # box not ticked
-        assert "done=resume" in page.url  # the unticked required box kept the form back
-        seeded.expire_all()
-        assert (
-            publish.live_editions(seeded, now=datetime(2026, 11, 23, tzinfo=UTC))[0].edition.status
-            == "sending"
-        )
-        browser.close()

@@ -380,8 +380,7 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
         typer.echo(f"  reason: {edition.status_reason}")
     if live.awaiting is not None:
         typer.echo(
-            f"  approve with `newsletter edition approve {edition_id} --by NAME` "
-            "or on the admin page"
+            f"  approve with `newsletter edition approve {edition_id} --by NAME` or in the console"
         )
     if live.progress.counts["unknown"]:
         typer.echo("  " + publish.unknown_advice(edition_id, live.progress.counts["unknown"]))

@@ -1,4 +1,5 @@
-"""Checks of the settings themselves: configuration, secret key, journal, admin, webhooks."""
+"""Checks of the settings themselves: configuration, secret key, journal, a leftover admin
+password, webhooks."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from newsletter.config import (
     key_strength_bits,
 )
 from newsletter.doctor.check import RESERVED_DOMAINS, RESERVED_TLDS, Check
-from newsletter.passwords import weakness
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -139,21 +139,19 @@ def check_journal(settings: Settings, _timeout: float) -> list[Check]:
 
 
 def check_admin_page(settings: Settings, _timeout: float) -> list[Check]:
+    """A leftover NEWSLETTER_ADMIN_PASSWORD: the HTTP-Basic page it opened is gone (nothing
+    said when it is unset)."""
     if not settings.admin_password:
-        fix = 'Set NEWSLETTER_ADMIN_PASSWORD to turn on /admin (user "admin", HTTP Basic).'
-        return [Check("admin page", None, "admin page off (no password set)", fix)]
-    weak = weakness(settings.admin_password)
-    if weak is not None:
-        summary = f"NEWSLETTER_ADMIN_PASSWORD is {weak}: `serve` refuses to start with it"
-        fix = (
-            'Use a long random one: `python -c "import secrets; print(secrets.token_urlsafe(18))"`'
+        return []
+    return [
+        Check(
+            "admin page",
+            None,
+            "NEWSLETTER_ADMIN_PASSWORD is set but no longer used: /admin is now the console",
+            "Create an admin with `newsletter user add EMAIL --role admin`, then remove "
+            "NEWSLETTER_ADMIN_PASSWORD.",
         )
-        return [Check("admin page", False, summary, fix)]
-    base = urlsplit(settings.base_url)
-    if base.scheme != "https" and base.hostname not in LOOPBACK:
-        summary = "on, but over http: the admin password would cross the network in clear"
-        return [Check("admin page", None, summary, "Serve over https (NEWSLETTER_BASE_URL).")]
-    return [Check("admin page", True, f'on at {settings.base_url}/admin (user "admin")')]
+    ]
 
 
 def check_webhooks(settings: Settings, _timeout: float) -> list[Check]:

@@ -2,7 +2,7 @@
 
 What needs approval is read from the newsletter's schedule when a send would start, so every
 path that starts one (``edition send``, ``edition start``, ``schedule run-now``, the scheduler,
-the admin page) is refused by the same check in :func:`newsletter.publish.sending.start_edition`,
+the console) is refused by the same check in :func:`newsletter.publish.sending.start_edition`,
 and the conditional UPDATE that starts the send re-checks the approval in the database (an
 approval withdrawn a moment earlier wins). Editors are told when the draft is made, once.
 """
@@ -47,8 +47,8 @@ def approval_refusal(edition_id: int, editors: list[str]) -> str:
     who = ", ".join(editors) if editors else "an editor"
     return (
         f"edition {edition_id} needs an editor's approval before it is sent (editors: {who}); "
-        f"approve it with `newsletter edition approve {edition_id} --by NAME` or on the admin "
-        "page, then send it again"
+        f"approve it with `newsletter edition approve {edition_id} --by NAME` or in the console, "
+        "then send it again"
     )
 
 

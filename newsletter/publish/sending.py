@@ -95,7 +95,7 @@ def start_edition(
     when it starts (the entry point's clock; the wall clock if not given).
 
     An edition whose schedule requires approval and has none is refused here, whichever path
-    asks (CLI, worker, scheduler, admin page), and the UPDATE that starts it re-checks the
+    asks (CLI, worker, scheduler, console), and the UPDATE that starts it re-checks the
     approval, so one withdrawn a moment before still stops it.
     """
     now = now or system_clock()

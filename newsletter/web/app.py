@@ -8,7 +8,7 @@ on its own database and mail backend.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,11 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from newsletter import publish
 from newsletter.backends import MailBackend, backend_from_url
 from newsletter.clock import Clock, system_clock
-from newsletter.config import ConfigError, Settings
+from newsletter.config import Settings
 from newsletter.database import connection_lost, make_engine, require_head
-from newsletter.passwords import weakness
 from newsletter.paths import web_templates_dir
-from newsletter.web import admin, console, hooks, public
+from newsletter.web import console, hooks, public
 from newsletter.web.context import WebContext
 from newsletter.web.throttle import SlidingWindow
 
@@ -43,10 +42,10 @@ def create_app(
     """The web app for ``settings``. Refuses to start without a usable secret key (tokens)
     or with a database that is not migrated."""
     settings.require_sending_ready()
-    if settings.admin_password and (weak := weakness(settings.admin_password)):
-        raise ConfigError(
-            f"NEWSLETTER_ADMIN_PASSWORD is {weak}: the admin page would be guessable; use a "
-            'long random one (`python -c "import secrets; print(secrets.token_urlsafe(18))"`)'
+    if settings.admin_password:
+        log.warning(
+            "NEWSLETTER_ADMIN_PASSWORD is no longer used: the console at /console replaced "
+            "/admin; create an admin with `newsletter user add EMAIL --role admin`"
         )
     engine = engine or make_engine(settings.database_url, create=False)
     require_head(engine)
@@ -68,7 +67,7 @@ def create_app(
         sns_get=sns_get,
     )
     # No trailing-slash redirects: Starlette builds them from the request's Host header, so
-    # `GET /admin/` with `Host: evil.example` would send a browser to evil.example.
+    # `GET /console/` with `Host: evil.example` would send a browser to evil.example.
     app = FastAPI(
         title=settings.newsletter_name,
         docs_url=None,
@@ -80,8 +79,23 @@ def create_app(
 
     app.include_router(public.router)
     app.include_router(hooks.router)
-    app.include_router(admin.router)
     app.include_router(console.router)
+
+    @app.middleware("http")
+    async def _console_never_cached(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Console pages hold personal data and the session's form token: no cache (a shared
+        proxy, the browser's back button after sign-out) keeps a copy."""
+        response = await call_next(request)
+        if request.url.path.startswith("/console"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/admin", include_in_schema=False)
+    def _admin_moved() -> Response:
+        """The HTTP-Basic admin page became the console: old bookmarks land there."""
+        return RedirectResponse(f"{ctx.path_prefix()}/console", status_code=301)
 
     @app.exception_handler(console.LoginRequired)
     async def _login_first(request: Request, exc: console.LoginRequired) -> Response:
@@ -93,8 +107,6 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _plain_errors(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 401:  # admin: ask for credentials
-            return Response("authentication required", 401, headers=exc.headers)
         text = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return ctx.message(text, status=exc.status_code)
 

@@ -87,7 +87,7 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "pinned": publish.pinned_ids(session, edition=edition),
         "edited": publish.edited_since_seen(session, edition=edition),
         "send_time": publish.send_time_of(session, edition),
-        "awaiting": publish.awaiting_approval(session, edition) is not None,
+        "awaiting": publish.awaiting_approval(session, edition),
         "seen": _seen(rendered),
     }
 
