@@ -15,6 +15,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -136,6 +137,41 @@ class Settings(BaseSettings):
         description="No longer used: the console (/console; `newsletter user add`) replaced the "
         "HTTP-Basic /admin page. Read only so doctor and the web app can say so, and so a "
         "leftover value is still masked in logs.",
+    )
+    writer: Literal["rules", "claude", "huggingface"] = Field(
+        "rules",
+        description="Who writes verdict suggestions for editors: rules (no key, the default and "
+        "the fallback), claude or huggingface (need the ai extra and a key).",
+    )
+    writer_budget: int = Field(
+        60_000,
+        ge=0,
+        le=10_000_000,
+        description="Tokens a writer may spend on one edition's suggestions; past it the rest "
+        "fall back to the rules, with a note. 0: no model calls at all.",
+    )
+    writer_timeout: float = Field(
+        60.0, gt=0, le=600, description="Seconds one writer call may take."
+    )
+    anthropic_api_key: str = Field("", description="Claude writer: the Anthropic API key.")
+    claude_model: str = Field("claude-sonnet-4-5", description="Claude writer: the model.")
+    anthropic_base_url: str = Field(
+        "", description="Claude writer: another API host (a proxy); empty: Anthropic's."
+    )
+    hf_token: str = Field("", description="Hugging Face writer: the access token (hf_...).")
+    hf_model: str = Field(
+        "meta-llama/Llama-3.3-70B-Instruct", description="Hugging Face writer: the model id."
+    )
+    hf_providers: str = Field(
+        "groq,together,fireworks-ai",
+        description="Hugging Face writer: Inference Providers to try, in order (failover on "
+        "429, 5xx and timeouts).",
+    )
+    hf_endpoint: str = Field(
+        "", description="Hugging Face writer: another Hub host; empty: huggingface.co."
+    )
+    hf_router: str = Field(
+        "", description="Hugging Face writer: another router host; empty: router.huggingface.co."
     )
     subscribe_limit: int = Field(
         10, ge=1, le=10_000, description="Subscribe form posts per client IP per hour."

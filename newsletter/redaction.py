@@ -6,7 +6,8 @@ credential they refused ("invalid API key 'SG.abc…'"), and a driver may quote 
 text from outside passes :meth:`Redactor.scrub` before it is stored or printed, which replaces
 each configured secret (raw, percent-encoded, or inside an HTTP Basic token) with ``***``.
 
-The secrets are the ones the settings hold: the signing keys, a leftover admin password, webhook
+The secrets are the ones the settings hold: the signing keys, a leftover admin password, the
+writers' API keys, webhook
 secrets, the database password, and the credentials in ``NEWSLETTER_MAIL_BACKEND`` (an API
 backend's token sits in the URL's user part; an SMTP login name is not a secret and stays
 readable). A URL that can't be parsed counts as a secret whole.
@@ -101,7 +102,12 @@ def url_secrets(value: str) -> list[str]:
 
 def redactor_for(settings: Settings) -> Redactor:
     """Every secret the settings hold (see the module docstring)."""
-    values = [*settings.signing_keys(), settings.admin_password]
+    values = [
+        *settings.signing_keys(),
+        settings.admin_password,
+        settings.anthropic_api_key,
+        settings.hf_token,
+    ]
     for name in Settings.model_fields:
         if name.startswith("webhook_"):
             secret = str(getattr(settings, name))

@@ -31,6 +31,7 @@ from newsletter.doctor.settings_checks import (
     check_secret_key,
     check_webhooks,
 )
+from newsletter.doctor.writer_checks import check_writer
 from newsletter.redaction import Redactor, redactor_for
 
 __all__ = ["Check", "exit_code", "render", "run_checks"]
@@ -46,6 +47,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         ("journal", check_journal),
         ("admin page", check_admin_page),
         ("webhooks", check_webhooks),
+        ("writer", check_writer),
     ]
     checks: list[Check] = []
     for name, step in steps:

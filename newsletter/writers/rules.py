@@ -1,0 +1,49 @@
+"""The rule-based writer: the deterministic verdict (:mod:`newsletter.verdicts`) in the
+writers' shape. It is the default and the fallback; it needs no key, no network and no
+money, and the same comparison always gets the same answer."""
+
+from __future__ import annotations
+
+from newsletter.content import ComparisonData
+from newsletter.verdicts import Quote, summarize
+from newsletter.writers.contract import Reason, ToolTake, Written, WrittenVerdict
+
+NAME = "rules"
+
+
+def _reason(quote: Quote | None, fallback: str) -> Reason | None:
+    if quote is None or len(quote.text) < 20:
+        return None
+    text = quote.text.rstrip("\u2026").strip()
+    return Reason(text=f"{quote.lens.capitalize()}: {fallback}", quote=text[:400])
+
+
+def write(comparison: ComparisonData) -> Written:
+    """The rules' call; a refusal (with the rules' own headline) when they make no pick or a
+    tool lacks a reason for and against, since the structure needs both."""
+    verdict = summarize(comparison)
+    call = verdict.call
+    pick = {0: "first", 1: "second"}.get(call.pick) if call.pick is not None else None
+    if call.kind == "both":
+        pick = "both"
+    if pick is None:
+        return Written(NAME, NAME, None, refusal=f"the rules make no pick: {call.headline}")
+    takes = []
+    for tool in verdict.tools:
+        good = _reason(tool.reason_for, "why it ships")
+        bad = _reason(tool.reason_against, "the catch")
+        if good is None or bad is None:
+            return Written(
+                NAME, NAME, None, refusal=f"{tool.short_name} lacks a reason for or against"
+            )
+        takes.append(
+            ToolTake(
+                for_whom=(tool.for_whom or tool.tagline)[:100], reason_for=good, reason_against=bad
+            )
+        )
+    headline = f"{call.headline}. {call.detail}".strip(" .")[:280] if call.detail else call.headline
+    return Written(
+        NAME,
+        NAME,
+        WrittenVerdict(pick=pick, headline=headline[:280], tools=takes),
+    )
