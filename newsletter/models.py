@@ -444,3 +444,30 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=64, index=True)
     target: str = Field(max_length=200, index=True)
     detail: str | None = Field(default=None, sa_type=Text)
+
+
+class Suggestion(SQLModel, table=True):
+    """A verdict a writer suggested for one comparison as its content then was, kept so that
+    drafting again costs nothing (one row per comparison content, writer and model), with
+    what the call used. A refusal (the answer failed the grounding check) is kept too, with
+    its reason: asking again would pay for the same answer."""
+
+    __table_args__ = (UniqueConstraint("comparison_id", "fingerprint", "writer", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True, ondelete="CASCADE")
+    #: The comparison's content when it was written (``content.fingerprint``).
+    fingerprint: str = Field(max_length=64)
+    writer: str = Field(max_length=16)
+    model: str = Field(max_length=120)
+    #: The grounded verdict (``WrittenVerdict`` as JSON), or None with ``refusal``.
+    verdict: str | None = Field(default=None, sa_type=Text)
+    refusal: str | None = Field(default=None, sa_type=Text)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float | None = None
+    provider: str | None = Field(default=None, max_length=40)
+    latency_ms: int = 0
+    created_at: datetime = Field(sa_type=UTCDateTime)

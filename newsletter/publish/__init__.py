@@ -52,6 +52,7 @@ from newsletter.publish.shaping import (
     ShapingError,
     add_item,
     candidates,
+    decide_suggestion,
     drop_item,
     dropped_comparisons,
     edited_since_seen,
@@ -63,11 +64,14 @@ from newsletter.publish.shaping import (
     set_intro,
     set_preheader,
     set_verdict,
+    suggestion_decisions,
     verdict_overrides,
 )
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "decide_suggestion",
+    "suggestion_decisions",
     "RescheduleError",
     "reschedule_edition",
     "send_time_of",

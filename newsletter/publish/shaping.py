@@ -269,3 +269,46 @@ def verdict_overrides(edition: Edition) -> dict[int, str]:
 def preheader_override(edition: Edition) -> str:
     """This edition's own preheader, or "" (the computed summary is used)."""
     return str(overrides_of(edition).get("preheader") or "")
+
+
+def decide_suggestion(
+    session: Session, *, edition_id: int, suggestion_id: int, accept: bool
+) -> tuple[int, str | None]:
+    """An editor's decision on a writer's suggestion for this draft: accepting makes its
+    headline the edition's call on that comparison (:func:`set_verdict`; editable like any
+    call), rejecting records the decision and leaves the call as it is. Returns (comparison
+    id, the call now set or None). The caller commits with its audit record."""
+    from newsletter.writers import suggestions  # the writers build on the store, not on this
+
+    edition = _open_draft(session, edition_id)
+    row = suggestions.get(session, suggestion_id=suggestion_id)
+    if row.comparison_id not in _items(session, edition):
+        raise ShapingError(
+            f"suggestion {suggestion_id} is for comparison {row.comparison_id}, which edition "
+            f"{edition_id} does not carry"
+        )
+    verdict = suggestions.verdict_of(row)
+    if accept and verdict is None:
+        raise ShapingError(
+            f"suggestion {suggestion_id} was refused ({row.refusal}): nothing to accept"
+        )
+    decisions = dict(overrides_of(edition).get("suggestions", {}))
+    decisions[str(row.comparison_id)] = {
+        "id": suggestion_id,
+        "state": "accepted" if accept else "rejected",
+    }
+    _set_override(edition, "suggestions", decisions)
+    if accept and verdict is not None:
+        set_verdict(
+            session,
+            edition_id=edition_id,
+            comparison_id=row.comparison_id,
+            verdict=verdict.headline,
+        )
+    session.flush()
+    return row.comparison_id, verdict.headline if accept and verdict else None
+
+
+def suggestion_decisions(edition: Edition) -> dict[int, dict[str, object]]:
+    """{comparison id: {"id": suggestion id, "state": "accepted" | "rejected"}}."""
+    return {int(k): v for k, v in overrides_of(edition).get("suggestions", {}).items()}

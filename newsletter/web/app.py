@@ -7,6 +7,7 @@ on its own database and mail backend.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -56,6 +57,7 @@ def create_app(
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    templates.filters["fromjson"] = json.loads
     ctx = WebContext(
         settings=settings,
         engine=engine,

@@ -1,6 +1,7 @@
 """The console that editors, operators and admins use in a browser: ``signin`` (sign in and
 out, set a password), ``drafts`` (the editions, a draft as subscribers will get it, preflight,
-test send, subject, intro, items, approval), ``operations`` (running sends, schedules) and
+test send, subject, intro, items, approval), ``suggestions`` (writers' verdicts: write,
+accept, reject), ``operations`` (running sends, schedules) and
 ``people`` (users, the audit log), ``subscribers`` (find, change, export, erase); ``base``
 holds what they share.
 
@@ -19,7 +20,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from newsletter.web.console import drafts, operations, people, signin, subscribers
+from newsletter.web.console import (
+    drafts,
+    operations,
+    people,
+    signin,
+    subscribers,
+    suggestions,
+)
 from newsletter.web.console.base import COOKIE, Forbidden, LoginRequired
 
 __all__ = ["COOKIE", "Forbidden", "LoginRequired", "router"]
@@ -27,7 +35,7 @@ __all__ = ["COOKIE", "Forbidden", "LoginRequired", "router"]
 
 def _router() -> APIRouter:
     assembled = APIRouter()
-    for module in (signin, drafts, operations, people, subscribers):
+    for module in (signin, drafts, suggestions, operations, people, subscribers):
         assembled.include_router(module.router, prefix="/console")
     return assembled
 

@@ -25,6 +25,7 @@ from newsletter.web.console.base import (
     console_path,
 )
 from newsletter.web.context import RowId, WebContext
+from newsletter.writers import suggestions
 
 router = APIRouter()
 #: Dark mode of the preview: the email's own dark rules, applied whatever the viewer prefers.
@@ -88,6 +89,9 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "edited": publish.edited_since_seen(session, edition=edition),
         "send_time": publish.send_time_of(session, edition),
         "awaiting": publish.awaiting_approval(session, edition),
+        "suggestions": suggestions.for_edition(session, edition_id=edition_id),
+        "decisions": publish.suggestion_decisions(edition),
+        "writer": ctx.settings.writer,
         "seen": _seen(rendered),
     }
 
@@ -133,6 +137,9 @@ DONE = {
     "pin": "Pinned: a refresh keeps it, at its place.",
     "unpin": "Unpinned: it follows the selection again on a refresh.",
     "reschedule": "Send time changed: the scheduler sends it then.",
+    "suggestion.accept": "Suggestion accepted: its headline is this edition's call (edit it "
+    "below).",
+    "suggestion.reject": "Suggestion rejected: the call stays as it was.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",

@@ -1,0 +1,147 @@
+"""Suggestions for a draft: each comparison's verdict as the chosen writer writes it, kept per
+comparison content so drafting again costs nothing, within a per-edition token budget.
+
+Nothing here changes what is sent: a suggestion goes into an edition only when an editor
+accepts it (:func:`newsletter.publish.set_verdict` with its headline, audited by the caller).
+A writer that fails, a refused answer, or the budget running out leaves the rule-based
+verdict in place, and :class:`SuggestReport` says so, one note per comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from newsletter import store
+from newsletter.content import ComparisonData, fingerprint
+from newsletter.models import Suggestion
+from newsletter.writers import Writer
+from newsletter.writers.contract import WriterError, Written, WrittenVerdict
+from newsletter.writers.pricing import estimate
+
+
+@dataclass
+class SuggestReport:
+    """What one pass over a draft did."""
+
+    written: int = 0
+    reused: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def cached(session: Session, comparison: ComparisonData, writer: Writer) -> Suggestion | None:
+    """The suggestion this writer and model already made for this content, if any."""
+    return session.exec(
+        select(Suggestion).where(
+            Suggestion.comparison_id == comparison.id,
+            Suggestion.fingerprint == fingerprint(comparison),
+            Suggestion.writer == writer.name,
+            Suggestion.model == writer.model,
+        )
+    ).first()
+
+
+def _store(
+    session: Session, comparison: ComparisonData, written: Written, now: datetime
+) -> Suggestion:
+    row = Suggestion(
+        comparison_id=comparison.id or 0,
+        fingerprint=fingerprint(comparison),
+        writer=written.writer,
+        model=written.model,
+        verdict=written.verdict.model_dump_json() if written.verdict else None,
+        refusal=written.refusal,
+        input_tokens=written.usage.input_tokens,
+        output_tokens=written.usage.output_tokens,
+        cache_creation_tokens=written.usage.cache_creation_tokens,
+        cache_read_tokens=written.usage.cache_read_tokens,
+        cost_usd=estimate(written.model, written.usage),
+        provider=written.provider,
+        latency_ms=written.latency_ms,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def suggest(
+    session: Session,
+    *,
+    edition_id: int,
+    writer: Writer,
+    budget: int,
+    now: datetime,
+    on_delta: Callable[[int, str], None] | None = None,
+) -> SuggestReport:
+    """Ask ``writer`` about every comparison the draft carries that it has not answered for
+    this content yet, until ``budget`` tokens are spent; commits after each answer (a call
+    that was paid for is never lost to a later failure). ``on_delta(comparison_id, piece)``
+    receives the answer as it streams."""
+    report = SuggestReport()
+    for comparison in store.edition_comparisons(session, edition_id=edition_id):
+        name = comparison.title
+        if cached(session, comparison, writer) is not None:
+            report.reused += 1
+            continue
+        if writer.name != "rules" and report.tokens >= budget:
+            report.notes.append(
+                f"{name}: the edition's budget ({budget:,} tokens) is spent; "
+                "the rules' verdict stands"
+            )
+            continue
+        relay: Callable[[str], None] | None = None
+        if on_delta is not None:
+            relay = _relay(on_delta, comparison.id or 0)
+        try:
+            written = writer.write(comparison, on_delta=relay)
+        except WriterError as exc:
+            report.notes.append(f"{name}: {exc}; the rules' verdict stands")
+            continue
+        row = _store(session, comparison, written, now)
+        session.commit()
+        report.written += 1
+        report.tokens += written.usage.total
+        report.cost_usd += row.cost_usd or 0.0
+        if written.verdict is None:
+            report.notes.append(f"{name}: refused ({written.refusal}); the rules' verdict stands")
+    return report
+
+
+def _relay(on_delta: Callable[[int, str], None], comparison_id: int) -> Callable[[str], None]:
+    return lambda piece: on_delta(comparison_id, piece)
+
+
+def for_edition(session: Session, *, edition_id: int) -> dict[int, list[Suggestion]]:
+    """Every suggestion for the current content of each comparison the draft carries,
+    newest first, by comparison id (for the draft page)."""
+    items = store.edition_comparisons(session, edition_id=edition_id)
+    prints = {c.id: fingerprint(c) for c in items if c.id}
+    found: dict[int, list[Suggestion]] = {cid: [] for cid in prints}
+    if not prints:
+        return found
+    for row in session.exec(
+        select(Suggestion)
+        .where(col(Suggestion.comparison_id).in_(list(prints)))
+        .order_by(col(Suggestion.id).desc())
+    ):
+        if prints.get(row.comparison_id) == row.fingerprint:
+            found[row.comparison_id].append(row)
+    return found
+
+
+def verdict_of(row: Suggestion) -> WrittenVerdict | None:
+    return WrittenVerdict.model_validate(json.loads(row.verdict)) if row.verdict else None
+
+
+def get(session: Session, *, suggestion_id: int) -> Suggestion:
+    row = session.get(Suggestion, suggestion_id)
+    if row is None:
+        raise store.NotFound(f"suggestion {suggestion_id} does not exist")
+    return row

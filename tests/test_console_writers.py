@@ -1,0 +1,132 @@
+"""Writers' suggestions in the console, with the real anthropic SDK against the local stub:
+an editor writes suggestions for the coming draft (the answer streams onto the page), sees
+the seed comparison's grounded suggestion beside the rules' call and the others refused,
+accepts it (audited; the email carries it), and writing again costs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from newsletter import audit, publish, store
+from newsletter.config import Settings
+from newsletter.models import Suggestion
+from newsletter.web.app import create_app
+
+from .model_stubs import CachingMessages, StubServer
+from .test_console import Clock, _user, sign_in
+from .test_writers import GROUNDED, MESSAGES
+
+SEED = "claude-4-api-tool-use-streaming-vs-hugging-face-inference-providers"
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    with StubServer() as server:
+        server.responders[MESSAGES] = CachingMessages(server, GROUNDED).reply_for
+        yield server
+
+
+def _console(settings: Settings, engine: Engine, stub: StubServer, **extra: Any) -> TestClient:
+    configured = settings.model_copy(
+        update={
+            "writer": "claude",
+            "anthropic_api_key": "sk-ant-console-test-key",
+            "anthropic_base_url": stub.url,
+            "writer_timeout": 5.0,
+            **extra,
+        }
+    )
+    return TestClient(
+        create_app(configured, engine=engine, clock=Clock()),
+        base_url="https://news.example.com",
+        follow_redirects=False,
+    )
+
+
+def test_an_editor_writes_accepts_and_the_second_pass_is_free(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    seed = store.get_comparison(seeded, slug=SEED)
+    carried = [c.id for c in store.edition_comparisons(seeded, edition_id=draft)]
+    assert seed.id in carried
+    with _console(settings, engine, stub) as client:
+        csrf = sign_in(client, "ed@example.com")
+        assert "Write suggestions (claude)" in client.get(f"/console/editions/{draft}").text
+        page = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf})
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        text = page.text
+        # The answers streamed onto the page, one section per comparison, escaped.
+        assert text.count('<pre class="text">') == len(carried)
+        assert "&#34;pick&#34;" in text or "&quot;pick&quot;" in text
+        assert f"{len(carried)} written, 0 already written" in text
+        # Only the seed's answer is grounded in its reviews; the others are refused.
+        assert text.count("refused (") == len(carried) - 1
+        assert len(stub.posts(MESSAGES)) == len(carried)
+        draft_page = client.get(f"/console/editions/{draft}").text
+        rows = seeded.exec(select(Suggestion).where(Suggestion.comparison_id == seed.id)).all()
+        (row,) = rows
+        assert f'id="suggestion-{row.id}"' in draft_page and GROUNDED["headline"][:40] in draft_page
+        assert "from the cache" in draft_page  # the usage, cache reads included
+        accepted = client.post(
+            f"/console/editions/{draft}/suggestions/{row.id}/accept", data={"csrf": csrf}
+        )
+        assert accepted.status_code == 303
+        # Writing again: the same content, the same writer and model: nothing is asked.
+        again = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
+        assert f"0 written, {len(carried)} already written" in again
+        assert len(stub.posts(MESSAGES)) == len(carried)
+    seeded.expire_all()
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert publish.verdict_overrides(edition)[seed.id or 0] == GROUNDED["headline"]
+    html, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "Both ship: Claude 4 API for agent loops" in text_part
+    actions = [e.action for e in audit.recent(seeded, target=f"edition {draft}")]
+    assert actions[:3] == ["edition.suggest", "edition.suggestion.accept", "edition.suggest"]
+
+
+def test_the_budget_stops_the_calls_and_says_so(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    with _console(settings, engine, stub, writer_budget=100) as client:
+        csrf = sign_in(client, "ed@example.com")
+        text = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
+    assert "1 written" in text and len(stub.posts(MESSAGES)) == 1
+    assert text.count("budget (100 tokens) is spent") == 3
+
+
+def test_a_writer_without_a_key_explains_and_changes_nothing(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    _user(seeded, "ed@example.com", "editor")
+    with _console(settings, engine, stub, anthropic_api_key="") as client:
+        csrf = sign_in(client, "ed@example.com")
+        answer = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf})
+    assert answer.status_code == 400 and "ANTHROPIC_API_KEY" in answer.text
+    assert not seeded.exec(select(Suggestion)).all() and not stub.posts(MESSAGES)
+
+
+def test_a_service_failure_leaves_the_rules_and_a_note(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    from .model_stubs import anthropic_error
+
+    stub.responders.clear()
+    for _ in range(4 * 3):  # each call is tried three times (the SDK's two retries)
+        stub.queue(
+            MESSAGES,
+            anthropic_error(529, "overloaded_error", "Overloaded", **{"retry-after-ms": "1"}),
+        )
+    _user(seeded, "ed@example.com", "editor")
+    with _console(settings, engine, stub) as client:
+        csrf = sign_in(client, "ed@example.com")
+        text = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
+    assert text.count("claude: HTTP 529: Overloaded; the rules") == 4
+    assert "sk-ant-console-test-key" not in text and len(stub.posts(MESSAGES)) == 12
