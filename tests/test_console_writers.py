@@ -5,6 +5,7 @@ accepts it (audited; the email carries it), and writing again costs nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,3 +131,65 @@ def test_a_service_failure_leaves_the_rules_and_a_note(
         text = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
     assert text.count("claude: HTTP 529: Overloaded; the rules") == 4
     assert "sk-ant-console-test-key" not in text and len(stub.posts(MESSAGES)) == 12
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def _run(settings: Settings, *args: str, **env: str) -> Any:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    from .conftest import SECRET
+
+    base = {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_MAIL_BACKEND": "memory://",
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_JOURNAL_DIR": settings.journal_dir,
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(app, list(args), env=base | env)
+
+
+def test_writers_try_shows_the_answer_its_cost_and_keeps_it(
+    settings: Settings, seeded: Session, stub: StubServer
+) -> None:
+    rules = _run(settings, "writers", "try", SEED, "--writer", "rules")
+    assert rules.exit_code == 0, rules.output
+    assert '"pick": "both"' in rules.stdout
+    claude = {
+        "NEWSLETTER_WRITER": "claude",
+        "NEWSLETTER_ANTHROPIC_API_KEY": "sk-ant-cli-test-key",
+        "NEWSLETTER_ANTHROPIC_BASE_URL": stub.url,
+    }
+    out = _run(settings, "writers", "try", SEED, **claude)
+    assert out.exit_code == 0, out.output
+    assert "claude (claude-sonnet-4-5, " in out.stdout and "about $" in out.stdout
+    assert json.loads(out.stdout.split("\n", 1)[1])["headline"] == GROUNDED["headline"]
+    assert "sk-ant-cli-test-key" not in out.output
+    again = _run(settings, "writers", "try", SEED, **claude)
+    assert "already written by claude" in again.stdout and len(stub.posts(MESSAGES)) == 1
+    other = _run(settings, "writers", "try", "patchwright-agent-vs-lintpilot-reviews", **claude)
+    assert other.exit_code == 1 and "refused: tools.0.reason_for.quote" in other.stdout
+    missing = _run(settings, "writers", "try", SEED, "--writer", "claude")
+    assert missing.exit_code == 1 and "ANTHROPIC_API_KEY" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_writers_suggest_for_a_draft(
+    settings: Settings, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    out = _run(
+        settings,
+        "writers",
+        "suggest",
+        str(draft),
+        NEWSLETTER_WRITER="claude",
+        NEWSLETTER_ANTHROPIC_API_KEY="sk-ant-cli-test-key",
+        NEWSLETTER_ANTHROPIC_BASE_URL=stub.url,
+    )
+    assert out.exit_code == 0, out.output
+    assert f"edition {draft}: 4 written, 0 reused" in out.stdout
+    assert out.stdout.count("refused (") == 3

@@ -19,6 +19,7 @@ from newsletter.cli import (  # noqa: F401 (register)
     operations,
     scheduling,
     users,
+    writing,
 )
 from newsletter.cli.common import HELP, app
 

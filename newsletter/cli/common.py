@@ -30,6 +30,7 @@ from newsletter.progress import SendProgress, duration, lines_every
 from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
 from newsletter.timing import RuleError
+from newsletter.writers.contract import WriterError
 
 #: `-h` as well as `--help`, on every command (sub-apps inherit the root's context settings).
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -89,6 +90,11 @@ schedule_app = typer.Typer(
 app.add_typer(schedule_app, name="schedule")
 user_app = typer.Typer(help="Console accounts: editors, operators, admins.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+writers_app = typer.Typer(
+    help="Verdict writers: try one on a comparison, or write suggestions for a draft.",
+    no_args_is_help=True,
+)
+app.add_typer(writers_app, name="writers")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -102,6 +108,7 @@ _EXPECTED_ERRORS = (
     publish.EditionStateError,
     publish.SubjectError,
     publish.RescheduleError,
+    WriterError,
     AccountError,
     RenderError,
     RuleError,

@@ -47,7 +47,7 @@ def cached(session: Session, comparison: ComparisonData, writer: Writer) -> Sugg
     ).first()
 
 
-def _store(
+def store_written(
     session: Session, comparison: ComparisonData, written: Written, now: datetime
 ) -> Suggestion:
     row = Suggestion(
@@ -104,7 +104,7 @@ def suggest(
         except WriterError as exc:
             report.notes.append(f"{name}: {exc}; the rules' verdict stands")
             continue
-        row = _store(session, comparison, written, now)
+        row = store_written(session, comparison, written, now)
         session.commit()
         report.written += 1
         report.tokens += written.usage.total
