@@ -235,3 +235,39 @@ def test_a_visitor_reaches_no_console_page_and_a_cross_site_post_is_refused(
         assert "Not allowed" in evil.content() or evil.url.endswith("/console/login")
     seeded.expire_all()
     assert store.get_edition(seeded, edition_id=draft).approved_at is None
+
+
+def test_an_editor_writes_and_accepts_a_suggestion_in_a_browser(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, page: Page
+) -> None:
+    from .model_stubs import CachingMessages, StubServer
+    from .test_writers import GROUNDED, MESSAGES
+
+    _account(seeded, "ed@example.com", "editor")
+    with StubServer() as stub:
+        stub.responders[MESSAGES] = CachingMessages(stub, GROUNDED).reply_for
+        with _serve(
+            settings,
+            engine,
+            clock=fixed_clock(NOW),
+            writer="claude",
+            anthropic_api_key="sk-ant-browser-test",
+            anthropic_base_url=stub.url,
+        ) as base:
+            _sign_in(page, base, "ed@example.com")
+            page.goto(f"{base}/console/editions/{draft}")
+            page.click("button:text('Write suggestions (claude)')")
+            assert "4 written" in page.locator("[role=status]").inner_text()
+            assert page.locator("pre.text").count() == 4
+            shoot(page, "suggestions-written")
+            page.click("text=Back to the draft")
+            suggestion = page.locator(".suggestion", has=page.locator("button:text('Accept')"))
+            assert suggestion.count() == 1
+            assert "Both ship: Claude 4 API" in suggestion.inner_text()
+            suggestion.scroll_into_view_if_needed()
+            shoot(page, "suggestion")
+            suggestion.locator("button:text('Accept')").click()
+            assert "Suggestion accepted" in page.locator("[role=status]").inner_text()
+            phone = page.frame_locator("iframe.phone").first.locator("body").inner_text()
+            assert "Both ship: Claude 4 API for agent loops" in phone
+            shoot(page, "suggestion-accepted")
