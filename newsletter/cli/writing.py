@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from newsletter import audit, store, writers
+from newsletter import store, writers
 from newsletter.cli.common import (
     _session,
     _settings,
@@ -17,7 +17,7 @@ from newsletter.cli.common import (
     writers_app,
 )
 from newsletter.writers.pricing import estimate
-from newsletter.writers.suggestions import cached, store_written, suggest
+from newsletter.writers.suggestions import cached, store_written, suggest_recorded
 
 
 def _show(piece: str) -> None:
@@ -79,28 +79,14 @@ def writers_suggest(
     now = cli_now()
     with _session(settings) as session:
         store.get_edition(session, edition_id=edition_id)
-        report = suggest(
+        report = suggest_recorded(
             session,
             edition_id=edition_id,
             writer=writer,
             budget=settings.writer_budget,
             now=now,
-        )
-        audit.record(
-            session,
             actor=cli_actor(),
-            action="edition.suggest",
-            target=f"edition {edition_id}",
-            now=now,
-            detail={
-                "writer": writer.name,
-                "written": report.written,
-                "reused": report.reused,
-                "tokens": report.tokens,
-                "notes": report.notes,
-            },
         )
-        session.commit()
     typer.echo(
         f"edition {edition_id}: {report.written} written, {report.reused} reused, "
         f"{report.tokens:,} tokens" + (f", about ${report.cost_usd:.4f}" if report.cost_usd else "")

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from newsletter import store
+from newsletter import audit, store
 from newsletter.content import ComparisonData, fingerprint
 from newsletter.models import Suggestion
 from newsletter.writers import Writer
@@ -145,3 +145,37 @@ def get(session: Session, *, suggestion_id: int) -> Suggestion:
     if row is None:
         raise store.NotFound(f"suggestion {suggestion_id} does not exist")
     return row
+
+
+def suggest_recorded(
+    session: Session,
+    *,
+    edition_id: int,
+    writer: Writer,
+    budget: int,
+    now: datetime,
+    actor: str,
+    on_delta: Callable[[int, str], None] | None = None,
+) -> SuggestReport:
+    """:func:`suggest`, then one audit record of what it did (the console and the CLI both
+    write suggestions this way), committed."""
+    report = suggest(
+        session, edition_id=edition_id, writer=writer, budget=budget, now=now, on_delta=on_delta
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="edition.suggest",
+        target=f"edition {edition_id}",
+        now=now,
+        detail={
+            "writer": writer.name,
+            "model": writer.model,
+            "written": report.written,
+            "reused": report.reused,
+            "tokens": report.tokens,
+            "notes": report.notes,
+        },
+    )
+    session.commit()
+    return report

@@ -16,11 +16,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from markupsafe import escape
 from sqlmodel import Session
 
-from newsletter import audit, publish, store, writers
+from newsletter import publish, store, writers
 from newsletter.web.console.base import Ctx, Who, check_form, console_path
 from newsletter.web.console.drafts import _shape, refused
 from newsletter.web.context import SECURITY_HEADERS, RowId
-from newsletter.writers.suggestions import SuggestReport, suggest
+from newsletter.writers.suggestions import SuggestReport, suggest_recorded
 
 router = APIRouter()
 #: Where the streamed part goes in the page (the template renders this marker).
@@ -62,30 +62,15 @@ def write_suggestions(
     def work() -> None:
         with ctx.session() as session:
             try:
-                report = suggest(
+                report = suggest_recorded(
                     session,
                     edition_id=edition_id,
                     writer=writer,
                     budget=ctx.settings.writer_budget,
                     now=now,
+                    actor=who.user.email,
                     on_delta=lambda cid, piece: events.put(("delta", cid, piece)),
                 )
-                audit.record(
-                    session,
-                    actor=who.user.email,
-                    action="edition.suggest",
-                    target=f"edition {edition_id}",
-                    now=now,
-                    detail={
-                        "writer": writer.name,
-                        "model": writer.model,
-                        "written": report.written,
-                        "reused": report.reused,
-                        "tokens": report.tokens,
-                        "notes": report.notes,
-                    },
-                )
-                session.commit()
                 events.put(("done", report, None))
             except Exception as exc:  # the page must end, whatever happened
                 events.put(("failed", type(exc).__name__, None))
