@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import publish, store, subscriptions
+from newsletter import publish, store, subscriptions, writers
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, fixed_clock
 from newsletter.config import Settings
@@ -36,6 +36,7 @@ from newsletter.periods import (
     period_of,
 )
 from newsletter.schedules import active_schedules, rule_of
+from newsletter.writers.suggestions import suggest_recorded
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def _step(
             due = occ.start_at <= now < occ.start_at + timedelta(minutes=1)
             return [f"{slug} {occ.key}: nothing new to send"] if due else []
         done.append(f"{slug} {occ.key}: drafted edition {edition.id}")
+        done += _suggest(session, settings, edition, now, f"{slug} {occ.key}")
         if edition.alerted_at is not None:
             done.append(f"{slug} {occ.key}: edition {edition.id} held; editors alerted")
     start_at, send_at = occ.start_at, occ.send_at
@@ -221,6 +223,36 @@ def _step(
             done.append(f"{slug} {occ.key}: started edition {edition.id} for {added} subscribers")
         session.refresh(edition)
     return done
+
+
+def _suggest(
+    session: Session, settings: Settings, edition: Edition, now: datetime, label: str
+) -> list[str]:
+    """With a model writer chosen, the new draft's suggestions are written now, so editors
+    find them waiting; a writer that can't run costs a line in the log, and the rules'
+    verdicts stand (nothing is sent that an editor did not accept)."""
+    if settings.writer == "rules":
+        return []
+    try:
+        report = suggest_recorded(
+            session,
+            edition_id=edition.id or 0,
+            writer=writers.make_writer(settings),
+            budget=settings.writer_budget,
+            now=now,
+            actor="scheduler",
+        )
+    except Exception as exc:
+        reset_session(session)
+        if connection_lost(exc) is not None:
+            raise
+        log.warning("%s: suggestions not written: %s", label, exc)
+        return [f"{label}: suggestions not written ({exc}); the rules' verdicts stand"]
+    fell_back = f", {len(report.notes)} fell back to the rules" if report.notes else ""
+    return [
+        f"{label}: {report.written} suggestions written by {settings.writer} "
+        f"({report.tokens:,} tokens){fell_back}"
+    ]
 
 
 def _edition(session: Session, occ: Occurrence) -> Edition | None:

@@ -193,3 +193,53 @@ def test_writers_suggest_for_a_draft(
     assert out.exit_code == 0, out.output
     assert f"edition {draft}: 4 written, 0 reused" in out.stdout
     assert out.stdout.count("refused (") == 3
+
+
+def test_the_scheduler_writes_suggestions_when_it_drafts(
+    settings: Settings, seeded: Session, tmp_path: Any, stub: StubServer
+) -> None:
+    """Editors find suggestions waiting on the scheduled draft; a writer that can't run
+    leaves a line and the rules."""
+    from datetime import UTC, datetime
+
+    from newsletter import scheduler
+
+    from .test_scheduler import publish_daily, run_clock, sync, write_schedule
+
+    write_schedule(tmp_path / "s")
+    sync(seeded, tmp_path / "s", settings)
+    publish_daily(seeded, datetime(2026, 11, 23, tzinfo=UTC), 3)
+    claude = settings.model_copy(
+        update={
+            "writer": "claude",
+            "anthropic_api_key": "sk-ant-scheduler-key",
+            "anthropic_base_url": stub.url,
+        }
+    )
+    log = run_clock(
+        seeded, claude, datetime(2026, 11, 30, 4, tzinfo=UTC), datetime(2026, 11, 30, 6, tzinfo=UTC)
+    )
+    lines = [line for _, line in log]
+    (drafted,) = [line for line in lines if "drafted edition" in line]
+    edition_id = int(drafted.rsplit(" ", 1)[1])
+    carried = len(store.edition_comparisons(seeded, edition_id=edition_id))
+    assert any(f"{carried} suggestions written by claude" in line for line in lines), lines
+    assert len(seeded.exec(select(Suggestion)).all()) == carried == len(stub.posts(MESSAGES))
+    # No key: the draft is still made, with one line saying why there are no suggestions.
+    keyless = claude.model_copy(update={"anthropic_api_key": ""})
+    from newsletter.content import ComparisonData
+
+    from .conftest import comparison_dict
+
+    store.upsert_comparisons(
+        seeded,
+        records=[
+            ComparisonData.model_validate(
+                comparison_dict("next-week", published_at="2026-12-02T12:00:00+00:00")
+            )
+        ],
+    )
+    seeded.commit()
+    later = scheduler.tick(seeded, keyless, now=datetime(2026, 12, 7, 5, 30, tzinfo=UTC))
+    assert any("suggestions not written (the claude writer needs an API key" in x for x in later)
+    assert any("drafted edition" in x for x in later)
