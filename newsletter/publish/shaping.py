@@ -15,7 +15,7 @@ import json
 from sqlmodel import Session
 
 from newsletter import store
-from newsletter.content import fingerprint
+from newsletter.content import ComparisonData, fingerprint
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Comparison, Edition, EditionStatus
 from newsletter.publish.drafting import dropped_ids, overrides_of
@@ -118,17 +118,20 @@ def pinned_ids(session: Session, *, edition: Edition) -> set[int]:
     }
 
 
-def edited_since_seen(session: Session, *, edition: Edition) -> list[tuple[int, str]]:
+def edited_since_seen(
+    session: Session, *, edition: Edition, items: list[ComparisonData] | None = None
+) -> list[tuple[int, str]]:
     """(id, title) of the items whose comparison was edited in the store since the draft was
-    made or last refreshed (the preview already shows the new text; this says it changed)."""
+    made or last refreshed (the preview already shows the new text; this says it changed).
+    ``items``: the draft's comparisons, when the caller has them loaded already."""
     seen = {
         r.comparison_id: r.fingerprint
         for r in store.edition_item_rows(session, edition_id=edition.id or 0)
     }
+    if items is None:
+        items = store.edition_comparisons(session, edition_id=edition.id or 0)
     return [
-        (c.id, c.title)
-        for c in store.edition_comparisons(session, edition_id=edition.id or 0)
-        if c.id and seen.get(c.id) and seen[c.id] != fingerprint(c)
+        (c.id, c.title) for c in items if c.id and seen.get(c.id) and seen[c.id] != fingerprint(c)
     ]
 
 

@@ -41,7 +41,7 @@ def write(comparison: ComparisonData) -> Written:
                 for_whom=(tool.for_whom or tool.tagline)[:100], reason_for=good, reason_against=bad
             )
         )
-    headline = f"{call.headline}. {call.detail}".strip(" .")[:280] if call.detail else call.headline
+    headline = f"{call.headline}. {call.detail}".strip(" .") if call.detail else call.headline
     return Written(
         NAME,
         NAME,

@@ -118,10 +118,14 @@ def _relay(on_delta: Callable[[int, str], None], comparison_id: int) -> Callable
     return lambda piece: on_delta(comparison_id, piece)
 
 
-def for_edition(session: Session, *, edition_id: int) -> dict[int, list[Suggestion]]:
+def for_edition(
+    session: Session, *, edition_id: int, items: list[ComparisonData] | None = None
+) -> dict[int, list[Suggestion]]:
     """Every suggestion for the current content of each comparison the draft carries,
-    newest first, by comparison id (for the draft page)."""
-    items = store.edition_comparisons(session, edition_id=edition_id)
+    newest first, by comparison id (for the draft page, which passes the ``items`` it has
+    loaded already)."""
+    if items is None:
+        items = store.edition_comparisons(session, edition_id=edition_id)
     prints = {c.id: fingerprint(c) for c in items if c.id}
     found: dict[int, list[Suggestion]] = {cid: [] for cid in prints}
     if not prints:

@@ -69,6 +69,7 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
     rendered, template, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
     page, text = template.preview(publish.SAMPLE_RECIPIENT, publish.signer_for(ctx.settings))
     checks = publish.checks_of(edition, rendered, template, ctx.settings)
+    items = store.edition_comparisons(session, edition_id=edition_id)
     return {
         "edition": edition,
         "html": page,
@@ -79,17 +80,17 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "failing": [c for c in checks if not c.ok],
         "sender": ctx.settings.from_address,
         "events": audit.recent(session, target=f"edition {edition_id}", limit=20),
-        "items": store.edition_comparisons(session, edition_id=edition_id),
+        "items": items,
         "dropped": publish.dropped_comparisons(session, edition=edition),
         "candidates": publish.candidates(session, edition=edition),
         "verdicts": publish.verdict_overrides(edition),
         "preheader_override": publish.preheader_override(edition),
         "live": publish.live_edition(session, edition_id=edition_id, now=ctx.clock()),
         "pinned": publish.pinned_ids(session, edition=edition),
-        "edited": publish.edited_since_seen(session, edition=edition),
+        "edited": publish.edited_since_seen(session, edition=edition, items=items),
         "send_time": publish.send_time_of(session, edition),
         "awaiting": publish.awaiting_approval(session, edition),
-        "suggestions": suggestions.for_edition(session, edition_id=edition_id),
+        "suggestions": suggestions.for_edition(session, edition_id=edition_id, items=items),
         "decisions": publish.suggestion_decisions(edition),
         "writer": ctx.settings.writer,
         "seen": _seen(rendered),
@@ -243,7 +244,10 @@ def approve(
     check_form(request, who, csrf, "drafts")
     now = ctx.clock()
     with ctx.session() as session:
-        if seen != _draft_view(session, ctx, edition_id)["seen"]:
+        # One render for both: the digest of what the page showed, and the preflight.
+        edition = store.get_edition(session, edition_id=edition_id)
+        rendered, template, _ = publish.prepare(session, edition=edition, settings=ctx.settings)
+        if seen != _seen(rendered):
             return refused(
                 ctx,
                 who,
@@ -252,9 +256,7 @@ def approve(
                 "import). This page shows it as it is now; look again, then approve.",
             )
         failing = [
-            c
-            for c in publish.preflight(session, edition_id=edition_id, settings=ctx.settings)
-            if not c.ok
+            c for c in publish.checks_of(edition, rendered, template, ctx.settings) if not c.ok
         ]
         reason = override.strip()
         if failing and not (reason and who.can("users")):
