@@ -39,10 +39,14 @@ def page() -> Iterator[Page]:
 
 
 def shoot(page: Page, name: str) -> None:
+    """Screenshots at phone and desktop width, light and dark (``-dark``)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for width in (375, 1280):
-        page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    for scheme, suffix in (("light", ""), ("dark", "-dark")):
+        page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+        for width in (375, 1280):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=str(SHOTS / f"{name}-{width}{suffix}.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
 
 
 def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
