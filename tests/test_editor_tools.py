@@ -262,3 +262,31 @@ def test_a_refresh_names_the_comparisons_edited_in_the_store(
     )
     assert outcome.edited == (lead.title,) and f"1 edited ({lead.title})" in outcome.changes()
     assert publish.edited_since_seen(seeded, edition=edition) == []
+
+
+def test_reschedule_refuses_bad_input_in_one_line_and_changes_nothing(
+    seeded: Session, settings: Settings, draft: int
+) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    from .conftest import SECRET
+
+    env = {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_MAIL_BACKEND": "memory://",
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_JOURNAL_DIR": settings.journal_dir,
+        "COLUMNS": "200",
+    }
+    before = store.get_edition(seeded, edition_id=draft).scheduled_for
+    for at, says in (
+        ("next tuesday", "--at: 'next tuesday' is not an ISO 8601 date or time"),
+        ("2027-01-05T09:00", "its newsletter has no schedule"),  # the default has none
+    ):
+        out = CliRunner().invoke(app, ["edition", "reschedule", str(draft), "--at", at], env=env)
+        assert out.exit_code == 1 and says in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft).scheduled_for == before
