@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 import textwrap
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +25,14 @@ from newsletter.content import ComparisonData
 from newsletter.message import qp_encode
 from newsletter.paths import templates_dir
 from newsletter.selection import Period
-from newsletter.verdicts import ComparisonVerdict, excerpt, short_name, summarize
+from newsletter.verdicts import (
+    ComparisonVerdict,
+    WrittenCall,
+    excerpt,
+    short_name,
+    summarize,
+    with_written,
+)
 
 #: Slots personalization must fill, in every part.
 SLOTS = ("greeting_name", "unsubscribe_url")
@@ -71,6 +78,8 @@ class EditionContext:
     newsletter_slug: str = ""
     #: An editor's words for this edition, under the greeting.
     intro: str = ""
+    #: Written verdicts an editor accepted for this edition, by comparison id.
+    written: Mapping[int, WrittenCall] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +189,12 @@ def render_edition(
         raise RenderError("an edition with no comparisons is not rendered")
     env = env or make_environment()
     marker = "nlslot" + secrets.token_hex(6)
-    verdicts: list[ComparisonVerdict] = [summarize(c) for c in ctx.items]
+    verdicts: list[ComparisonVerdict] = [
+        with_written(summarize(c), ctx.written[c.id])
+        if c.id is not None and c.id in ctx.written
+        else summarize(c)
+        for c in ctx.items
+    ]
     full = len(verdicts)
     html, text, web_source = _render(ctx, env, marker, verdicts, full)
     size = len(qp_encode(html))

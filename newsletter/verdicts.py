@@ -88,16 +88,19 @@ _FOR_WHO = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(`]?[A-Z0-9`])")
+_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _CLAUSE = re.compile(r"(?::|;|\s[—–]|,)\s")
 
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """A reviewer's own sentence (possibly cut), with the lens that said it."""
+    """A reviewer's own sentence (possibly cut), with the lens that said it, and, for a
+    written verdict an editor accepted, the reason in the writer's words (``gist``)."""
 
     text: str
     lens: str
     verdict: str  # "ship" or "skip"
+    gist: str = ""
 
     @property
     def lens_name(self) -> str:
@@ -187,6 +190,82 @@ def summarize(comparison: ComparisonData) -> ComparisonVerdict:
     tools = (first, second)
     call = decide(comparison, tools)
     return ComparisonVerdict(comparison, tools, replace(call, detail=detail_of(call, tools)))
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenReason:
+    """A reason in a writer's words and the reviewer's words it rests on (checked to be in
+    that tool's reviews before an editor could accept it)."""
+
+    gist: str
+    quote: str
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenTake:
+    for_whom: str
+    reason_for: WrittenReason
+    reason_against: WrittenReason
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenCall:
+    """A verdict written for this edition (a writer's suggestion an editor accepted, maybe
+    edited): ``pick`` is 0 or 1, or None for "both, for different jobs"."""
+
+    pick: int | None
+    headline: str
+    takes: tuple[WrittenTake, WrittenTake]
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> WrittenCall:
+        """From the writers' verdict JSON (``pick`` "first", "second" or "both", ``tools``
+        with ``for_whom`` and ``reason_for``/``reason_against`` of ``text`` and ``quote``)."""
+        pick = {"first": 0, "second": 1}.get(str(data["pick"]))
+        takes = []
+        for tool in data["tools"]:  # type: ignore[attr-defined]
+            reasons = [
+                WrittenReason(str(tool[side]["text"]), str(tool[side]["quote"]))
+                for side in ("reason_for", "reason_against")
+            ]
+            takes.append(WrittenTake(str(tool["for_whom"]), *reasons))
+        return cls(pick, str(data["headline"]), (takes[0], takes[1]))
+
+
+def with_written(verdict: ComparisonVerdict, written: WrittenCall) -> ComparisonVerdict:
+    """The comparison as a written verdict tells it: its pick and headline (an editor's own
+    call, when set, keeps the headline), and for each tool whom it fits and its reasons, each
+    quote shown with the lens of the review it comes from."""
+    tools = tuple(
+        replace(
+            tool,
+            for_whom=take.for_whom,
+            reason_for=_written_quote(source, take.reason_for, "ship"),
+            reason_against=_written_quote(source, take.reason_against, "skip"),
+        )
+        for tool, take, source in zip(
+            verdict.tools, written.takes, verdict.comparison.tools, strict=True
+        )
+    )
+    pair = (tools[0], tools[1])
+    headline = verdict.call.headline if verdict.call.kind == "editor" else written.headline
+    kind = "both" if written.pick is None else "pick"
+    call = Call(kind, headline, verdict.call.why, written.pick)
+    return ComparisonVerdict(verdict.comparison, pair, replace(call, detail=detail_of(call, pair)))
+
+
+def _written_quote(tool: ToolData, reason: WrittenReason, side: str) -> Quote:
+    """The quote with the lens and verdict of the review that holds it (spacing aside)."""
+    wanted = _plain(reason.quote).strip("\"'….")[:60]
+    text = excerpt(reason.quote, QUOTE_BUDGET)
+    for review in tool.reviews:
+        if wanted and wanted in _plain(review.quote):
+            return Quote(text, review.lens, review.verdict, reason.gist)
+    return Quote(text, "", side, reason.gist)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.translate(_MARKS).split())
 
 
 def detail_of(call: Call, tools: Sequence[ToolVerdict]) -> str:

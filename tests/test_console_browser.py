@@ -265,13 +265,19 @@ def test_an_editor_writes_and_accepts_a_suggestion_in_a_browser(
             assert page.locator("pre.text").count() == 4
             shoot(page, "suggestions-written")
             page.click("text=Back to the draft")
-            suggestion = page.locator(".suggestion", has=page.locator("button:text('Accept')"))
+            suggestion = page.locator(
+                ".suggestion", has=page.locator("button:text-is('Accept')")
+            )
             assert suggestion.count() == 1
             assert "Both ship: Claude 4 API" in suggestion.inner_text()
             suggestion.scroll_into_view_if_needed()
             shoot(page, "suggestion")
-            suggestion.locator("button:text('Accept')").click()
+            suggestion.locator("summary:text('Edit the words')").click()
+            suggestion.locator("input[name=for_0]").fill("the cache discount shows per call")
+            shoot(page, "suggestion-editing")
+            suggestion.locator("button:text('Accept with these words')").click()
             assert "Suggestion accepted" in page.locator("[role=status]").inner_text()
             phone = page.frame_locator("iframe.phone").first.locator("body").inner_text()
             assert "Both ship: Claude 4 API for agent loops" in phone
+            assert "the cache discount shows per call" in phone
             shoot(page, "suggestion-accepted")

@@ -88,8 +88,103 @@ def test_an_editor_writes_accepts_and_the_second_pass_is_free(
     assert publish.verdict_overrides(edition)[seed.id or 0] == GROUNDED["headline"]
     html, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
     assert "Both ship: Claude 4 API for agent loops" in text_part
+    # The written reasons, each with the reviewer's words and the lens they come from.
+    flat = " ".join(text_part.split())
+    assert (
+        'Why ship: cache savings show up in the usage object: "cache invalidation is explicit'
+        in flat
+    )
+    assert "Best for teams running long-context agents in production" in flat
+    assert 'Watch out: no visibility when a provider changes underneath: "It breaks' in flat
+    assert "the Hub&#39;s reach makes it additive" in html or "the Hub's reach" in html
     actions = [e.action for e in audit.recent(seeded, target=f"edition {draft}")]
     assert actions[:3] == ["edition.suggest", "edition.suggestion.accept", "edition.suggest"]
+
+
+def _written_suggestion(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> tuple[TestClient, str, int, int]:
+    _user(seeded, "ed@example.com", "editor")
+    client = _console(settings, engine, stub).__enter__()
+    csrf = sign_in(client, "ed@example.com")
+    client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf})
+    seed = store.get_comparison(seeded, slug=SEED)
+    row = seeded.exec(select(Suggestion).where(Suggestion.comparison_id == seed.id)).one()
+    return client, csrf, row.id or 0, seed.id or 0
+
+
+def test_an_editor_edits_the_words_before_accepting(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    client, csrf, sid, cid = _written_suggestion(settings, engine, seeded, draft, stub)
+    url = f"/console/editions/{draft}/suggestions/{sid}/accept"
+    page = client.get(f"/console/editions/{draft}").text
+    assert 'name="for_0"' in page and "cache savings show up in the usage object" in page
+    # An edit that breaks the rules is refused with the field, and nothing is stored.
+    for bad, why in (
+        ({"headline": "Ship whatever you like"}, "headline: does not name the pick"),
+        ({"for_0": "see https://example.com"}, "tools.0.reason_for.text: carries a link"),
+        ({"against_1": "x" * 161}, "tools.1.reason_against.text"),
+    ):
+        refused = client.post(url, data={"csrf": csrf, **bad})
+        assert refused.status_code == 400 and why in refused.text, refused.text
+        seeded.expire_all()
+        assert not publish.verdict_overrides(store.get_edition(seeded, edition_id=draft))
+    done = client.post(
+        url,
+        data={
+            "csrf": csrf,
+            "headline": "Both ship: Claude 4 API for agents, Hugging Face Inference Providers "
+            "Marketplace for routing",
+            "for_0": "the cache discount is visible per call",
+            "for_whom_1": "teams comparing providers",
+        },
+    )
+    assert done.status_code == 303, done.text
+    seeded.expire_all()
+    _, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    flat = " ".join(text_part.split())
+    assert "Claude 4 API for agents, Hugging Face Inference Providers Marketplace for" in flat
+    assert 'Why ship: the cache discount is visible per call: "cache invalidation' in flat
+    assert "Best for teams comparing providers" in flat
+    assert "cache savings show up" not in flat  # the suggestion's own words were replaced
+    (record,) = [
+        e for e in audit.recent(seeded, target=f"edition {draft}") if e.action.endswith("accept")
+    ]
+    assert json.loads(record.detail or "{}")["edited"] == [
+        "headline",
+        "tools.0.reason_for.text",
+        "tools.1.for_whom",
+    ]
+    assert "with your words" in client.get(f"/console/editions/{draft}").text
+    # Rejecting it now takes the written verdict and its call out of the email again.
+    assert (
+        client.post(
+            f"/console/editions/{draft}/suggestions/{sid}/reject", data={"csrf": csrf}
+        ).status_code
+        == 303
+    )
+    seeded.expire_all()
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert cid not in publish.verdict_overrides(edition)
+    _, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "the cache discount is visible" not in text_part
+    client.__exit__(None, None, None)
+
+
+def test_clearing_the_call_takes_the_written_verdict_out(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    client, csrf, sid, cid = _written_suggestion(settings, engine, seeded, draft, stub)
+    client.post(f"/console/editions/{draft}/suggestions/{sid}/accept", data={"csrf": csrf})
+    seeded.expire_all()
+    _, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "cache savings show up in the usage object" in " ".join(text_part.split())
+    client.post(f"/console/editions/{draft}/items/{cid}/verdict", data={"csrf": csrf})
+    seeded.expire_all()
+    _, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert "cache savings show up" not in " ".join(text_part.split())
+    client.__exit__(None, None, None)
 
 
 def test_the_budget_stops_the_calls_and_says_so(

@@ -36,6 +36,7 @@ from newsletter.rendering import (
 )
 from newsletter.selection import Period, Selection, select_comparisons
 from newsletter.tokens import TokenSigner
+from newsletter.verdicts import WrittenCall
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
 
@@ -293,6 +294,7 @@ def _context(
         more=tuple(
             MoreLink(str(m["title"]), str(m["url"])) for m in json.loads(edition.more_links or "[]")
         ),
+        written=written_calls(edition),
     )
     return ctx, newsletter
 
@@ -361,6 +363,12 @@ def with_overrides(items: list[ComparisonData], edition: Edition) -> list[Compar
         c.model_copy(update={"verdict": verdicts[str(c.id)]}) if str(c.id) in verdicts else c
         for c in items
     ]
+
+
+def written_calls(edition: Edition) -> dict[int, WrittenCall]:
+    """The written verdicts an editor accepted for this edition, by comparison id."""
+    found = overrides_of(edition).get("written", {})
+    return {int(cid): WrittenCall.from_json(data) for cid, data in found.items()}
 
 
 def dropped_ids(edition: Edition | None) -> set[int]:

@@ -11,6 +11,7 @@ audit log.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from sqlmodel import Session
 
@@ -254,14 +255,22 @@ def set_verdict(
     text = " ".join((verdict or "").split())
     if len(text) > MAX_VERDICT:
         raise ShapingError(f"verdict: at most {MAX_VERDICT} characters, got {len(text)}")
+    _set_verdict_text(edition, comparison_id, text or None)
+    if not text:  # back to the computed call: a written verdict accepted earlier goes too
+        written = dict(overrides_of(edition).get("written", {}))
+        written.pop(str(comparison_id), None)
+        _set_override(edition, "written", written)
+    session.flush()
+    return edition
+
+
+def _set_verdict_text(edition: Edition, comparison_id: int, text: str | None) -> None:
     verdicts = dict(overrides_of(edition).get("verdicts", {}))
     if text:
         verdicts[str(comparison_id)] = text
     else:
         verdicts.pop(str(comparison_id), None)
     _set_override(edition, "verdicts", verdicts)
-    session.flush()
-    return edition
 
 
 def verdict_overrides(edition: Edition) -> dict[int, str]:
@@ -274,14 +283,34 @@ def preheader_override(edition: Edition) -> str:
     return str(overrides_of(edition).get("preheader") or "")
 
 
+#: The parts of a written verdict an editor may change before accepting it (the quotes stay:
+#: they are what ties each reason to a review).
+EDITABLE = (
+    "headline",
+    "tools.0.for_whom",
+    "tools.0.reason_for.text",
+    "tools.0.reason_against.text",
+    "tools.1.for_whom",
+    "tools.1.reason_for.text",
+    "tools.1.reason_against.text",
+)
+
+
 def decide_suggestion(
-    session: Session, *, edition_id: int, suggestion_id: int, accept: bool
-) -> tuple[int, str | None]:
-    """An editor's decision on a writer's suggestion for this draft: accepting makes its
-    headline the edition's call on that comparison (:func:`set_verdict`; editable like any
-    call), rejecting records the decision and leaves the call as it is. Returns (comparison
-    id, the call now set or None). The caller commits with its audit record."""
-    from newsletter.writers import suggestions  # the writers build on the store, not on this
+    session: Session,
+    *,
+    edition_id: int,
+    suggestion_id: int,
+    accept: bool,
+    edits: Mapping[str, str] | None = None,
+) -> tuple[int, str | None, list[str]]:
+    """An editor's decision on a writer's suggestion for this draft. Accepting puts the
+    written verdict into this edition (its headline as the call, each tool's reasons with their
+    quotes and whom it fits), with the editor's ``edits`` (keys from :data:`EDITABLE`) applied
+    and checked again against the reviews; rejecting records the decision and leaves the call
+    as it is. Returns (comparison id, the call now set or None, the fields edited). The
+    caller commits with its audit record."""
+    from newsletter.writers import grounding, suggestions  # writers build on the store
 
     edition = _open_draft(session, edition_id)
     row = suggestions.get(session, suggestion_id=suggestion_id)
@@ -290,26 +319,66 @@ def decide_suggestion(
             f"suggestion {suggestion_id} is for comparison {row.comparison_id}, which edition "
             f"{edition_id} does not carry"
         )
+    comparison = next(
+        c
+        for c in store.edition_comparisons(session, edition_id=edition_id)
+        if c.id == row.comparison_id
+    )
     verdict = suggestions.verdict_of(row)
-    if accept and verdict is None:
-        raise ShapingError(
-            f"suggestion {suggestion_id} was refused ({row.refusal}): nothing to accept"
-        )
     decisions = dict(overrides_of(edition).get("suggestions", {}))
-    decisions[str(row.comparison_id)] = {
+    written = dict(overrides_of(edition).get("written", {}))
+    key = str(row.comparison_id)
+    edited: list[str] = []
+    if accept:
+        if verdict is None:
+            raise ShapingError(
+                f"suggestion {suggestion_id} was refused ({row.refusal}): nothing to accept"
+            )
+        if row.fingerprint != fingerprint(comparison):
+            raise ShapingError(
+                f"suggestion {suggestion_id} was written for an earlier version of "
+                f"{comparison.title!r}: write the suggestions again"
+            )
+        data = verdict.model_dump()
+        for field, value in (edits or {}).items():
+            if field not in EDITABLE:
+                raise ShapingError(f"{field}: not editable; one of {', '.join(EDITABLE)}")
+            if _put(data, field, " ".join(value.split())):
+                edited.append(field)
+        try:
+            verdict = grounding.check(comparison, data)
+        except grounding.Ungrounded as exc:
+            raise ShapingError(f"suggestion {suggestion_id} as edited: {exc}") from None
+        written[key] = verdict.model_dump()
+    else:
+        undone = written.pop(key, None)
+        shown = overrides_of(edition).get("verdicts", {}).get(key)
+        if undone is not None and shown == undone.get("headline"):
+            _set_verdict_text(edition, row.comparison_id, None)  # the accepted call goes too
+    decisions[key] = {
         "id": suggestion_id,
         "state": "accepted" if accept else "rejected",
+        **({"edited": edited} if edited else {}),
     }
     _set_override(edition, "suggestions", decisions)
+    _set_override(edition, "written", written)
     if accept and verdict is not None:
-        set_verdict(
-            session,
-            edition_id=edition_id,
-            comparison_id=row.comparison_id,
-            verdict=verdict.headline,
-        )
+        _set_verdict_text(edition, row.comparison_id, verdict.headline)
     session.flush()
-    return row.comparison_id, verdict.headline if accept and verdict else None
+    return row.comparison_id, verdict.headline if accept and verdict else None, edited
+
+
+def _put(data: dict[str, object], path: str, value: str) -> bool:
+    """Set ``data``'s field at the dotted ``path`` to ``value``; True when it changed."""
+    *parents, last = path.split(".")
+    node: object = data
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]  # type: ignore[index]
+    assert isinstance(node, dict)
+    if node.get(last) == value:
+        return False
+    node[last] = value
+    return True
 
 
 def suggestion_decisions(edition: Edition) -> dict[int, dict[str, object]]:

@@ -138,9 +138,9 @@ DONE = {
     "pin": "Pinned: a refresh keeps it, at its place.",
     "unpin": "Unpinned: it follows the selection again on a refresh.",
     "reschedule": "Send time changed: the scheduler sends it then.",
-    "suggestion.accept": "Suggestion accepted: its headline is this edition's call (edit it "
-    "below).",
-    "suggestion.reject": "Suggestion rejected: the call stays as it was.",
+    "suggestion.accept": "Suggestion accepted: the email shows its call, reasons and quotes "
+    "(the preview below); the call stays editable.",
+    "suggestion.reject": "Suggestion rejected: the email shows the call as it was.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",

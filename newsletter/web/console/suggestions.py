@@ -122,6 +122,19 @@ def _summary(report: SuggestReport) -> str:
     )
 
 
+#: The accept form's fields, and the part of the written verdict each edits.
+_EDIT_FIELDS = {
+    "headline": "headline",
+    "for_whom_0": "tools.0.for_whom",
+    "for_0": "tools.0.reason_for.text",
+    "against_0": "tools.0.reason_against.text",
+    "for_whom_1": "tools.1.for_whom",
+    "for_1": "tools.1.reason_for.text",
+    "against_1": "tools.1.reason_against.text",
+}
+_Field = Annotated[str | None, Form(max_length=1000)]
+
+
 @router.post(
     "/editions/{edition_id}/suggestions/{suggestion_id}/{decision}", response_class=HTMLResponse
 )
@@ -133,20 +146,45 @@ def decide(
     ctx: Ctx,
     who: Who,
     csrf: Annotated[str, Form()] = "",
+    headline: _Field = None,
+    for_whom_0: _Field = None,
+    for_0: _Field = None,
+    against_0: _Field = None,
+    for_whom_1: _Field = None,
+    for_1: _Field = None,
+    against_1: _Field = None,
 ) -> Response:
+    """Accept (with the editor's edits to the words; the quotes stay) or reject one
+    suggestion; audited with the fields the editor changed."""
     if decision not in ("accept", "reject"):
         return ctx.message("Not found", status=404)
+    given = {
+        "headline": headline,
+        "for_whom_0": for_whom_0,
+        "for_0": for_0,
+        "against_0": against_0,
+        "for_whom_1": for_whom_1,
+        "for_1": for_1,
+        "against_1": against_1,
+    }
+    edits = {_EDIT_FIELDS[name]: value for name, value in given.items() if value is not None}
 
     def change(session: Session) -> dict[str, Any]:
         try:
-            comparison, call = publish.decide_suggestion(
+            comparison, call, edited = publish.decide_suggestion(
                 session,
                 edition_id=edition_id,
                 suggestion_id=suggestion_id,
                 accept=decision == "accept",
+                edits=edits,
             )
         except store.NotFound as exc:
             raise publish.ShapingError(str(exc)) from None
-        return {"suggestion": suggestion_id, "comparison": comparison, "verdict": call}
+        return {
+            "suggestion": suggestion_id,
+            "comparison": comparison,
+            "verdict": call,
+            **({"edited": edited} if edited else {}),
+        }
 
     return _shape(request, ctx, who, edition_id, csrf, f"suggestion.{decision}", change)
