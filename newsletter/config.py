@@ -15,7 +15,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -58,6 +58,11 @@ def key_strength_bits(key: str) -> float:
         i += longest if longest >= 3 else 1
         symbols += 1
     return symbols * math.log2(max(alphabet, 2))
+
+
+#: Who may write suggestions (the writers package builds each; a schedule file names one).
+WriterName = Literal["rules", "claude", "huggingface"]
+WRITER_NAMES: tuple[str, ...] = get_args(WriterName)
 
 
 class ConfigError(ValueError):
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
         "HTTP-Basic /admin page. Read only so doctor and the web app can say so, and so a "
         "leftover value is still masked in logs.",
     )
-    writer: Literal["rules", "claude", "huggingface"] = Field(
+    writer: WriterName = Field(
         "rules",
         description="Who writes verdict suggestions for editors: rules (no key, the default and "
         "the fallback), claude or huggingface (need the ai extra and a key).",

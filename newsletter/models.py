@@ -89,6 +89,8 @@ class Newsletter(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     #: "Name <address>" for this newsletter's mail; None: NEWSLETTER_FROM.
     from_address: str | None = Field(default=None, max_length=320)
+    #: Who writes its suggestions (the schedule file's ``writer``); None: NEWSLETTER_WRITER.
+    writer: str | None = Field(default=None, max_length=16)
 
 
 class Comparison(SQLModel, table=True):
@@ -446,22 +448,16 @@ class AuditEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, sa_type=Text)
 
 
-class Suggestion(SQLModel, table=True):
-    """A verdict a writer suggested for one comparison as its content then was, kept so that
-    drafting again costs nothing (one row per comparison content, writer and model), with
-    what the call used. A refusal (the answer failed the grounding check) is kept too, with
-    its reason: asking again would pay for the same answer."""
+class WriterCall(SQLModel):
+    """What one writer call produced and used (the columns a verdict suggestion and an intro
+    suggestion share): a refusal (the answer failed its check) is kept too, with its reason:
+    asking again would pay for the same answer."""
 
-    __table_args__ = (UniqueConstraint("comparison_id", "fingerprint", "writer", "model"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    comparison_id: int = Field(foreign_key="comparison.id", index=True, ondelete="CASCADE")
-    #: The comparison's content when it was written (``content.fingerprint``).
+    #: What the writer was given (``content.fingerprint`` of a comparison; for an intro, of
+    #: the edition's calls), so the same input is never paid for twice.
     fingerprint: str = Field(max_length=64)
     writer: str = Field(max_length=16)
     model: str = Field(max_length=120)
-    #: The grounded verdict (``WrittenVerdict`` as JSON), or None with ``refusal``.
-    verdict: str | None = Field(default=None, sa_type=Text)
     refusal: str | None = Field(default=None, sa_type=Text)
     input_tokens: int = 0
     output_tokens: int = 0
@@ -471,3 +467,27 @@ class Suggestion(SQLModel, table=True):
     provider: str | None = Field(default=None, max_length=40)
     latency_ms: int = 0
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Suggestion(WriterCall, table=True):
+    """A verdict a writer suggested for one comparison as its content then was (one row per
+    comparison content, writer and model)."""
+
+    __table_args__ = (UniqueConstraint("comparison_id", "fingerprint", "writer", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True, ondelete="CASCADE")
+    #: The grounded verdict (``WrittenVerdict`` as JSON), or None with ``refusal``.
+    verdict: str | None = Field(default=None, sa_type=Text)
+
+
+class IntroSuggestion(WriterCall, table=True):
+    """The week's intro a writer suggested for one edition, from the edition's calls as they
+    then were (one row per edition, input, writer and model)."""
+
+    __table_args__ = (UniqueConstraint("edition_id", "fingerprint", "writer", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    #: The checked intro, or None with ``refusal``.
+    text: str | None = Field(default=None, sa_type=Text)

@@ -231,13 +231,14 @@ def _suggest(
     """With a model writer chosen, the new draft's suggestions are written now, so editors
     find them waiting; a writer that can't run costs a line in the log, and the rules'
     verdicts stand (nothing is sent that an editor did not accept)."""
-    if settings.writer == "rules":
+    name = writers.name_for(settings, session.get(Newsletter, edition.newsletter_id))
+    if name == "rules":
         return []
     try:
         report = suggest_recorded(
             session,
             edition_id=edition.id or 0,
-            writer=writers.make_writer(settings),
+            writer=writers.make_writer(settings, name),
             budget=settings.writer_budget,
             now=now,
             actor="scheduler",
@@ -250,7 +251,7 @@ def _suggest(
         return [f"{label}: suggestions not written ({exc}); the rules' verdicts stand"]
     fell_back = f", {len(report.notes)} fell back to the rules" if report.notes else ""
     return [
-        f"{label}: {report.written} suggestions written by {settings.writer} "
+        f"{label}: {report.written} suggestions written by {name} "
         f"({report.tokens:,} tokens){fell_back}"
     ]
 

@@ -18,6 +18,7 @@ Example::
     editors = ["editor@example.com"]
     item_cap = 8
     local_time = false
+    writer = "rules"
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from newsletter.addresses import AddressError, normalize_email
+from newsletter.config import WRITER_NAMES
 from newsletter.content import SLUG_PATTERN
 from newsletter.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
 from newsletter.timing import RuleError, WeeklyRule, check_zone, parse_duration, parse_rule
@@ -50,7 +52,10 @@ FIELDS = {
     "item_cap": "most comparisons in one edition (default 8)",
     "site_url": "the review site for the footer and the more link (optional)",
     "local_time": "deliver at the send time in each subscriber's own zone (default false)",
+    "writer": "who writes verdict and intro suggestions: rules, claude or huggingface "
+    "(default: NEWSLETTER_WRITER)",
 }
+
 REQUIRED = ("slug", "name", "send", "timezone")
 
 
@@ -75,6 +80,7 @@ class ScheduleSpec:
     item_cap: int = 8
     site_url: str | None = None
     local_time: bool = False
+    writer: str | None = None
 
 
 @dataclass(slots=True)
@@ -202,6 +208,9 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
     if approval and not editors:
         problems.append(f"{label}: editors: approval_required needs at least one editor to tell")
     local_time = flag("local_time")
+    writer = text("writer")
+    if writer is not None and writer not in WRITER_NAMES:
+        problems.append(f"{label}: writer: {writer!r} is not one of {', '.join(WRITER_NAMES)}")
     if problems or slug is None or name is None or rule is None:
         return None, problems
     return (
@@ -217,6 +226,7 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
             item_cap=cap,
             site_url=site_url,
             local_time=local_time,
+            writer=writer,
         ),
         [],
     )
@@ -265,6 +275,7 @@ def sync(
         newsletter.timezone = spec.rule.timezone
         newsletter.item_cap = spec.item_cap
         newsletter.from_address = spec.from_address
+        newsletter.writer = spec.writer
         if spec.site_url:
             newsletter.site_url = spec.site_url
         assert newsletter.id is not None

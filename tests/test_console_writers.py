@@ -293,20 +293,21 @@ def test_writers_suggest_for_a_draft(
 def test_the_scheduler_writes_suggestions_when_it_drafts(
     settings: Settings, seeded: Session, tmp_path: Any, stub: StubServer
 ) -> None:
-    """Editors find suggestions waiting on the scheduled draft; a writer that can't run
-    leaves a line and the rules."""
+    """Editors find suggestions waiting on the scheduled draft, by the writer its schedule
+    file names (NEWSLETTER_WRITER stays rules); a writer that can't run leaves a line and
+    the rules."""
     from datetime import UTC, datetime
 
     from newsletter import scheduler
 
     from .test_scheduler import publish_daily, run_clock, sync, write_schedule
 
-    write_schedule(tmp_path / "s")
+    write_schedule(tmp_path / "s", writer="claude")
     sync(seeded, tmp_path / "s", settings)
     publish_daily(seeded, datetime(2026, 11, 23, tzinfo=UTC), 3)
+    assert settings.writer == "rules"
     claude = settings.model_copy(
         update={
-            "writer": "claude",
             "anthropic_api_key": "sk-ant-scheduler-key",
             "anthropic_base_url": stub.url,
         }

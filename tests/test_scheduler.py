@@ -504,6 +504,26 @@ def test_a_zone_that_names_a_folder_is_a_clear_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_a_schedule_file_names_its_writer_or_is_refused(
+    seeded: Session, settings: Settings, tmp_path: Path
+) -> None:
+    write_schedule(tmp_path / "bad", writer="gpt")
+    with pytest.raises(schedules.ScheduleFileError) as caught:
+        schedules.load(tmp_path / "bad")
+    assert caught.value.problems == [
+        f"{SLUG}.toml: writer: 'gpt' is not one of rules, claude, huggingface"
+    ]
+    write_schedule(tmp_path / "good", writer="huggingface")
+    sync(seeded, tmp_path / "good", settings)
+    newsletter = store.get_newsletter(seeded, slug=SLUG)
+    assert newsletter.writer == "huggingface"
+    from newsletter import writers
+
+    assert writers.name_for(settings, newsletter) == "huggingface"
+    newsletter.writer = None
+    assert writers.name_for(settings, newsletter) == settings.writer == "rules"
+
+
 def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
     seeded: Session, settings: Settings, tmp_path: Path
 ) -> None:

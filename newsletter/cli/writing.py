@@ -72,13 +72,14 @@ def writers_try(
 def writers_suggest(
     edition_id: Annotated[int, typer.Argument(metavar="ID", help="The draft edition.")],
 ) -> None:
-    """Write the suggestions for a draft (reusing what was written for the same content),
+    """Write the suggestions for a draft with its newsletter's writer (the schedule file's
+    ``writer``, else NEWSLETTER_WRITER), reusing what was written for the same content,
     within NEWSLETTER_WRITER_BUDGET; editors accept or reject them in the console."""
     settings = _settings()
-    writer = writers.make_writer(settings)
     now = cli_now()
     with _session(settings) as session:
         store.get_edition(session, edition_id=edition_id)
+        writer = writers.for_edition(session, settings, edition_id)
         report = suggest_recorded(
             session,
             edition_id=edition_id,

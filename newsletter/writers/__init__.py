@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from newsletter.config import Settings
+from sqlmodel import Session
+
+from newsletter.config import WRITER_NAMES, Settings
 from newsletter.content import ComparisonData
+from newsletter.models import Edition, Newsletter
 from newsletter.writers.contract import Usage, WriterError, Written, WrittenVerdict
 
 __all__ = ["WRITERS", "Usage", "Writer", "Written", "WriterError", "WrittenVerdict", "make_writer"]
 
-#: The writers a newsletter may choose (``NEWSLETTER_WRITER``).
-WRITERS = ("rules", "claude", "huggingface")
+#: The writers a newsletter may choose (``NEWSLETTER_WRITER``, a schedule file's ``writer``).
+WRITERS = WRITER_NAMES
 
 
 class Writer(Protocol):
@@ -42,6 +45,20 @@ class RulesWriter:
         from newsletter.writers import rules
 
         return rules.write(comparison)
+
+
+def name_for(settings: Settings, newsletter: Newsletter | None) -> str:
+    """Who writes for ``newsletter``: its schedule file's ``writer``, else
+    ``NEWSLETTER_WRITER``."""
+    own = newsletter.writer if newsletter is not None else None
+    return own or settings.writer
+
+
+def for_edition(session: Session, settings: Settings, edition_id: int) -> Writer:
+    """The writer of the edition's newsletter, built (:func:`make_writer`)."""
+    edition = session.get(Edition, edition_id)
+    newsletter = session.get(Newsletter, edition.newsletter_id) if edition else None
+    return make_writer(settings, name_for(settings, newsletter))
 
 
 def make_writer(settings: Settings, name: str | None = None) -> Writer:

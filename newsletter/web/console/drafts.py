@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import accounts, audit, ledger, publish, store
-from newsletter.models import Edition, EditionStatus
+from newsletter import accounts, audit, ledger, publish, store, writers
+from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.rendering import RenderedEdition
 from newsletter.web.console.base import (
     Ctx,
@@ -92,7 +92,7 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "awaiting": publish.awaiting_approval(session, edition),
         "suggestions": suggestions.for_edition(session, edition_id=edition_id, items=items),
         "decisions": publish.suggestion_decisions(edition),
-        "writer": ctx.settings.writer,
+        "writer": writers.name_for(ctx.settings, session.get(Newsletter, edition.newsletter_id)),
         "seen": _seen(rendered),
     }
 

@@ -35,15 +35,15 @@ def write_suggestions(
     wrote for the same content), streaming each answer onto the page."""
     check_form(request, who, csrf, "drafts")
     now = ctx.clock()
-    try:
-        writer = writers.make_writer(ctx.settings)
-    except writers.WriterError as exc:
-        return refused(ctx, who, edition_id, f"No suggestions: {exc}.", status=400)
     with ctx.session() as session:
         try:
             edition = store.get_edition(session, edition_id=edition_id)
         except store.NotFound:
             return ctx.message("Not found", status=404)
+        try:
+            writer = writers.for_edition(session, ctx.settings, edition_id)
+        except writers.WriterError as exc:
+            return refused(ctx, who, edition_id, f"No suggestions: {exc}.", status=400)
         titles = {
             c.id or 0: c.title for c in store.edition_comparisons(session, edition_id=edition_id)
         }
