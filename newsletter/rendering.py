@@ -189,12 +189,7 @@ def render_edition(
         raise RenderError("an edition with no comparisons is not rendered")
     env = env or make_environment()
     marker = "nlslot" + secrets.token_hex(6)
-    verdicts: list[ComparisonVerdict] = [
-        with_written(summarize(c), ctx.written[c.id])
-        if c.id is not None and c.id in ctx.written
-        else summarize(c)
-        for c in ctx.items
-    ]
+    verdicts = verdicts_of(ctx)
     full = len(verdicts)
     html, text, web_source = _render(ctx, env, marker, verdicts, full)
     size = len(qp_encode(html))
@@ -318,6 +313,17 @@ def default_subject(items: Sequence[ComparisonData], more: int) -> str:
             return candidate + suffix
     count = len(items) + more
     return f"{count} new AI tool {'verdict' if count == 1 else 'verdicts'} this week"
+
+
+def verdicts_of(ctx: EditionContext) -> list[ComparisonVerdict]:
+    """Each comparison's call as this edition shows it: the rules', an editor's, or a written
+    verdict an editor accepted."""
+    return [
+        with_written(summarize(c), ctx.written[c.id])
+        if c.id is not None and c.id in ctx.written
+        else summarize(c)
+        for c in ctx.items
+    ]
 
 
 def default_preheader(items: Sequence[ComparisonData], subject: str = "") -> str:

@@ -242,6 +242,9 @@ def _suggest(
             budget=settings.writer_budget,
             now=now,
             actor="scheduler",
+            intro_from=lambda: publish.edition_verdicts(
+                session, edition=edition, settings=settings
+            ),
         )
     except Exception as exc:
         reset_session(session)

@@ -241,14 +241,24 @@ def anthropic_error(status: int, kind: str, message: str, **headers: str) -> Rep
     )
 
 
+#: A grounded intro for an edition that carries the seed comparison.
+INTRO: dict[str, Any] = {
+    "text": "This week the seed question: Claude 4 API or Hugging Face Inference Providers "
+    "Marketplace? Both ship, for different jobs, and the panel says why."
+}
+
+
 class CachingMessages:
     """Answers every Messages call with ``arguments``, reporting cache use as the service
     does: the first request with a given prefix (tools + system up to the breakpoint) writes
     the cache, a later one with the same bytes reads it. A prefix that changed gets no hit."""
 
-    def __init__(self, stub: StubServer, arguments: dict[str, Any]) -> None:
+    def __init__(
+        self, stub: StubServer, arguments: dict[str, Any], intro: dict[str, Any] | None = None
+    ) -> None:
         self.stub = stub
         self.arguments = arguments
+        self.intro = intro or INTRO
         self.seen: set[str] = set()
 
     def prefix_key(self, body: dict[str, Any]) -> str:
@@ -265,7 +275,9 @@ class CachingMessages:
             "cache_read_input_tokens": cached if key in self.seen else 0,
         }
         self.seen.add(key)
-        events, _ = tool_use_stream(self.arguments, usage=usage)
+        tool = body.get("tool_choice", {}).get("name", "record_verdict")
+        arguments = self.intro if tool == "record_intro" else self.arguments
+        events, _ = tool_use_stream(arguments, usage=usage, name=tool)
         return Reply(events=events)
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from newsletter import audit, publish, store
 from newsletter.config import Settings
-from newsletter.models import Suggestion
+from newsletter.models import IntroSuggestion, Suggestion
 from newsletter.web.app import create_app
 
 from .model_stubs import CachingMessages, StubServer
@@ -64,12 +64,14 @@ def test_an_editor_writes_accepts_and_the_second_pass_is_free(
         assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
         text = page.text
         # The answers streamed onto the page, one section per comparison, escaped.
-        assert text.count('<pre class="text">') == len(carried)
+        assert text.count('<pre class="text">') == len(carried) + 1  # and the intro
         assert "&#34;pick&#34;" in text or "&quot;pick&quot;" in text
-        assert f"{len(carried)} written, 0 already written" in text
+        assert (
+            f"{len(carried)} written, 0 already written for this content, the intro written" in text
+        )
         # Only the seed's answer is grounded in its reviews; the others are refused.
         assert text.count("refused (") == len(carried) - 1
-        assert len(stub.posts(MESSAGES)) == len(carried)
+        assert len(stub.posts(MESSAGES)) == len(carried) + 1  # and the intro
         draft_page = client.get(f"/console/editions/{draft}").text
         rows = seeded.exec(select(Suggestion).where(Suggestion.comparison_id == seed.id)).all()
         (row,) = rows
@@ -81,8 +83,12 @@ def test_an_editor_writes_accepts_and_the_second_pass_is_free(
         assert accepted.status_code == 303
         # Writing again: the same content, the same writer and model: nothing is asked.
         again = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
-        assert f"0 written, {len(carried)} already written" in again
-        assert len(stub.posts(MESSAGES)) == len(carried)
+        # The intro is written again: the seed's call changed when it was accepted.
+        assert (
+            f"0 written, {len(carried)} already written for this content, the intro written"
+            in again
+        )
+        assert len(stub.posts(MESSAGES)) == len(carried) + 2
     seeded.expire_all()
     edition = store.get_edition(seeded, edition_id=draft)
     assert publish.verdict_overrides(edition)[seed.id or 0] == GROUNDED["headline"]
@@ -195,7 +201,7 @@ def test_the_budget_stops_the_calls_and_says_so(
         csrf = sign_in(client, "ed@example.com")
         text = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
     assert "1 written" in text and len(stub.posts(MESSAGES)) == 1
-    assert text.count("budget (100 tokens) is spent") == 3
+    assert text.count("budget (100 tokens) is spent") == 4  # three comparisons, the intro
 
 
 def test_a_writer_without_a_key_explains_and_changes_nothing(
@@ -215,7 +221,7 @@ def test_a_service_failure_leaves_the_rules_and_a_note(
     from .model_stubs import anthropic_error
 
     stub.responders.clear()
-    for _ in range(4 * 3):  # each call is tried three times (the SDK's two retries)
+    for _ in range(5 * 3):  # each call is tried three times (the SDK's two retries)
         stub.queue(
             MESSAGES,
             anthropic_error(529, "overloaded_error", "Overloaded", **{"retry-after-ms": "1"}),
@@ -224,8 +230,13 @@ def test_a_service_failure_leaves_the_rules_and_a_note(
     with _console(settings, engine, stub) as client:
         csrf = sign_in(client, "ed@example.com")
         text = client.post(f"/console/editions/{draft}/suggest", data={"csrf": csrf}).text
+        # The draft itself says what fell back, and why.
+        notes = client.get(f"/console/editions/{draft}").text
     assert text.count("claude: HTTP 529: Overloaded; the rules") == 4
-    assert "sk-ant-console-test-key" not in text and len(stub.posts(MESSAGES)) == 12
+    assert "the intro: claude: HTTP 529: Overloaded; yours stands" in text
+    assert "sk-ant-console-test-key" not in text and len(stub.posts(MESSAGES)) == 15
+    block = notes.split('id="writer-notes"', 1)[1].split("</div>", 1)[0]
+    assert block.count("<li>") == block.count("HTTP 529: Overloaded") == 5
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -320,7 +331,9 @@ def test_the_scheduler_writes_suggestions_when_it_drafts(
     edition_id = int(drafted.rsplit(" ", 1)[1])
     carried = len(store.edition_comparisons(seeded, edition_id=edition_id))
     assert any(f"{carried} suggestions written by claude" in line for line in lines), lines
-    assert len(seeded.exec(select(Suggestion)).all()) == carried == len(stub.posts(MESSAGES))
+    assert len(seeded.exec(select(Suggestion)).all()) == carried == len(stub.posts(MESSAGES)) - 1
+    (intro,) = seeded.exec(select(IntroSuggestion)).all()  # written from the draft's calls
+    assert intro.edition_id == edition_id and intro.text and "Claude 4 API" in intro.text
     # No key: the draft is still made, with one line saying why there are no suggestions.
     keyless = claude.model_copy(update={"anthropic_api_key": ""})
     from newsletter.content import ComparisonData

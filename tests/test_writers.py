@@ -14,7 +14,7 @@ import pytest
 from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.writers import grounding, prompt, rules
 from newsletter.writers.claude import ClaudeWriter
-from newsletter.writers.contract import VERDICT_TOOL, WriterError
+from newsletter.writers.contract import INTRO_TOOL, VERDICT_TOOL, WriterError
 from newsletter.writers.huggingface import HuggingFaceWriter
 
 from .conftest import EXAMPLES
@@ -179,7 +179,7 @@ def test_claude_streams_the_tool_arguments_and_reports_usage(
     (request,) = anthropic_stub.posts(MESSAGES)
     body = request.body
     assert body["model"] == "claude-sonnet-4-5" and body["stream"] is True
-    assert body["tools"] == [json.loads(json.dumps(VERDICT_TOOL))]
+    assert body["tools"] == [json.loads(json.dumps(t)) for t in (VERDICT_TOOL, INTRO_TOOL)]
     assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "<comparison>" in body["messages"][0]["content"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from newsletter import store, writers
+from newsletter import publish, store, writers
 from newsletter.cli.common import (
     _session,
     _settings,
@@ -87,9 +87,15 @@ def writers_suggest(
             budget=settings.writer_budget,
             now=now,
             actor=cli_actor(),
+            intro_from=lambda: publish.edition_verdicts(
+                session,
+                edition=store.get_edition(session, edition_id=edition_id),
+                settings=settings,
+            ),
         )
     typer.echo(
         f"edition {edition_id}: {report.written} written, {report.reused} reused, "
+        f"intro {report.intro or 'not written'}, "
         f"{report.tokens:,} tokens" + (f", about ${report.cost_usd:.4f}" if report.cost_usd else "")
     )
     for note in report.notes:

@@ -31,6 +31,7 @@ from newsletter.publish.drafting import (
     SubjectError,
     default_newsletter,
     draft_edition,
+    edition_verdicts,
     prepare,
     preview_edition,
     refresh_draft,
@@ -52,10 +53,12 @@ from newsletter.publish.shaping import (
     ShapingError,
     add_item,
     candidates,
+    decide_intro_suggestion,
     decide_suggestion,
     drop_item,
     dropped_comparisons,
     edited_since_seen,
+    intro_decision,
     move_item,
     pin_item,
     pinned_ids,
@@ -70,7 +73,10 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "decide_intro_suggestion",
     "decide_suggestion",
+    "intro_decision",
+    "edition_verdicts",
     "suggestion_decisions",
     "RescheduleError",
     "reschedule_edition",

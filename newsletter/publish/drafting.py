@@ -33,10 +33,11 @@ from newsletter.rendering import (
     default_preheader,
     default_subject,
     render_edition,
+    verdicts_of,
 )
 from newsletter.selection import Period, Selection, select_comparisons
 from newsletter.tokens import TokenSigner
-from newsletter.verdicts import WrittenCall
+from newsletter.verdicts import ComparisonVerdict, WrittenCall
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
 
@@ -317,6 +318,14 @@ def prepare(
         reply_to=settings.reply_to or None,
     )
     return rendered, MessageTemplate(rendered, identity), newsletter
+
+
+def edition_verdicts(
+    session: Session, *, edition: Edition, settings: Settings
+) -> list[ComparisonVerdict]:
+    """The calls as this edition's email shows them (what a written intro is written from)."""
+    ctx, _ = _context(session, edition, settings)
+    return verdicts_of(ctx)
 
 
 def sender_of(newsletter: Newsletter, settings: Settings) -> Address:

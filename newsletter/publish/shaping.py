@@ -381,6 +381,38 @@ def _put(data: dict[str, object], path: str, value: str) -> bool:
     return True
 
 
+def decide_intro_suggestion(
+    session: Session, *, edition_id: int, suggestion_id: int, accept: bool
+) -> str | None:
+    """An editor's decision on a written intro: accepting makes it the edition's intro
+    (:func:`set_intro`; editable like any intro), rejecting records the decision and leaves
+    the intro as it is. Returns the intro now set, or None. The caller commits and audits."""
+    from newsletter.writers import suggestions  # writers build on the store
+
+    edition = _open_draft(session, edition_id)
+    row = suggestions.get_intro(session, suggestion_id=suggestion_id)
+    if row.edition_id != edition_id:
+        raise ShapingError(f"intro suggestion {suggestion_id} is for edition {row.edition_id}")
+    if accept and row.text is None:
+        raise ShapingError(
+            f"intro suggestion {suggestion_id} was refused ({row.refusal}): nothing to accept"
+        )
+    _set_override(
+        edition,
+        "intro_suggestion",
+        {"id": suggestion_id, "state": "accepted" if accept else "rejected"},
+    )
+    if accept:
+        set_intro(session, edition_id=edition_id, intro=row.text)
+    session.flush()
+    return row.text if accept else None
+
+
+def intro_decision(edition: Edition) -> dict[str, object]:
+    """{"id": intro suggestion id, "state": "accepted" | "rejected"}, or {}."""
+    return dict(overrides_of(edition).get("intro_suggestion") or {})
+
+
 def suggestion_decisions(edition: Edition) -> dict[int, dict[str, object]]:
     """{comparison id: {"id": suggestion id, "state": "accepted" | "rejected"}}."""
     return {int(k): v for k, v in overrides_of(edition).get("suggestions", {}).items()}

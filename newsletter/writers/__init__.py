@@ -8,7 +8,7 @@ writer's answer is a suggestion: it is checked against the reviews
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sqlmodel import Session
@@ -16,6 +16,7 @@ from sqlmodel import Session
 from newsletter.config import WRITER_NAMES, Settings
 from newsletter.content import ComparisonData
 from newsletter.models import Edition, Newsletter
+from newsletter.verdicts import ComparisonVerdict
 from newsletter.writers.contract import Usage, WriterError, Written, WrittenVerdict
 
 __all__ = ["WRITERS", "Usage", "Writer", "Written", "WriterError", "WrittenVerdict", "make_writer"]
@@ -25,11 +26,22 @@ WRITERS = WRITER_NAMES
 
 
 class Writer(Protocol):
+    """Writes a comparison's verdict (``write``) and an edition's intro (``write_intro``,
+    from the calls as the email shows them). A refused answer comes back with the reason;
+    a service that fails raises :class:`WriterError`."""
+
     name: str
     model: str
 
     def write(
         self, comparison: ComparisonData, *, on_delta: Callable[[str], None] | None = None
+    ) -> Written: ...
+
+    def write_intro(
+        self,
+        verdicts: Sequence[ComparisonVerdict],
+        *,
+        on_delta: Callable[[str], None] | None = None,
     ) -> Written: ...
 
 
@@ -45,6 +57,16 @@ class RulesWriter:
         from newsletter.writers import rules
 
         return rules.write(comparison)
+
+    def write_intro(
+        self,
+        verdicts: Sequence[ComparisonVerdict],
+        *,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Written:
+        from newsletter.writers import rules
+
+        return rules.intro(verdicts)
 
 
 def name_for(settings: Settings, newsletter: Newsletter | None) -> str:

@@ -23,6 +23,8 @@ FOR_WHOM_BUDGET = 100
 #: A quoted span shorter than this says too little to tie a reason to a review.
 MIN_QUOTE = 20
 MAX_QUOTE = 400
+#: Characters of a written intro (an editor's own may take up to 600).
+INTRO_BUDGET = 400
 
 
 def _text(low: int, high: int) -> Any:
@@ -68,12 +70,29 @@ class WrittenVerdict(BaseModel):
     )
 
 
-#: The model's tool: its input is the verdict. Built once; the same bytes on every request.
+class WrittenIntro(BaseModel):
+    """The week's intro: a few sentences under the greeting, from the edition's calls."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: _text(1, INTRO_BUDGET) = Field(  # type: ignore[valid-type]
+        description="two or three plain sentences that open the week's email"
+    )
+
+
+#: The model's tools: the verdict, and the week's intro. Built once; the same bytes on every
+#: request (both go on every request, so verdicts and intros share one cached prefix).
 VERDICT_TOOL: dict[str, Any] = {
     "name": "record_verdict",
     "description": "Record the verdict on the comparison. Call it exactly once.",
     "input_schema": WrittenVerdict.model_json_schema(),
 }
+INTRO_TOOL: dict[str, Any] = {
+    "name": "record_intro",
+    "description": "Record the week's intro. Call it exactly once, only when asked for one.",
+    "input_schema": WrittenIntro.model_json_schema(),
+}
+TOOLS: tuple[dict[str, Any], ...] = (VERDICT_TOOL, INTRO_TOOL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +116,8 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What one writer call produced: the verdict (None when refused, with the reason), what
-    it cost, who answered and how long it took."""
+    """What one writer call produced: the verdict or the intro (None when refused, with the
+    reason), what it cost, who answered and how long it took."""
 
     writer: str
     model: str
@@ -108,6 +127,8 @@ class Written:
     provider: str | None = None
     latency_ms: int = 0
     raw: str = ""
+    #: For an intro call: the checked intro (``verdict`` stays None).
+    intro: str | None = None
 
 
 class WriterError(RuntimeError):

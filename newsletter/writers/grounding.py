@@ -12,6 +12,9 @@ A model's answer is refused, with the reason, unless every one of these holds:
 - the headline names the pick (or, for "both", both tools), and no text carries a link or
   markup (the email shows text; a written link would be the writer's, not ours).
 
+An intro (:func:`check_intro`) must fit its budget, carry no link or markup, and name at
+least one tool of the edition (an intro about nothing in the email is not about this week).
+
 The caller then falls back to the rule-based verdict, which needs none of this.
 """
 
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from newsletter.content import ComparisonData, ToolData
-from newsletter.verdicts import short_name, tool_verdict
-from newsletter.writers.contract import WrittenVerdict
+from newsletter.verdicts import ComparisonVerdict, short_name, tool_verdict
+from newsletter.writers.contract import WrittenIntro, WrittenVerdict
 
 _SPACE = re.compile(r"\s+")
 _MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "`": "'"})
@@ -47,20 +51,38 @@ def _bare_quote(quote: str) -> str:
     return text.strip()
 
 
-def check(comparison: ComparisonData, answer: dict[str, Any] | str) -> WrittenVerdict:
-    """The answer as a :class:`WrittenVerdict` when it is grounded in ``comparison``; else
-    raises :class:`Ungrounded` naming the first problem found."""
+_Answer = TypeVar("_Answer", WrittenVerdict, WrittenIntro)
+
+
+def _parsed(kind: type[_Answer], answer: dict[str, Any] | str) -> _Answer:
     if isinstance(answer, str):
         try:
             answer = json.loads(answer)
         except json.JSONDecodeError as exc:
             raise Ungrounded(f"not JSON: {exc.msg} at character {exc.pos}") from None
     try:
-        verdict = WrittenVerdict.model_validate(answer)
+        return kind.model_validate(answer)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         raise Ungrounded(f"{where}: {first['msg']}") from None
+
+
+def check_intro(verdicts: Sequence[ComparisonVerdict], answer: dict[str, Any] | str) -> str:
+    """The intro's text when it may open this edition; else raises :class:`Ungrounded`."""
+    text = _norm(_parsed(WrittenIntro, answer).text)
+    if _LINK.search(text):
+        raise Ungrounded(f"text: carries a link or markup: {text[:80]!r}")
+    names = {n for v in verdicts for t in v.comparison.tools for n in _names(t)}
+    if not any(name in text.lower() for name in names):
+        raise Ungrounded(f"text: names no tool of this edition: {text[:80]!r}")
+    return text
+
+
+def check(comparison: ComparisonData, answer: dict[str, Any] | str) -> WrittenVerdict:
+    """The answer as a :class:`WrittenVerdict` when it is grounded in ``comparison``; else
+    raises :class:`Ungrounded` naming the first problem found."""
+    verdict = _parsed(WrittenVerdict, answer)
     for index, (tool, take) in enumerate(zip(comparison.tools, verdict.tools, strict=True)):
         reviews = [_norm(r.quote) for r in tool.reviews]
         for side in ("reason_for", "reason_against"):

@@ -8,6 +8,8 @@ configuration's and stops there. The verdict comes back as the arguments of the
 ``record_verdict`` function (tools, which all three providers support; the SDK would rewrite
 a JSON-schema ``response_format`` differently per provider), or as JSON content when a
 model answers in text. The provider that answered and its latency are returned with it.
+Given ``on_delta``, the call streams (``stream=True`` with ``include_usage``) and the
+arguments are passed on as they arrive, as the Claude writer does.
 
 The SDK looks the model up on the Hub (``/api/models/{id}?expand=inferenceProviderMapping``)
 to learn each provider's own model id; ``endpoint`` and ``router`` point both at another host
@@ -21,24 +23,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from newsletter.content import ComparisonData
+from newsletter.verdicts import ComparisonVerdict
 from newsletter.writers import grounding
-from newsletter.writers.contract import VERDICT_TOOL, Usage, WriterError, Written
-from newsletter.writers.prompt import INSTRUCTIONS, comparison_block
+from newsletter.writers.contract import TOOLS, Usage, WriterError, Written
+from newsletter.writers.prompt import INSTRUCTIONS, comparison_block, edition_block
 
 NAME = "huggingface"
 DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 DEFAULT_PROVIDERS = ("groq", "together", "fireworks-ai")
-_FUNCTION = {
-    "type": "function",
-    "function": {
-        "name": VERDICT_TOOL["name"],
-        "description": VERDICT_TOOL["description"],
-        "parameters": VERDICT_TOOL["input_schema"],
-    },
-}
+_FUNCTIONS = [
+    {
+        "type": "function",
+        "function": {
+            "name": tool["name"],
+            "description": tool["description"],
+            "parameters": tool["input_schema"],
+        },
+    }
+    for tool in TOOLS
+]
+_VERDICT, _INTRO = _FUNCTIONS
 
 
 class HuggingFaceWriter:
@@ -84,14 +92,42 @@ class HuggingFaceWriter:
         self, comparison: ComparisonData, *, on_delta: Callable[[str], None] | None = None
     ) -> Written:
         """Ask each provider in turn until one answers; the answer is checked like any
-        writer's. Raises :class:`WriterError` listing each provider's failure when none does."""
+        writer's. Raises :class:`WriterError` listing each provider's failure when none does.
+        With ``on_delta`` the call streams and it receives the arguments as they arrive."""
+        answer, base = self._ask(comparison_block(comparison), _VERDICT, on_delta)
+        if answer is None:
+            return base
+        try:
+            return replace(base, verdict=grounding.check(comparison, answer))
+        except grounding.Ungrounded as exc:
+            return replace(base, refusal=str(exc))
+
+    def write_intro(
+        self,
+        verdicts: Sequence[ComparisonVerdict],
+        *,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Written:
+        """The week's intro, asked and checked (:func:`grounding.check_intro`) the same way."""
+        answer, base = self._ask(edition_block(verdicts), _INTRO, on_delta)
+        if answer is None:
+            return base
+        try:
+            return replace(base, intro=grounding.check_intro(verdicts, answer))
+        except grounding.Ungrounded as exc:
+            return replace(base, refusal=str(exc))
+
+    def _ask(
+        self, content: str, tool: dict[str, Any], on_delta: Callable[[str], None] | None
+    ) -> tuple[str | None, Written]:
         from huggingface_hub import InferenceTimeoutError
         from huggingface_hub.errors import HfHubHTTPError
 
         messages = [
             {"role": "system", "content": INSTRUCTIONS},
-            {"role": "user", "content": comparison_block(comparison)},
+            {"role": "user", "content": content},
         ]
+        name = tool["function"]["name"]
         failures: list[str] = []
         for provider, client in self._clients:
             started = time.monotonic()
@@ -101,11 +137,20 @@ class HuggingFaceWriter:
                 out = chat(
                     messages=messages,
                     model=self.model,
-                    tools=[_FUNCTION],
-                    tool_choice={"type": "function", "function": {"name": VERDICT_TOOL["name"]}},
+                    tools=_FUNCTIONS,
+                    tool_choice={"type": "function", "function": {"name": name}},
                     max_tokens=self.max_tokens,
                     temperature=0,
+                    **(
+                        {"stream": True, "stream_options": {"include_usage": True}}
+                        if on_delta
+                        else {}
+                    ),
                 )
+                if on_delta is not None:
+                    raw, usage = _streamed(out, on_delta)
+                else:
+                    raw, usage = _arguments(out), _usage(out)
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status == 429 or status >= 500:
@@ -124,20 +169,47 @@ class HuggingFaceWriter:
             except OSError as exc:  # the connection (the SDK's transport errors are OSErrors)
                 failures.append(f"{provider}: connection failed ({type(exc).__name__})")
                 continue
+            except Exception as exc:  # the transport's own error: a stream that broke off
+                failures.append(f"{provider}: the stream broke off ({type(exc).__name__})")
+                continue
             latency = int((time.monotonic() - started) * 1000)
-            usage = Usage(
-                input_tokens=int(getattr(out.usage, "prompt_tokens", 0) or 0),
-                output_tokens=int(getattr(out.usage, "completion_tokens", 0) or 0),
-            )
-            raw = _arguments(out)
-            if on_delta is not None and raw:
-                on_delta(raw)
-            try:
-                verdict = grounding.check(comparison, raw or "")
-            except grounding.Ungrounded as exc:
-                return Written(NAME, self.model, None, str(exc), usage, provider, latency, raw)
-            return Written(NAME, self.model, verdict, None, usage, provider, latency, raw)
+            base = Written(NAME, self.model, None, None, usage, provider, latency, raw)
+            if not raw:
+                return None, replace(base, refusal=f"the answer did not call {name}")
+            return raw, base
         raise WriterError("huggingface: no provider answered: " + "; ".join(failures))
+
+
+def _usage(out: Any) -> Usage:
+    usage = getattr(out, "usage", None)
+    return Usage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _streamed(chunks: Any, on_delta: Callable[[str], None]) -> tuple[str, Usage]:
+    """The function call's arguments put together from a stream's deltas (each passed on as
+    it arrives), or the text content when a model writes the JSON as text; and the usage,
+    which the last chunk carries when asked for (``include_usage``)."""
+    arguments: list[str] = []
+    text: list[str] = []
+    usage = Usage()
+    for chunk in chunks:
+        if getattr(chunk, "usage", None):
+            usage = _usage(chunk)
+        for choice in chunk.choices or []:
+            delta = choice.delta
+            for call in getattr(delta, "tool_calls", None) or []:
+                piece = call.function.arguments if call.function else None
+                if piece:
+                    piece = piece if isinstance(piece, str) else json.dumps(piece)
+                    arguments.append(piece)
+                    on_delta(piece)
+            if getattr(delta, "content", None):
+                text.append(delta.content)
+                on_delta(delta.content)
+    return "".join(arguments) or "".join(text), usage
 
 
 def _arguments(out: Any) -> str:

@@ -3,8 +3,12 @@
 List prices per million tokens as published by Anthropic for the models named here
 (input, output, cache write, cache read; a cache write costs 1.25x input, a read 0.1x). They
 change; the figure is labelled an estimate wherever it is shown, and a model not listed has
-no estimate rather than a wrong one. Hugging Face Inference Providers bill the provider's own
-price per token, which differs by provider and model, so no estimate is made for them.
+no estimate rather than a wrong one.
+
+Hugging Face Inference Providers pass each provider's own price per token through (no
+markup), so the price depends on the provider that answered: :data:`PROVIDER_PRICES` lists
+the providers' published prices for the default model; another model or provider has no
+estimate.
 """
 
 from __future__ import annotations
@@ -21,8 +25,23 @@ PRICES: dict[str, tuple[float, float, float, float]] = {
 }
 
 
-def estimate(model: str, usage: Usage) -> float | None:
-    """Dollars for one call, or None when the model's price is not known here."""
+#: (provider, model): (input, output) US dollars per million tokens, as the providers publish
+#: them for Llama 3.3 70B (no prompt caching on these routes).
+PROVIDER_PRICES: dict[tuple[str, str], tuple[float, float]] = {
+    ("groq", "meta-llama/Llama-3.3-70B-Instruct"): (0.59, 0.79),
+    ("together", "meta-llama/Llama-3.3-70B-Instruct"): (0.88, 0.88),
+    ("fireworks-ai", "meta-llama/Llama-3.3-70B-Instruct"): (0.90, 0.90),
+}
+
+
+def estimate(model: str, usage: Usage, provider: str | None = None) -> float | None:
+    """Dollars for one call, or None when the price of the model (on that provider, for
+    Hugging Face) is not known here."""
+    if provider is not None:
+        per = PROVIDER_PRICES.get((provider, model))
+        if per is None:
+            return None
+        return (usage.input_tokens * per[0] + usage.output_tokens * per[1]) / 1_000_000
     price = PRICES.get(model)
     if price is None:
         return None

@@ -4,9 +4,13 @@ money, and the same comparison always gets the same answer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from newsletter.content import ComparisonData
-from newsletter.verdicts import Quote, summarize
-from newsletter.writers.contract import Reason, ToolTake, Written, WrittenVerdict
+from newsletter.verdicts import ComparisonVerdict, Quote, summarize
+from newsletter.writers.contract import INTRO_BUDGET, Reason, ToolTake, Written, WrittenVerdict
+
+_COUNTS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
 
 NAME = "rules"
 
@@ -47,3 +51,25 @@ def write(comparison: ComparisonData) -> Written:
         NAME,
         WrittenVerdict(pick=pick, headline=headline[:280], tools=takes),
     )
+
+
+def intro(verdicts: Sequence[ComparisonVerdict]) -> Written:
+    """The rules' intro: how many comparisons, then the calls in the email's order, whole
+    calls only, within :data:`INTRO_BUDGET` ("Three comparisons this week. Ship Claude 4 API;
+    Both ship: ...; Too close to call: A vs B.")."""
+    count = len(verdicts)
+    spelled = _COUNTS[count] if count < len(_COUNTS) else f"{count:,}"
+    text = f"{spelled} {'comparison' if count == 1 else 'comparisons'} this week."
+    calls: list[str] = []
+    for verdict in verdicts:
+        call = verdict.call.headline.rstrip(". ")
+        if verdict.call.kind in ("tie", "none", "neither", "editor"):
+            a, b = verdict.tools
+            call = f"{call}: {a.short_name} vs {b.short_name}"
+        joined = "; ".join([*calls, call])
+        if len(text) + 1 + len(joined) + 1 > INTRO_BUDGET:
+            break
+        calls.append(call)
+    if calls:
+        text += " " + "; ".join(calls) + "."
+    return Written(NAME, NAME, None, intro=text)

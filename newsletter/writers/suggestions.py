@@ -9,19 +9,26 @@ verdict in place, and :class:`SuggestReport` says so, one note per comparison.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from newsletter import audit, store
 from newsletter.content import ComparisonData, fingerprint
-from newsletter.models import Suggestion
+from newsletter.models import IntroSuggestion, Suggestion
+from newsletter.verdicts import ComparisonVerdict
 from newsletter.writers import Writer
 from newsletter.writers.contract import WriterError, Written, WrittenVerdict
 from newsletter.writers.pricing import estimate
+from newsletter.writers.prompt import edition_block
+
+#: The key ``on_delta`` gets for the intro's pieces (comparison ids start at 1).
+INTRO_KEY = 0
 
 
 @dataclass
@@ -33,6 +40,8 @@ class SuggestReport:
     tokens: int = 0
     cost_usd: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: The week's intro: "written", "reused", or None (not asked, or it fell back: see notes).
+    intro: str | None = None
 
 
 def cached(session: Session, comparison: ComparisonData, writer: Writer) -> Suggestion | None:
@@ -47,28 +56,108 @@ def cached(session: Session, comparison: ComparisonData, writer: Writer) -> Sugg
     ).first()
 
 
+def _call_columns(written: Written, now: datetime) -> dict[str, Any]:
+    return {
+        "writer": written.writer,
+        "model": written.model,
+        "refusal": written.refusal,
+        "input_tokens": written.usage.input_tokens,
+        "output_tokens": written.usage.output_tokens,
+        "cache_creation_tokens": written.usage.cache_creation_tokens,
+        "cache_read_tokens": written.usage.cache_read_tokens,
+        "cost_usd": estimate(written.model, written.usage, written.provider),
+        "provider": written.provider,
+        "latency_ms": written.latency_ms,
+        "created_at": now,
+    }
+
+
 def store_written(
     session: Session, comparison: ComparisonData, written: Written, now: datetime
 ) -> Suggestion:
     row = Suggestion(
         comparison_id=comparison.id or 0,
         fingerprint=fingerprint(comparison),
-        writer=written.writer,
-        model=written.model,
         verdict=written.verdict.model_dump_json() if written.verdict else None,
-        refusal=written.refusal,
-        input_tokens=written.usage.input_tokens,
-        output_tokens=written.usage.output_tokens,
-        cache_creation_tokens=written.usage.cache_creation_tokens,
-        cache_read_tokens=written.usage.cache_read_tokens,
-        cost_usd=estimate(written.model, written.usage),
-        provider=written.provider,
-        latency_ms=written.latency_ms,
-        created_at=now,
+        **_call_columns(written, now),
     )
     session.add(row)
     session.flush()
     return row
+
+
+def intro_fingerprint(verdicts: Sequence[ComparisonVerdict]) -> str:
+    """What an intro is written from: the edition's calls as the prompt carries them."""
+    return hashlib.sha256(edition_block(verdicts).encode()).hexdigest()
+
+
+def latest_intro(session: Session, *, edition_id: int) -> IntroSuggestion | None:
+    """The newest intro suggestion for this edition (whatever calls it was written from)."""
+    return session.exec(
+        select(IntroSuggestion)
+        .where(IntroSuggestion.edition_id == edition_id)
+        .order_by(col(IntroSuggestion.id).desc())
+    ).first()
+
+
+def get_intro(session: Session, *, suggestion_id: int) -> IntroSuggestion:
+    row = session.get(IntroSuggestion, suggestion_id)
+    if row is None:
+        raise store.NotFound(f"intro suggestion {suggestion_id} does not exist")
+    return row
+
+
+def _suggest_intro(
+    session: Session,
+    *,
+    edition_id: int,
+    verdicts: Sequence[ComparisonVerdict],
+    writer: Writer,
+    budget: int,
+    now: datetime,
+    report: SuggestReport,
+    on_delta: Callable[[int, str], None] | None,
+) -> None:
+    """The week's intro from ``verdicts``, unless this writer wrote it from the same calls
+    already; within what is left of the budget. Notes go into ``report``."""
+    if not verdicts:
+        return
+    printed = intro_fingerprint(verdicts)
+    if session.exec(
+        select(IntroSuggestion).where(
+            IntroSuggestion.edition_id == edition_id,
+            IntroSuggestion.fingerprint == printed,
+            IntroSuggestion.writer == writer.name,
+            IntroSuggestion.model == writer.model,
+        )
+    ).first():
+        report.intro = "reused"
+        return
+    if writer.name != "rules" and report.tokens >= budget:
+        report.notes.append(
+            f"the intro: the edition's budget ({budget:,} tokens) is spent; yours stands"
+        )
+        return
+    relay = _relay(on_delta, INTRO_KEY) if on_delta is not None else None
+    try:
+        written = writer.write_intro(verdicts, on_delta=relay)
+    except WriterError as exc:
+        report.notes.append(f"the intro: {exc}; yours stands")
+        return
+    row = IntroSuggestion(
+        edition_id=edition_id,
+        fingerprint=printed,
+        text=written.intro,
+        **_call_columns(written, now),
+    )
+    session.add(row)
+    session.commit()
+    report.tokens += written.usage.total
+    report.cost_usd += row.cost_usd or 0.0
+    if written.intro is None:
+        report.notes.append(f"the intro: refused ({written.refusal}); yours stands")
+    else:
+        report.intro = "written"
 
 
 def suggest(
@@ -79,11 +168,14 @@ def suggest(
     budget: int,
     now: datetime,
     on_delta: Callable[[int, str], None] | None = None,
+    intro_from: Callable[[], Sequence[ComparisonVerdict]] | None = None,
 ) -> SuggestReport:
     """Ask ``writer`` about every comparison the draft carries that it has not answered for
     this content yet, until ``budget`` tokens are spent; commits after each answer (a call
     that was paid for is never lost to a later failure). ``on_delta(comparison_id, piece)``
-    receives the answer as it streams."""
+    receives the answer as it streams (:data:`INTRO_KEY` for the intro). With
+    ``intro_from`` (the edition's calls as the email shows them), the week's intro is asked
+    for last, within the same budget."""
     report = SuggestReport()
     for comparison in store.edition_comparisons(session, edition_id=edition_id):
         name = comparison.title
@@ -111,6 +203,17 @@ def suggest(
         report.cost_usd += row.cost_usd or 0.0
         if written.verdict is None:
             report.notes.append(f"{name}: refused ({written.refusal}); the rules' verdict stands")
+    if intro_from is not None:
+        _suggest_intro(
+            session,
+            edition_id=edition_id,
+            verdicts=intro_from(),
+            writer=writer,
+            budget=budget,
+            now=now,
+            report=report,
+            on_delta=on_delta,
+        )
     return report
 
 
@@ -160,11 +263,18 @@ def suggest_recorded(
     now: datetime,
     actor: str,
     on_delta: Callable[[int, str], None] | None = None,
+    intro_from: Callable[[], Sequence[ComparisonVerdict]] | None = None,
 ) -> SuggestReport:
-    """:func:`suggest`, then one audit record of what it did (the console and the CLI both
-    write suggestions this way), committed."""
+    """:func:`suggest`, then one audit record of what it did (the console, the CLI and the
+    scheduler all write suggestions this way; the draft page shows its notes), committed."""
     report = suggest(
-        session, edition_id=edition_id, writer=writer, budget=budget, now=now, on_delta=on_delta
+        session,
+        edition_id=edition_id,
+        writer=writer,
+        budget=budget,
+        now=now,
+        on_delta=on_delta,
+        intro_from=intro_from,
     )
     audit.record(
         session,
@@ -179,6 +289,7 @@ def suggest_recorded(
             "reused": report.reused,
             "tokens": report.tokens,
             "notes": report.notes,
+            "intro": report.intro,
         },
     )
     session.commit()

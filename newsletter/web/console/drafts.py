@@ -4,6 +4,7 @@ items, approval."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -92,9 +93,22 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
         "awaiting": publish.awaiting_approval(session, edition),
         "suggestions": suggestions.for_edition(session, edition_id=edition_id, items=items),
         "decisions": publish.suggestion_decisions(edition),
+        "intro_suggestion": suggestions.latest_intro(session, edition_id=edition_id),
+        "intro_decision": publish.intro_decision(edition),
+        "writer_notes": _writer_notes(session, edition_id),
         "writer": writers.name_for(ctx.settings, session.get(Newsletter, edition.newsletter_id)),
         "seen": _seen(rendered),
     }
+
+
+def _writer_notes(session: Session, edition_id: int) -> list[str]:
+    """What the last pass of the writer left to the rules, and why (from its audit record),
+    so the draft says it, not only the page that streamed it or the scheduler's log."""
+    for event in audit.recent(session, target=f"edition {edition_id}", limit=50):
+        if event.action == "edition.suggest":
+            detail = json.loads(event.detail or "{}")
+            return [str(n) for n in detail.get("notes", [])]
+    return []
 
 
 def _seen(rendered: RenderedEdition) -> str:
@@ -141,6 +155,8 @@ DONE = {
     "suggestion.accept": "Suggestion accepted: the email shows its call, reasons and quotes "
     "(the preview below); the call stays editable.",
     "suggestion.reject": "Suggestion rejected: the email shows the call as it was.",
+    "intro-suggestion.accept": "Intro accepted: it opens the email (edit it in the intro form).",
+    "intro-suggestion.reject": "Intro suggestion rejected: the intro stays as it was.",
     "pause": "Paused: senders stop within one batch.",
     "resume": "Resumed: nothing already sent goes out again.",
     "cancel": "Cancelled: nothing more is sent.",

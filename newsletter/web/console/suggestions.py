@@ -20,7 +20,7 @@ from newsletter import publish, store, writers
 from newsletter.web.console.base import Ctx, Who, check_form, console_path
 from newsletter.web.console.drafts import _shape, refused
 from newsletter.web.context import SECURITY_HEADERS, RowId
-from newsletter.writers.suggestions import SuggestReport, suggest_recorded
+from newsletter.writers.suggestions import INTRO_KEY, SuggestReport, suggest_recorded
 
 router = APIRouter()
 #: Where the streamed part goes in the page (the template renders this marker).
@@ -47,6 +47,7 @@ def write_suggestions(
         titles = {
             c.id or 0: c.title for c in store.edition_comparisons(session, edition_id=edition_id)
         }
+        titles[INTRO_KEY] = "The week's intro"
     rendered = ctx.page(
         "console_suggest.html",
         who=who,
@@ -70,6 +71,11 @@ def write_suggestions(
                     now=now,
                     actor=who.user.email,
                     on_delta=lambda cid, piece: events.put(("delta", cid, piece)),
+                    intro_from=lambda: publish.edition_verdicts(
+                        session,
+                        edition=store.get_edition(session, edition_id=edition_id),
+                        settings=ctx.settings,
+                    ),
                 )
                 events.put(("done", report, None))
             except Exception as exc:  # the page must end, whatever happened
@@ -110,9 +116,10 @@ def write_suggestions(
 
 
 def _summary(report: SuggestReport) -> str:
+    intro = {"written": ", the intro written", "reused": ", the intro already written"}
     lines = [
-        f"{report.written} written, {report.reused} already written for this content, "
-        f"{report.tokens:,} tokens"
+        f"{report.written} written, {report.reused} already written for this content"
+        f"{intro.get(report.intro or '', '')}, {report.tokens:,} tokens"
         + (f", about ${report.cost_usd:.4f}" if report.cost_usd else "")
         + "."
     ]
@@ -188,3 +195,36 @@ def decide(
         }
 
     return _shape(request, ctx, who, edition_id, csrf, f"suggestion.{decision}", change)
+
+
+@router.post(
+    "/editions/{edition_id}/intro-suggestions/{suggestion_id}/{decision}",
+    response_class=HTMLResponse,
+)
+def decide_intro(
+    request: Request,
+    edition_id: RowId,
+    suggestion_id: RowId,
+    decision: str,
+    ctx: Ctx,
+    who: Who,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Accept (it becomes the intro, editable in the intro form) or reject a written
+    intro; audited."""
+    if decision not in ("accept", "reject"):
+        return ctx.message("Not found", status=404)
+
+    def change(session: Session) -> dict[str, Any]:
+        try:
+            text = publish.decide_intro_suggestion(
+                session,
+                edition_id=edition_id,
+                suggestion_id=suggestion_id,
+                accept=decision == "accept",
+            )
+        except store.NotFound as exc:
+            raise publish.ShapingError(str(exc)) from None
+        return {"intro_suggestion": suggestion_id, "intro": text}
+
+    return _shape(request, ctx, who, edition_id, csrf, f"intro-suggestion.{decision}", change)
