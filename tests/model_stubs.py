@@ -32,7 +32,9 @@ class Reply:
 
     status: int = 200
     body: Any = None
-    events: list[tuple[str, dict[str, Any]]] | None = None
+    #: SSE frames: (event name, data); an empty name sends no ``event:`` line (the OpenAI
+    #: style), and a str data is sent as it is ("[DONE]").
+    events: list[tuple[str, Any]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     cut_after: int | None = None
     clean: bool = False
@@ -129,7 +131,11 @@ class StubServer:
             handler.wfile.write(data)
             return
         frames = [
-            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in reply.events
+            (
+                (f"event: {name}\n" if name else "")
+                + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+            ).encode()
+            for name, data in reply.events
         ]
         handler.send_response(reply.status)
         handler.send_header("Content-Type", "text/event-stream")
@@ -317,6 +323,53 @@ def chat_completion(arguments: dict[str, Any] | str, *, as_tool: bool = True) ->
         ],
         "usage": {"prompt_tokens": 1400, "completion_tokens": 260, "total_tokens": 1660},
     }
+
+
+def chat_completion_stream(
+    arguments: dict[str, Any], *, name: str = "record_verdict"
+) -> tuple[list[tuple[str, Any]], list[str]]:
+    """A streamed chat completion as the router relays it (OpenAI's format: ``data:`` lines,
+    the function's arguments in delta pieces cut awkwardly, a finish chunk, a usage chunk
+    because ``include_usage`` was asked for, then ``[DONE]``), and the argument pieces."""
+    pieces = split_awkwardly(json.dumps(arguments, ensure_ascii=True))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-s1",
+            "object": "chat.completion.chunk",
+            "created": 1_800_000_000,
+            "model": "stub",
+            "system_fingerprint": "fp_stub",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def call(piece: str, first: bool = False) -> dict[str, Any]:
+        function: dict[str, Any] = {"arguments": piece}
+        if first:
+            function["name"] = name
+        return {
+            "tool_calls": [{"index": 0, "id": "call_s1", "type": "function", "function": function}]
+        }
+
+    events: list[tuple[str, Any]] = [
+        ("", chunk({"role": "assistant", "content": None, **call("", first=True)})),
+        *(("", chunk(call(piece))) for piece in pieces),
+        ("", chunk({}, "tool_calls")),
+        (
+            "",
+            {
+                "id": "chatcmpl-s1",
+                "object": "chat.completion.chunk",
+                "created": 1_800_000_000,
+                "model": "stub",
+                "system_fingerprint": "fp_stub",
+                "choices": [],
+                "usage": {"prompt_tokens": 1500, "completion_tokens": 280, "total_tokens": 1780},
+            },
+        ),
+        ("", "[DONE]"),
+    ]
+    return events, pieces
 
 
 HF_ROUTES = {

@@ -262,11 +262,11 @@ def test_an_editor_writes_and_accepts_a_suggestion_in_a_browser(
             page.goto(f"{base}/console/editions/{draft}")
             page.click("button:text('Write suggestions (claude)')")
             assert "4 written" in page.locator("[role=status]").inner_text()
-            assert page.locator("pre.text").count() == 4
+            assert page.locator("pre.text").count() == 5  # four comparisons, the intro
             shoot(page, "suggestions-written")
             page.click("text=Back to the draft")
             suggestion = page.locator(
-                ".suggestion", has=page.locator("button:text-is('Accept')")
+                "li .suggestion", has=page.locator("button:text-is('Accept')")
             )
             assert suggestion.count() == 1
             assert "Both ship: Claude 4 API" in suggestion.inner_text()
@@ -276,8 +276,16 @@ def test_an_editor_writes_and_accepts_a_suggestion_in_a_browser(
             suggestion.locator("input[name=for_0]").fill("the cache discount shows per call")
             shoot(page, "suggestion-editing")
             suggestion.locator("button:text('Accept with these words')").click()
-            assert "Suggestion accepted" in page.locator("[role=status]").inner_text()
+            assert "Suggestion accepted" in page.locator(".ok[role=status]").inner_text()
             phone = page.frame_locator("iframe.phone").first.locator("body").inner_text()
             assert "Both ship: Claude 4 API for agent loops" in phone
             assert "the cache discount shows per call" in phone
+            intro = page.locator("#intro-suggestion")
+            intro.scroll_into_view_if_needed()
+            shoot(page, "intro-suggestion")
+            intro.locator("button:text-is('Accept')").click()
+            assert "Intro accepted" in page.locator(".ok[role=status]").inner_text()
+            assert "refused" in page.locator("#writer-notes").inner_text()
+            phone = page.frame_locator("iframe.phone").first.locator("body").inner_text()
+            assert "Both ship, for different jobs, and the panel says why." in phone
             shoot(page, "suggestion-accepted")

@@ -178,6 +178,37 @@ def test_an_editor_edits_the_words_before_accepting(
     client.__exit__(None, None, None)
 
 
+def test_an_editor_accepts_or_rejects_the_written_intro(
+    settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
+) -> None:
+    from .model_stubs import INTRO
+
+    client, csrf, _, _ = _written_suggestion(settings, engine, seeded, draft, stub)
+    intro = seeded.exec(select(IntroSuggestion).where(IntroSuggestion.edition_id == draft)).one()
+    page = client.get(f"/console/editions/{draft}").text
+    assert 'id="intro-suggestion"' in page and INTRO["text"][:40] in page
+    base = f"/console/editions/{draft}/intro-suggestions/{intro.id}"
+    assert client.post(f"{base}/accept", data={"csrf": csrf}).status_code == 303
+    seeded.expire_all()
+    assert store.get_edition(seeded, edition_id=draft).intro == INTRO["text"]
+    _, text_part, _ = publish.preview_edition(seeded, edition_id=draft, settings=settings)
+    assert INTRO["text"][:50] in " ".join(text_part.split())
+    # Rejecting keeps whatever the intro is now (the editor's to change in the intro form).
+    assert client.post(f"{base}/reject", data={"csrf": csrf}).status_code == 303
+    seeded.expire_all()
+    edition = store.get_edition(seeded, edition_id=draft)
+    assert edition.intro == INTRO["text"] and publish.intro_decision(edition)["state"] == "rejected"
+    actions = [e.action for e in audit.recent(seeded, target=f"edition {draft}")]
+    assert actions[:2] == ["edition.intro-suggestion.reject", "edition.intro-suggestion.accept"]
+    # Another edition's intro suggestion can't be used here.
+    other = client.post(
+        f"/console/editions/{draft}/intro-suggestions/{(intro.id or 0) + 99}/accept",
+        data={"csrf": csrf},
+    )
+    assert other.status_code == 400 and "does not exist" in other.text
+    client.__exit__(None, None, None)
+
+
 def test_clearing_the_call_takes_the_written_verdict_out(
     settings: Settings, engine: Engine, seeded: Session, draft: int, stub: StubServer
 ) -> None:

@@ -63,13 +63,16 @@ def intro(verdicts: Sequence[ComparisonVerdict]) -> Written:
     calls: list[str] = []
     for verdict in verdicts:
         call = verdict.call.headline.rstrip(". ")
-        if verdict.call.kind in ("tie", "none", "neither", "editor"):
-            a, b = verdict.tools
+        a, b = verdict.tools
+        if verdict.call.kind == "both":
+            call = f"both {a.short_name} and {b.short_name} ship, for different jobs"
+        elif verdict.call.kind in ("tie", "none", "neither", "editor"):
             call = f"{call}: {a.short_name} vs {b.short_name}"
         joined = "; ".join([*calls, call])
         if len(text) + 1 + len(joined) + 1 > INTRO_BUDGET:
             break
         calls.append(call)
     if calls:
-        text += " " + "; ".join(calls) + "."
+        joined = "; ".join(calls)
+        text += " " + joined[0].upper() + joined[1:] + "."
     return Written(NAME, NAME, None, intro=text)
