@@ -584,5 +584,5 @@ def test_doctor_checks_the_writer_without_printing_its_key(settings: Any) -> Non
 def test_the_stable_prefix_is_long_enough_to_be_cached() -> None:
     """Anthropic caches a prefix only from 1,024 tokens (Sonnet, Opus); a shorter one would
     be paid in full on every call. At about 4 characters a token, with a margin."""
-    prefix = prompt.INSTRUCTIONS + json.dumps(VERDICT_TOOL)
+    prefix = prompt.INSTRUCTIONS + json.dumps([VERDICT_TOOL, INTRO_TOOL])
     assert len(prefix) / 4 >= 1_150

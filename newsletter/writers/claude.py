@@ -90,13 +90,7 @@ class ClaudeWriter:
         reason; a service failure raises :class:`WriterError` (status and the service's own
         words, never the key)."""
         answer, base = self._ask(comparison_block(comparison), VERDICT_TOOL["name"], on_delta)
-        if answer is None:
-            return base
-        try:
-            verdict = grounding.check(comparison, answer)
-        except grounding.Ungrounded as exc:
-            return replace(base, refusal=str(exc))
-        return replace(base, verdict=verdict)
+        return grounding.settle(answer, base, lambda a: {"verdict": grounding.check(comparison, a)})
 
     def write_intro(
         self,
@@ -106,13 +100,9 @@ class ClaudeWriter:
     ) -> Written:
         """One streamed call for the week's intro, checked by :func:`grounding.check_intro`."""
         answer, base = self._ask(edition_block(verdicts), INTRO_TOOL["name"], on_delta)
-        if answer is None:
-            return base
-        try:
-            text = grounding.check_intro(verdicts, answer)
-        except grounding.Ungrounded as exc:
-            return replace(base, refusal=str(exc))
-        return replace(base, intro=text)
+        return grounding.settle(
+            answer, base, lambda a: {"intro": grounding.check_intro(verdicts, a)}
+        )
 
     def _ask(
         self, content: str, tool: str, on_delta: Callable[[str], None] | None

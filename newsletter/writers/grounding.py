@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from newsletter.content import ComparisonData, ToolData
 from newsletter.verdicts import ComparisonVerdict, short_name, tool_verdict
-from newsletter.writers.contract import WrittenIntro, WrittenVerdict
+from newsletter.writers.contract import Written, WrittenIntro, WrittenVerdict
 
 _SPACE = re.compile(r"\s+")
 _MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "`": "'"})
@@ -66,6 +67,18 @@ def _parsed(kind: type[_Answer], answer: dict[str, Any] | str) -> _Answer:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         raise Ungrounded(f"{where}: {first['msg']}") from None
+
+
+def settle(answer: Any, base: Written, check: Callable[[Any], dict[str, Any]]) -> Written:
+    """``base`` (a writer call's usage, provider, latency) with what ``check`` makes of the
+    ``answer`` (``{"verdict": ...}`` or ``{"intro": ...}``), or with its refusal; ``base``
+    as it is when there was no answer (its refusal says why)."""
+    if answer is None:
+        return base
+    try:
+        return replace(base, **check(answer))
+    except Ungrounded as exc:
+        return replace(base, refusal=str(exc))
 
 
 def check_intro(verdicts: Sequence[ComparisonVerdict], answer: dict[str, Any] | str) -> str:

@@ -95,12 +95,7 @@ class HuggingFaceWriter:
         writer's. Raises :class:`WriterError` listing each provider's failure when none does.
         With ``on_delta`` the call streams and it receives the arguments as they arrive."""
         answer, base = self._ask(comparison_block(comparison), _VERDICT, on_delta)
-        if answer is None:
-            return base
-        try:
-            return replace(base, verdict=grounding.check(comparison, answer))
-        except grounding.Ungrounded as exc:
-            return replace(base, refusal=str(exc))
+        return grounding.settle(answer, base, lambda a: {"verdict": grounding.check(comparison, a)})
 
     def write_intro(
         self,
@@ -110,12 +105,9 @@ class HuggingFaceWriter:
     ) -> Written:
         """The week's intro, asked and checked (:func:`grounding.check_intro`) the same way."""
         answer, base = self._ask(edition_block(verdicts), _INTRO, on_delta)
-        if answer is None:
-            return base
-        try:
-            return replace(base, intro=grounding.check_intro(verdicts, answer))
-        except grounding.Ungrounded as exc:
-            return replace(base, refusal=str(exc))
+        return grounding.settle(
+            answer, base, lambda a: {"intro": grounding.check_intro(verdicts, a)}
+        )
 
     def _ask(
         self, content: str, tool: dict[str, Any], on_delta: Callable[[str], None] | None
