@@ -6,6 +6,7 @@ prints messages per second, client CPU microseconds per message (this process: r
 personalization, ledger and SMTP client), peak RSS and the sink's count.
 
     python bench/dispatch.py --subscribers 100000 --workers 8
+    python bench/dispatch.py --subscribers 20000 --dkim rsa      # or ed25519, or both
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from newsletter.allocator import keep_freed_memory
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
+from newsletter.dkim import generate
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,6 +46,12 @@ def main() -> None:
     parser.add_argument(
         "--no-journal", action="store_true", help="without the write-ahead journal (the before)"
     )
+    parser.add_argument(
+        "--dkim",
+        choices=("none", "rsa", "ed25519", "both"),
+        default="none",
+        help="sign every message (RSA-2048, Ed25519, or both: dual signing)",
+    )
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -61,6 +69,7 @@ def main() -> None:
                 base_url="https://news.example.com",
                 batch_size=args.batch_size,
                 journal_dir="" if args.no_journal else str(Path(tmp) / "journal"),
+                dkim_keys=_dkim_keys(args.dkim, Path(tmp)),
                 _env_file=None,  # type: ignore[call-arg]
             )
             engine = make_engine(settings.database_url)
@@ -85,12 +94,25 @@ def main() -> None:
     received = int(out.strip().splitlines()[-1])
     n = report.run.sent
     print(f"subscribers:           {args.subscribers:,} (workers {args.workers})")
+    print(f"DKIM:                  {args.dkim}")
     print(f"sent (ledger):         {counts['sent']:,}; sink received {received:,}")
     print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
     print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
     print(f"peak RSS:              {peak_rss_mib():.0f} MiB")
     if received != counts["sent"]:
         raise SystemExit("sink count and ledger disagree")
+
+
+def _dkim_keys(kind: str, folder: Path) -> str:
+    """Fresh keys of ``kind`` on disk, as NEWSLETTER_DKIM_KEYS ("" for none)."""
+    kinds = {"none": (), "rsa": ("rsa",), "ed25519": ("ed25519",), "both": ("rsa", "ed25519")}
+    entries = []
+    for name in kinds[kind]:
+        pem, _ = generate(name)
+        path = folder / f"{name}.pem"
+        path.write_bytes(pem)
+        entries.append(f"s-{name}:{path}")
+    return ",".join(entries)
 
 
 if __name__ == "__main__":

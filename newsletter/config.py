@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         "",
         description='Where replies go, as "Name <address>" or an address (empty: the sender).',
     )
+    dkim_keys: str = Field(
+        "",
+        description="DKIM signing for the messages the engine sends itself: "
+        '"selector:/path/key.pem", comma-separated for two keys (RSA-2048 and Ed25519: dual '
+        "signing). Empty: no signature (an email API signs with its own key).",
+    )
+    dkim_domain: str = Field(
+        "",
+        description="The DKIM d= domain (empty: the From address's domain, which DMARC "
+        "alignment needs).",
+    )
     postal_address: str = Field(
         "AI Tool Verdicts, 1 Example Street, Springfield, USA",
         description="Physical postal address shown in every footer (CAN-SPAM).",

@@ -24,6 +24,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
 from functools import partial
 
+from newsletter.dkim import DkimSigner, relaxed_join, relaxed_run
 from newsletter.message import MessageContent, OutgoingMessage, qp_encode
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
@@ -100,8 +101,14 @@ def format_address(name: str | None, email: str) -> str:
 class MessageTemplate:
     """The whole MIME message of one edition, prepared once, with holes for each recipient."""
 
-    def __init__(self, rendered: RenderedEdition, identity: EditionIdentity) -> None:
+    def __init__(
+        self,
+        rendered: RenderedEdition,
+        identity: EditionIdentity,
+        dkim: DkimSigner | None = None,
+    ) -> None:
         self.identity = identity
+        self.dkim = dkim
         self.rendered = rendered
         self._boundary = "=_nl_" + secrets.token_hex(12)  # "=_" never occurs in QP output
         self._sender_addr = identity.sender.addr_spec
@@ -150,6 +157,13 @@ class MessageTemplate:
         self._chunks = chunks
         self._keys = tuple(keys)
         self._date_cache: tuple[int, str] = (0, "")
+        # For DKIM: the body's constant pieces canonicalized once; per recipient only the
+        # slots are, and the pieces joined (the body is most of the message).
+        self._body_from = next(i for i, c in enumerate(chunks) if b"\r\n\r\n" in c)
+        self._canon: list[bytes] = []
+        if dkim is not None:
+            first = chunks[self._body_from].partition(b"\r\n\r\n")[2]
+            self._canon = [relaxed_run(c) for c in (first, *chunks[self._body_from + 1 :])]
 
     def _list_id(self) -> str:
         ident = self.identity
@@ -242,14 +256,26 @@ class MessageTemplate:
             render=partial(self._bodies, recipient.name, url),
             reply_to=self._reply_to,
         )
+        data = b"".join(out)
+        if self.dkim is not None:
+            data = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
         return OutgoingMessage(
             sender=self._sender_addr,
             recipient=recipient.email,
             message_id=message_id,
-            data=b"".join(out),
+            data=data,
             key=f"e{self.identity.edition_id}-s{recipient.subscriber_id}",
             content=content,
         )
+
+    def _canonical(self, values: dict[str, bytes]) -> bytes | None:
+        """The relaxed body for these slot values from the pieces done once (None: a run of
+        spaces straddles a piece, so the signer canonicalizes the whole)."""
+        canon = self._canon
+        pieces = [b""] * (2 * len(canon) - 1)
+        pieces[0::2] = canon
+        pieces[1::2] = [relaxed_run(values[k]) for k in self._keys[self._body_from :]]
+        return relaxed_join(pieces)
 
     def preview(self, recipient: Recipient, signer: TokenSigner) -> tuple[str, str]:
         """What ``recipient`` would see: (html, text), decoded, for previews and tests."""

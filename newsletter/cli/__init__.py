@@ -15,6 +15,7 @@ from newsletter.allocator import keep_freed_memory
 from newsletter.cli import (  # noqa: F401 (register)
     content,
     demo,
+    dkim,
     editions,
     operations,
     scheduling,

@@ -25,6 +25,7 @@ from newsletter.backends.base import HandoverError
 from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
+from newsletter.dkim import DkimError
 from newsletter.journal import JournalError
 from newsletter.progress import SendProgress, duration, lines_every
 from newsletter.rendering import RenderError
@@ -95,6 +96,10 @@ writers_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(writers_app, name="writers")
+dkim_app = typer.Typer(
+    help="DKIM signing keys for the messages the engine sends itself.", no_args_is_help=True
+)
+app.add_typer(dkim_app, name="dkim")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -109,6 +114,7 @@ _EXPECTED_ERRORS = (
     publish.SubjectError,
     publish.RescheduleError,
     WriterError,
+    DkimError,
     AccountError,
     RenderError,
     RuleError,

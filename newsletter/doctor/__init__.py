@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from newsletter.config import Settings
 from newsletter.doctor.check import LABELS, Check, Step
 from newsletter.doctor.database_checks import check_database
+from newsletter.doctor.dkim_checks import check_dkim
 from newsletter.doctor.mail_checks import check_mail_backend
 from newsletter.doctor.settings_checks import (
     check_admin_page,
@@ -48,6 +49,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         ("admin page", check_admin_page),
         ("webhooks", check_webhooks),
         ("writer", check_writer),
+        ("dkim", check_dkim),
     ]
     checks: list[Check] = []
     for name, step in steps:

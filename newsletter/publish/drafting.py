@@ -21,6 +21,7 @@ from sqlmodel import Session
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.content import ComparisonData, fingerprint
+from newsletter.dkim import signer_from
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionItem, EditionStatus, Newsletter
 from newsletter.periods import period_for
@@ -317,7 +318,8 @@ def prepare(
         instance_tag=instance_tag(settings.secret_key or "preview"),
         reply_to=settings.reply_to or None,
     )
-    return rendered, MessageTemplate(rendered, identity), newsletter
+    dkim = signer_from(settings.dkim_keys, domain=settings.dkim_domain or identity.sender.domain)
+    return rendered, MessageTemplate(rendered, identity, dkim), newsletter
 
 
 def edition_verdicts(

@@ -68,6 +68,8 @@ def send_test(
         _own_identity(test.build(Recipient(who.subscriber_id, address, who.name), signer, now=now))
         for address in addresses
     ]
+    if template.dkim is not None:  # signed as sent: after the Message-ID is the test's own
+        messages = [replace(m, data=template.dkim.sign(m.data, now=int(now))) for m in messages]
     with backend:
         results = backend.send_messages(messages)
     return list(zip(addresses, results, strict=True))
