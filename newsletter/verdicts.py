@@ -88,7 +88,7 @@ _FOR_WHO = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(`]?[A-Z0-9`])")
-_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "`": "'"})
 _CLAUSE = re.compile(r"(?::|;|\s[—–]|,)\s")
 
 
@@ -256,15 +256,17 @@ def with_written(verdict: ComparisonVerdict, written: WrittenCall) -> Comparison
 
 def _written_quote(tool: ToolData, reason: WrittenReason, side: str) -> Quote:
     """The quote with the lens and verdict of the review that holds it (spacing aside)."""
-    wanted = _plain(reason.quote).strip("\"'….")[:60]
+    wanted = plain(reason.quote).strip("\"'….")[:60]
     text = excerpt(reason.quote, QUOTE_BUDGET)
     for review in tool.reviews:
-        if wanted and wanted in _plain(review.quote):
+        if wanted and wanted in plain(review.quote):
             return Quote(text, review.lens, review.verdict, reason.gist)
     return Quote(text, "", side, reason.gist)
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
+    """``text`` as quotes are compared: typographic quote marks and backticks as plain ones,
+    every run of whitespace as one space (a writer's quote and the review it comes from)."""
     return " ".join(text.translate(_MARKS).split())
 
 

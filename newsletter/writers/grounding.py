@@ -29,11 +29,9 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from newsletter.content import ComparisonData, ToolData
-from newsletter.verdicts import ComparisonVerdict, short_name, tool_verdict
+from newsletter.verdicts import ComparisonVerdict, plain, short_name, tool_verdict
 from newsletter.writers.contract import Written, WrittenIntro, WrittenVerdict
 
-_SPACE = re.compile(r"\s+")
-_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "`": "'"})
 _LINK = re.compile(r"://|<[a-z/!]|\bwww\.", re.IGNORECASE)
 
 
@@ -41,12 +39,8 @@ class Ungrounded(ValueError):
     """The answer can't be used; the message says which field and why."""
 
 
-def _norm(text: str) -> str:
-    return _SPACE.sub(" ", text.translate(_MARKS)).strip()
-
-
 def _bare_quote(quote: str) -> str:
-    text = _norm(quote).strip("\"'")
+    text = plain(quote).strip("\"'")
     for tail in ("...", "\u2026"):
         text = text.removesuffix(tail)
     return text.strip()
@@ -83,7 +77,7 @@ def settle(answer: Any, base: Written, check: Callable[[Any], dict[str, Any]]) -
 
 def check_intro(verdicts: Sequence[ComparisonVerdict], answer: dict[str, Any] | str) -> str:
     """The intro's text when it may open this edition; else raises :class:`Ungrounded`."""
-    text = _norm(_parsed(WrittenIntro, answer).text)
+    text = plain(_parsed(WrittenIntro, answer).text)
     if _LINK.search(text):
         raise Ungrounded(f"text: carries a link or markup: {text[:80]!r}")
     names = {n for v in verdicts for t in v.comparison.tools for n in _names(t)}
@@ -97,7 +91,7 @@ def check(comparison: ComparisonData, answer: dict[str, Any] | str) -> WrittenVe
     raises :class:`Ungrounded` naming the first problem found."""
     verdict = _parsed(WrittenVerdict, answer)
     for index, (tool, take) in enumerate(zip(comparison.tools, verdict.tools, strict=True)):
-        reviews = [_norm(r.quote) for r in tool.reviews]
+        reviews = [plain(r.quote) for r in tool.reviews]
         for side in ("reason_for", "reason_against"):
             reason = getattr(take, side)
             quote = _bare_quote(reason.quote)
@@ -119,12 +113,12 @@ def check(comparison: ComparisonData, answer: dict[str, Any] | str) -> WrittenVe
 
 
 def _names(tool: ToolData) -> tuple[str, ...]:
-    return tuple({_norm(tool.name).lower(), _norm(short_name(tool.name)).lower()})
+    return tuple({plain(tool.name).lower(), plain(short_name(tool.name)).lower()})
 
 
 def _check_pick(comparison: ComparisonData, verdict: WrittenVerdict) -> None:
     picked = {"first": [0], "second": [1], "both": [0, 1]}[verdict.pick]
-    headline = _norm(verdict.headline).lower()
+    headline = plain(verdict.headline).lower()
     for index in picked:
         tool = comparison.tools[index]
         panel = tool_verdict(tool)

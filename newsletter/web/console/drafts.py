@@ -104,11 +104,10 @@ def _draft_view(session: Session, ctx: WebContext, edition_id: int) -> dict[str,
 def _writer_notes(session: Session, edition_id: int) -> list[str]:
     """What the last pass of the writer left to the rules, and why (from its audit record),
     so the draft says it, not only the page that streamed it or the scheduler's log."""
-    for event in audit.recent(session, target=f"edition {edition_id}", limit=50):
-        if event.action == "edition.suggest":
-            detail = json.loads(event.detail or "{}")
-            return [str(n) for n in detail.get("notes", [])]
-    return []
+    last = audit.recent(session, target=f"edition {edition_id}", action="edition.suggest", limit=1)
+    if not last:
+        return []
+    return [str(n) for n in json.loads(last[0].detail or "{}").get("notes", [])]
 
 
 def _seen(rendered: RenderedEdition) -> str:
