@@ -49,3 +49,39 @@ def build_approval_alert(
         )
         for editor in editors
     ]
+
+
+def build_breaker_alert(
+    settings: Settings,
+    newsletter: Newsletter,
+    edition: Edition,
+    reason: str,
+    to: Sequence[str],
+) -> list[OutgoingMessage]:
+    """One message per address: the send paused itself, why, and what to do next."""
+    sender = settings.sender()
+    subject = f"Send paused: {newsletter.name} ({edition.period_key}), complaints or bounces"
+    text = (
+        f"The {newsletter.name} edition for {edition.period_key} ({edition.subject}) stopped "
+        f"sending by itself:\n\n{reason}\n\n"
+        "Mailbox providers throttle or block a sender whose complaint rate passes 0.3% or "
+        "whose bounces show a stale list. Nothing more goes out until an operator resumes it.\n\n"
+        "Look at the reports first:\n"
+        f"{settings.base_url.rstrip('/')}/console/editions/{edition.id}\n"
+        f"newsletter edition status {edition.id}   and   newsletter stats\n\n"
+        "If the cause is understood (an old segment imported by mistake, say), resume with\n"
+        f"newsletter edition resume {edition.id}\n"
+        "or cancel it with\n"
+        f"newsletter edition cancel {edition.id}\n"
+    )
+    return [
+        build_notice(
+            sender=sender,
+            to=address,
+            subject=subject,
+            text=text,
+            key=f"breaker-e{edition.id}-{address}",
+            kind="breaker",
+        )
+        for address in to
+    ]

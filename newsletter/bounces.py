@@ -24,12 +24,18 @@ from newsletter.webhooks.base import ProviderEvent
 
 
 def apply_events(
-    session: Session, events: Sequence[ProviderEvent], *, soft_limit: int
+    session: Session,
+    events: Sequence[ProviderEvent],
+    *,
+    soft_limit: int,
+    touched: set[int] | None = None,
 ) -> Counter[str]:
     """Store and act on ``events``; counts by outcome ("duplicate", "unknown address", kinds).
 
-    The caller commits. Each event runs in a savepoint, so a duplicate that races another
-    request (unique key on provider and event id) is skipped without losing the others.
+    ``touched`` collects the editions whose bounce or complaint counts changed, for the
+    reputation breaker (:mod:`newsletter.reputation`). The caller commits. Each event runs
+    in a savepoint, so a duplicate that races another request (unique key on provider and
+    event id) is skipped without losing the others.
     """
     outcome: Counter[str] = Counter()
     for event in events:
@@ -45,7 +51,10 @@ def apply_events(
                         provider=event.provider,
                         provider_event_id=event.event_id[:250],
                         kind=event.kind.value,
-                        email_key=event.email.lower()[:320],
+                        # A report may redact the address; the delivery it names does not.
+                        email_key=(subscriber.email_key if subscriber else event.email.lower())[
+                            :320
+                        ],
                         subscriber_id=subscriber.id if subscriber else None,
                         delivery_id=delivery.id if delivery else None,
                         edition_id=delivery.edition_id if delivery else None,
@@ -56,6 +65,8 @@ def apply_events(
         except IntegrityError:
             outcome["duplicate"] += 1
             continue
+        if touched is not None and delivery is not None:
+            touched.add(delivery.edition_id)
         if subscriber is None:
             outcome["unknown address"] += 1
             continue
@@ -78,6 +89,13 @@ def _seen(session: Session, event: ProviderEvent) -> bool:
 
 
 def _delivery_for(session: Session, event: ProviderEvent) -> Delivery | None:
+    if event.delivery is not None:
+        return session.exec(
+            select(Delivery).where(
+                Delivery.edition_id == event.delivery.edition_id,
+                Delivery.subscriber_id == event.delivery.subscriber_id,
+            )
+        ).first()
     if not event.provider_message_id:
         return None
     return session.exec(
@@ -90,6 +108,8 @@ def _subscriber_for(
 ) -> Subscriber | None:
     if delivery is not None:
         return session.get(Subscriber, delivery.subscriber_id)
+    if not event.match_email:
+        return None
     return session.exec(
         select(Subscriber).where(Subscriber.email_key == event.email.lower())
     ).first()

@@ -23,7 +23,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.content import SLUG_PATTERN
+from newsletter.domainrate import DomainLimits, WarmupPlan
 from newsletter.ratelimit import RateSpec
+from newsletter.verp import ReturnPaths
 
 #: Placeholder values that must never sign real tokens.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
@@ -223,6 +225,60 @@ class Settings(BaseSettings):
     soft_bounce_limit: int = Field(
         3, ge=0, le=100, description="Soft bounces in a row that suppress an address (0: never)."
     )
+    bounce_address: str = Field(
+        "",
+        description="VERP return path for the messages the engine sends itself, e.g. "
+        "bounces@example.com: each message's envelope sender becomes "
+        "bounces+<signed token>@example.com, so a bounce names its delivery. Empty: the From "
+        "address (bounces land there unread).",
+    )
+    bounce_mailbox: str = Field(
+        "",
+        description="The mailbox `newsletter bounces poll` reads and empties: "
+        "imaps://user:password@host:993/INBOX, imap://...?starttls=1, pop3s://user:password@"
+        "host:995 or pop3://... (empty: no polling).",
+    )
+    complaint_rate_limit: float = Field(
+        0.003,
+        ge=0,
+        le=1,
+        description="Complaints per delivered message that pause an edition (Gmail's 0.3%; "
+        "0: never).",
+    )
+    bounce_rate_limit: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Hard bounces per message sent that pause an edition (0: never).",
+    )
+    breaker_min_sample: int = Field(
+        500,
+        ge=1,
+        description="Messages an edition must have sent before the rates can pause it.",
+    )
+    domain_limits: str = Field(
+        "",
+        description='Most messages per minute to one receiving domain, e.g. "gmail.com=600,'
+        'yahoo.com=300,outlook.com=300,*=1000" (googlemail.com counts as gmail.com; '
+        "hotmail.com, live.com and msn.com as outlook.com; ymail.com and aol.com as "
+        "yahoo.com). Empty: no per-domain limit.",
+    )
+    warmup: str = Field(
+        "",
+        description='Warm-up plan for a new IP or domain: "YYYY-MM-DD:50,100,500,..." caps '
+        "the messages sent on the first, second, ... day from that date; after the last "
+        "day there is no cap. Empty: none.",
+    )
+    dns_resolver: str = Field(
+        "",
+        description="host[:port] of the nameserver `newsletter doctor` asks about SPF, DKIM and "
+        "DMARC (empty: the system's).",
+    )
+    sending_ips: str = Field(
+        "",
+        description="Comma-separated public IPs mail leaves from, for doctor's SPF check "
+        "(empty: the smtp:// host's addresses).",
+    )
     webhook_postmark: str = Field(
         "", description='Postmark webhook Basic auth "user:password" (empty: endpoint off).'
     )
@@ -282,6 +338,26 @@ class Settings(BaseSettings):
                 "(IDN hosts in their xn-- form)"
             )
         return value.rstrip("/")
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _valid_bounce_address(cls, value: str) -> str:
+        if value:
+            ReturnPaths(value, ["check"])  # raises ValueError naming the setting
+        return value.strip()
+
+    @field_validator("domain_limits")
+    @classmethod
+    def _valid_domain_limits(cls, value: str) -> str:
+        DomainLimits.parse(value)  # raises ValueError naming the entry
+        return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _valid_warmup(cls, value: str) -> str:
+        if value.strip():
+            WarmupPlan.parse(value)
+        return value
 
     @field_validator("rate_limit")
     @classmethod

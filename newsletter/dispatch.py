@@ -16,15 +16,17 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlmodel import Session
 
-from newsletter import journal, ledger, store
+from newsletter import bounces, journal, ledger, reputation, store
 from newsletter.backends import BackendError, MailBackend, SendResult, SendStatus
 from newsletter.backends.base import HandoverError
+from newsletter.bounce_reports import classify_reply
 from newsletter.clock import Clock
+from newsletter.domainrate import BACKOFF_CODES, DomainGate
 from newsletter.journal import JournalError, ResultJournal
 from newsletter.message import OutgoingMessage
 from newsletter.models import DeliveryStatus, EditionStatus
@@ -33,6 +35,8 @@ from newsletter.progress import SendProgress
 from newsletter.ratelimit import Limiter
 from newsletter.redaction import Redactor
 from newsletter.tokens import TokenSigner
+from newsletter.verp import DeliveryRef
+from newsletter.webhooks.base import EventKind, ProviderEvent
 
 _TO_LEDGER = {
     SendStatus.sent: DeliveryStatus.sent,
@@ -55,6 +59,11 @@ class Policy:
     retry_base_seconds: float = 60  # first retry after ~1 min, then 2, 4, 8... (jittered)
     retry_max_seconds: float = 3600
     error_budget: int = 100  # failures in a row that pause the edition (0 = never)
+    #: Soft bounces in a row that suppress an address (a 5xx at send time that is not the
+    #: address's fault counts as one; see :func:`newsletter.bounce_reports.classify_reply`).
+    soft_bounce_limit: int = 3
+    #: The reputation breaker's limits; None: no breaker during the send.
+    limits: reputation.Thresholds | None = field(default_factory=reputation.Thresholds)
     #: Masks configured secrets in every provider text before it is stored or shown.
     redactor: Redactor = field(default_factory=Redactor)
 
@@ -81,6 +90,12 @@ class SendSummary:
     unrecorded: int = 0
     stopped_because: str | None = None  # paused, cancelled, or the error budget
     errors: list[str] = field(default_factory=list)  # a few samples for the operator
+    #: Recipients refused for good at send time (550 5.1.1) and reported as hard bounces.
+    hard_bounced: int = 0
+    #: Deliveries the domain gate held back for later (a domain's limit, back-off, warm-up).
+    held_back: int = 0
+    #: The reputation breaker paused the edition during this run (the caller alerts).
+    trips: list[reputation.Trip] = field(default_factory=list)
 
     @property
     def attempted(self) -> int:
@@ -96,6 +111,9 @@ class SendSummary:
         self.unrecorded += other.unrecorded
         self.stopped_because = self.stopped_because or other.stopped_because
         self.errors.extend(other.errors[: max(0, 5 - len(self.errors))])
+        self.hard_bounced += other.hard_bounced
+        self.held_back += other.held_back
+        self.trips.extend(other.trips)
 
 
 @dataclass(slots=True)
@@ -125,6 +143,12 @@ class _Run:
     progress: SendProgress | None = None
     #: Indexes of the chunk in flight already counted by ``progress`` (answered early).
     counted: set[int] = field(default_factory=set)
+    #: Permanent refusals at send time, reported as bounces once the chunk is recorded.
+    refusals: list[ProviderEvent] = field(default_factory=list)
+    #: Per-domain limits, domain back-off and the warm-up cap (None: none configured).
+    gate: DomainGate | None = None
+    #: Recipients whose domain answered 421/451 in the chunk in flight.
+    slow_down: list[str] = field(default_factory=list)
 
 
 def dispatch(
@@ -141,6 +165,7 @@ def dispatch(
     on_batch: Callable[[int], None] | None = None,
     journal_dir: Path | None = None,
     progress: SendProgress | None = None,
+    gate: DomainGate | None = None,
 ) -> SendSummary:
     """One pass over the claimable deliveries of an edition; commits after every batch.
 
@@ -162,6 +187,7 @@ def dispatch(
         clock,
     )
     run.progress = progress
+    run.gate = gate if gate is not None and gate.active else None
     if journal_dir is not None:
         run.journal = ResultJournal(journal_dir, run.owner)
     try:
@@ -258,7 +284,7 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
     for start in range(0, len(live), step):
         chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
         date = run.clock().timestamp()
-        for d in live[start : start + step]:
+        for d in _admitted(run, live[start : start + step]):
             try:
                 message = run.template.build(
                     Recipient(d.subscriber_id, d.email, d.name), run.signer, now=date
@@ -280,6 +306,9 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         if not chunk:
             continue
         outcomes += _send_chunk(run, chunk, live[start + step :], outcomes)
+        if run.slow_down and run.gate is not None:
+            run.gate.back_off(run.slow_down)  # the rest of this batch to them waits
+        run.slow_down = []
         # Record after every chunk, not every batch: a sender killed now re-sends at most the
         # chunk in flight (SEND_CHUNK messages) once its lease expires, not a whole batch, and
         # with a journal only the messages whose answer was not written down yet.
@@ -290,6 +319,25 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         outcomes = []
     _record(run, outcomes)
     run.session.commit()
+
+
+def _admitted(run: _Run, part: list[ledger.OpenDelivery]) -> list[ledger.OpenDelivery]:
+    """The deliveries of ``part`` the domain gate lets go now; the others go back to the
+    queue with the time they may go (not an attempt: nothing was handed over)."""
+    if run.gate is None or not part:
+        return part
+    admission = run.gate.admit([d.email for d in part])
+    if admission.postponed:
+        ledger.postpone(
+            run.session,
+            until={
+                part[i].id: datetime.fromtimestamp(t, UTC) for i, t in admission.postponed.items()
+            },
+            owner=run.owner,
+            reason=f"held back: {admission.reason}",
+        )
+        run.summary.held_back += len(admission.postponed)  # still open: not progress yet
+    return [part[i] for i in admission.allowed]
 
 
 def _keep_claims(
@@ -347,8 +395,11 @@ def _renew_if_due(run: _Run, ids: list[int]) -> bool:
 
 
 def _record(run: _Run, outcomes: list[ledger.Outcome]) -> None:
-    """Record, and count answers whose delivery was no longer ours (never silent)."""
+    """Record, and count answers whose delivery was no longer ours (never silent); then
+    report permanent refusals as bounces (same transaction: both or neither)."""
     updated = ledger.record(run.session, outcomes=outcomes, owner=run.owner, now=run.clock())
+    if run.refusals:
+        _report_refusals(run)
     missing = len(outcomes) - updated
     if missing > 0:
         run.summary.unrecorded += missing
@@ -472,6 +523,11 @@ def _final(
         delivery, message = chunk[index]
         outcomes.append(_outcome(run, delivery, message, answers[index]))
         _tally(run, delivery, outcomes[-1])
+        refusal = _refusal(run, delivery, answers[index])
+        if refusal is not None:
+            run.refusals.append(refusal)
+        elif answers[index].status == SendStatus.deferred and answers[index].code in BACKOFF_CODES:
+            run.slow_down.append(delivery.email)
         if run.progress is not None and index not in run.counted:
             run.counted.add(index)  # answered without a callback (a refused connection)
             run.progress.add(problem=not answers[index].status.delivered)
@@ -517,6 +573,41 @@ def _outcome(
         message_id=message.message_id,
         provider_message_id=result.provider_id,
         retry_at=retry_at,
+    )
+
+
+def _report_refusals(run: _Run) -> None:
+    """A recipient refused for good at send time is a bounce like one a report brings: it
+    goes through :func:`newsletter.bounces.apply_events` (a 550 5.1.1 suppresses the address
+    at once), and the breaker reads the edition's rates again."""
+    events, run.refusals = run.refusals, []
+    touched: set[int] = set()
+    bounces.apply_events(
+        run.session, events, soft_limit=run.policy.soft_bounce_limit, touched=touched
+    )
+    run.summary.hard_bounced += sum(e.kind == EventKind.bounced_hard for e in events)
+    if run.policy.limits is not None and touched:
+        run.summary.trips += reputation.guard(
+            run.session, edition_ids=touched, limits=run.policy.limits, now=run.clock()
+        )
+
+
+def _refusal(run: _Run, delivery: ledger.OpenDelivery, result: SendResult) -> ProviderEvent | None:
+    """The bounce a permanent refusal amounts to (None: not a bounce, e.g. a bad message)."""
+    if result.status != SendStatus.rejected or result.code is None:
+        return None
+    kind = classify_reply(result.code, result.detail)
+    if kind is None:
+        return None
+    return ProviderEvent(
+        provider="smtp",
+        event_id=f"send.{delivery.id}.{delivery.attempts + 1}",
+        kind=kind,
+        email=delivery.email,
+        provider_message_id=None,
+        occurred_at=run.clock(),
+        detail=f"{result.code} {run.policy.redactor.scrub(result.detail)}",
+        delivery=DeliveryRef(run.edition_id, delivery.subscriber_id),
     )
 
 

@@ -11,7 +11,7 @@ expires; then any send takes it over: at most the in-flight batch is sent again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfoNotFoundError
@@ -367,6 +367,28 @@ def release(session: Session, *, ids: Sequence[int], owner: str) -> None:
                 _DELIVERY.c.lease_owner == owner,
             )
             .values(status=DeliveryStatus.pending.value, lease_owner=None, lease_until=None)
+        )
+
+
+def postpone(session: Session, *, until: Mapping[int, datetime], owner: str, reason: str) -> None:
+    """Give claimed deliveries back to the queue, not before ``until[id]``, without counting
+    an attempt (they were never handed over: a per-domain limit or the warm-up held them)."""
+    if until:
+        session.execute(
+            update(_DELIVERY)
+            .where(
+                _DELIVERY.c.id == bindparam("b_id"),
+                _DELIVERY.c.status == DeliveryStatus.claimed.value,
+                _DELIVERY.c.lease_owner == owner,
+            )
+            .values(
+                status=DeliveryStatus.pending.value,
+                lease_owner=None,
+                lease_until=None,
+                retry_at=bindparam("b_until", type_=UTCDateTime()),
+                error_text=reason[:1000] or None,
+            ),
+            [{"b_id": i, "b_until": t} for i, t in until.items()],
         )
 
 

@@ -366,6 +366,24 @@ class RateBucket(SQLModel, table=True):
     version: int = 0
 
 
+class SendWindow(SQLModel, table=True):
+    """What went to one receiving domain (``d:gmail.com``) in the current minute, or out in
+    all on one UTC day (``day:2026-12-03``, the warm-up cap), shared by every sender of every
+    edition: receiving servers judge the sending IP and domain, not the edition.
+
+    ``backoff_until`` holds a domain that answered 421/451 back without slowing the others;
+    ``backoff_step`` doubles the wait while it keeps answering so. Updated with a
+    compare-and-set on ``version`` (see :mod:`newsletter.domainrate`).
+    """
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: float = 0.0  # epoch seconds
+    used: int = 0
+    backoff_until: float = 0.0  # epoch seconds; 0: none
+    backoff_step: int = 0
+    version: int = 0
+
+
 class EditionEvent(SQLModel, table=True):
     """One step in an edition's life and who took it: approved, started, paused, resumed,
     cancelled, retried, sent. The edition row keeps only its latest reason; this keeps all of

@@ -28,6 +28,7 @@ from newsletter.dkim import DkimSigner, relaxed_join, relaxed_run
 from newsletter.message import MessageContent, OutgoingMessage, qp_encode
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
+from newsletter.verp import ReturnPaths
 
 _HEADER_SLOTS = ("to", "date", "message_id", "list_unsubscribe")
 _PLAIN_PHRASE = re.compile(r"^[A-Za-z0-9 .'_-]*$")
@@ -106,9 +107,12 @@ class MessageTemplate:
         rendered: RenderedEdition,
         identity: EditionIdentity,
         dkim: DkimSigner | None = None,
+        return_paths: ReturnPaths | None = None,
     ) -> None:
         self.identity = identity
         self.dkim = dkim
+        #: VERP: each message's envelope sender names its delivery (None: the From address).
+        self.return_paths = return_paths
         self.rendered = rendered
         self._boundary = "=_nl_" + secrets.token_hex(12)  # "=_" never occurs in QP output
         self._sender_addr = identity.sender.addr_spec
@@ -259,8 +263,13 @@ class MessageTemplate:
         data = b"".join(out)
         if self.dkim is not None:
             data = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
+        paths = self.return_paths
         return OutgoingMessage(
-            sender=self._sender_addr,
+            sender=(
+                paths.for_delivery(self.identity.edition_id, recipient.subscriber_id)
+                if paths is not None
+                else self._sender_addr
+            ),
             recipient=recipient.email,
             message_id=message_id,
             data=data,

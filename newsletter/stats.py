@@ -63,6 +63,11 @@ class EditionStats:
     unsubscribes: int  # via this edition's links, each subscriber once
     unsubscribe_rate: float  # unsubscribes / sent; 0 when nothing was sent
     unsubscribes_by_source: dict[str, int] = field(default_factory=dict)
+    bounced_soft: int = 0
+    #: What the reputation breaker reads (:mod:`newsletter.reputation`): complaints per
+    #: message accepted, hard bounces per message attempted (accepted or failed).
+    complaint_rate: float = 0.0
+    bounce_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +122,9 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
     return {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
 
 
-def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, int, int, int]]:
-    """edition -> (delivered, bounced hard or soft, bounced hard, complained), people once."""
+def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, int, int, int, int]]:
+    """edition -> (delivered, bounced hard or soft, bounced hard, complained, bounced soft),
+    people once."""
     rows = session.execute(
         sa_select(
             col(MailEvent.edition_id),
@@ -126,11 +132,12 @@ def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, in
             _distinct_subscribers(MailEventKind.bounced_hard, MailEventKind.bounced_soft),
             _distinct_subscribers(MailEventKind.bounced_hard),
             _distinct_subscribers(MailEventKind.complained),
+            _distinct_subscribers(MailEventKind.bounced_soft),
         )
         .where(col(MailEvent.edition_id).in_(started))
         .group_by(col(MailEvent.edition_id))
     )
-    return {edition_id: (a, b, c, d) for edition_id, a, b, c, d in rows}
+    return {edition_id: (a, b, c, d, e) for edition_id, a, b, c, d, e in rows}
 
 
 def _unsubscribes(
@@ -175,7 +182,7 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
     for edition, slug in editions:
         eid = edition.id or 0
         total, skipped, sent, failed = deliveries.get(eid, (0, 0, 0, 0))
-        delivered, bounced, bounced_hard, complaints = reports.get(eid, (0, 0, 0, 0))
+        delivered, bounced, bounced_hard, complaints, soft = reports.get(eid, (0, 0, 0, 0, 0))
         unsubscribed = unsubscribes.get(eid, 0)
         rows.append(
             EditionStats(
@@ -195,6 +202,9 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
                 unsubscribes=unsubscribed,
                 unsubscribe_rate=unsubscribed / sent if sent else 0.0,
                 unsubscribes_by_source=dict(sorted(by_source.get(eid, {}).items())),
+                bounced_soft=soft,
+                complaint_rate=complaints / sent if sent else 0.0,
+                bounce_rate=bounced_hard / (sent + failed) if sent + failed else 0.0,
             )
         )
     return rows

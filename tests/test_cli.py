@@ -164,7 +164,7 @@ def test_newsletters_add_validates_and_refuses_duplicates(
         ),
         (
             ["newsletters", "add", "x-z", "--name", "X", "--site-url", "javascript:alert(1)"],
-            "site_url",
+            "error: --site-url: expected an ASCII http(s) URL",
         ),
         (["newsletters", "add", "tool-deals", "--name", "Other"], "already exists"),
     ]

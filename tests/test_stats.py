@@ -189,10 +189,15 @@ def test_edition_numbers_are_exact_and_count_each_person_once(
         first.complaints,
         first.unsubscribes,
     )
-    assert counts == (5, 4, 3, 1, 2, 1, 1, 2)
-    assert first.unsubscribe_rate == 0.5
-    assert first.unsubscribes_by_source == {"complaint": 1, "one-click": 1, "page": 1}
-    assert (second.recipients, second.sent, second.failed, second.delivered) == (5, 5, 0, 0)
+    # people[5] was refused at send time (550 5.1.1): a hard bounce like a reported one.
+    assert counts == (5, 4, 3, 1, 3, 2, 1, 3)
+    assert first.unsubscribe_rate == 0.75
+    # p1 and p3 soft-bounced; the rates the breaker reads: 1 complaint of 4 accepted, 2 hard
+    # bounces (p3 reported, people[5] refused) of 5 attempted (4 accepted and 1 failed).
+    assert (first.bounced_soft, first.complaint_rate, first.bounce_rate) == (2, 0.25, 0.4)
+    assert first.unsubscribes_by_source == {"bounce": 1, "complaint": 1, "one-click": 1, "page": 1}
+    # people[5] hard-bounced on the first edition: suppressed, not on the second one.
+    assert (second.recipients, second.sent, second.failed, second.delivered) == (4, 4, 0, 0)
     assert (second.unsubscribes, second.unsubscribe_rate, second.unsubscribes_by_source) == (
         0,
         0.0,
@@ -302,13 +307,13 @@ def test_csv_json_and_table_shapes(seeded: Session, sent: Sent) -> None:
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert len(parsed) == 3
     first = next(r for r in parsed if r["edition_id"] == str(sent.first))
-    assert first["unsubscribe_rate"] == "0.5" and first["recipients"] == "5"
-    assert first["unsubscribes_complaint"] == "1" and first["unsubscribes_bounce"] == "0"
+    assert first["unsubscribe_rate"] == "0.75" and first["recipients"] == "5"
+    assert first["unsubscribes_complaint"] == "1" and first["unsubscribes_bounce"] == "1"
     assert "unsubscribes_by_source" not in first
     assert datetime.fromisoformat(first["sent_at"]).tzinfo is not None
     data = json.loads(to_json(rows))
     one = next(r for r in data if r["edition_id"] == sent.first)
-    assert one["unsubscribe_rate"] == 0.5 and one["unsubscribes_by_source"]["page"] == 1
+    assert one["unsubscribe_rate"] == 0.75 and one["unsubscribes_by_source"]["page"] == 1
     assert isinstance(one["sent"], int) and datetime.fromisoformat(one["sent_at"])
     growth = [WeekGrowth("2026-W48", date(2026, 11, 23), 3, 1, 2, 10)]
     assert to_csv(growth) == (
@@ -318,7 +323,7 @@ def test_csv_json_and_table_shapes(seeded: Session, sent: Sent) -> None:
     assert both["growth"][0]["week_start"] == "2026-11-23" and len(both["editions"]) == 3
     table = to_table(rows).splitlines()
     assert table[0].split()[:3] == ["id", "newsletter", "date"]
-    assert any("50.00" in line and "weekly-ai-tool-verdicts" in line for line in table)
+    assert any("75.00" in line and "weekly-ai-tool-verdicts" in line for line in table)
     assert "+2" in to_table(growth) and to_csv([]) == "" and to_table([]) == ""
 
 
@@ -371,8 +376,9 @@ def test_stats_command(seeded: Session, settings: Settings, sent: Sent, tmp_path
     ).one()
     assert growth[1].split() == ["2026-W48", "2026-11-23", "0", "4", "-4", str(active)]
     first = next(line.split() for line in table.stdout.splitlines() if line.split()[0] == "1")
-    # recipients, sent, delivered, failed, bounced, complaints, unsubs, unsub %
-    assert first[4:12] == ["5", "4", "3", "1", "2", "1", "2", "50.00"]
+    # recipients, sent, delivered, failed, hard, soft, bounce %, complaints, compl %, unsubs,
+    # unsub %
+    assert first[4:15] == ["5", "4", "3", "1", "2", "2", "40.00", "1", "25.00", "3", "75.00"]
     out = _cli(settings, "--newsletter", "tool-deals", "--format", "json")
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)

@@ -13,6 +13,7 @@ import typer
 
 from newsletter.allocator import keep_freed_memory
 from newsletter.cli import (  # noqa: F401 (register)
+    bounces,
     content,
     demo,
     dkim,

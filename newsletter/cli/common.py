@@ -27,6 +27,7 @@ from newsletter.config import ConfigError, Settings
 from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
 from newsletter.dkim import DkimError
 from newsletter.journal import JournalError
+from newsletter.mailbox import MailboxError
 from newsletter.progress import SendProgress, duration, lines_every
 from newsletter.rendering import RenderError
 from newsletter.schedules import ScheduleFileError
@@ -100,6 +101,11 @@ dkim_app = typer.Typer(
     help="DKIM signing keys for the messages the engine sends itself.", no_args_is_help=True
 )
 app.add_typer(dkim_app, name="dkim")
+bounces_app = typer.Typer(
+    help="Bounce and complaint reports that arrive as mail (smtp:// sends with VERP).",
+    no_args_is_help=True,
+)
+app.add_typer(bounces_app, name="bounces")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXPECTED_ERRORS = (
@@ -115,6 +121,7 @@ _EXPECTED_ERRORS = (
     publish.RescheduleError,
     WriterError,
     DkimError,
+    MailboxError,
     AccountError,
     RenderError,
     RuleError,
@@ -122,6 +129,18 @@ _EXPECTED_ERRORS = (
     IsADirectoryError,
     PermissionError,
 )
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming each variable and what is allowed (pydantic's own
+    text spans four lines per error, with a link)."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        variable = field if field.startswith("NEWSLETTER_") else f"NEWSLETTER_{field.upper()}"
+        problems.append(message if message.startswith("NEWSLETTER_") else f"{variable}: {message}")
+    return "; ".join(problems)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -145,7 +164,7 @@ def readable_errors(func: F) -> F:
                 typer.echo(problem, err=True)
             raise _fail(f"{len(exc.problems)} problem(s); nothing was imported") from None
         except ValidationError as exc:
-            raise _fail(f"configuration: {exc}") from None
+            raise _fail(f"configuration: {settings_problem(exc)}") from None
         except _EXPECTED_ERRORS as exc:
             raise _fail(str(exc)) from None
         except OperationalError as exc:
@@ -198,7 +217,21 @@ def base_url_mismatch(base_url: str, host: str, port: int) -> str | None:
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings, with a command's options over them; a bad option is named as the option
+    (``--site-url: ...``), not as the variable the user did not set."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        options = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error.get("loc") else ""
+            if field in given:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                options.append(f"--{field.replace('_', '-')}: {message}")
+        if options:
+            raise ConfigError("; ".join(options)) from None
+        raise
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from newsletter.cli.common import (
     base_url_mismatch,
     cli_now,
     readable_errors,
+    settings_problem,
 )
 
 # --- health --------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ def doctor_command() -> None:
     try:
         settings = _settings()
     except ValidationError as exc:
-        raise _fail(f"configuration: {exc}") from None
+        raise _fail(f"configuration: {settings_problem(exc)}") from None
     checks = doctor.run_checks(settings)
     typer.echo(doctor.render(checks))  # ends with a newline, like every other command
     raise typer.Exit(doctor.exit_code(checks))

@@ -19,10 +19,12 @@ from newsletter.backends import MailBackend
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.dispatch import Policy, SendSummary, dispatch
+from newsletter.domainrate import DomainGate, DomainLimits, WarmupPlan
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.personalization import MessageTemplate
 from newsletter.progress import SendProgress
+from newsletter.publish import breaker
 from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
@@ -49,7 +51,19 @@ def policy_for(settings: Settings) -> Policy:
         retry_base_seconds=settings.retry_base_seconds,
         error_budget=settings.error_budget,
         redactor=redactor_for(settings),
+        soft_bounce_limit=settings.soft_bounce_limit,
+        limits=breaker.limits_for(settings),
     )
+
+
+def gate_for(settings: Settings, engine: Engine, clock: Clock) -> DomainGate | None:
+    """The per-domain limits and warm-up plan of the settings, shared through ``engine``,
+    on the send's ``clock``; None when neither is set (the send then pays nothing for them)."""
+    limits = DomainLimits.parse(settings.domain_limits)
+    warmup = WarmupPlan.parse(settings.warmup) if settings.warmup.strip() else None
+    if limits.empty and warmup is None:
+        return None
+    return DomainGate(engine, limits, warmup, clock=lambda: clock().timestamp())
 
 
 def _refuse_edited_since_approval(session: Session, edition: Edition, actor: str) -> None:
@@ -218,6 +232,7 @@ def send_edition(
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
+    gate = gate_for(settings, engine, clock)
     if on_start is not None or progress is not None:
         open_now = ledger.open_count(session, edition_id=edition_id)
         if on_start is not None:
@@ -226,21 +241,23 @@ def send_edition(
             progress.start(open_now)
     total = SendSummary()
     while True:
-        total.merge(
-            _one_pass(
-                session,
-                edition,
-                template,
-                settings,
-                limiter,
-                backend,
-                make_backend,
-                concurrency,
-                on_batch,
-                clock,
-                progress,
-            )
+        summary = _one_pass(
+            session,
+            edition,
+            template,
+            settings,
+            limiter,
+            backend,
+            make_backend,
+            concurrency,
+            on_batch,
+            clock,
+            progress,
+            gate,
         )
+        for trip in summary.trips:  # the breaker paused it: tell the people in charge
+            breaker.alert(session, settings, trip)
+        total.merge(summary)
         if (
             _finish_if_done(session, edition_id=edition_id, now=clock())
             or not wait
@@ -272,6 +289,7 @@ def _one_pass(
     on_batch: Callable[[int], None] | None,
     clock: Clock,
     progress: SendProgress | None = None,
+    gate: DomainGate | None = None,
 ) -> SendSummary:
     assert edition.id is not None
     signer = signer_for(settings)
@@ -291,6 +309,7 @@ def _one_pass(
             journal_dir=settings.journal_path(),
             clock=clock,
             progress=progress,
+            gate=gate,
         )
 
     if concurrency <= 1:

@@ -1,7 +1,7 @@
 """Webhook endpoints for the email APIs: ``POST /webhooks/{provider}``.
 
 Each request is verified by :mod:`newsletter.webhooks` (signature or shared secret) before
-anything is read from it, then handed to :func:`newsletter.bounces.apply_events`. An endpoint
+anything is read from it, then handed to :func:`newsletter.publish.breaker.take`. An endpoint
 whose secret is not configured does not exist (404): an unverifiable webhook is never
 accepted. A rejected request gets 401 and changes nothing; a provider retrying an event it
 already delivered gets 200 and changes nothing either (events are deduplicated by id).
@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from newsletter import bounces, store
+from newsletter import store
+from newsletter.publish import breaker
 from newsletter.web.context import WebContext, web_context
 from newsletter.webhooks import (
     PARSERS,
@@ -115,6 +116,6 @@ def _apply(ctx: WebContext, provider: str, events: list[ProviderEvent], nonce: s
         ):
             session.rollback()
             return False
-        bounces.apply_events(session, events, soft_limit=ctx.settings.soft_bounce_limit)
-        session.commit()
+        # Applied, guarded by the reputation breaker, committed; a trip alerts the operators.
+        breaker.take(session, ctx.settings, events, now=ctx.clock())
     return True

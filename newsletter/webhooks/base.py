@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from newsletter.verp import DeliveryRef
+
 DETAIL_MAX = 500
 
 
@@ -58,6 +60,13 @@ class ProviderEvent:
     provider_message_id: str | None
     occurred_at: datetime
     detail: str
+    #: The delivery a signed VERP return path named (bounce reports over SMTP or a mailbox);
+    #: it beats ``provider_message_id``.
+    delivery: DeliveryRef | None = None
+    #: Whether an event tied to no delivery may be matched to a subscriber by address alone.
+    #: Provider webhooks are signed, so yes; a bounce report that came without a genuine
+    #: return path could be forged by anyone who can send mail, so it is stored, not acted on.
+    match_email: bool = True
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 
 from newsletter import accounts, audit, chart, stats
 from newsletter.models import User
+from newsletter.publish import breaker
 from newsletter.web.console.base import (
     Ctx,
     Forbidden,
@@ -96,7 +97,9 @@ def stats_page(ctx: Ctx, who: Who) -> HTMLResponse:
     """Per-edition numbers and the chart (a stacked one on a phone)."""
     with ctx.session() as session:
         rows = stats.edition_stats(session)
-    return console_page(ctx, who, "console_stats.html", stats=rows)
+    return console_page(
+        ctx, who, "console_stats.html", stats=rows, limits=breaker.limits_for(ctx.settings)
+    )
 
 
 @router.get("/chart.svg")

@@ -1,0 +1,33 @@
+"""sendwindow: per-domain minute budgets, domain back-off and the warm-up's daily count
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-03 22:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0017"
+down_revision: str | None = "0016"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sendwindow",
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("window_start", sa.Float(), nullable=False),
+        sa.Column("used", sa.Integer(), nullable=False),
+        sa.Column("backoff_until", sa.Float(), nullable=False),
+        sa.Column("backoff_step", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("sendwindow")
