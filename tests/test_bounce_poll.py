@@ -80,3 +80,29 @@ def test_poll_mistakes_end_in_one_line(
     assert unset.output.startswith("error: NEWSLETTER_BOUNCE_MAILBOX is not set")
     bad = poll(verp_settings, "ftp://x@host/")
     assert bad.exit_code == 1 and "mailbox URL: " in bad.output and "scheme" in bad.output
+
+
+def test_doctor_checks_the_return_path_and_logs_in_to_the_mailbox(
+    mail_server: MailServer, verp_settings: Settings
+) -> None:
+    from newsletter.doctor.bounce_checks import check_bounces
+
+    unset = check_bounces(
+        verp_settings.model_copy(update={"bounce_address": "", "mail_backend": "smtp://mx:25"}), 2
+    )
+    assert [(c.ok, c.summary.split(":")[0]) for c in unset] == [
+        (None, "smtp")  # smtp:// sends use the From address as return path: ...
+    ]
+    good = check_bounces(
+        verp_settings.model_copy(update={"bounce_mailbox": mail_server.url("imaps")}), 5
+    )
+    assert [c.ok for c in good] == [True, True]
+    assert good[1].summary.endswith("/INBOX logs in") and mail_server.password not in str(good)
+    bad = check_bounces(
+        verp_settings.model_copy(
+            update={"bounce_mailbox": mail_server.url("pop3", password="wrong-one")}
+        ),
+        5,
+    )
+    assert bad[-1].ok is False and "login refused" in bad[-1].summary
+    assert "wrong-one" not in bad[-1].summary

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 from newsletter.config import Settings
 from newsletter.database import head_revision, make_engine, upgrade
 from newsletter.doctor import Check, exit_code, render, run_checks
+from tests import dns_server
 from tests.conftest import APIStub, SMTPSink
 
 SMTP_USER, SMTP_PASSWORD = "doctor", "right-smtp-password"
@@ -37,15 +38,22 @@ def doctor(settings: Settings, **changes: Any) -> list[Check]:
 
 
 @pytest.fixture
-def healthy(settings: Settings, engine: Engine, smtp_server: SMTPSink) -> Settings:
-    """A migrated SQLite file, the SMTP sink, an https base URL and a strong key."""
-    return settings.model_copy(
-        update={
-            "mail_backend": smtp_server.url,
-            "from_address": "Verdicts <verdicts@mail.aitoolverdicts.dev>",
-            "site_url": "https://aitoolverdicts.dev",
-        }
-    )
+def healthy(settings: Settings, engine: Engine, smtp_server: SMTPSink) -> Iterator[Settings]:
+    """A migrated SQLite file, the SMTP sink, an https base URL, a strong key, and a
+    nameserver (dnslib, on 127.0.0.1) publishing the domain's SPF and DMARC records."""
+    zones = {
+        "mail.aitoolverdicts.dev": {"TXT": ["v=spf1 ip4:203.0.113.5 -all"]},
+        "_dmarc.mail.aitoolverdicts.dev": {"TXT": ["v=DMARC1; p=quarantine"]},
+    }
+    with dns_server.running(zones) as dns:
+        yield settings.model_copy(
+            update={
+                "mail_backend": smtp_server.url,
+                "from_address": "Verdicts <verdicts@mail.aitoolverdicts.dev>",
+                "site_url": "https://aitoolverdicts.dev",
+                "dns_resolver": dns.address,
+            }
+        )
 
 
 @pytest.fixture

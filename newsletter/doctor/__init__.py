@@ -21,9 +21,11 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from newsletter.config import Settings
+from newsletter.doctor.bounce_checks import check_bounces
 from newsletter.doctor.check import LABELS, Check, Step
 from newsletter.doctor.database_checks import check_database
 from newsletter.doctor.dkim_checks import check_dkim
+from newsletter.doctor.dns_checks import check_dns
 from newsletter.doctor.mail_checks import check_mail_backend
 from newsletter.doctor.settings_checks import (
     check_admin_page,
@@ -50,6 +52,8 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         ("webhooks", check_webhooks),
         ("writer", check_writer),
         ("dkim", check_dkim),
+        ("dns", check_dns),
+        ("bounces", check_bounces),
     ]
     checks: list[Check] = []
     for name, step in steps:

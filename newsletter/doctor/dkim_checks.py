@@ -1,5 +1,5 @@
-"""Whether the DKIM keys load and sign, and what to publish for each. The DNS itself is not
-checked yet: the TXT record to compare is printed."""
+"""Whether the DKIM keys load and sign, and what to publish for each. Whether the DNS
+publishes them is :mod:`newsletter.doctor.dns_checks`."""
 
 from __future__ import annotations
 
