@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import bounce_reports, reputation
+from newsletter import bounce_reports, mailbox, reputation
+from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.publish import breaker
 from newsletter.verp import ReturnPaths
@@ -108,3 +110,20 @@ def take(
     intake.outcome.update(outcome)
     intake.trips += trips
     return intake
+
+
+def poll_mailbox(
+    settings: Settings, engine: Engine, *, clock: Clock, limit: int | None = None
+) -> tuple[mailbox.PollResult, Intake]:
+    """Read ``NEWSLETTER_BOUNCE_MAILBOX`` once (see :func:`newsletter.mailbox.poll`): each
+    message's reports are committed before it is deleted. Raises
+    :class:`~newsletter.mailbox.MailboxError` when the mailbox can't be read."""
+    intake = Intake()
+
+    def handle(raw: bytes) -> bool:
+        with Session(engine) as session:
+            take(session, settings, raw, now=clock(), intake=intake)
+        return True
+
+    result = mailbox.poll(mailbox.MailboxURL.parse(settings.bounce_mailbox), handle, limit=limit)
+    return result, intake

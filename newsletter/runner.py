@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import periods, publish, scheduler
+from newsletter import bounce_intake, mailbox, periods, publish, scheduler
 from newsletter.backends import BackendError, MailBackend, backend_from_url
 from newsletter.clock import system_clock
 from newsletter.config import Settings
@@ -36,6 +36,8 @@ from newsletter.schedules import active_schedules
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30
+#: How often a running scheduler reads NEWSLETTER_BOUNCE_MAILBOX (listmonk's default is 15 min).
+BOUNCE_POLL_SECONDS = 300
 
 
 def build_scheduler(
@@ -85,7 +87,34 @@ def build_scheduler(
     aps.add_job(
         run_tick, IntervalTrigger(seconds=REFRESH_SECONDS), id="tick", next_run_time=system_clock()
     )
+    if send and settings.bounce_mailbox and settings.bounce_address:
+        aps.add_job(
+            lambda: poll_bounces(settings, engine),
+            IntervalTrigger(seconds=BOUNCE_POLL_SECONDS),
+            id="bounces",
+            next_run_time=system_clock(),
+        )
     return aps
+
+
+def poll_bounces(settings: Settings, engine: Engine) -> mailbox.PollResult | None:
+    """One read of the bounce mailbox; a mailbox or database that fails is logged (the next
+    poll tries again; what was not deleted is still there)."""
+    try:
+        result, intake = bounce_intake.poll_mailbox(settings, engine, clock=system_clock)
+    except mailbox.MailboxError as exc:
+        log.warning("bounce mailbox: %s", exc)
+        return None
+    except Exception as exc:
+        if connection_lost(exc) is None:
+            raise
+        log.warning("bounce mailbox not read: the database is unreachable")
+        return None
+    if result.seen:
+        log.info("bounce mailbox: %s", intake.describe())
+    for error in result.errors:
+        log.warning("bounce mailbox kept a message: %s", error)
+    return result
 
 
 def _refresh_jobs(aps: BaseScheduler, session: Session, run_tick: Callable[[], None]) -> None:

@@ -106,3 +106,34 @@ def test_doctor_checks_the_return_path_and_logs_in_to_the_mailbox(
     )
     assert bad[-1].ok is False and "login refused" in bad[-1].summary
     assert "wrong-one" not in bad[-1].summary
+
+
+def test_the_scheduler_reads_the_mailbox_and_survives_a_bad_one(
+    mail_server: MailServer,
+    session: Session,
+    engine: Any,
+    verp_settings: Settings,
+    sent: Sent,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from newsletter import runner
+
+    a = next(iter(sent.people))
+    mail_server.append(report_for("gmail_user_unknown.eml", sent, a))
+    good = verp_settings.model_copy(update={"bounce_mailbox": mail_server.url("imap")})
+    jobs = runner.build_scheduler(good, engine, send=True, blocking=False)
+    assert jobs.get_job("bounces") is not None  # every BOUNCE_POLL_SECONDS
+    result = runner.poll_bounces(good, engine)
+    assert result is not None and (result.seen, result.handled) == (1, 1)
+    session.expire_all()
+    assert session.get(Subscriber, sent.people[a].id).suppressed == "bounced"  # type: ignore[union-attr]
+    bad = good.model_copy(update={"bounce_mailbox": mail_server.url("imap", password="nope!")})
+    with caplog.at_level("WARNING", logger="newsletter.runner"):
+        assert runner.poll_bounces(bad, engine) is None
+    assert "bounce mailbox: imap://" in caplog.text and "login refused" in caplog.text
+    assert "nope!" not in caplog.text
+    # Without a mailbox (or without sending) there is no such job.
+    assert (
+        runner.build_scheduler(verp_settings, engine, send=True, blocking=False).get_job("bounces")
+        is None
+    )

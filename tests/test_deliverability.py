@@ -209,6 +209,27 @@ def test_the_breaker_pauses_a_send_whose_bounce_rate_passes_the_limit_and_alerts
     # Resuming is the operator's decision; a second trip needs the rate to rise again.
     paused = [e for e in store.edition_events(session, edition_id=draft) if e.action == "paused"]
     assert [e.actor for e in paused] == ["reputation breaker"]
+    # The operator's view: the reason, and both rates against their limits.
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    env = {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_BOUNCE_RATE_LIMIT": "0.1",
+        "NEWSLETTER_BREAKER_MIN_SAMPLE": "20",
+    }
+    status = CliRunner().invoke(app, ["edition", "status", str(draft)], env=env)
+    assert status.exit_code == 0, status.output
+    assert (
+        f"edition {draft} " in status.stdout and "reason: paused by the reputation" in status.stdout
+    )
+    hard = reading.hard_bounces
+    assert (
+        f"reputation: complaints 0/20 = 0.00% (limit 0.30%), hard bounces {hard}/{tried} = "
+        f"{hard / tried:.2%} (limit 10.00%; the breaker reads them from 20 messages)"
+    ) in status.stdout
+    assert "paused by reputation breaker" in status.stdout
 
 
 def test_no_trip_below_the_minimum_sample_or_under_the_limits() -> None:

@@ -10,11 +10,12 @@ import typer
 from sqlmodel import Session
 
 from newsletter import mailbox
-from newsletter.bounce_intake import Intake, paths_for, take
+from newsletter.bounce_intake import Intake, paths_for, poll_mailbox, take
 from newsletter.bounce_server import BounceHandler, BounceServer
 from newsletter.cli.common import (
     _settings,
     bounces_app,
+    cli_clock,
     cli_now,
     configure_logging,
     readable_errors,
@@ -103,16 +104,9 @@ def bounces_poll(
         )
     url = mailbox.MailboxURL.parse(settings.bounce_mailbox)
     engine = make_engine(settings.database_url, create=False)
-    require_head(engine)
-    intake = Intake()
     try:
-
-        def handle(raw: bytes) -> bool:
-            with Session(engine) as session:
-                take(session, settings, raw, now=cli_now(), intake=intake)
-            return True
-
-        result = mailbox.poll(url, handle, limit=limit)
+        require_head(engine)
+        result, intake = poll_mailbox(settings, engine, clock=cli_clock(), limit=limit)
     finally:
         engine.dispose()
     typer.echo(

@@ -11,7 +11,7 @@ import typer
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from newsletter import ledger, publish, store
+from newsletter import ledger, publish, reputation, store
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
     _fail,
@@ -30,6 +30,7 @@ from newsletter.database import connection_lost
 from newsletter.models import (
     Edition,
 )
+from newsletter.publish.breaker import limits_for
 from newsletter.rendering import SUBJECT_BUDGET
 from newsletter.store import MAX_REASON
 
@@ -374,6 +375,7 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     with _session(settings) as session:
         live = publish.live_edition(session, edition_id=edition_id, now=cli_now())
         history = store.edition_events(session, edition_id=edition_id)
+        reading = reputation.read(session, edition_id=edition_id)
     edition = live.edition
     typer.echo(f"edition {edition_id} ({edition.period_key}): {live.state}")
     if edition.status_reason:
@@ -389,6 +391,15 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     typer.echo(f"  rate: {live.rate:.1f}/s over the last minute; left: {live.left}; ETA: {eta}")
     if live.next_retry_at:
         typer.echo(f"  next retry: {live.next_retry_at:%Y-%m-%d %H:%M:%S} UTC")
+    if reading.attempted:
+        limits = limits_for(settings)
+        typer.echo(
+            f"  reputation: complaints {reading.complaints}/{reading.accepted} = "
+            f"{reading.complaint_rate:.2%} (limit {limits.complaint_rate:.2%}), hard bounces "
+            f"{reading.hard_bounces}/{reading.attempted} = {reading.bounce_rate:.2%} "
+            f"(limit {limits.bounce_rate:.2%}; the breaker reads them from "
+            f"{limits.min_sample} messages)"
+        )
     for email, code, text in live.progress.recent_errors:
         typer.echo(f"  error: {email}: {code or ''} {text}")
     for event in reversed(history):
