@@ -289,3 +289,32 @@ def test_an_editor_writes_and_accepts_a_suggestion_in_a_browser(
             phone = page.frame_locator("iframe.phone").first.locator("body").inner_text()
             assert "Both ship, for different jobs, and the panel says why." in phone
             shoot(page, "suggestion-accepted")
+
+
+def test_an_operator_sees_the_reputation_rates_against_the_limits_in_a_browser(
+    settings: Settings,
+    engine: Engine,
+    seeded: Session,
+    draft: int,
+    page: Page,
+    add_subscribers: Callable[..., list[Subscriber]],
+) -> None:
+    people = add_subscribers(10, prefix="rate")
+    # Two of ten refused at send time (550 5.1.1): a 20% hard-bounce rate, over the 10% limit.
+    strict = settings.model_copy(update={"bounce_rate_limit": 0.1, "breaker_min_sample": 5})
+    backend = memory.MemoryBackend(reject=frozenset({people[0].email, people[1].email}))
+    publish.send_edition(
+        seeded, edition_id=draft, settings=strict, backend=backend, clock=fixed_clock(NOW)
+    )
+    _account(seeded, "ops@example.com", "operator")
+    with _serve(strict, engine, clock=fixed_clock(NOW)) as base:
+        _sign_in(page, base, "ops@example.com")
+        page.goto(f"{base}/console/stats")
+        row = page.locator("#stats tbody tr").first
+        cells = row.locator("td").all_inner_texts()
+        # Hard bounces 2, soft 0, bounce rate 20.00% marked over the limit; no complaints.
+        assert cells[6:10] == ["2 / 0", "20.00% ▲", "0", "0.00%"]
+        assert cells[1] == "paused"  # by the breaker; not sent, so no date
+        assert row.locator("td.over").count() == 1
+        assert "passes 10.00%" in page.locator("#limits").inner_text()
+        shoot(page, "stats-rates")
