@@ -7,6 +7,7 @@ personalization, ledger and SMTP client), peak RSS and the sink's count.
 
     python bench/dispatch.py --subscribers 100000 --workers 8
     python bench/dispatch.py --subscribers 20000 --dkim rsa      # or ed25519, or both
+    python bench/dispatch.py --subscribers 20000 --verp --domain-limits '*=1000000'
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def main() -> None:
         default="none",
         help="sign every message (RSA-2048, Ed25519, or both: dual signing)",
     )
+    parser.add_argument("--verp", action="store_true", help="a signed VERP return path per message")
+    parser.add_argument(
+        "--domain-limits",
+        default="",
+        help="NEWSLETTER_DOMAIN_LIMITS, e.g. '*=1000000': the per-domain gate's own cost",
+    )
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -70,6 +77,8 @@ def main() -> None:
                 batch_size=args.batch_size,
                 journal_dir="" if args.no_journal else str(Path(tmp) / "journal"),
                 dkim_keys=_dkim_keys(args.dkim, Path(tmp)),
+                bounce_address="bounces@news.example.com" if args.verp else "",
+                domain_limits=args.domain_limits,
                 _env_file=None,  # type: ignore[call-arg]
             )
             engine = make_engine(settings.database_url)
@@ -95,6 +104,8 @@ def main() -> None:
     n = report.run.sent
     print(f"subscribers:           {args.subscribers:,} (workers {args.workers})")
     print(f"DKIM:                  {args.dkim}")
+    print(f"VERP:                  {'yes' if args.verp else 'no'}")
+    print(f"domain limits:         {args.domain_limits or 'none'}")
     print(f"sent (ledger):         {counts['sent']:,}; sink received {received:,}")
     print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
     print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
