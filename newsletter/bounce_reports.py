@@ -81,6 +81,11 @@ _NO_SUCH_ADDRESS = re.compile(
     r"|unrouteable address|account (?:has been )?disabled",
     re.IGNORECASE,
 )
+#: A refusal about our envelope sender or domain, whatever its code.
+_ABOUT_US = re.compile(
+    r"sender address rejected|sender domain|return.path|mail from .{0,40}rejected",
+    re.IGNORECASE,
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]{1,256}@[^<>\s@]{1,256})\s*>")
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:()\"'\[\]@]{1,256}@[^\s<>,;:()\"'\[\]@]{1,256}")
@@ -166,8 +171,11 @@ def classify(status: str, action: str = "failed", diagnostic: str = "") -> Event
     - 5.1.x (bad mailbox, domain or syntax, moved, null MX) and 5.2.1 (disabled): hard.
     - 5.0.0, 5.5.0 or no status, when the diagnostic says the address does not exist ("user
       unknown", "no such user", "RecipientNotFound", ...): hard.
-    - Any other 5.x.x (mailbox full, policy or spam blocks, routing, system): soft. These are
-      not the address's fault, so they are counted rather than suppressing it at once.
+    - 5.7.x (policy, spam, authentication: "unauthenticated", "blocked"), 5.3.x and 5.6.x
+      (the receiving system or our message's content), and anything about our own return
+      path (5.1.7, 5.1.8, "sender address rejected"): blocked. Our fault, never the address's:
+      a broken DKIM record must not suppress every Gmail reader three editions later.
+    - Any other 5.x.x (mailbox full, routing): soft. Counted rather than suppressing at once.
     - 4.x.x with action ``failed`` (the MTA gave up retrying): soft.
     - No code anywhere: soft, or hard with the "does not exist" wording.
 
@@ -183,6 +191,10 @@ def classify(status: str, action: str = "failed", diagnostic: str = "") -> Event
     klass, subject, detail = code.split(".")
     if klass == "2":
         return None
+    if (subject, detail) in {("1", "7"), ("1", "8")} or _ABOUT_US.search(diagnostic):
+        return EventKind.blocked
+    if klass == "5" and subject in {"3", "6", "7"}:
+        return EventKind.blocked
     if klass == "4":
         return EventKind.bounced_soft
     if subject == "1" or (subject, detail) == ("2", "1"):

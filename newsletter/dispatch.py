@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from newsletter import bounces, journal, ledger, reputation, store
 from newsletter.backends import BackendError, MailBackend, SendResult, SendStatus
@@ -29,7 +30,7 @@ from newsletter.clock import Clock
 from newsletter.domainrate import BACKOFF_CODES, DomainGate
 from newsletter.journal import JournalError, ResultJournal
 from newsletter.message import OutgoingMessage
-from newsletter.models import DeliveryStatus, EditionStatus
+from newsletter.models import DeliveryStatus, EditionStatus, Subscriber
 from newsletter.personalization import MessageTemplate, Recipient
 from newsletter.progress import SendProgress
 from newsletter.ratelimit import Limiter
@@ -145,6 +146,9 @@ class _Run:
     counted: set[int] = field(default_factory=set)
     #: Permanent refusals at send time, reported as bounces once the chunk is recorded.
     refusals: list[ProviderEvent] = field(default_factory=list)
+    #: Subscribers whose message the server accepted (SMTP 250): their soft bounces are no
+    #: longer "in a row" (``smtp://`` has no delivery webhooks to say so).
+    accepted: list[int] = field(default_factory=list)
     #: Per-domain limits, domain back-off and the warm-up cap (None: none configured).
     gate: DomainGate | None = None
     #: Recipients whose domain answered 421/451 in the chunk in flight.
@@ -336,6 +340,9 @@ def _admitted(run: _Run, part: list[ledger.OpenDelivery]) -> list[ledger.OpenDel
             owner=run.owner,
             reason=f"held back: {admission.reason}",
         )
+        # Committed now (nothing was handed over): on SQLite an open write would lock out the
+        # gate's and the rate limiter's own transactions on their connections.
+        run.session.commit()
         run.summary.held_back += len(admission.postponed)  # still open: not progress yet
     return [part[i] for i in admission.allowed]
 
@@ -400,6 +407,13 @@ def _record(run: _Run, outcomes: list[ledger.Outcome]) -> None:
     updated = ledger.record(run.session, outcomes=outcomes, owner=run.owner, now=run.clock())
     if run.refusals:
         _report_refusals(run)
+    if run.accepted:
+        accepted, run.accepted = run.accepted, []
+        run.session.execute(
+            update(Subscriber)
+            .where(col(Subscriber.id).in_(accepted), col(Subscriber.soft_bounces) > 0)
+            .values(soft_bounces=0)
+        )
     missing = len(outcomes) - updated
     if missing > 0:
         run.summary.unrecorded += missing
@@ -480,7 +494,8 @@ def _send_chunk(
                         if index in handed
                         else SendResult(SendStatus.deferred, exc.code, str(exc))
                     )
-            return _final(run, chunk, answers)
+            refused = set(answers) - set(range(len(exc.results)))
+            return _final(run, chunk, answers, no_backoff=refused)
         _settle(run, chunk, answers, pending, later)
         reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
         store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
@@ -516,17 +531,27 @@ def _final(
     run: _Run,
     chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
     answers: dict[int, SendResult],
+    no_backoff: set[int] | frozenset[int] = frozenset(),
 ) -> list[ledger.Outcome]:
-    """The outcomes of the answered messages, in order, each counted once in the summary."""
+    """The outcomes of the answered messages, in order, each counted once in the summary.
+
+    ``no_backoff``: answers that came from the relay refusing the connection (a 421 "too
+    busy" from the smarthost), which say nothing about the recipients' domains."""
     outcomes = []
     for index in sorted(answers):
         delivery, message = chunk[index]
         outcomes.append(_outcome(run, delivery, message, answers[index]))
         _tally(run, delivery, outcomes[-1])
         refusal = _refusal(run, delivery, answers[index])
+        if answers[index].status == SendStatus.sent:
+            run.accepted.append(delivery.subscriber_id)
         if refusal is not None:
             run.refusals.append(refusal)
-        elif answers[index].status == SendStatus.deferred and answers[index].code in BACKOFF_CODES:
+        elif (
+            answers[index].status == SendStatus.deferred
+            and answers[index].code in BACKOFF_CODES
+            and index not in no_backoff
+        ):
             run.slow_down.append(delivery.email)
         if run.progress is not None and index not in run.counted:
             run.counted.add(index)  # answered without a callback (a refused connection)

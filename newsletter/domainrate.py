@@ -183,7 +183,7 @@ class DomainGate:
             rows = {r.key: r for r in conn.execute(select(_WINDOW).where(_WINDOW.c.key.in_(keys)))}
             room: dict[str, int] = {}
             wait: dict[str, tuple[float, str]] = {}
-            updates: list[tuple[str, int | None, float, int]] = []  # key, version, start, used
+            windows: dict[str, tuple[int | None, float, int]] = {}  # group: version, start, used
             for group, count in wanted.items():
                 row = rows.get(f"d:{group}")
                 if row is not None and row.backoff_until > now:
@@ -200,9 +200,7 @@ class DomainGate:
                 room[group] = max(0, min(count, limit - used))
                 if room[group] < count:
                     wait[group] = (start + MINUTE, f"{group} at its limit of {limit}/min")
-                updates.append(
-                    (f"d:{group}", row.version if row else None, start, used + room[group])
-                )
+                windows[group] = (row.version if row else None, start, used)
             allowed, held = [], []
             taken: Counter[str] = Counter()
             for index, group in enumerate(groups):
@@ -213,8 +211,13 @@ class DomainGate:
                     held.append(index)
             postponed = {i: wait[groups[i]][0] for i in held}
             reason = wait[groups[held[0]]][1] if held else ""
+            updates: list[tuple[str, int | None, float, int]] = []  # key, version, start, used
             if self.warmup is not None:
                 allowed, reason = self._warm(conn, rows, day, allowed, postponed, reason, updates)
+            # Only what is let through spends a domain's minute (not what the warm-up held).
+            going = Counter(groups[i] for i in allowed)
+            for group, (version, start, used) in windows.items():
+                updates.append((f"d:{group}", version, start, used + going[group]))
             for key, version, start, used in updates:
                 if not self._store(conn, key, version, start, used):
                     raise _Lost

@@ -206,6 +206,9 @@ class Edition(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Why the edition is paused or cancelled (an operator's word or the error budget's).
     status_reason: str | None = Field(default=None, max_length=500)
+    #: The reputation counts when an operator resumed a send the breaker had paused
+    #: ("attempted,accepted,hard,complaints"): from then on the breaker judges what comes after.
+    breaker_baseline: str | None = Field(default=None, max_length=100)
     #: The scheduled send time this edition is for (None: drafted by hand).
     scheduled_for: datetime | None = Field(default=None, sa_type=UTCDateTime)
     approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -296,6 +299,7 @@ class MailEventKind(enum.StrEnum):
     bounced_hard = "bounced_hard"
     bounced_soft = "bounced_soft"
     complained = "complained"
+    blocked = "blocked"  # refused for a reason that is not the address's (see webhooks)
 
 
 class MailEvent(SQLModel, table=True):
@@ -376,7 +380,7 @@ class SendWindow(SQLModel, table=True):
     compare-and-set on ``version`` (see :mod:`newsletter.domainrate`).
     """
 
-    key: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=300)  # "d:" + a domain of up to 253
     window_start: float = 0.0  # epoch seconds
     used: int = 0
     backoff_until: float = 0.0  # epoch seconds; 0: none

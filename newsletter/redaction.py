@@ -117,4 +117,6 @@ def redactor_for(settings: Settings) -> Redactor:
     except Exception:  # an unparsable URL: the whole of it may be a secret
         values.append(settings.database_url)
     values += url_secrets(settings.mail_backend)
+    mailbox = url_secrets(settings.bounce_mailbox)
+    values += mailbox + [unquote(v) for v in mailbox]  # as written and as the server sees it
     return Redactor.of(v for v in values if v)

@@ -28,7 +28,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from newsletter import store
-from newsletter.models import Delivery, DeliveryStatus, MailEvent, MailEventKind
+from newsletter.models import Delivery, DeliveryStatus, Edition, MailEvent, MailEventKind
 
 BREAKER = "reputation breaker"
 
@@ -51,6 +51,15 @@ class Reading:
     accepted: int  # sent + queued
     hard_bounces: int  # people
     complaints: int  # people
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        return (self.attempted, self.accepted, self.hard_bounces, self.complaints)
+
+    def since(self, baseline: tuple[int, int, int, int]) -> Reading:
+        """What came after ``baseline`` (the counts at a resume)."""
+        a, b, c, d = (max(0, n - m) for n, m in zip(self.counts, baseline, strict=True))
+        return Reading(self.edition_id, a, b, c, d)
 
     @property
     def complaint_rate(self) -> float:
@@ -78,8 +87,12 @@ class Reading:
         return "; ".join(reasons) or None
 
 
-def read(session: Session, *, edition_id: int) -> Reading:
-    """Two indexed aggregates: the edition's deliveries and its reports (people once)."""
+def read(session: Session, *, edition_id: int, since_resume: bool = True) -> Reading:
+    """Two indexed aggregates: the edition's deliveries and its reports (people once).
+
+    With ``since_resume`` (what the breaker judges), only what came after an operator resumed
+    a send the breaker had paused: they looked at the rates then, and the same reports must
+    not pause it again at the next one."""
     accepted_in = col(Delivery.status).in_([DeliveryStatus.sent.value, DeliveryStatus.queued.value])
     failed = col(Delivery.status) == DeliveryStatus.failed.value
     accepted, failures = session.execute(
@@ -99,13 +112,21 @@ def read(session: Session, *, edition_id: int) -> Reading:
             col(MailEvent.edition_id) == edition_id
         )
     ).one()
-    return Reading(
+    reading = Reading(
         edition_id=edition_id,
         attempted=int(accepted) + int(failures),
         accepted=int(accepted),
         hard_bounces=int(hard),
         complaints=int(complaints),
     )
+    if since_resume:
+        baseline = session.execute(
+            sa_select(col(Edition.breaker_baseline)).where(col(Edition.id) == edition_id)
+        ).scalar()
+        if baseline:
+            a, b, c, d = (int(n) for n in baseline.split(","))
+            return reading.since((a, b, c, d))
+    return reading
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,6 +340,17 @@ def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Ed
     ).first()
 
 
+def set_breaker_baseline(
+    session: Session, *, edition_id: int, baseline: tuple[int, int, int, int]
+) -> None:
+    """Remember the reputation counts at a resume (see :mod:`newsletter.reputation`)."""
+    session.execute(
+        update(Edition)
+        .where(col(Edition.id) == edition_id)
+        .values(breaker_baseline=",".join(str(n) for n in baseline))
+    )
+
+
 def set_approval(
     session: Session, *, edition_id: int, approved_at: datetime | None, by: str | None
 ) -> bool:

@@ -30,6 +30,7 @@ RETURN_PATH = "bounces+7-3-abcdefghijklmnop@example.com"
 
 HARD = EventKind.bounced_hard
 SOFT = EventKind.bounced_soft
+BLOCKED = EventKind.blocked
 COMPLAINED = EventKind.complained
 
 # sample -> (kind, recipient, status, reporter) of its one report, or None for "no report".
@@ -49,7 +50,7 @@ EXPECTED: dict[str, tuple[EventKind, str | None, str, str] | None] = {
     "exim_dsn": (HARD, RECIPIENT, "5.1.1", "mail.example.org"),
     "exim_plain": (HARD, RECIPIENT, "5.1.1", "Mailer-Daemon@mail.example.org"),
     "qmail_plain": (HARD, RECIPIENT, "5.1.1", "MAILER-DAEMON@mail.example.org"),
-    "policy_block": (SOFT, RECIPIENT, "5.7.1", "mail.example.org"),
+    "policy_block": (BLOCKED, RECIPIENT, "5.7.1", "mail.example.org"),
     "yahoo_arf_abuse": (COMPLAINED, RECIPIENT, "", "Yahoo!-Mail-Feedback/2.0"),
     "microsoft_jmrp_abuse": (COMPLAINED, RECIPIENT, "", "Microsoft JMRP/1.0"),
     "postfix_delayed": None,
@@ -166,10 +167,15 @@ def test_occurred_at_is_the_arrival_date_or_the_date_header() -> None:
         ("5.1.10", "failed", "", HARD),
         ("5.2.1", "failed", "The email account that you tried to reach is disabled", HARD),
         ("5.2.2", "failed", "mailbox full", SOFT),
-        ("5.7.1", "failed", "Message rejected as spam", SOFT),
-        ("5.7.1", "failed", "550 5.7.1 user unknown", SOFT),  # a policy code wins
+        ("5.7.1", "failed", "Message rejected as spam", BLOCKED),
+        ("5.7.1", "failed", "550 5.7.1 user unknown", BLOCKED),  # a policy code wins
+        ("5.7.26", "failed", "Unauthenticated email from example.com is not accepted", BLOCKED),
+        ("5.1.8", "failed", "<bounces+x@example.com>: Sender address rejected", BLOCKED),
+        ("5.1.7", "failed", "bad sender mailbox syntax", BLOCKED),
+        ("5.2.2", "failed", "mailbox full", SOFT),
         ("5.4.4", "failed", "Unable to route", SOFT),
-        ("5.3.0", "failed", "", SOFT),
+        ("5.3.0", "failed", "", BLOCKED),
+        ("5.4.4", "failed", "unable to route", SOFT),
         ("5.0.0", "failed", "smtp; 550 No such user here", HARD),
         (
             "5.0.0",
@@ -179,8 +185,9 @@ def test_occurred_at_is_the_arrival_date_or_the_date_header() -> None:
         ),
         ("5.0.0", "failed", "smtp; 554 Transaction failed", SOFT),
         ("5.0.0", "failed", "smtp; 550 5.1.1 <a@b.example>: bad", HARD),  # refined to 5.1.1
-        ("5.0.0", "failed", "smtp; 550 5.7.1 blocked", SOFT),  # refined to 5.7.1
-        ("5.0.0", "failed", "Sender address rejected: Domain not found", SOFT),
+        ("5.0.0", "failed", "smtp; 550 5.7.1 blocked", BLOCKED),  # refined to 5.7.1
+        ("5.0.0", "failed", "Sender address rejected: Domain not found", BLOCKED),
+        ("5.1.0", "failed", "Sender address rejected: Domain not found", BLOCKED),
         ("5.5.0", "failed", "Requested action not taken: mailbox unavailable", HARD),
         ("5.5.0", "failed", "Syntax error in parameters", SOFT),
         ("", "failed", "smtp; 550 5.1.1 user unknown", HARD),
@@ -217,7 +224,12 @@ def test_classify_defaults_to_failed() -> None:
         (550, "Requested action not taken: mailbox unavailable", HARD),
         (550, "5.2.1 The email account that you tried to reach is disabled.", HARD),
         (552, "5.2.2 The recipient's inbox is out of storage space.", SOFT),
-        (554, "5.7.1 Service unavailable; Client host [198.51.100.10] blocked", SOFT),
+        (554, "5.7.1 Service unavailable; Client host [198.51.100.10] blocked", BLOCKED),
+        (
+            550,
+            "5.1.8 <bounces+7-3-x@example.com>: Sender address rejected: Domain not found",
+            BLOCKED,
+        ),
         (550, "Message rejected", SOFT),
         (450, "4.2.0 <reader@example.net>: Recipient address rejected: Greylisted", None),
         (421, "4.7.0 Try again later, closing connection.", None),
@@ -394,7 +406,7 @@ def test_truncated_and_mangled_samples_never_raise(name: str) -> None:
         except NotAReport:
             continue
         for report in reports:
-            assert report.kind in (HARD, SOFT, COMPLAINED)
+            assert report.kind in (HARD, SOFT, BLOCKED, COMPLAINED)
             assert len(report.diagnostic) <= DIAGNOSTIC_MAX and "\n" not in report.diagnostic
             assert report.occurred_at is None or report.occurred_at.utcoffset() is not None
             assert report.recipient is None or "@" in report.recipient

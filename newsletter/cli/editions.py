@@ -375,7 +375,7 @@ def edition_status(edition_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     with _session(settings) as session:
         live = publish.live_edition(session, edition_id=edition_id, now=cli_now())
         history = store.edition_events(session, edition_id=edition_id)
-        reading = reputation.read(session, edition_id=edition_id)
+        reading = reputation.read(session, edition_id=edition_id, since_resume=False)
     edition = live.edition
     typer.echo(f"edition {edition_id} ({edition.period_key}): {live.state}")
     if edition.status_reason:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from newsletter import ledger, store
+from newsletter import ledger, reputation, store
 from newsletter.content import fingerprint
 from newsletter.lifecycle import EditionStateError, refusal
 from newsletter.models import Edition, EditionEvent, EditionStatus, Newsletter
@@ -63,6 +63,17 @@ def pause_edition(
 
 
 def resume_edition(session: Session, *, edition_id: int, actor: str = OPERATOR) -> None:
+    """Let a paused edition send again. When the reputation breaker paused it, the operator
+    has looked at the rates: the breaker judges only what comes after this (its counts now
+    become the baseline), so the next report does not pause it again at once."""
+    edition = store.get_edition(session, edition_id=edition_id)
+    tripped = (edition.status_reason or "").startswith(f"paused by the {reputation.BREAKER}")
+    if tripped:
+        store.set_breaker_baseline(
+            session,
+            edition_id=edition_id,
+            baseline=reputation.read(session, edition_id=edition_id, since_resume=False).counts,
+        )
     _change(session, edition_id, "resume", None, actor)
 
 

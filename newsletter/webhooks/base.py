@@ -40,6 +40,10 @@ class EventKind(StrEnum):
     bounced_hard = "bounced_hard"
     bounced_soft = "bounced_soft"
     complained = "complained"
+    #: Refused for a reason that is not the address's: our reputation, authentication or
+    #: content (5.7.x), or our own return path (5.1.7/5.1.8). Stored, counted for operators,
+    #: never held against the subscriber.
+    blocked = "blocked"
 
 
 @dataclass(frozen=True, slots=True)

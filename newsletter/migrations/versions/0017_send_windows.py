@@ -1,4 +1,5 @@
-"""sendwindow: per-domain minute budgets, domain back-off and the warm-up's daily count
+"""sendwindow: per-domain minute budgets, domain back-off and the warm-up's daily count;
+edition.breaker_baseline: the reputation counts when a tripped send was resumed
 
 Revision ID: 0017
 Revises: 0016
@@ -19,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "sendwindow",
-        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=300), nullable=False),
         sa.Column("window_start", sa.Float(), nullable=False),
         sa.Column("used", sa.Integer(), nullable=False),
         sa.Column("backoff_until", sa.Float(), nullable=False),
@@ -27,7 +28,11 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
+    with op.batch_alter_table("edition", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("breaker_baseline", sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("edition", schema=None) as batch_op:
+        batch_op.drop_column("breaker_baseline")
     op.drop_table("sendwindow")
