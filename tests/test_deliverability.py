@@ -485,3 +485,42 @@ def test_the_bounce_mailbox_password_is_masked_wherever_it_would_be_shown() -> N
     )
     text = "login p@ss/word refused (p%40ss%2Fword)"
     assert redactor_for(settings).scrub(text) == "login *** refused (***)"
+
+
+def test_senders_on_postgresql_share_a_domains_budget(
+    postgres_url: str, settings: Settings, tmp_path: Any
+) -> None:
+    from newsletter import importing
+    from newsletter.backends import memory
+    from newsletter.backends.memory import MemoryBackend
+    from newsletter.database import make_engine, upgrade
+    from tests.conftest import EXAMPLES
+
+    pg = settings.model_copy(
+        update={"database_url": postgres_url, "domain_limits": "gmail.com=7", "batch_size": 5}
+    )
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            importing.import_comparisons(session, path=EXAMPLES)
+            subscribe(session, pg, [f"g{i}@gmail.com" for i in range(40)])
+            draft = publish.draft_edition(
+                session, settings=pg, newsletter_slug=None, at=NOW
+            ).edition.id
+            assert draft is not None
+            # Four senders, each with its own connection, claim batches of five at once.
+            report = publish.send_edition(
+                session,
+                edition_id=draft,
+                settings=pg,
+                make_backend=MemoryBackend,
+                concurrency=4,
+                clock=Clock(),
+            )
+            assert report.run.sent == 7 and report.run.held_back == 33
+            assert len(memory.outbox) == 7
+            window = session.get(SendWindow, "d:gmail.com")
+            assert window is not None and window.used == 7
+    finally:
+        engine.dispose()
