@@ -142,6 +142,17 @@ class _Lost(Exception):
     """A compare-and-set lost to another sender: the transaction is rolled back."""
 
 
+def _insert(conn: Connection, *, key: str, **values: float) -> bool:
+    """A new window row (counts zero unless given); False if another sender created it first."""
+    row = {"window_start": 0.0, "used": 0, "backoff_until": 0.0, "backoff_step": 0, **values}
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(_WINDOW).values(key=key, version=0, **row))
+    except IntegrityError:
+        return False
+    return True
+
+
 def _day_key(day: date) -> str:
     return f"day:{day.isoformat()}"
 
@@ -254,21 +265,7 @@ class DomainGate:
     def _store(conn: Connection, key: str, version: int | None, start: float, used: int) -> bool:
         """Compare-and-set one window (insert when new); False if another sender won."""
         if version is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(_WINDOW).values(
-                            key=key,
-                            window_start=start,
-                            used=used,
-                            backoff_until=0.0,
-                            backoff_step=0,
-                            version=0,
-                        )
-                    )
-            except IntegrityError:
-                return False
-            return True
+            return _insert(conn, key=key, window_start=start, used=used)
         done = conn.execute(
             update(_WINDOW)
             .where(_WINDOW.c.key == key, _WINDOW.c.version == version)
@@ -294,19 +291,8 @@ class DomainGate:
                     step = (row.backoff_step + 1) if (row is not None and recent) else 1
                     until = now + min(BACKOFF_MAX, BACKOFF_BASE * math.pow(2, step - 1))
                     if row is None:
-                        try:
-                            with conn.begin_nested():
-                                conn.execute(
-                                    insert(_WINDOW).values(
-                                        key=key,
-                                        window_start=now,
-                                        used=0,
-                                        backoff_until=until,
-                                        backoff_step=step,
-                                        version=0,
-                                    )
-                                )
-                        except IntegrityError:
+                        fields = {"window_start": now, "backoff_until": until, "backoff_step": step}
+                        if not _insert(conn, key=key, **fields):
                             continue
                     else:
                         done = conn.execute(

@@ -35,7 +35,8 @@ def _derive(secret: str) -> bytes:
     return hashlib.sha256(b"newsletter-tokens-v1\x00" + secret.encode()).digest()
 
 
-def _b36(n: int) -> str:
+def b36(n: int) -> str:
+    """``n`` in base 36, lower case (ids in tokens and return paths)."""
     if n < 0:
         raise ValueError("ids are non-negative")
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -64,8 +65,8 @@ class TokenSigner:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
         body = (
-            f"{purpose}.{_b36(subscriber_id)}.{_b36(newsletter_id)}."
-            f"{_b36(edition_id) if edition_id is not None else '-'}"
+            f"{purpose}.{b36(subscriber_id)}.{b36(newsletter_id)}."
+            f"{b36(edition_id) if edition_id is not None else '-'}"
         )
         return f"{body}.{self._signature(self._macs[0], body)}"
 

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from newsletter.tokens import b36
+
 SIGNATURE_CHARS = 16  # 80 bits of base32
 
 _TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,13})-([a-z2-7]{16})")
@@ -32,16 +34,6 @@ class DeliveryRef:
 
     edition_id: int
     subscriber_id: int
-
-
-def _b36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if not n:
-            return out
 
 
 class ReturnPaths:
@@ -83,7 +75,7 @@ class ReturnPaths:
 
     def for_delivery(self, edition_id: int, subscriber_id: int) -> str:
         """``local+<edition>-<subscriber>-<signature>@domain`` (ids in base 36)."""
-        body = f"{_b36(edition_id)}-{_b36(subscriber_id)}"
+        body = f"{b36(edition_id)}-{b36(subscriber_id)}"
         return f"{self.local}+{body}-{self._signature(self._macs[0], body)}@{self.domain}"
 
     def read(self, address: str) -> DeliveryRef | None:
