@@ -22,7 +22,7 @@ from newsletter.cli.common import (
     subscribers_app,
 )
 from newsletter.content import SLUG_PATTERN
-from newsletter.database import current_revision, make_engine, upgrade
+from newsletter.database import current_revision, make_engine, refresh_statistics, upgrade
 from newsletter.importing import comparisons_json_schema
 from newsletter.models import (
     Newsletter,
@@ -95,6 +95,7 @@ def import_subscribers(
             session, path=file, default_newsletter=settings.newsletter, strict=strict
         )
         session.commit()
+        refresh_statistics(session, ("subscriber", "subscription"))
     for problem in report.rejected:
         typer.echo(problem, err=True)
     typer.echo(_subscriber_summary(report))

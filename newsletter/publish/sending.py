@@ -18,6 +18,7 @@ from newsletter import journal, ledger, store
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
+from newsletter.database import refresh_statistics
 from newsletter.dispatch import Policy, SendSummary, dispatch
 from newsletter.domainrate import DomainGate, DomainLimits, WarmupPlan
 from newsletter.lifecycle import EditionStateError
@@ -163,6 +164,10 @@ def start_edition(
                 default_timezone=newsletter.timezone,
             )
     session.commit()
+    if added:
+        # The senders' claims plan from these: a first edition must not start on a plan
+        # made for an empty delivery table.
+        refresh_statistics(session, ("delivery",))
     return added
 
 

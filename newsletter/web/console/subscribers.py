@@ -17,6 +17,7 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 
 from newsletter import accounts, audit, importing, privacy, store, subscriptions
+from newsletter.database import refresh_statistics
 from newsletter.models import Delivery, Subscriber, Subscription, SubscriptionEvent
 from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
 from newsletter.web.context import RowId, WebContext
@@ -280,6 +281,7 @@ async def import_csv(
             },
         )
         session.commit()
+        refresh_statistics(session, ("subscriber", "subscription"))
     return _import_page(ctx, who, report=report, source=source)
 
 
