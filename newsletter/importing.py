@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from newsletter import store
+from newsletter import bulk, store
 from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
-from newsletter.models import Subscriber, Subscription, SubscriptionStatus
+from newsletter.models import SubscriptionStatus, utcnow
 from newsletter.privacy import ERASED
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
@@ -239,6 +239,8 @@ def import_subscribers(
     """Import the valid lines of a subscriber CSV; the caller commits.
 
     With ``strict`` any rejected line raises :class:`ImportRejected` before anything is written.
+    Set-based (:mod:`newsletter.bulk`): one query per 2,000 addresses to find who is known,
+    then ``executemany`` for the new people, their subscriptions and events.
     """
     newsletters = store.newsletters_by_slug(session)
     rows, rejected = parse_subscribers(
@@ -249,58 +251,47 @@ def import_subscribers(
     if rejected and strict:
         raise ImportRejected(rejected)
     report = SubscriberImportReport(rejected=rejected)
-    existing = store.subscribers_by_key(session, keys=[r.email_key for r in rows])
-    new_keys = {r.email_key for r in rows if r.email_key not in existing}
-    new_subscribers = [
-        Subscriber(email=r.email, email_key=r.email_key, name=r.name, timezone=r.timezone)
-        for r in rows
-        if r.email_key not in existing
-    ]
-    session.add_all(new_subscribers)
-    session.flush()
-    report.created = len(new_subscribers)
-    for sub in new_subscribers:
-        existing[sub.email_key] = sub
-    ids = [s.id for s in existing.values() if s.id is not None]
-    subscriptions = store.subscriptions_of(session, subscriber_ids=ids)
+    now = utcnow()
+    known = bulk.find_subscribers(session, keys=[r.email_key for r in rows])
+    new = [r for r in rows if r.email_key not in known]
+    ids = bulk.insert_subscribers(
+        session, rows=[(r.email, r.email_key, r.name, r.timezone) for r in new], now=now
+    )
+    report.created = len(new)
+    changes = []
     for row in rows:
-        subscriber = existing[row.email_key]
-        assert subscriber.id is not None
-        if subscriber.suppressed == ERASED:  # erased on request: nothing of theirs comes back
-            report.suppressed += 1
+        person = known.get(row.email_key)
+        if person is None:
             continue
-        if row.email_key not in new_keys and (
-            (row.name and row.name != subscriber.name)
-            or (row.timezone and row.timezone != subscriber.timezone)
+        ids[row.email_key] = person.id
+        if person.suppressed == ERASED:  # erased on request: nothing of theirs comes back
+            continue
+        if (row.name and row.name != person.name) or (
+            row.timezone and row.timezone != person.timezone
         ):
-            subscriber.name = row.name or subscriber.name
-            subscriber.timezone = row.timezone or subscriber.timezone
-            report.updated += 1
-        if subscriber.suppressed:
+            changes.append((person.id, row.name or person.name, row.timezone or person.timezone))
+    bulk.update_subscribers(session, changes=changes)
+    report.updated = len(changes)
+    current = bulk.find_subscriptions(session, subscriber_ids=[k.id for k in known.values()])
+    joining: list[tuple[int, int, str]] = []
+    for row in rows:
+        person = known.get(row.email_key)
+        suppressed = person.suppressed if person is not None else None
+        if suppressed:  # erased, bounced, complained or left everything: never re-added
             report.suppressed += 1
             continue
+        subscriber_id = ids[row.email_key]
         for slug in row.newsletters:
             newsletter_id = newsletters[slug].id
             assert newsletter_id is not None
-            current = subscriptions.get((subscriber.id, newsletter_id))
-            if current is None:
-                session.add(
-                    Subscription(
-                        subscriber_id=subscriber.id,
-                        newsletter_id=newsletter_id,
-                        status=SubscriptionStatus.active,
-                    )
-                )
-                store.record_event(
-                    session,
-                    subscriber_id=subscriber.id,
-                    newsletter_id=newsletter_id,
-                    kind="subscribed",
-                    source="import",
-                    detail=f"{path.name} line {row.line}",
-                )
+            status = current.get((subscriber_id, newsletter_id))
+            if status is None:
+                joining.append((subscriber_id, newsletter_id, f"{path.name} line {row.line}"))
+                current[(subscriber_id, newsletter_id)] = SubscriptionStatus.active.value
                 report.subscribed += 1
-            elif current.status == SubscriptionStatus.unsubscribed:
+            elif status == SubscriptionStatus.unsubscribed:
                 report.kept_unsubscribed += 1
-    session.flush()
+    bulk.subscribe(
+        session, rows=joining, status=SubscriptionStatus.active.value, source="import", now=now
+    )
     return report
