@@ -1,0 +1,102 @@
+"""Benchmark: `import subscribers` of an N-row CSV, on SQLite or PostgreSQL.
+
+Writes a CSV of N distinct addresses (names on every other row), imports it the way the
+command does (parse, validate every line, write, commit, refresh statistics) into a fresh
+database, and prints the time for the parse and for the whole, per row, and the peak RSS.
+A second import of the same file (everyone known already) is timed too.
+
+    python bench/import_list.py --rows 1000000                 # SQLite
+    python bench/import_list.py --rows 1000000 --postgres      # a scratch database
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from render_send import peak_rss_mib
+from sqlalchemy import create_engine, text
+from sqlmodel import Session
+
+from newsletter import importing, publish
+from newsletter.config import Settings
+from newsletter.database import make_engine, refresh_statistics, upgrade
+
+ADMIN = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def write_csv(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        out.write("email,name\n")
+        for i in range(rows):
+            out.write(
+                f"reader{i}@mail{i % 997}.example.org,{'Reader ' + str(i) if i % 2 else ''}\n"
+            )
+
+
+def run(url: str, csv: Path, rows: int) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            publish.default_newsletter(session, settings)
+            session.commit()
+            for label in ("new list", "again (all known)"):
+                t0 = time.perf_counter()
+                report = importing.import_subscribers(
+                    session, path=csv, default_newsletter=settings.newsletter
+                )
+                session.commit()
+                refresh_statistics(session, ("subscriber", "subscription"))
+                took = time.perf_counter() - t0
+                print(
+                    f"{label:18} {took:6.1f} s  {took / rows * 1e6:5.0f} us/row  "
+                    f"created {report.created:,}, subscribed {report.subscribed:,}, "
+                    f"rejected {len(report.rejected)}"
+                )
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "list.csv"
+        write_csv(csv, args.rows)
+        t0 = time.perf_counter()
+        parsed, _ = importing.parse_subscribers(
+            csv.read_text(encoding="utf-8"),
+            known_newsletters={"weekly-ai-tool-verdicts"},
+            default_newsletter="weekly-ai-tool-verdicts",
+        )
+        print(f"rows:              {args.rows:,} ({'PostgreSQL' if args.postgres else 'SQLite'})")
+        print(f"parse + validate:  {time.perf_counter() - t0:.1f} s for {len(parsed):,} rows")
+        del parsed
+        if not args.postgres:
+            run(f"sqlite:///{Path(tmp) / 'import.db'}", csv, args.rows)
+        else:
+            name = f"bench_import_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            try:
+                run(ADMIN.rsplit("/", 1)[0] + f"/{name}", csv, args.rows)
+            finally:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+    print(f"peak RSS:          {peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
