@@ -25,7 +25,8 @@ from sqlmodel import Session
 from newsletter import publish
 from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
-from newsletter.database import make_engine, refresh_statistics, upgrade
+from newsletter.database import make_engine, upgrade
+from newsletter.planner import refresh_statistics
 
 ADMIN = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from newsletter import importing, publish
 from newsletter.cli import app
 from newsletter.config import Settings
-from newsletter.database import make_engine, refresh_statistics, upgrade
+from newsletter.database import make_engine, upgrade
+from newsletter.planner import refresh_statistics
 from tests.conftest import EXAMPLES, SECRET
 
 ROWS = 5_000

@@ -30,7 +30,6 @@ from cryptography.x509.oid import NameOID
 
 from newsletter.models import MailEventKind
 from newsletter.webhooks import (
-    PARSERS,
     EventKind,
     ProviderEvent,
     WebhookRejected,
@@ -39,8 +38,9 @@ from newsletter.webhooks import (
     resend,
     sendgrid,
     ses,
-    subscription_confirm_url,
 )
+from newsletter.webhooks.registry import PARSERS
+from newsletter.webhooks.ses import subscription_confirm_url
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 

@@ -22,13 +22,14 @@ from newsletter.cli.common import (
     subscribers_app,
 )
 from newsletter.content import SLUG_PATTERN
-from newsletter.database import current_revision, make_engine, refresh_statistics, upgrade
+from newsletter.database import current_revision, make_engine, upgrade
 from newsletter.importing import comparisons_json_schema
 from newsletter.models import (
     Newsletter,
     Subscriber,
     SubscriptionEvent,
 )
+from newsletter.planner import refresh_statistics
 
 # --- db ------------------------------------------------------------------------------------
 

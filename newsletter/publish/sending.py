@@ -18,12 +18,12 @@ from newsletter import journal, ledger, store
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
-from newsletter.database import refresh_statistics
 from newsletter.dispatch import Policy, SendSummary, dispatch
 from newsletter.domainrate import DomainGate, DomainLimits, WarmupPlan
 from newsletter.lifecycle import EditionStateError
 from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.personalization import MessageTemplate
+from newsletter.planner import refresh_statistics
 from newsletter.progress import SendProgress
 from newsletter.publish import breaker
 from newsletter.publish.approval import approval_refusal, editors_required

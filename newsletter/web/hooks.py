@@ -20,14 +20,11 @@ from fastapi.responses import JSONResponse
 from newsletter import store
 from newsletter.publish import breaker
 from newsletter.web.context import WebContext, web_context
-from newsletter.webhooks import (
-    PARSERS,
-    CertificateUnavailable,
-    ProviderEvent,
-    WebhookRejected,
-)
+from newsletter.webhooks import ProviderEvent, WebhookRejected
 from newsletter.webhooks import mailgun as mailgun_hooks
 from newsletter.webhooks import ses as ses_hooks
+from newsletter.webhooks.registry import PARSERS
+from newsletter.webhooks.ses import CertificateUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks")

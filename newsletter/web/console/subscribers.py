@@ -17,8 +17,8 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 
 from newsletter import accounts, audit, importing, privacy, store, subscriptions
-from newsletter.database import refresh_statistics
 from newsletter.models import Delivery, Subscriber, Subscription, SubscriptionEvent
+from newsletter.planner import refresh_statistics
 from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
 from newsletter.web.context import RowId, WebContext
 
