@@ -146,8 +146,8 @@ class _Run:
     counted: set[int] = field(default_factory=set)
     #: Permanent refusals at send time, reported as bounces once the chunk is recorded.
     refusals: list[ProviderEvent] = field(default_factory=list)
-    #: Subscribers whose message the server accepted (SMTP 250): their soft bounces are no
-    #: longer "in a row" (``smtp://`` has no delivery webhooks to say so).
+    #: Subscribers with soft bounces whose message the server accepted (SMTP 250): they are
+    #: no longer "in a row" (``smtp://`` has no delivery webhooks to say so).
     accepted: list[int] = field(default_factory=list)
     #: Per-domain limits, domain back-off and the warm-up cap (None: none configured).
     gate: DomainGate | None = None
@@ -543,8 +543,8 @@ def _final(
         outcomes.append(_outcome(run, delivery, message, answers[index]))
         _tally(run, delivery, outcomes[-1])
         refusal = _refusal(run, delivery, answers[index])
-        if answers[index].status == SendStatus.sent:
-            run.accepted.append(delivery.subscriber_id)
+        if answers[index].status == SendStatus.sent and delivery.soft_bounces:
+            run.accepted.append(delivery.subscriber_id)  # rare: one UPDATE only then
         if refusal is not None:
             run.refusals.append(refusal)
         elif (

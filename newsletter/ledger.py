@@ -168,6 +168,7 @@ class OpenDelivery:
     name: str | None
     still_subscribed: bool  # re-checked right before sending: unsubscribes take effect now
     attempts: int = 0  # sends tried before this one
+    soft_bounces: int = 0  # the subscriber's soft bounces in a row (an accepted send resets)
 
 
 #: A delivery a send may take now: open and due (a deferred retry or a local-time wave whose
@@ -257,7 +258,7 @@ def claim_batch(
             """
             SELECT d.id, d.subscriber_id, r.email, r.name,
                    CASE WHEN s.status = 'active' AND r.suppressed IS NULL THEN 1 ELSE 0 END,
-                   d.attempts
+                   d.attempts, r.soft_bounces
             FROM delivery AS d
             JOIN subscriber AS r ON r.id = d.subscriber_id
             LEFT JOIN subscription AS s
@@ -276,7 +277,9 @@ def claim_batch(
             "owner": owner,
         },
     ).all()
-    return [OpenDelivery(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
+    return [
+        OpenDelivery(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), int(r[6] or 0)) for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
