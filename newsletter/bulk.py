@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ARRAY, any_, bindparam, insert, literal, select, update
 from sqlmodel import Session
 
 from newsletter.models import Subscriber, Subscription, SubscriptionEvent
@@ -36,6 +36,31 @@ T = TypeVar("T")
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _in(column: Any, values: Sequence[Any], session: Session) -> Any:
+    """``column IN (...)``; on PostgreSQL ``column = ANY(:array)``: one parameter instead of
+    thousands, which PostgreSQL would parse and plan one by one."""
+    if _postgres(session):
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _copy(
+    session: Session, table: str, columns: Sequence[str], rows: Iterator[tuple[Any, ...]]
+) -> None:
+    """PostgreSQL's COPY FROM STDIN on the session's own connection (same transaction):
+    several times faster than multi-row INSERTs for a million rows."""
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:  # type: ignore[attr-defined]
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +88,7 @@ def find_subscribers(session: Session, *, keys: Sequence[str]) -> dict[str, Know
         hashed = {erased_key(k): k for k in chunk}
         wanted = [*chunk, *hashed]
         for key, id_, name, tz, suppressed in session.execute(
-            select(*columns).where(_SUBSCRIBER.c.email_key.in_(wanted))
+            select(*columns).where(_in(_SUBSCRIBER.c.email_key, wanted, session))
         ):
             found[hashed.get(key, key)] = Known(id_, name, tz, suppressed)
     return found
@@ -73,26 +98,42 @@ def insert_subscribers(
     session: Session, *, rows: Sequence[tuple[str, str, str | None, str | None]], now: datetime
 ) -> dict[str, int]:
     """Insert (email, email_key, name, timezone) rows; returns email_key -> new id."""
-    for chunk in _chunks(rows, WRITE_CHUNK):
-        session.execute(
-            insert(_SUBSCRIBER),
-            [
-                {
-                    "email": email,
-                    "email_key": key,
-                    "name": name,
-                    "timezone": tz,
-                    "created_at": now,
-                    "soft_bounces": 0,
-                    "confirm_count": 0,
-                }
-                for email, key, name, tz in chunk
-            ],
+    if _postgres(session):
+        _copy(
+            session,
+            "subscriber",
+            (
+                "email",
+                "email_key",
+                "name",
+                "timezone",
+                "created_at",
+                "soft_bounces",
+                "confirm_count",
+            ),
+            ((email, key, name, tz, now, 0, 0) for email, key, name, tz in rows),
         )
+    else:
+        for chunk in _chunks(rows, WRITE_CHUNK):
+            session.execute(
+                insert(_SUBSCRIBER),
+                [
+                    {
+                        "email": email,
+                        "email_key": key,
+                        "name": name,
+                        "timezone": tz,
+                        "created_at": now,
+                        "soft_bounces": 0,
+                        "confirm_count": 0,
+                    }
+                    for email, key, name, tz in chunk
+                ],
+            )
     ids: dict[str, int] = {}
     for keys in _chunks([key for _, key, _, _ in rows], CHUNK):
         query = select(_SUBSCRIBER.c.email_key, _SUBSCRIBER.c.id).where(
-            _SUBSCRIBER.c.email_key.in_(keys)
+            _in(_SUBSCRIBER.c.email_key, keys, session)
         )
         ids.update((key, id_) for key, id_ in session.execute(query))
     return ids
@@ -121,7 +162,7 @@ def find_subscriptions(
     columns = (_SUBSCRIPTION.c.subscriber_id, _SUBSCRIPTION.c.newsletter_id, _SUBSCRIPTION.c.status)
     for chunk in _chunks(subscriber_ids, CHUNK):
         for sid, nid, status in session.execute(
-            select(*columns).where(_SUBSCRIPTION.c.subscriber_id.in_(chunk))
+            select(*columns).where(_in(_SUBSCRIPTION.c.subscriber_id, chunk, session))
         ):
             found[(sid, nid)] = status
     return found
@@ -137,6 +178,20 @@ def subscribe(
 ) -> None:
     """Insert a subscription with ``status`` and its ``subscribed`` event for each
     (subscriber, newsletter, event detail) row."""
+    if _postgres(session):
+        _copy(
+            session,
+            "subscription",
+            ("subscriber_id", "newsletter_id", "status", "created_at", "updated_at"),
+            ((sid, nid, status, now, now) for sid, nid, _ in rows),
+        )
+        _copy(
+            session,
+            "subscriptionevent",
+            ("subscriber_id", "newsletter_id", "kind", "source", "detail", "created_at"),
+            ((sid, nid, "subscribed", source, detail, now) for sid, nid, detail in rows),
+        )
+        return
     for chunk in _chunks(rows, WRITE_CHUNK):
         session.execute(
             insert(_SUBSCRIPTION),

@@ -1,0 +1,121 @@
+"""The subscriber import gives the same report and the same rows on SQLite (executemany) and
+on PostgreSQL (COPY, ``= ANY`` lookups): new people, changed names and zones, two lists, an
+unsubscribed person kept so, a bounced one and an erased one never re-added."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from newsletter import importing, privacy, publish, store
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.models import Subscriber, Subscription, SubscriptionEvent
+
+FIRST = (
+    "email,name,timezone,newsletters\n"
+    "ana@example.com,Ana,Europe/Berlin,\n"
+    "bob@example.com,,,weekly-ai-tool-verdicts tool-deals\n"
+    "cy@example.com,Cy,,\n"
+    "dee@example.com,Dee,,\n"
+    "eve@example.com,Eve,,\n"
+)
+SECOND = (
+    "email,name,timezone,newsletters\n"
+    "ANA@example.com,Ana Lee,,\n"  # known: a new name, zone kept
+    "bob@example.com,Bob,America/New_York,tool-deals\n"  # known: name and zone
+    "cy@example.com,,,\n"  # unsubscribed: stays so
+    "dee@example.com,Dee Two,,\n"  # bounced: its name follows, never re-added
+    "eve@example.com,Eve Again,,\n"  # erased: nothing of theirs comes back
+    "fay@example.com,Fay,,tool-deals\n"  # new
+    "not-an-address,X,,\n"  # rejected
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_of(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Engine]:
+    url = (
+        settings.database_url
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_the_same_import_on_sqlite_and_postgresql(
+    engine_of: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text(FIRST, encoding="utf-8")
+    second.write_text(SECOND, encoding="utf-8")
+    with Session(engine_of, expire_on_commit=False) as session:
+        main = publish.default_newsletter(session, settings)
+        deals = store.ensure_newsletter(
+            session,
+            slug="tool-deals",
+            name="Tool Deals",
+            timezone="UTC",
+            site_url="https://aitoolverdicts.example",
+            item_cap=8,
+        )
+        session.commit()
+        one = importing.import_subscribers(session, path=first, default_newsletter=main.slug)
+        session.commit()
+        assert (one.created, one.subscribed, one.updated, one.rejected) == (5, 6, 0, [])
+        people = {s.email: s for s in session.exec(select(Subscriber))}
+        store.set_subscription_status(
+            session,
+            subscriber_id=people["cy@example.com"].id or 0,
+            newsletter_id=main.id or 0,
+            status="unsubscribed",
+            source="page",
+        )
+        people["dee@example.com"].suppressed = "bounced"
+        session.commit()
+        privacy.erase(
+            session,
+            subscriber_id=people["eve@example.com"].id or 0,
+            now=datetime(2026, 11, 25, tzinfo=UTC),
+            source="operator",
+        )
+        session.commit()
+
+        two = importing.import_subscribers(session, path=second, default_newsletter=main.slug)
+        session.commit()
+        # Updated: Ana, Bob and Dee (a suppressed person's name still follows the file); new
+        # on a list: only Fay (Bob was on both already).
+        assert (two.created, two.updated, two.subscribed) == (1, 3, 1)
+        assert (two.kept_unsubscribed, two.suppressed) == (1, 2)
+        assert [r.split(":")[0] for r in two.rejected] == ["line 8 (not-an-address)"]
+
+        session.expire_all()
+        rows = {
+            s.email: (s.name, s.timezone, s.suppressed) for s in session.exec(select(Subscriber))
+        }
+        assert rows["ana@example.com"] == ("Ana Lee", "Europe/Berlin", None)
+        assert rows["bob@example.com"] == ("Bob", "America/New_York", None)
+        assert rows["dee@example.com"] == ("Dee Two", None, "bounced")
+        assert rows["fay@example.com"] == ("Fay", None, None)
+        assert "eve@example.com" not in rows  # erased stays erased
+        subs = {
+            (s.subscriber_id, s.newsletter_id): s.status for s in session.exec(select(Subscription))
+        }
+        ids = {email: s.id for email, s in people.items()}
+        fay = session.exec(select(Subscriber).where(Subscriber.email == "fay@example.com")).one()
+        assert subs[(ids["cy@example.com"], main.id)] == "unsubscribed"
+        assert subs[(ids["bob@example.com"], deals.id)] == "active"
+        assert subs[(fay.id, deals.id)] == "active"
+        assert (fay.id, main.id) not in subs
+        imported = session.exec(
+            select(SubscriptionEvent).where(SubscriptionEvent.source == "import")
+        ).all()
+        assert len(imported) == 7  # six from the first file, Fay's from the second
+        assert {e.detail for e in imported if e.subscriber_id == fay.id} == {"second.csv line 7"}
