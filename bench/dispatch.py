@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lean_client import lean_send
 from render_send import peak_rss_mib, seed_edition
 from sqlmodel import Session
 
@@ -59,6 +60,11 @@ def main() -> None:
         default="",
         help="NEWSLETTER_DOMAIN_LIMITS, e.g. '*=1000000': the per-domain gate's own cost",
     )
+    parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the lean client's run (the ceiling the send is compared with)",
+    )
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -86,6 +92,7 @@ def main() -> None:
             url = f"smtp://127.0.0.1:{args.port}"
             with Session(engine, expire_on_commit=False) as session:
                 edition_id = seed_edition(session, settings, args.subscribers)
+                ceiling = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 report = publish.send_edition(
                     session,
@@ -110,8 +117,44 @@ def main() -> None:
     print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
     print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
     print(f"peak RSS:              {peak_rss_mib():.0f} MiB")
+    if ceiling is not None:
+        rate, per = ceiling
+        print(
+            f"lean client ceiling:   {rate:,.0f} messages/s, {per:,.0f} us CPU per message "
+            f"(same bytes, {args.workers} connections, same sink program)"
+        )
+        print(f"send / ceiling:        {n / wall / rate:.2f}")
     if received != counts["sent"]:
         raise SystemExit("sink count and ledger disagree")
+
+
+def _ceiling(
+    session: Session, settings: Settings, edition_id: int, args: argparse.Namespace
+) -> tuple[float, float]:
+    """The lean client's rate and CPU per message for this edition's real message bytes,
+    into a fresh sink of its own (so the engine's sink counts only the engine's messages)."""
+    from newsletter.personalization import Recipient
+    from newsletter.publish.drafting import prepare, signer_for
+    from newsletter.store import get_edition
+
+    _, template, _ = prepare(
+        session, edition=get_edition(session, edition_id=edition_id), settings=settings
+    )
+    message = template.build(
+        Recipient(1, "reader1@example.com", "Reader 1"), signer_for(settings), now=time.time()
+    ).data
+    sink = subprocess.Popen(
+        [sys.executable, str(HERE / "smtp_sink.py"), "--port", str(args.port + 1)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    try:
+        wall, cpu = lean_send("127.0.0.1", args.port + 1, message, args.subscribers, args.workers)
+    finally:
+        sink.terminate()
+        sink.communicate(timeout=30)
+    return args.subscribers / wall, cpu / args.subscribers * 1e6
 
 
 def _dkim_keys(kind: str, folder: Path) -> str:
