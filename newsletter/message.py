@@ -56,3 +56,21 @@ class OutgoingMessage:
     data: bytes  # the whole message, headers and body
     key: str  # idempotency key, stable for (edition, subscriber)
     content: MessageContent | None = None  # the fields, for JSON email APIs
+    #: ``data`` as SMTP's DATA sends it, when the builder made it cheaply (see ``wire``).
+    stuffed: Stuffed | None = None
+
+    @property
+    def wire(self) -> bytes | None:
+        """``data`` dot-stuffed, with the end-of-data line; None when not prepared, or when
+        ``data`` was replaced after (``dataclasses.replace``: a test send's own Message-ID):
+        the stuffed form belongs to the very bytes object it was made from, an O(1) check."""
+        stuffed = self.stuffed
+        return stuffed.wire if stuffed is not None and stuffed.of is self.data else None
+
+
+@dataclass(frozen=True, slots=True)
+class Stuffed:
+    """``wire``: the message ``of`` dot-stuffed for SMTP DATA (RFC 5321 4.5.2)."""
+
+    of: bytes
+    wire: bytes

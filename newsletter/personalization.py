@@ -25,7 +25,7 @@ from email.utils import format_datetime, parseaddr
 from functools import partial
 
 from newsletter.dkim import DkimSigner, relaxed_join, relaxed_run
-from newsletter.message import MessageContent, OutgoingMessage, qp_encode
+from newsletter.message import MessageContent, OutgoingMessage, Stuffed, qp_encode
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
 from newsletter.verp import ReturnPaths
@@ -168,6 +168,14 @@ class MessageTemplate:
         if dkim is not None:
             first = chunks[self._body_from].partition(b"\r\n\r\n")[2]
             self._canon = [relaxed_run(c) for c in (first, *chunks[self._body_from + 1 :])]
+        # For SMTP: the constant pieces dot-stuffed once (RFC 5321 4.5.2; a bytes.replace over
+        # 53 KB costs ~30 us a message); per recipient only the slot values are. A slot that
+        # starts a line gets its leading dot doubled too. No piece after the first may start
+        # with a dot (a value would end the line before it): then the backend stuffs instead.
+        self._wire = [c.replace(b"\r\n.", b"\r\n..") for c in chunks]
+        self._line_start = tuple(c.endswith(b"\r\n") for c in chunks[:-1])
+        if chunks[0].startswith(b".") or any(c.startswith(b".") for c in chunks[1:]):
+            self._wire = []
 
     def _list_id(self) -> str:
         ident = self.identity
@@ -261,8 +269,12 @@ class MessageTemplate:
             reply_to=self._reply_to,
         )
         data = b"".join(out)
+        wire = self._stuffed(values) if self._wire else None
         if self.dkim is not None:
-            data = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
+            signed = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
+            if wire is not None:  # the signature header folds with spaces: no dot to stuff
+                wire = signed[: len(signed) - len(data)] + wire
+            data = signed
         paths = self.return_paths
         return OutgoingMessage(
             sender=(
@@ -273,9 +285,23 @@ class MessageTemplate:
             recipient=recipient.email,
             message_id=message_id,
             data=data,
+            stuffed=Stuffed(data, wire) if wire is not None else None,
             key=f"e{self.identity.edition_id}-s{recipient.subscriber_id}",
             content=content,
         )
+
+    def _stuffed(self, values: dict[str, bytes]) -> bytes:
+        """``data`` dot-stuffed, with the end-of-data line: the constant pieces were stuffed
+        once, here only the slot values."""
+        out = [b""] * (2 * len(self._wire) - 1)
+        out[0::2] = self._wire
+        for i, key in enumerate(self._keys):
+            value = values[key].replace(b"\r\n.", b"\r\n..")
+            if self._line_start[i] and value.startswith(b"."):
+                value = b"." + value
+            out[2 * i + 1] = value
+        body = b"".join(out)
+        return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
 
     def _canonical(self, values: dict[str, bytes]) -> bytes | None:
         """The relaxed body for these slot values from the pieces done once (None: a run of

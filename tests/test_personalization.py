@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 from email.message import EmailMessage
@@ -220,3 +221,50 @@ def test_old_keys_still_verify_links_already_sent(settings: Settings) -> None:
     assert publish.signer_for(rotated).verify(old, purpose="u").subscriber_id == 1
     fresh = publish.signer_for(rotated).unsubscribe(subscriber_id=1, newsletter_id=1, edition_id=1)
     assert fresh != old
+
+
+def _stuffed(data: bytes) -> bytes:
+    """RFC 5321 4.5.2 the slow, obvious way: every line that starts with a dot gets another."""
+    lines = data.split(b"\r\n")
+    body = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+    return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "dkim"])
+def test_the_wire_form_is_the_message_dot_stuffed(
+    seeded: Session, settings: Settings, draft: int, signed: bool, tmp_path: Any
+) -> None:
+    """The constant pieces are stuffed once per edition and only the slots per recipient:
+    whatever the content and the names, the result must be exactly the message stuffed line
+    by line (a line-leading dot left single would be eaten by the server)."""
+    from newsletter import dkim
+
+    if signed:
+        pem, _ = dkim.generate("ed25519")
+        (tmp_path / "k.pem").write_bytes(pem)
+        settings = settings.model_copy(update={"dkim_keys": f"s1:{tmp_path / 'k.pem'}"})
+    edition = store.get_edition(seeded, edition_id=draft)
+    template = publish.prepare(seeded, edition=edition, settings=settings)[1]
+    signer = publish.signer_for(settings)
+    names = [None, "Ann", ".Dot", "." * 90, "y" * 70 + ".z" * 20, "Zoë .dot"]
+    for i, name in enumerate(names):
+        message = template.build(
+            Recipient(i + 1, f"r{i}@example.com", name), signer, now=PINNED_DATE
+        )
+        assert message.wire == _stuffed(message.data), name
+    # Dots at line starts in the constant pieces, right after a slot and inside one.
+    rendered = template.rendered
+    token = rendered.slot_token
+    dotted_edition = dataclasses.replace(
+        rendered,
+        text=f".first\n..second\n{token('greeting_name')}\n.after {token('unsubscribe_url')}\n",
+        html=f"<p>\n.{token('greeting_name')}</p>\n.x {token('unsubscribe_url')}\n",
+    )
+    dotted = MessageTemplate(dotted_edition, template.identity, template.dkim)
+    for i, name in enumerate(names):
+        message = dotted.build(Recipient(i + 1, f"r{i}@example.com", name), signer, now=PINNED_DATE)
+        assert message.wire == _stuffed(message.data), name
+    assert message.wire is not None and b"\r\n..first\r\n...second\r\n" in message.wire
+    # New bytes (a test send's own Message-ID): the stuffed form of the old ones is not used.
+    changed = dataclasses.replace(message, data=message.data.replace(b"Message-ID", b"Message-Id"))
+    assert changed.wire is None and changed.stuffed is message.stuffed
