@@ -33,20 +33,31 @@ def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) ->
     One INSERT ... SELECT, so a million subscribers never pass through Python. People who join
     later wait for the next edition; rows that already exist are left alone.
     """
+    # The usual case is an edition with no deliveries yet: then the anti-join against the
+    # delivery table (a probe of its unique index per subscriber) is skipped.
+    started = session.execute(
+        text("SELECT 1 FROM delivery WHERE edition_id = :edition_id LIMIT 1"),
+        {"edition_id": edition_id},
+    ).first()
+    unseen = (
+        """
+              AND NOT EXISTS (
+                  SELECT 1 FROM delivery AS d
+                  WHERE d.edition_id = :edition_id AND d.subscriber_id = s.subscriber_id
+              )"""
+        if started
+        else ""
+    )
     result = session.execute(
         text(
-            """
+            f"""
             INSERT INTO delivery (edition_id, subscriber_id, status, attempts)
             SELECT :edition_id, s.subscriber_id, 'pending', 0
             FROM subscription AS s
             JOIN subscriber AS r ON r.id = s.subscriber_id
             WHERE s.newsletter_id = :newsletter_id
               AND s.status = 'active'
-              AND r.suppressed IS NULL
-              AND NOT EXISTS (
-                  SELECT 1 FROM delivery AS d
-                  WHERE d.edition_id = :edition_id AND d.subscriber_id = s.subscriber_id
-              )
+              AND r.suppressed IS NULL{unseen}
             ORDER BY s.subscriber_id
             """
         ),
