@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,7 +24,7 @@ from sqlmodel import Session
 from newsletter import bulk, store
 from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
-from newsletter.models import SubscriptionStatus, utcnow
+from newsletter.models import Newsletter, SubscriptionStatus, utcnow
 from newsletter.privacy import ERASED
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
@@ -152,6 +153,23 @@ def parse_subscribers(
     text: str, *, known_newsletters: set[str], default_newsletter: str
 ) -> tuple[list[SubscriberRow], list[str]]:
     """Valid rows and one message per rejected line (``line N (email): field: reason``)."""
+    rows: list[SubscriberRow] = []
+    rejected: list[str] = []
+    for item in iter_subscribers(
+        text, known_newsletters=known_newsletters, default_newsletter=default_newsletter
+    ):
+        if isinstance(item, str):
+            rejected.append(item)
+        else:
+            rows.append(item)
+    return rows, rejected
+
+
+def iter_subscribers(
+    text: str, *, known_newsletters: set[str], default_newsletter: str
+) -> Iterator[SubscriberRow | str]:
+    """Each valid row, or the message of a rejected line, in file order (a header problem
+    raises :class:`ImportRejected` before anything is yielded)."""
     # newline="" leaves line breaks to the csv module, which splits on \r and \n only
     # (str.splitlines would also split on NEL and U+2028 inside a name).
     # Python's csv refuses fields over 128 KB with an error that names the wrong line; a long
@@ -170,8 +188,6 @@ def parse_subscribers(
             ]
         )
     reader.fieldnames = header
-    rows: list[SubscriberRow] = []
-    rejected: list[str] = []
     first_line: dict[str, int] = {}
     while True:
         try:
@@ -179,28 +195,25 @@ def parse_subscribers(
         except StopIteration:
             break
         except csv.Error as exc:
-            rejected.append(f"line {reader.line_num}: row: {exc}")
+            yield f"line {reader.line_num}: row: {exc}"
             continue
         line = reader.line_num
         if None in raw:
-            rejected.append(f"line {line}: row: more fields than the header has")
+            yield f"line {line}: row: more fields than the header has"
             continue
         values = {k: (v or "").strip() for k, v in raw.items()}
         row, problem = _subscriber_row(
             line, values, known_newsletters=known_newsletters, default=default_newsletter
         )
         if problem:
-            rejected.append(problem)
+            yield problem
             continue
         assert row is not None
         if row.email_key in first_line:
-            rejected.append(
-                f"line {line} ({row.email}): email: duplicate of line {first_line[row.email_key]}"
-            )
+            yield f"line {line} ({row.email}): email: duplicate of line {first_line[row.email_key]}"
             continue
         first_line[row.email_key] = line
-        rows.append(row)
-    return rows, rejected
+        yield row
 
 
 def _subscriber_row(
@@ -233,31 +246,82 @@ def _subscriber_row(
     )
 
 
+#: Lines parsed, looked up and written together: memory stays at one chunk's objects (plus
+#: the set of addresses seen, for duplicates) however long the file.
+IMPORT_CHUNK = 20_000
+
+
 def import_subscribers(
-    session: Session, *, path: Path, default_newsletter: str, strict: bool = False
+    session: Session,
+    *,
+    path: Path,
+    default_newsletter: str,
+    strict: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SubscriberImportReport:
     """Import the valid lines of a subscriber CSV; the caller commits.
 
-    With ``strict`` any rejected line raises :class:`ImportRejected` before anything is written.
-    Set-based (:mod:`newsletter.bulk`): one query per 2,000 addresses to find who is known,
-    then ``executemany`` for the new people, their subscriptions and events.
+    With ``strict`` any rejected line raises :class:`ImportRejected` before anything is
+    written (the file is read twice: validated whole, then imported).
+    Set-based (:mod:`newsletter.bulk`), :data:`IMPORT_CHUNK` lines at a time: one query per
+    2,000 addresses to find who is known, then ``executemany`` (COPY on PostgreSQL) for the
+    new people, their subscriptions and events. ``on_progress(lines done, lines in all)``
+    follows each chunk (the CLI draws its progress bar from it).
     """
     newsletters = store.newsletters_by_slug(session)
-    rows, rejected = parse_subscribers(
-        read_text(path, "line 0"),
-        known_newsletters=set(newsletters),
-        default_newsletter=default_newsletter,
-    )
-    if rejected and strict:
-        raise ImportRejected(rejected)
-    report = SubscriberImportReport(rejected=rejected)
+    text = read_text(path, "line 0")
+    total = max(0, text.count("\n") - 1) or 1
+    known_newsletters = set(newsletters)
+    if strict:
+        problems = [
+            item
+            for item in iter_subscribers(
+                text, known_newsletters=known_newsletters, default_newsletter=default_newsletter
+            )
+            if isinstance(item, str)
+        ]
+        if problems:
+            raise ImportRejected(problems)
+    report = SubscriberImportReport()
     now = utcnow()
+    chunk: list[SubscriberRow] = []
+    done = 0
+    for item in iter_subscribers(
+        text, known_newsletters=known_newsletters, default_newsletter=default_newsletter
+    ):
+        if isinstance(item, str):
+            report.rejected.append(item)
+            continue
+        chunk.append(item)
+        if len(chunk) >= IMPORT_CHUNK:
+            _import_chunk(session, chunk, newsletters, report, path.name, now)
+            done = chunk[-1].line
+            chunk = []
+            if on_progress is not None:
+                on_progress(min(done, total), total)
+    _import_chunk(session, chunk, newsletters, report, path.name, now)
+    if on_progress is not None:
+        on_progress(total, total)
+    return report
+
+
+def _import_chunk(
+    session: Session,
+    rows: Sequence[SubscriberRow],
+    newsletters: Mapping[str, Newsletter],
+    report: SubscriberImportReport,
+    file_name: str,
+    now: datetime,
+) -> None:
+    """Write one chunk of valid, distinct lines and count what happened in ``report``."""
+    if not rows:
+        return
     known = bulk.find_subscribers(session, keys=[r.email_key for r in rows])
     new = [r for r in rows if r.email_key not in known]
     ids = bulk.insert_subscribers(
         session, rows=[(r.email, r.email_key, r.name, r.timezone) for r in new], now=now
     )
-    report.created = len(new)
+    report.created += len(new)
     changes = []
     for row in rows:
         person = known.get(row.email_key)
@@ -271,13 +335,12 @@ def import_subscribers(
         ):
             changes.append((person.id, row.name or person.name, row.timezone or person.timezone))
     bulk.update_subscribers(session, changes=changes)
-    report.updated = len(changes)
+    report.updated += len(changes)
     current = bulk.find_subscriptions(session, subscriber_ids=[k.id for k in known.values()])
     joining: list[tuple[int, int, str]] = []
     for row in rows:
         person = known.get(row.email_key)
-        suppressed = person.suppressed if person is not None else None
-        if suppressed:  # erased, bounced, complained or left everything: never re-added
+        if person is not None and person.suppressed:  # erased, bounced, complained, left all
             report.suppressed += 1
             continue
         subscriber_id = ids[row.email_key]
@@ -286,7 +349,7 @@ def import_subscribers(
             assert newsletter_id is not None
             status = current.get((subscriber_id, newsletter_id))
             if status is None:
-                joining.append((subscriber_id, newsletter_id, f"{path.name} line {row.line}"))
+                joining.append((subscriber_id, newsletter_id, f"{file_name} line {row.line}"))
                 current[(subscriber_id, newsletter_id)] = SubscriptionStatus.active.value
                 report.subscribed += 1
             elif status == SubscriptionStatus.unsubscribed:
@@ -294,4 +357,3 @@ def import_subscribers(
     bulk.subscribe(
         session, rows=joining, status=SubscriptionStatus.active.value, source="import", now=now
     )
-    return report

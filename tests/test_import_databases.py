@@ -50,9 +50,17 @@ def engine_of(request: pytest.FixtureRequest, settings: Settings) -> Iterator[En
     engine.dispose()
 
 
+@pytest.mark.parametrize("chunk", [importing.IMPORT_CHUNK, 2], ids=["one-chunk", "chunks-of-2"])
 def test_the_same_import_on_sqlite_and_postgresql(
-    engine_of: Engine, settings: Settings, tmp_path: Path
+    engine_of: Engine,
+    settings: Settings,
+    tmp_path: Path,
+    chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Chunks of two lines: known and new people, duplicates and lists fall across chunks.
+    monkeypatch.setattr(importing, "IMPORT_CHUNK", chunk)
+    progress: list[tuple[int, int]] = []
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     first.write_text(FIRST, encoding="utf-8")
     second.write_text(SECOND, encoding="utf-8")
@@ -88,8 +96,16 @@ def test_the_same_import_on_sqlite_and_postgresql(
         )
         session.commit()
 
-        two = importing.import_subscribers(session, path=second, default_newsletter=main.slug)
+        two = importing.import_subscribers(
+            session,
+            path=second,
+            default_newsletter=main.slug,
+            on_progress=lambda done, total: progress.append((done, total)),
+        )
         session.commit()
+        # Seven lines: a call per full chunk, then the end.
+        assert progress[-1] == (7, 7) and len(progress) == (1 if chunk > 7 else 4)
+        assert [d for d, _ in progress] == sorted(d for d, _ in progress)
         # Updated: Ana, Bob and Dee (a suppressed person's name still follows the file); new
         # on a list: only Fay (Bob was on both already).
         assert (two.created, two.updated, two.subscribed) == (1, 3, 1)

@@ -400,3 +400,25 @@ def test_the_fast_path_for_plain_addresses_agrees_with_email_validator() -> None
         "Reader.One@mail.example.org",
         "reader.one@mail.example.org",
     )
+
+
+def test_a_duplicate_in_a_later_chunk_names_the_first_line(
+    session: Session, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importing, "IMPORT_CHUNK", 1)
+    publish.default_newsletter(session, settings)
+    path = _csv(tmp_path, "email\na@example.com\nb@example.com\nA@EXAMPLE.com\nc@example.com\n")
+    report = importing.import_subscribers(
+        session, path=path, default_newsletter=settings.newsletter
+    )
+    session.commit()
+    assert report.rejected == ["line 4 (A@example.com): email: duplicate of line 2"]
+    assert (report.created, report.subscribed) == (3, 3)
+    with pytest.raises(ImportRejected):  # strict: validated whole before any chunk is written
+        importing.import_subscribers(
+            session,
+            path=_csv(tmp_path, "email\nd@example.com\ne@example.com\nbroken@\n"),
+            default_newsletter=settings.newsletter,
+            strict=True,
+        )
+    assert _count(session, Subscriber) == 3

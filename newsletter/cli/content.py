@@ -2,6 +2,8 @@
 
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -82,18 +84,63 @@ def import_schema() -> None:
     sys.stdout.write(comparisons_json_schema())
 
 
+@contextmanager
+def _import_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr when it is a terminal (lines, rate, time left); else
+    nothing (a pipe or a log gets the summary only)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:,.0f} lines/s" if task.speed else "")
+
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("import", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 @import_app.command("subscribers")
 @readable_errors
 def import_subscribers(
     file: Annotated[Path, typer.Argument(help="A CSV file (see subscribers/README.md).")],
     strict: Annotated[bool, typer.Option(help="Import nothing if any line is rejected.")] = False,
 ) -> None:
-    """Import subscribers; each rejected line is reported with its number and reason."""
+    """Import subscribers; each rejected line is reported with its number and reason.
+
+    On a terminal a progress bar with the rate and the time left follows the lines."""
     settings = _settings()
-    with _session(settings) as session:
+    with _session(settings) as session, _import_progress() as on_progress:
         publish.default_newsletter(session, settings)
         report = importing.import_subscribers(
-            session, path=file, default_newsletter=settings.newsletter, strict=strict
+            session,
+            path=file,
+            default_newsletter=settings.newsletter,
+            strict=strict,
+            on_progress=on_progress,
         )
         session.commit()
         refresh_statistics(session, ("subscriber", "subscription"))
