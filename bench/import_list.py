@@ -3,7 +3,8 @@
 Writes a CSV of N distinct addresses (names on every other row), imports it the way the
 command does (parse, validate every line, write, commit, refresh statistics) into a fresh
 database, and prints the time for the parse and for the whole, per row, and the peak RSS.
-A second import of the same file (everyone known already) is timed too.
+A second import of the same file (everyone known already) is timed too, and an export of the
+list (``subscribers export``) to /dev/null.
 
     python bench/import_list.py --rows 1000000                 # SQLite
     python bench/import_list.py --rows 1000000 --postgres      # a scratch database
@@ -25,6 +26,7 @@ from sqlmodel import Session
 from newsletter import importing, publish
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
+from newsletter.exporting import export_subscribers
 from newsletter.planner import refresh_statistics
 
 ADMIN = os.environ.get(
@@ -62,6 +64,13 @@ def run(url: str, csv: Path, rows: int) -> None:
                     f"created {report.created:,}, subscribed {report.subscribed:,}, "
                     f"rejected {len(report.rejected)}"
                 )
+            t0 = time.perf_counter()
+            with open(os.devnull, "w", encoding="utf-8") as sink:
+                exported = export_subscribers(session, sink)
+            took = time.perf_counter() - t0
+            print(
+                f"{'export':18} {took:6.1f} s  {took / rows * 1e6:5.0f} us/row  {exported:,} rows"
+            )
     finally:
         engine.dispose()
 

@@ -135,3 +135,101 @@ def test_the_same_import_on_sqlite_and_postgresql(
         ).all()
         assert len(imported) == 7  # six from the first file, Fay's from the second
         assert {e.detail for e in imported if e.subscriber_id == fay.id} == {"second.csv line 7"}
+
+
+def test_an_export_imports_back_as_the_same_list(
+    engine_of: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export streams pages of people (here two at a time): only who may be mailed, with the
+    lists they are active on; importing the file into an empty store gives the same list."""
+    import io
+
+    from newsletter import exporting
+
+    monkeypatch.setattr(exporting, "PAGE", 2)
+    first = tmp_path / "first.csv"
+    first.write_text(FIRST, encoding="utf-8")
+    with Session(engine_of, expire_on_commit=False) as session:
+        main = publish.default_newsletter(session, settings)
+        store.ensure_newsletter(
+            session,
+            slug="tool-deals",
+            name="Tool Deals",
+            timezone="UTC",
+            site_url="https://aitoolverdicts.example",
+            item_cap=8,
+        )
+        session.commit()
+        importing.import_subscribers(session, path=first, default_newsletter=main.slug)
+        people = {s.email: s for s in session.exec(select(Subscriber))}
+        people["dee@example.com"].suppressed = "bounced"
+        store.set_subscription_status(
+            session,
+            subscriber_id=people["cy@example.com"].id or 0,
+            newsletter_id=main.id or 0,
+            status="unsubscribed",
+            source="page",
+        )
+        session.commit()
+        out = io.StringIO()
+        count = exporting.export_subscribers(session, out)
+        deals = io.StringIO()
+        exporting.export_subscribers(session, deals, newsletter="tool-deals")
+    assert out.getvalue() == (
+        "email,name,timezone,newsletters\n"
+        "ana@example.com,Ana,Europe/Berlin,weekly-ai-tool-verdicts\n"
+        "bob@example.com,,,tool-deals weekly-ai-tool-verdicts\n"
+        "eve@example.com,Eve,,weekly-ai-tool-verdicts\n"
+    )
+    assert count == 3
+    assert deals.getvalue().splitlines()[1:] == ["bob@example.com,,,tool-deals"]
+    # Into an empty SQLite store: the same people on the same lists.
+    again = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'again.db'}"})
+    engine = make_engine(again.database_url)
+    upgrade(engine)
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out.getvalue(), encoding="utf-8")
+    try:
+        with Session(engine) as session:
+            publish.default_newsletter(session, again)
+            store.ensure_newsletter(
+                session,
+                slug="tool-deals",
+                name="Tool Deals",
+                timezone="UTC",
+                site_url="https://aitoolverdicts.example",
+                item_cap=8,
+            )
+            session.commit()
+            report = importing.import_subscribers(
+                session, path=exported, default_newsletter=main.slug
+            )
+            session.commit()
+            assert (report.created, report.subscribed, report.rejected) == (3, 4, [])
+            again_out = io.StringIO()
+            exporting.export_subscribers(session, again_out)
+        assert again_out.getvalue() == out.getvalue()
+    finally:
+        engine.dispose()
+
+
+def test_the_export_command(settings: Settings, tmp_path: Path, engine: Engine) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    first = tmp_path / "first.csv"
+    first.write_text(FIRST, encoding="utf-8")
+    env = {"NEWSLETTER_DATABASE_URL": settings.database_url}
+    runner = CliRunner()
+    assert runner.invoke(app, ["import", "subscribers", str(first)], env=env).exit_code == 0
+    out = tmp_path / "list.csv"
+    result = runner.invoke(app, ["subscribers", "export", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    # Bob's line named a list this store does not have: rejected, so four people.
+    assert "4 subscribers exported" in result.output
+    assert out.read_text().splitlines()[0] == "email,name,timezone,newsletters"
+    assert len(out.read_text().splitlines()) == 5
+    unknown = runner.invoke(app, ["subscribers", "export", "--newsletter", "nope"], env=env)
+    assert unknown.exit_code == 1
+    assert unknown.output == "error: newsletter 'nope' does not exist\n"

@@ -123,6 +123,31 @@ def _import_progress() -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
+@subscribers_app.command("export")
+@readable_errors
+def export_subscribers(
+    newsletter: Annotated[
+        str | None, typer.Option(help="Only this newsletter's subscribers (slug).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write here (default: standard output).", dir_okay=False)
+    ] = None,
+) -> None:
+    """Write the subscribers who may be mailed as the CSV `import subscribers` reads."""
+    from newsletter.exporting import export_subscribers as export
+
+    settings = _settings()
+    with _session(settings) as session:
+        if newsletter is not None:
+            store.get_newsletter(session, slug=newsletter)  # one line for an unknown slug
+        if out is None:
+            count = export(session, sys.stdout, newsletter=newsletter)
+        else:
+            with out.open("w", encoding="utf-8", newline="") as fh:
+                count = export(session, fh, newsletter=newsletter)
+    typer.echo(f"{count} subscribers exported", err=True)
+
+
 @import_app.command("subscribers")
 @readable_errors
 def import_subscribers(
