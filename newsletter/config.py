@@ -279,6 +279,12 @@ class Settings(BaseSettings):
         description="Comma-separated public IPs mail leaves from, for doctor's SPF check "
         "(empty: the smtp:// host's addresses).",
     )
+    delivery_retention_days: int = Field(
+        0,
+        ge=0,
+        description="`newsletter ledger prune` deletes the delivery rows of editions finished "
+        "more than this many days ago, keeping their counts (0: only with --days).",
+    )
     webhook_postmark: str = Field(
         "", description='Postmark webhook Basic auth "user:password" (empty: endpoint off).'
     )

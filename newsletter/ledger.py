@@ -11,6 +11,7 @@ expires; then any send takes it over: at most the in-flight batch is sent again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfoNotFoundError
 from sqlalchemy import Table, bindparam, func, text, update
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, DeliveryStatus, UTCDateTime
+from newsletter.models import Delivery, DeliveryStatus, EditionTotals, UTCDateTime
 from newsletter.timing import local_wave
 
 #: Deliveries a send still has to attempt (besides claims whose lease expired).
@@ -358,8 +359,9 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: da
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def counts(session: Session, *, edition_id: int) -> dict[str, int]:
-    """Deliveries of an edition by status (every status present, zero if none)."""
+def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[str, int]:
+    """Deliveries of an edition by status (every status present, zero if none), with the
+    counts kept for rows pruned by :mod:`newsletter.retention` unless ``pruned`` is False."""
     found = dict(
         session.exec(
             select(Delivery.status, func.count())
@@ -367,7 +369,12 @@ def counts(session: Session, *, edition_id: int) -> dict[str, int]:
             .group_by(col(Delivery.status))
         ).all()
     )
-    return {s.value: int(found.get(s.value, 0)) for s in DeliveryStatus}
+    totals = {s.value: int(found.get(s.value, 0)) for s in DeliveryStatus}
+    kept = session.get(EditionTotals, edition_id) if pruned else None
+    if kept is not None:
+        for state, n in json.loads(kept.counts).items():
+            totals[state] = totals.get(state, 0) + int(n)
+    return totals
 
 
 def release(session: Session, *, ids: Sequence[int], owner: str) -> None:

@@ -370,6 +370,17 @@ class RateBucket(SQLModel, table=True):
     version: int = 0
 
 
+class EditionTotals(SQLModel, table=True):
+    """An edition's delivery counts by state, kept when its delivery rows are pruned
+    (``newsletter ledger prune``): the figures outlive the rows (52M a year for a weekly
+    1M-subscriber list). ``counts`` is JSON, ``{"sent": 999990, "failed": 10, ...}``."""
+
+    edition_id: int = Field(primary_key=True, foreign_key="edition.id", ondelete="CASCADE")
+    counts: str = Field(max_length=2000)
+    pruned_rows: int = 0
+    pruned_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class SendWindow(SQLModel, table=True):
     """What went to one receiving domain (``d:gmail.com``) in the current minute, or out in
     all on one UTC day (``day:2026-12-03``, the warm-up cap), shared by every sender of every

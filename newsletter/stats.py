@@ -11,6 +11,7 @@ The formatters turn either kind of row into CSV, JSON or a plain terminal table.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +26,7 @@ from newsletter.models import (
     DeliveryStatus,
     Edition,
     EditionStatus,
+    EditionTotals,
     MailEvent,
     MailEventKind,
     Newsletter,
@@ -119,7 +121,22 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
         .where(col(Delivery.edition_id).in_(started))
         .group_by(col(Delivery.edition_id))
     )
-    return {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
+    found = {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
+    # Editions whose rows were pruned (newsletter.retention): their kept counts, one row each.
+    for edition_id, kept in session.execute(
+        sa_select(col(EditionTotals.edition_id), col(EditionTotals.counts)).where(
+            col(EditionTotals.edition_id).in_(started)
+        )
+    ):
+        c = json.loads(kept)
+        total, skip, ok, fail = found.get(edition_id, (0, 0, 0, 0))
+        found[edition_id] = (
+            total + sum(c.values()),
+            skip + c.get(DeliveryStatus.skipped.value, 0),
+            ok + sum(c.get(s, 0) for s in ACCEPTED),
+            fail + c.get(DeliveryStatus.failed.value, 0),
+        )
+    return found
 
 
 def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, int, int, int, int]]:

@@ -18,6 +18,7 @@ from newsletter.cli import (  # noqa: F401 (register)
     demo,
     dkim,
     editions,
+    ledger,
     operations,
     scheduling,
     users,

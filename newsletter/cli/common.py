@@ -75,6 +75,10 @@ def _root(
 
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    help="The delivery ledger: prune the rows of old editions, keeping their counts.",
+    no_args_is_help=True,
+)
 import_app = typer.Typer(
     help="Import comparisons (JSON) and subscribers (CSV).", no_args_is_help=True
 )
@@ -82,6 +86,7 @@ edition_app = typer.Typer(help="Draft, preview and send editions.", no_args_is_h
 newsletters_app = typer.Typer(help="List and add newsletters.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(edition_app, name="edition")
 app.add_typer(newsletters_app, name="newsletters")
 subscribers_app = typer.Typer(help="Look up and remove subscribers.", no_args_is_help=True)
