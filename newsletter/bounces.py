@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter import subscriptions
-from newsletter.models import Delivery, MailEvent, MailEventKind, Subscriber
+from newsletter.models import Delivery, Edition, MailEvent, MailEventKind, Subscriber
 from newsletter.webhooks.base import ProviderEvent
 
 
@@ -44,6 +44,7 @@ def apply_events(
             continue
         delivery = _delivery_for(session, event)
         subscriber = _subscriber_for(session, event, delivery)
+        edition_id = delivery.edition_id if delivery else _edition_named(session, event)
         try:
             with session.begin_nested():
                 session.add(
@@ -57,7 +58,7 @@ def apply_events(
                         ],
                         subscriber_id=subscriber.id if subscriber else None,
                         delivery_id=delivery.id if delivery else None,
-                        edition_id=delivery.edition_id if delivery else None,
+                        edition_id=edition_id,
                         detail=event.detail[:500] or None,
                         occurred_at=event.occurred_at,
                     )
@@ -65,12 +66,12 @@ def apply_events(
         except IntegrityError:
             outcome["duplicate"] += 1
             continue
-        if touched is not None and delivery is not None:
-            touched.add(delivery.edition_id)
+        if touched is not None and edition_id is not None:
+            touched.add(edition_id)
         if subscriber is None:
             outcome["unknown address"] += 1
             continue
-        _act(session, event, subscriber, delivery, soft_limit)
+        _act(session, event, subscriber, edition_id, soft_limit)
         outcome[event.kind.value] += 1
     session.flush()
     return outcome
@@ -108,6 +109,10 @@ def _subscriber_for(
 ) -> Subscriber | None:
     if delivery is not None:
         return session.get(Subscriber, delivery.subscriber_id)
+    if event.delivery is not None:
+        # The signed return path names the person even when the edition's delivery rows
+        # were pruned (newsletter.retention): a complaint a week later still suppresses.
+        return session.get(Subscriber, event.delivery.subscriber_id)
     if not event.match_email:
         return None
     return session.exec(
@@ -115,15 +120,22 @@ def _subscriber_for(
     ).first()
 
 
+def _edition_named(session: Session, event: ProviderEvent) -> int | None:
+    """The edition a signed return path names, when its delivery row is gone (pruned)."""
+    if event.delivery is None:
+        return None
+    edition = session.get(Edition, event.delivery.edition_id)
+    return edition.id if edition is not None else None
+
+
 def _act(
     session: Session,
     event: ProviderEvent,
     subscriber: Subscriber,
-    delivery: Delivery | None,
+    edition_id: int | None,
     soft_limit: int,
 ) -> None:
     assert subscriber.id is not None
-    edition_id = delivery.edition_id if delivery else None
     kind = MailEventKind(event.kind.value)
     if kind == MailEventKind.delivered:
         session.execute(

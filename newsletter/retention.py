@@ -14,13 +14,13 @@ events keep theirs, so bounces, complaints and unsubscribes per edition are unch
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, text, update
+from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
-from newsletter import ledger
 from newsletter.models import Delivery, Edition, EditionStatus, EditionTotals, MailEvent
 
 #: Rows deleted per transaction.
@@ -36,7 +36,8 @@ class PruneReport:
 
 
 def prunable(session: Session, *, older_than: datetime) -> list[int]:
-    """Finished editions that started before ``older_than`` and still have delivery rows."""
+    """Finished editions that started before ``older_than`` and still have rows in a final
+    state."""
     finished = session.exec(
         select(Edition.id).where(
             col(Edition.status).in_(FINISHED),
@@ -50,54 +51,80 @@ def prunable(session: Session, *, older_than: datetime) -> list[int]:
         edition_id
         for edition_id in finished
         if edition_id is not None
-        and session.exec(select(Delivery.id).where(Delivery.edition_id == edition_id)).first()
+        and session.exec(
+            select(Delivery.id).where(
+                Delivery.edition_id == edition_id, col(Delivery.status).in_(FINAL)
+            )
+        ).first()
     ]
 
 
+#: Final states: rows in them will never be sent again. A row a retry re-queued meanwhile
+#: (pending) is not deleted, whatever the edition's status said a moment before.
+FINAL = ("sent", "queued", "failed", "unknown", "skipped")
+
+
 def prune(session: Session, *, older_than: datetime, now: datetime) -> PruneReport:
-    """Keep the counts of each prunable edition, then delete its delivery rows; commits."""
+    """Delete the delivery rows of each prunable edition, adding what each batch deleted to
+    its kept counts in the same transaction; commits per batch.
+
+    So a prune stopped at any point (Ctrl-C, a crash) leaves counts and rows consistent, and
+    running it again only adds the rows it deletes then. Reports pointing at a batch's rows
+    lose the link in that same transaction (one that arrived a moment ago included)."""
     editions = prunable(session, older_than=older_than)
     rows = 0
     for edition_id in editions:
-        counts = ledger.counts(session, edition_id=edition_id, pruned=False)
-        total = sum(counts.values())
-        kept = session.get(EditionTotals, edition_id)
-        if kept is None:
-            session.add(
-                EditionTotals(
-                    edition_id=edition_id,
-                    counts=json.dumps(counts, sort_keys=True),
-                    pruned_rows=total,
-                    pruned_at=now,
-                )
-            )
-        else:  # rows added after an earlier prune (a retried failure): add them up
-            merged = json.loads(kept.counts)
-            for state, n in counts.items():
-                merged[state] = merged.get(state, 0) + n
-            kept.counts = json.dumps(merged, sort_keys=True)
-            kept.pruned_rows += total
-            kept.pruned_at = now
-        session.execute(
-            update(MailEvent)
-            .where(col(MailEvent.edition_id) == edition_id)
-            .values(delivery_id=None)
-        )
-        session.commit()  # the counts are safe before a single row goes
         while True:
-            deleted = session.execute(
-                text(
-                    "DELETE FROM delivery WHERE id IN "
-                    "(SELECT id FROM delivery WHERE edition_id = :e LIMIT :n)"
-                ),
-                {"e": edition_id, "n": BATCH},
+            batch = (
+                session.execute(
+                    select(Delivery.id)
+                    .where(Delivery.edition_id == edition_id, col(Delivery.status).in_(FINAL))
+                    .limit(BATCH)
+                )
+                .scalars()
+                .all()
             )
-            session.commit()
-            done = int(getattr(deleted, "rowcount", 0) or 0)
-            rows += done
-            if done < BATCH:
+            if not batch:
                 break
+            deleted: Counter[str] = Counter()
+            for ids in (batch[i : i + ID_CHUNK] for i in range(0, len(batch), ID_CHUNK)):
+                session.execute(
+                    update(MailEvent)
+                    .where(col(MailEvent.delivery_id).in_(ids))
+                    .values(delivery_id=None)
+                )
+                deleted.update(
+                    session.execute(
+                        delete(Delivery)
+                        .where(col(Delivery.id).in_(ids), col(Delivery.status).in_(FINAL))
+                        .returning(col(Delivery.status))
+                    ).scalars()
+                )
+            _keep(session, edition_id, deleted, now)
+            session.commit()
+            rows += sum(deleted.values())
+            if not deleted:
+                break  # everything left was re-queued meanwhile: not ours to delete
     return PruneReport(len(editions), rows)
+
+
+#: Ids per IN list (SQLite's parameter limit).
+ID_CHUNK = 5_000
+
+
+def _keep(session: Session, edition_id: int, deleted: Counter[str], now: datetime) -> None:
+    """Add ``deleted`` to the edition's kept counts (created on the first batch)."""
+    kept = session.get(EditionTotals, edition_id)
+    counts = dict(deleted)
+    if kept is None:
+        kept = EditionTotals(edition_id=edition_id, counts="{}", pruned_rows=0, pruned_at=now)
+        session.add(kept)
+    else:
+        for state, n in json.loads(kept.counts).items():
+            counts[state] = counts.get(state, 0) + int(n)
+    kept.counts = json.dumps(counts, sort_keys=True)
+    kept.pruned_rows += sum(deleted.values())
+    kept.pruned_at = now
 
 
 def kept_counts(session: Session, *, edition_id: int) -> dict[str, int] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -81,3 +82,91 @@ def test_a_send_still_going_is_never_pruned(
     result = _prune(settings, "--days", "1", "--yes", at=SENT_AT + timedelta(days=400))
     assert result.stdout.startswith("nothing to prune")
     assert len(seeded.exec(select(Delivery)).all()) == 3
+
+
+def test_a_prune_stopped_midway_keeps_counts_and_rows_consistent(
+    seeded: Session,
+    settings: Settings,
+    draft: int,
+    add_subscribers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter import retention
+
+    add_subscribers(7)
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=MemoryBackend(),
+        clock=fixed_clock(SENT_AT),
+    )
+    before = ledger.counts(seeded, edition_id=draft)
+    monkeypatch.setattr(retention, "BATCH", 3)
+    real_keep = retention._keep
+    calls = 0
+
+    def keep_then_die(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt  # the operator's Ctrl-C in the second batch
+        real_keep(*args)
+
+    monkeypatch.setattr(retention, "_keep", keep_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        retention.prune(seeded, older_than=SENT_AT + timedelta(days=1), now=SENT_AT)
+    seeded.rollback()
+    seeded.expire_all()
+    # Three rows went with their counts; the second batch rolled back whole.
+    assert len(seeded.exec(select(Delivery).where(Delivery.edition_id == draft)).all()) == 4
+    assert ledger.counts(seeded, edition_id=draft) == before
+    monkeypatch.setattr(retention, "_keep", real_keep)
+    retention.prune(seeded, older_than=SENT_AT + timedelta(days=1), now=SENT_AT)
+    seeded.expire_all()
+    assert seeded.exec(select(Delivery).where(Delivery.edition_id == draft)).all() == []
+    assert ledger.counts(seeded, edition_id=draft) == before
+    # Nothing left to retry, and the operator is told why.
+    with pytest.raises(publish.EditionStateError, match="were pruned"):
+        publish.retry_failed(seeded, edition_id=draft)
+
+
+def test_a_complaint_after_the_prune_still_suppresses(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    from newsletter import bounces
+    from newsletter.verp import DeliveryRef
+    from newsletter.webhooks.base import EventKind, ProviderEvent
+
+    (person,) = add_subscribers(1)
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=MemoryBackend(),
+        clock=fixed_clock(SENT_AT),
+    )
+    done = _prune(settings, "--days", "1", "--yes", at=SENT_AT + timedelta(days=2))
+    assert done.exit_code == 0, done.output
+    # A week later a feedback loop reports a complaint, naming the delivery by its signed
+    # return path (the row is gone).
+    complaint = ProviderEvent(
+        provider="arf",
+        event_id="late-1",
+        kind=EventKind.complained,
+        email="redacted",
+        provider_message_id=None,
+        occurred_at=SENT_AT + timedelta(days=7),
+        detail="abuse",
+        delivery=DeliveryRef(draft, person.id or 0),
+        match_email=False,
+    )
+    outcome = bounces.apply_events(seeded, [complaint], soft_limit=3)
+    seeded.commit()
+    assert outcome["complained"] == 1
+    seeded.expire_all()
+    assert seeded.get(Subscriber, person.id).suppressed == "complained"  # type: ignore[union-attr]
+    (event,) = seeded.exec(select(MailEvent)).all()
+    assert (event.edition_id, event.delivery_id) == (draft, None)
+    (row,) = edition_stats(seeded)
+    assert row.complaints == 1

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from newsletter import ledger, reputation, store
 from newsletter.content import fingerprint
 from newsletter.lifecycle import EditionStateError, refusal
-from newsletter.models import Edition, EditionEvent, EditionStatus, Newsletter
+from newsletter.models import Edition, EditionEvent, EditionStatus, EditionTotals, Newsletter
 from newsletter.periods import schedule_of
 from newsletter.publish.approval import awaiting_approval
 from newsletter.schedules import rule_of
@@ -116,6 +116,11 @@ def retry_failed(
     count = ledger.retry_failed(
         session, edition_id=edition_id, include_unknown=include_unknown, code=code
     )
+    if not count and session.get(EditionTotals, edition_id) is not None:
+        raise EditionStateError(
+            f"edition {edition_id}'s delivery rows were pruned (newsletter ledger prune): its "
+            "failed deliveries can no longer be retried; its counts are kept"
+        )
     if count:
         # Whatever the status read above: the last sender may have finished the edition in
         # between, and a sent edition with open deliveries would never be sent again. The
