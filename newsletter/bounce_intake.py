@@ -28,7 +28,7 @@ from newsletter import bounce_reports, mailbox, reputation
 from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.publish import breaker
-from newsletter.verp import ReturnPaths
+from newsletter.verp import ReturnPaths, return_paths
 from newsletter.webhooks.base import EventKind, ProviderEvent
 
 #: Where a redacted report's address would be (a complaint from Outlook.com, say).
@@ -51,9 +51,7 @@ class Intake:
 
 def paths_for(settings: Settings) -> ReturnPaths | None:
     """The return paths the engine signs with, or None when VERP is off."""
-    if not settings.bounce_address or not settings.secret_key:
-        return None
-    return ReturnPaths(settings.bounce_address, settings.signing_keys())
+    return return_paths(settings.bounce_address, settings.signing_keys())
 
 
 def events_from(

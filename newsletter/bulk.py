@@ -33,7 +33,8 @@ WRITE_CHUNK = 20_000
 T = TypeVar("T")
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size`` (IN lists, executemany batches)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -84,7 +85,7 @@ def find_subscribers(session: Session, *, keys: Sequence[str]) -> dict[str, Know
         _SUBSCRIBER.c.timezone,
         _SUBSCRIBER.c.suppressed,
     )
-    for chunk in _chunks(keys, CHUNK):
+    for chunk in chunks(keys, CHUNK):
         hashed = {erased_key(k): k for k in chunk}
         wanted = [*chunk, *hashed]
         for key, id_, name, tz, suppressed in session.execute(
@@ -114,7 +115,7 @@ def insert_subscribers(
             ((email, key, name, tz, now, 0, 0) for email, key, name, tz in rows),
         )
     else:
-        for chunk in _chunks(rows, WRITE_CHUNK):
+        for chunk in chunks(rows, WRITE_CHUNK):
             session.execute(
                 insert(_SUBSCRIBER),
                 [
@@ -131,7 +132,7 @@ def insert_subscribers(
                 ],
             )
     ids: dict[str, int] = {}
-    for keys in _chunks([key for _, key, _, _ in rows], CHUNK):
+    for keys in chunks([key for _, key, _, _ in rows], CHUNK):
         query = select(_SUBSCRIBER.c.email_key, _SUBSCRIBER.c.id).where(
             _in(_SUBSCRIBER.c.email_key, keys, session)
         )
@@ -148,7 +149,7 @@ def update_subscribers(
         .where(_SUBSCRIBER.c.id == bindparam("b_id"))
         .values(name=bindparam("b_name"), timezone=bindparam("b_tz"))
     )
-    for chunk in _chunks(changes, WRITE_CHUNK):
+    for chunk in chunks(changes, WRITE_CHUNK):
         session.execute(
             statement, [{"b_id": i, "b_name": name, "b_tz": tz} for i, name, tz in chunk]
         )
@@ -160,7 +161,7 @@ def find_subscriptions(
     """(subscriber, newsletter) -> status, for these subscribers."""
     found: dict[tuple[int, int], str] = {}
     columns = (_SUBSCRIPTION.c.subscriber_id, _SUBSCRIPTION.c.newsletter_id, _SUBSCRIPTION.c.status)
-    for chunk in _chunks(subscriber_ids, CHUNK):
+    for chunk in chunks(subscriber_ids, CHUNK):
         for sid, nid, status in session.execute(
             select(*columns).where(_in(_SUBSCRIPTION.c.subscriber_id, chunk, session))
         ):
@@ -192,7 +193,7 @@ def subscribe(
             ((sid, nid, "subscribed", source, detail, now) for sid, nid, detail in rows),
         )
         return
-    for chunk in _chunks(rows, WRITE_CHUNK):
+    for chunk in chunks(rows, WRITE_CHUNK):
         session.execute(
             insert(_SUBSCRIPTION),
             [

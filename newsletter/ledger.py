@@ -11,7 +11,6 @@ expires; then any send takes it over: at most the in-flight batch is sent again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -372,8 +371,8 @@ def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[st
     totals = {s.value: int(found.get(s.value, 0)) for s in DeliveryStatus}
     kept = session.get(EditionTotals, edition_id) if pruned else None
     if kept is not None:
-        for state, n in json.loads(kept.counts).items():
-            totals[state] = totals.get(state, 0) + int(n)
+        for state, n in kept.by_state.items():
+            totals[state] = totals.get(state, 0) + n
     return totals
 
 

@@ -24,6 +24,23 @@ def qp_encode(text: str) -> bytes:
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", CRLF)
 
 
+def stuff_lines(data: bytes) -> bytes:
+    """Every line of ``data`` after the first that starts with a dot gets another (RFC 5321
+    4.5.2); the first line is the caller's to judge (it may continue a line before it)."""
+    return data.replace(b"\r\n.", b"\r\n..")
+
+
+def end_data(body: bytes) -> bytes:
+    """``body`` with SMTP's end-of-data line (and the line break it needs before it)."""
+    return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """A whole message as SMTP's DATA sends it: stuffed, with its end-of-data line."""
+    stuffed = stuff_lines(data)
+    return end_data(b"." + stuffed if stuffed.startswith(b".") else stuffed)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageContent:
     """The same message as separate fields, for email APIs that take JSON rather than MIME.

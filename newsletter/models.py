@@ -10,6 +10,7 @@ Words: a *comparison* is one content item; an *edition* is one mailing of a news
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
@@ -379,6 +380,11 @@ class EditionTotals(SQLModel, table=True):
     counts: str = Field(max_length=2000)
     pruned_rows: int = 0
     pruned_at: datetime = Field(sa_type=UTCDateTime)
+
+    @property
+    def by_state(self) -> dict[str, int]:
+        """``counts`` read: delivery state -> rows pruned in it."""
+        return {state: int(n) for state, n in json.loads(self.counts).items()}
 
 
 class SendWindow(SQLModel, table=True):

@@ -25,7 +25,14 @@ from email.utils import format_datetime, parseaddr
 from functools import partial
 
 from newsletter.dkim import DkimSigner, relaxed_join, relaxed_run
-from newsletter.message import MessageContent, OutgoingMessage, Stuffed, qp_encode
+from newsletter.message import (
+    MessageContent,
+    OutgoingMessage,
+    Stuffed,
+    end_data,
+    qp_encode,
+    stuff_lines,
+)
 from newsletter.rendering import SLOTS, RenderedEdition
 from newsletter.tokens import TokenSigner
 from newsletter.verp import ReturnPaths
@@ -172,7 +179,7 @@ class MessageTemplate:
         # 53 KB costs ~30 us a message); per recipient only the slot values are. A slot that
         # starts a line gets its leading dot doubled too. No piece after the first may start
         # with a dot (a value would end the line before it): then the backend stuffs instead.
-        self._wire = [c.replace(b"\r\n.", b"\r\n..") for c in chunks]
+        self._wire = [stuff_lines(c) for c in chunks]
         self._line_start = tuple(c.endswith(b"\r\n") for c in chunks[:-1])
         if chunks[0].startswith(b".") or any(c.startswith(b".") for c in chunks[1:]):
             self._wire = []
@@ -296,12 +303,11 @@ class MessageTemplate:
         out = [b""] * (2 * len(self._wire) - 1)
         out[0::2] = self._wire
         for i, key in enumerate(self._keys):
-            value = values[key].replace(b"\r\n.", b"\r\n..")
+            value = stuff_lines(values[key])
             if self._line_start[i] and value.startswith(b"."):
                 value = b"." + value
             out[2 * i + 1] = value
-        body = b"".join(out)
-        return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+        return end_data(b"".join(out))
 
     def _canonical(self, values: dict[str, bytes]) -> bytes | None:
         """The relaxed body for these slot values from the pieces done once (None: a run of

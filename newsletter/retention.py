@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
+from newsletter.bulk import chunks
 from newsletter.models import Delivery, Edition, EditionStatus, EditionTotals, MailEvent
 
 #: Rows deleted per transaction.
@@ -87,7 +88,7 @@ def prune(session: Session, *, older_than: datetime, now: datetime) -> PruneRepo
             if not batch:
                 break
             deleted: Counter[str] = Counter()
-            for ids in (batch[i : i + ID_CHUNK] for i in range(0, len(batch), ID_CHUNK)):
+            for ids in chunks(batch, ID_CHUNK):
                 session.execute(
                     update(MailEvent)
                     .where(col(MailEvent.delivery_id).in_(ids))
@@ -120,17 +121,11 @@ def _keep(session: Session, edition_id: int, deleted: Counter[str], now: datetim
         kept = EditionTotals(edition_id=edition_id, counts="{}", pruned_rows=0, pruned_at=now)
         session.add(kept)
     else:
-        for state, n in json.loads(kept.counts).items():
-            counts[state] = counts.get(state, 0) + int(n)
+        for state, n in kept.by_state.items():
+            counts[state] = counts.get(state, 0) + n
     kept.counts = json.dumps(counts, sort_keys=True)
     kept.pruned_rows += sum(deleted.values())
     kept.pruned_at = now
-
-
-def kept_counts(session: Session, *, edition_id: int) -> dict[str, int] | None:
-    """The counts kept for a pruned edition, or None."""
-    kept = session.get(EditionTotals, edition_id)
-    return None if kept is None else {k: int(v) for k, v in json.loads(kept.counts).items()}
 
 
 def delivery_rows(session: Session) -> int:

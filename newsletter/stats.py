@@ -11,7 +11,6 @@ The formatters turn either kind of row into CSV, JSON or a plain terminal table.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +33,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionEvent,
 )
+from newsletter.reputation import Reading
 
 #: Editions that reached the send: their numbers mean something (a draft has none).
 STARTED = tuple(s.value for s in EditionStatus if s != EditionStatus.draft)
@@ -123,12 +123,10 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
     )
     found = {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
     # Editions whose rows were pruned (newsletter.retention): their kept counts, one row each.
-    for edition_id, kept in session.execute(
-        sa_select(col(EditionTotals.edition_id), col(EditionTotals.counts)).where(
-            col(EditionTotals.edition_id).in_(started)
-        )
+    for kept in session.exec(
+        select(EditionTotals).where(col(EditionTotals.edition_id).in_(started))
     ):
-        c = json.loads(kept)
+        c, edition_id = kept.by_state, kept.edition_id
         total, skip, ok, fail = found.get(edition_id, (0, 0, 0, 0))
         found[edition_id] = (
             total + sum(c.values()),
@@ -201,6 +199,8 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
         total, skipped, sent, failed = deliveries.get(eid, (0, 0, 0, 0))
         delivered, bounced, bounced_hard, complaints, soft = reports.get(eid, (0, 0, 0, 0, 0))
         unsubscribed = unsubscribes.get(eid, 0)
+        # The rates the breaker reads, by its own definition (newsletter.reputation).
+        reading = Reading(eid, sent + failed, sent, bounced_hard, complaints)
         rows.append(
             EditionStats(
                 edition_id=eid,
@@ -220,8 +220,8 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
                 unsubscribe_rate=unsubscribed / sent if sent else 0.0,
                 unsubscribes_by_source=dict(sorted(by_source.get(eid, {}).items())),
                 bounced_soft=soft,
-                complaint_rate=complaints / sent if sent else 0.0,
-                bounce_rate=bounced_hard / (sent + failed) if sent + failed else 0.0,
+                complaint_rate=reading.complaint_rate,
+                bounce_rate=reading.bounce_rate,
             )
         )
     return rows

@@ -481,19 +481,6 @@ def subscribers_by_key(session: Session, *, keys: Sequence[str]) -> dict[str, Su
     return found
 
 
-def subscriptions_of(
-    session: Session, *, subscriber_ids: Sequence[int]
-) -> dict[tuple[int, int], Subscription]:
-    found: dict[tuple[int, int], Subscription] = {}
-    for start in range(0, len(subscriber_ids), 500):
-        chunk = subscriber_ids[start : start + 500]
-        for s in session.exec(
-            select(Subscription).where(col(Subscription.subscriber_id).in_(chunk))
-        ):
-            found[(s.subscriber_id, s.newsletter_id)] = s
-    return found
-
-
 def record_event(
     session: Session,
     *,

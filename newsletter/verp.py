@@ -36,6 +36,14 @@ class DeliveryRef:
     subscriber_id: int
 
 
+def return_paths(bounce_address: str, keys: Sequence[str]) -> ReturnPaths | None:
+    """The return paths of ``bounce_address`` signed with ``keys``; None when VERP is off
+    (no bounce address, or no secret key to sign with)."""
+    if not bounce_address or not keys or not keys[0]:
+        return None
+    return ReturnPaths(bounce_address, keys)
+
+
 class ReturnPaths:
     """Builds and reads the return paths of one bounce address (``local@domain``)."""
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from newsletter import importing, privacy, publish, store
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
-from newsletter.models import Subscriber, Subscription, SubscriptionEvent
+from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionEvent
 
 FIRST = (
     "email,name,timezone,newsletters\n"
@@ -35,6 +35,18 @@ SECOND = (
     "fay@example.com,Fay,,tool-deals\n"  # new
     "not-an-address,X,,\n"  # rejected
 )
+
+
+def _tool_deals(session: Session) -> Newsletter:
+    """The second list the files name."""
+    return store.ensure_newsletter(
+        session,
+        slug="tool-deals",
+        name="Tool Deals",
+        timezone="UTC",
+        site_url="https://aitoolverdicts.example",
+        item_cap=8,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,14 +78,7 @@ def test_the_same_import_on_sqlite_and_postgresql(
     second.write_text(SECOND, encoding="utf-8")
     with Session(engine_of, expire_on_commit=False) as session:
         main = publish.default_newsletter(session, settings)
-        deals = store.ensure_newsletter(
-            session,
-            slug="tool-deals",
-            name="Tool Deals",
-            timezone="UTC",
-            site_url="https://aitoolverdicts.example",
-            item_cap=8,
-        )
+        deals = _tool_deals(session)
         session.commit()
         one = importing.import_subscribers(session, path=first, default_newsletter=main.slug)
         session.commit()
@@ -151,14 +156,7 @@ def test_an_export_imports_back_as_the_same_list(
     first.write_text(FIRST, encoding="utf-8")
     with Session(engine_of, expire_on_commit=False) as session:
         main = publish.default_newsletter(session, settings)
-        store.ensure_newsletter(
-            session,
-            slug="tool-deals",
-            name="Tool Deals",
-            timezone="UTC",
-            site_url="https://aitoolverdicts.example",
-            item_cap=8,
-        )
+        _tool_deals(session)
         session.commit()
         importing.import_subscribers(session, path=first, default_newsletter=main.slug)
         people = {s.email: s for s in session.exec(select(Subscriber))}
@@ -192,14 +190,7 @@ def test_an_export_imports_back_as_the_same_list(
     try:
         with Session(engine) as session:
             publish.default_newsletter(session, again)
-            store.ensure_newsletter(
-                session,
-                slug="tool-deals",
-                name="Tool Deals",
-                timezone="UTC",
-                site_url="https://aitoolverdicts.example",
-                item_cap=8,
-            )
+            _tool_deals(session)
             session.commit()
             report = importing.import_subscribers(
                 session, path=exported, default_newsletter=main.slug

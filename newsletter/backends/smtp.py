@@ -25,7 +25,7 @@ from newsletter.backends.base import (
     flag,
     query_options,
 )
-from newsletter.message import OutgoingMessage
+from newsletter.message import OutgoingMessage, dot_stuffed
 
 
 def _status_for(code: int) -> SendStatus:
@@ -341,10 +341,7 @@ class SMTPBackend(ReportingBackend):
         after the write still gets its bytes delivered: the kernel sends what it holds, then
         FIN; nothing is unread, so no RST.)"""
         if wire is None:  # a message without its stuffed form (notices, tests)
-            stuffed = data.replace(b"\r\n.", b"\r\n..")
-            if stuffed.startswith(b"."):
-                stuffed = b"." + stuffed
-            wire = stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")
+            wire = dot_stuffed(data)
         # One write: a separate small write for the terminator would wait for the peer's
         # delayed ACK (Nagle), ~40 ms per message.
         payload = wire + then if then else wire

@@ -5,7 +5,7 @@ import getpass
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -136,13 +136,18 @@ _EXPECTED_ERRORS = (
 )
 
 
+def _reason(error: Mapping[str, Any]) -> str:
+    """A validation error's message without pydantic's "Value error, " prefix."""
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
 def settings_problem(exc: ValidationError) -> str:
     """A settings error as one line naming each variable and what is allowed (pydantic's own
     text spans four lines per error, with a link)."""
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error.get("loc") else ""
-        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        message = _reason(error)
         variable = field if field.startswith("NEWSLETTER_") else f"NEWSLETTER_{field.upper()}"
         problems.append(message if message.startswith("NEWSLETTER_") else f"{variable}: {message}")
     return "; ".join(problems)
@@ -232,7 +237,7 @@ def _settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error.get("loc") else ""
             if field in given:
-                message = str(error["msg"]).removeprefix("Value error, ")
+                message = _reason(error)
                 options.append(f"--{field.replace('_', '-')}: {message}")
         if options:
             raise ConfigError("; ".join(options)) from None

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 from newsletter import mailbox
 from newsletter.config import Settings
 from newsletter.doctor.check import Check
-
-SMTP_SCHEMES = ("smtp", "smtps")
+from newsletter.doctor.dns_checks import SMTP_SCHEMES
 
 
 def check_bounces(settings: Settings, timeout: float) -> list[Check]:

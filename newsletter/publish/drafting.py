@@ -39,7 +39,7 @@ from newsletter.rendering import (
 from newsletter.selection import Period, Selection, select_comparisons
 from newsletter.tokens import TokenSigner
 from newsletter.verdicts import ComparisonVerdict, WrittenCall
-from newsletter.verp import ReturnPaths
+from newsletter.verp import return_paths
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
 
@@ -320,11 +320,7 @@ def prepare(
         reply_to=settings.reply_to or None,
     )
     dkim = signer_from(settings.dkim_keys, domain=settings.dkim_domain or identity.sender.domain)
-    paths = (
-        ReturnPaths(settings.bounce_address, settings.signing_keys())
-        if settings.bounce_address and settings.secret_key
-        else None
-    )
+    paths = return_paths(settings.bounce_address, settings.signing_keys())
     return rendered, MessageTemplate(rendered, identity, dkim, paths), newsletter
 
 
