@@ -44,9 +44,14 @@ def bounces_serve(
     ] = False,
     accept: Annotated[
         list[str] | None,
-        typer.Option(help="Also take mail for this address (a feedback-loop address)."),
+        typer.Option(
+            metavar="ADDRESS",
+            help="Also take mail for this address (a feedback-loop address); repeatable.",
+        ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also the libraries' INFO lines (aiosmtpd).")
+    ] = False,
 ) -> None:
     """Take bounce and complaint mail over SMTP or LMTP until Ctrl-C: every report is tied to
     its delivery by the signed return path and acted on like a provider webhook; 250 only
