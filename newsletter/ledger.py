@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfoNotFoundError
 
-from sqlalchemy import Table, bindparam, func, text, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, text, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from newsletter.models import Delivery, DeliveryStatus, EditionTotals, UTCDateTime
@@ -182,24 +183,24 @@ class OpenDelivery:
     soft_bounces: int = 0  # the subscriber's soft bounces in a row (an accepted send resets)
 
 
-#: A delivery a send may take now: open and due (a deferred retry or a local-time wave whose
-#: time came), or claimed by a send whose lease expired. Shared by the claim and its probe.
-_CLAIMABLE = """((d.status IN ('pending', 'deferred')
-                        AND (d.retry_at IS NULL OR d.retry_at <= :now))
-                       OR (d.status = 'claimed' AND d.lease_until < :now))"""
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """A delivery a send may take at ``now``: open and due (a deferred retry or a local-time
+    wave whose time came), or claimed by a send whose lease expired. The one definition the
+    claim and its probe share."""
+    d = _DELIVERY.c
+    return (d.status.in_(OPEN_STATUSES) & (d.retry_at.is_(None) | (d.retry_at <= now))) | (
+        (d.status == DeliveryStatus.claimed.value) & (d.lease_until < now)
+    )
 
 
 def has_claimable(session: Session, *, edition_id: int, now: datetime) -> bool:
     """Whether a send would find anything to claim at ``now`` (one indexed probe, no claim)."""
-    row = session.execute(
-        text(
-            "SELECT 1 FROM delivery AS d WHERE d.edition_id = :edition_id AND "
-            + _CLAIMABLE
-            + " LIMIT 1"
-        ).bindparams(bindparam("now", type_=UTCDateTime())),
-        {"edition_id": edition_id, "now": now},
-    ).first()
-    return row is not None
+    probe = (
+        sa_select(_DELIVERY.c.id)
+        .where(_DELIVERY.c.edition_id == edition_id, _claimable(now))
+        .limit(1)
+    )
+    return session.execute(probe).first() is not None
 
 
 def claim_batch(
@@ -215,54 +216,39 @@ def claim_batch(
 ) -> list[OpenDelivery]:
     """Claim and return the next ``limit`` open deliveries with id > ``after_id``; commits.
 
-    Open means pending, deferred, or claimed by a send whose lease has expired. The UPDATE
-    re-checks the status, so of two sends racing for a row exactly one gets it (SQLite
-    serializes writers; on PostgreSQL the SELECT also skips rows another send has locked).
+    Open means pending, deferred, or claimed by a send whose lease has expired. The claim is
+    one statement (UPDATE ... WHERE id IN (the next ``limit`` claimable ids) RETURNING id), so
+    of several senders racing, each gets rows nobody else holds and an empty answer means
+    nothing claimable is left past ``after_id``: SQLite runs the statement under its single
+    writer lock, and on PostgreSQL the inner SELECT skips rows another sender has locked.
+    (A SELECT, then an UPDATE, let two SQLite senders pick the same ids; the loser got an empty
+    claim, took it for the end, and stopped: ``--concurrency`` then ran one connection.)
     Subscription and suppression are read after the claim: an unsubscribe committed before
     this moment is honoured.
     """
-    params = {"edition_id": edition_id, "after_id": after_id, "limit": limit, "now": now}
-    lock = " FOR UPDATE SKIP LOCKED" if session.get_bind().dialect.name == "postgresql" else ""
-    ids = list(
-        session.execute(
-            text(
-                """
-                SELECT d.id FROM delivery AS d
-                WHERE d.edition_id = :edition_id
-                  AND d.id > :after_id
-                  AND """
-                + _CLAIMABLE
-                + """
-                ORDER BY d.id
-                LIMIT :limit
-                """
-                + lock
-            ).bindparams(bindparam("now", type_=UTCDateTime())),
-            params,
-        ).scalars()
+    d = _DELIVERY.c
+    chosen = (
+        sa_select(d.id)
+        .where(d.edition_id == edition_id, d.id > after_id, _claimable(now))
+        .order_by(d.id)
+        .limit(limit)
     )
-    if not ids:
-        session.commit()
-        return []
-    session.execute(
+    if session.get_bind().dialect.name == "postgresql":
+        chosen = chosen.with_for_update(skip_locked=True)
+    claimed = session.execute(
         update(_DELIVERY)
-        .where(
-            _DELIVERY.c.id.in_(ids),
-            (
-                _DELIVERY.c.status.in_(OPEN_STATUSES)
-                & (_DELIVERY.c.retry_at.is_(None) | (_DELIVERY.c.retry_at <= now))
-            )
-            | (
-                (_DELIVERY.c.status == DeliveryStatus.claimed.value)
-                & (_DELIVERY.c.lease_until < now)
-            ),
-        )
+        .where(d.id.in_(chosen.scalar_subquery()), _claimable(now))
         .values(
             status=DeliveryStatus.claimed.value,
             lease_owner=owner,
             lease_until=now + timedelta(seconds=lease_seconds),
         )
+        .returning(d.id)
     )
+    ids = sorted(claimed.scalars())
+    if not ids:
+        session.commit()
+        return []
     session.commit()
     rows = session.execute(
         text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -476,6 +477,58 @@ def test_concurrent_senders_in_one_process_share_the_work(
     )
     assert report.run.sent == 200 and report.edition.status == "sent"
     assert len(_recipients()) == 200 and set(_recipients().values()) == {1}
+
+
+def test_concurrent_senders_on_sqlite_each_keep_a_connection_busy(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    """Four senders over real SMTP on one SQLite file: every one of the four connections
+    carries a share of the send, and everyone is mailed once. Before the claim was one
+    statement, two senders could pick the same ids; the loser's claim came back empty, it took
+    that for the end and stopped, so ``--concurrency 4`` ran one connection most of the time."""
+    from aiosmtpd.controller import Controller
+
+    from newsletter.backends import backend_from_url
+
+    from .conftest import free_port
+
+    per_connection: Counter[tuple[str, int]] = Counter()
+    recipients: Counter[str] = Counter()
+    in_data = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    class SlowSink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            with lock:
+                in_data["now"] += 1
+                in_data["most"] = max(in_data["most"], in_data["now"])
+            await asyncio.sleep(0.003)  # a real server takes a moment: senders overlap
+            with lock:
+                in_data["now"] -= 1
+                per_connection[session.peer] += 1
+                recipients.update(a.lower() for a in envelope.rcpt_tos)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(SlowSink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        people = add_subscribers(400)
+        report = publish.send_edition(
+            seeded,
+            edition_id=draft,
+            settings=settings.model_copy(update={"batch_size": 10}),
+            make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
+            concurrency=4,
+        )
+    finally:
+        controller.stop()
+    assert report.run.sent == 400 and report.edition.status == "sent"
+    assert recipients == Counter({p.email.lower(): 1 for p in people})
+    assert len(per_connection) == 4, per_connection
+    # Each connection carried a real share, not one message before its sender gave up.
+    assert min(per_connection.values()) >= 40, per_connection
+    assert in_data["most"] >= 3
 
 
 def test_wait_keeps_going_until_deferred_retries_are_done(
