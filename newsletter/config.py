@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     )
     item_cap: int = Field(8, ge=1, le=50, description="Most comparisons in one edition.")
     batch_size: int = Field(500, ge=1, le=10_000, description="Deliveries sent per batch.")
+    senders: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Senders of one send, each with its own connection; 0: one per CPU core "
+        "(spread over one process per core).",
+    )
     lease_seconds: float = Field(
         300, ge=0, description="How long a send holds a claimed batch before another may take it."
     )

@@ -35,6 +35,7 @@ from newsletter.periods import (
     occurrence,
     period_of,
 )
+from newsletter.publish import senders
 from newsletter.schedules import active_schedules, rule_of
 from newsletter.writers.suggestions import suggest_recorded
 
@@ -136,6 +137,7 @@ def _continue_sends(
     """One send pass over every edition still sending (later local-time waves, retries that
     came due, a send a restart interrupted), so a scheduler without workers finishes them."""
     done = []
+    count, processes = senders.layout(None, settings.senders, make_backend())
     for edition_id in publish.sending_editions(session):
         try:
             report = publish.send_edition(
@@ -143,6 +145,8 @@ def _continue_sends(
                 edition_id=edition_id,
                 settings=settings,
                 make_backend=make_backend,
+                concurrency=count,
+                processes=processes,
                 clock=clock,
             )
         except publish.EditionStateError:

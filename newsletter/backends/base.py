@@ -93,6 +93,10 @@ class MailBackend(ABC):
     #: URL schemes this class accepts (the entry-point names point at the class).
     schemes: tuple[str, ...] = ()
 
+    #: True when what the backend does is only visible inside this process (the memory
+    #: outbox): a send then keeps its senders in threads instead of forking processes.
+    in_process_only: bool = False
+
     def __init__(self) -> None:
         # One entry per `with` level: whether that level opened the connection. Nested
         # `with backend:` blocks (a caller's around dispatch's own) close only at the level

@@ -38,6 +38,7 @@ def reset() -> None:
 
 class MemoryBackend(MailBackend):
     schemes = ("memory",)
+    in_process_only = True
 
     def __init__(
         self,

@@ -306,6 +306,8 @@ def _send_with_progress(
     concurrency: int,
     wait: bool,
     every: float = 10.0,
+    *,
+    processes: int = 1,
 ) -> publish.SendReport:
     """Send, showing progress message by message: a bar on a terminal, a line every
     ``every`` seconds otherwise (cron, systemd, a pipe)."""
@@ -317,6 +319,7 @@ def _send_with_progress(
             settings=settings,
             make_backend=make_backend,
             concurrency=concurrency,
+            processes=processes,
             wait=wait,
             actor=cli_actor(),
             clock=cli_clock(),

@@ -30,6 +30,7 @@ from newsletter.database import connection_lost
 from newsletter.models import (
     Edition,
 )
+from newsletter.publish import senders
 from newsletter.publish.breaker import limits_for
 from newsletter.rendering import SUBJECT_BUDGET
 from newsletter.store import MAX_REASON
@@ -153,8 +154,25 @@ def edition_send(
         ),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=64, help="Senders in parallel, each with its own connection.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Senders in parallel, each with its own connection "
+            "(default: NEWSLETTER_SENDERS, else one per CPU core).",
+            show_default=False,
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes the senders are spread over (default: one per CPU core; "
+            "1 keeps them all in this process).",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="Keep going until done, waiting for deferred retries.")
     ] = False,
@@ -180,8 +198,9 @@ def edition_send(
     On a terminal it first says what it is about to do and asks; --yes skips the question."""
     settings = _settings()
     url = backend or settings.mail_backend
-    backend_from_url(url)  # a bad URL is an error before anything starts
-    describe = backend_from_url(url).describe()
+    chosen = backend_from_url(url)  # a bad URL is an error before anything starts
+    describe = chosen.describe()
+    senders_count, process_count = senders.layout(concurrency, settings.senders, chosen, processes)
     if dry_run:
         with _session(settings) as session:
             preview = publish.dry_run(
@@ -196,7 +215,13 @@ def edition_send(
         typer.echo(
             f"About to send edition {edition_id} ({plan.status}, {plan.subject!r}) to "
             f"{plan.audience:,} subscribers via {describe}"
-            + (f", {concurrency} senders" if concurrency > 1 else "")
+            + (
+                f", {senders_count} senders in {process_count} processes"
+                if process_count > 1
+                else f", {senders_count} senders"
+                if senders_count > 1
+                else ""
+            )
             + "."
         )
         if not typer.confirm("Send it?", default=False):
@@ -209,8 +234,9 @@ def edition_send(
                 settings,
                 edition_id,
                 lambda: backend_from_url(url),
-                concurrency,
+                senders_count,
                 wait,
+                processes=process_count,
                 every=progress_every,
             )
     except Exception as exc:

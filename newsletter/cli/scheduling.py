@@ -29,6 +29,7 @@ from newsletter.database import make_engine, require_head, upgrade
 from newsletter.models import (
     Schedule,
 )
+from newsletter.publish import senders
 
 # --- schedules -----------------------------------------------------------------------------
 
@@ -190,11 +191,14 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
                 now=now,
             )
         url = settings.mail_backend
+        count, processes = senders.layout(None, settings.senders, backend_from_url(url))
         report = publish.send_edition(
             session,
             edition_id=edition.id or 0,
             settings=settings,
             make_backend=lambda: backend_from_url(url),
+            concurrency=count,
+            processes=processes,
             wait=not schedule.local_time,  # later waves: the scheduler or workers send them
             clock=cli_clock(),
         )

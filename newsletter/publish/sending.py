@@ -4,7 +4,6 @@ in threads or as one of many workers, until nothing is open.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from newsletter.models import Edition, EditionStatus, Newsletter
 from newsletter.personalization import MessageTemplate
 from newsletter.planner import refresh_statistics
 from newsletter.progress import SendProgress
-from newsletter.publish import breaker
+from newsletter.publish import breaker, senders
 from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
@@ -179,6 +178,7 @@ def send_edition(
     backend: MailBackend | None = None,
     make_backend: Callable[[], MailBackend] | None = None,
     concurrency: int = 1,
+    processes: int = 1,
     wait: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
@@ -191,9 +191,11 @@ def send_edition(
 
     Starts a draft (see :func:`start_edition`), then sends what is claimable: pending
     deliveries, deferred ones whose retry time came, and batches whose send died (lease
-    expired). ``concurrency`` > 1 runs that many senders in threads, each with its own session
-    and its own backend from ``make_backend``. With ``wait`` it keeps going until nothing is
-    left (sleeping until the next retry), else one pass. When nothing is left the edition
+    expired). ``concurrency`` > 1 runs that many senders, each with its own session and its
+    own backend from ``make_backend``: in threads, or spread over ``processes`` forked sender
+    processes (see :mod:`newsletter.publish.senders`; one per core is what uses the machine).
+    With ``wait`` it keeps going until nothing is left (sleeping until the next retry), else
+    one pass. When nothing is left the edition
     becomes ``sent``; ``unknown`` and ``failed`` deliveries wait for an operator. Every time
     it needs (claims, leases, retries, the Date header) comes from ``clock``.
     """
@@ -259,6 +261,7 @@ def send_edition(
             clock,
             progress,
             gate,
+            processes=processes,
         )
         for trip in summary.trips:  # the breaker paused it: tell the people in charge
             breaker.alert(session, settings, trip)
@@ -295,12 +298,19 @@ def _one_pass(
     clock: Clock,
     progress: SendProgress | None = None,
     gate: DomainGate | None = None,
+    *,
+    processes: int = 1,
 ) -> SendSummary:
     assert edition.id is not None
     signer = signer_for(settings)
     policy = policy_for(settings)
 
-    def run(s: Session, b: MailBackend) -> SendSummary:
+    def run(
+        s: Session,
+        b: MailBackend,
+        progress: SendProgress | None,
+        on_batch: Callable[[int], None] | None,
+    ) -> SendSummary:
         return dispatch(
             s,
             edition_id=edition.id or 0,
@@ -317,33 +327,19 @@ def _one_pass(
             gate=gate,
         )
 
-    if concurrency <= 1:
+    if concurrency <= 1 and processes <= 1:
         chosen = backend if backend is not None else make_backend()  # type: ignore[misc]
-        return run(session, chosen)
+        return run(session, chosen, progress, on_batch)
     if make_backend is None:
         raise ValueError("concurrency > 1 needs make_backend: one backend per sender")
-    engine = session.get_bind()
-    results: list[SendSummary] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with Session(engine, expire_on_commit=False) as own:
-                results.append(run(own, make_backend()))
-        except BaseException as exc:  # re-raised below, after every thread stopped
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, name=f"sender-{i}") for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    total = SendSummary()
-    for r in results:
-        total.merge(r)
-    return total
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    if processes <= 1:
+        return senders.in_threads(engine, run, make_backend, concurrency, progress, on_batch)
+    session.commit()  # no connection is held across the fork
+    return senders.in_processes(
+        engine, run, make_backend, concurrency, processes, progress, on_batch
+    )
 
 
 def _finish_if_done(session: Session, *, edition_id: int, now: datetime) -> bool:
