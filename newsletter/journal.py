@@ -37,7 +37,7 @@ import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -102,20 +102,18 @@ class ResultJournal:
 
     @staticmethod
     def encode(outcome: ledger.Outcome) -> bytes:
-        """One journal line (JSON, newline-terminated)."""
-        line = json.dumps(
-            [
-                outcome.delivery_id,
-                outcome.status.value,
-                outcome.code,
-                outcome.detail,
-                outcome.message_id,
-                outcome.provider_message_id,
-                outcome.retry_at.isoformat() if outcome.retry_at else None,
-            ],
-            separators=(",", ":"),
-        )
-        return line.encode() + b"\n"
+        """One journal line: the JSON array ``json.dumps(..., separators=(",", ":"))`` makes,
+        byte for byte (a test compares them), built with the C string encoder json itself
+        uses. Two lines are encoded per message (the hand-over and the answer), and the
+        general encoder cost a tenth of a sender's CPU."""
+        retry_at = outcome.retry_at
+        return (
+            f"[{int(outcome.delivery_id)},{_json_str(outcome.status.value)},"
+            f"{'null' if outcome.code is None else int(outcome.code)},"
+            f"{_json_or_null(outcome.detail)},{_json_or_null(outcome.message_id)},"
+            f"{_json_or_null(outcome.provider_message_id)},"
+            f"{'null' if retry_at is None else _json_str(retry_at.isoformat())}]\n"
+        ).encode("ascii")
 
     def clear(self) -> None:
         """Forget what the ledger now holds (call right after the commit)."""
@@ -190,3 +188,11 @@ def _read(data: bytes) -> Iterator[ledger.Outcome]:
             provider_message_id=provider_id,
             retry_at=datetime.fromisoformat(retry_at) if retry_at else None,
         )
+
+
+#: json's own string encoder (C), as ``json.dumps`` with ``ensure_ascii`` uses it.
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)

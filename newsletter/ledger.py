@@ -11,12 +11,13 @@ expires; then any send takes it over: at most the in-flight batch is sent again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, text, update
+from sqlalchemy import ColumnElement, Table, TextClause, bindparam, func, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -290,58 +291,63 @@ class Outcome:
     retry_at: datetime | None = None  # for deferred: not before this
 
 
-_RECORD = (
-    update(_DELIVERY)
-    # Only the send holding the claim may record: a send whose lease expired and was taken
-    # over cannot overwrite the new owner's answer.
-    .where(
-        _DELIVERY.c.id == bindparam("b_id"),
-        _DELIVERY.c.status == DeliveryStatus.claimed.value,
-        _DELIVERY.c.lease_owner == bindparam("b_owner"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        error_code=bindparam("b_code"),
-        error_text=bindparam("b_text"),
-        message_id=bindparam("b_message_id"),
-        provider_message_id=bindparam("b_provider_id"),
-        attempts=_DELIVERY.c.attempts + bindparam("b_tried"),
-        updated_at=bindparam("b_now", type_=UTCDateTime()),
-        retry_at=bindparam("b_retry_at", type_=UTCDateTime()),
-        lease_owner=None,
-        lease_until=None,
-    )
-)
-
-
 def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: datetime) -> int:
-    """Store what the backend answered for deliveries ``owner`` claimed: one executemany.
+    """Store what the backend answered for deliveries ``owner`` claimed: one statement.
 
     Returns how many rows it updated. Fewer than ``len(outcomes)`` means some deliveries were
     no longer this owner's claim (taken over after its lease expired): the caller counts and
-    reports that, it is never silent."""
+    reports that, it is never silent.
+
+    The answers travel as one ``UPDATE … FROM (VALUES …)`` (SQLite 3.33+, PostgreSQL): an
+    ``executemany`` of one UPDATE per answer cost a sender about a seventh of its CPU."""
     if not outcomes:
         return 0
     ok = (DeliveryStatus.sent, DeliveryStatus.queued)
-    result = session.execute(
-        _RECORD,
-        [
-            {
-                "b_id": o.delivery_id,
-                "b_owner": owner,
-                "b_status": o.status.value,
-                "b_code": None if o.status in ok else o.code,
-                "b_text": None if o.status in ok else (o.detail or "")[:1000] or None,
-                "b_message_id": o.message_id,
-                "b_provider_id": o.provider_message_id,
-                "b_tried": 0 if o.status == DeliveryStatus.skipped else 1,
-                "b_now": now,
-                "b_retry_at": o.retry_at,
-            }
-            for o in outcomes
-        ],
-    )
+    params: dict[str, object] = {"owner": owner, "now": now}
+    for i, o in enumerate(outcomes):
+        answered = o.status in ok
+        params[f"i{i}"] = o.delivery_id
+        params[f"s{i}"] = o.status.value
+        params[f"c{i}"] = None if answered else o.code
+        params[f"t{i}"] = None if answered else (o.detail or "")[:1000] or None
+        params[f"m{i}"] = o.message_id
+        params[f"p{i}"] = o.provider_message_id
+        params[f"n{i}"] = 0 if o.status == DeliveryStatus.skipped else 1
+        params[f"r{i}"] = o.retry_at
+    statement = _record_statement(len(outcomes), session.get_bind().dialect.name)
+    result = session.execute(statement, params)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _record_statement(rows: int, dialect: str) -> TextClause:
+    """The UPDATE for ``rows`` answers (cached: a send records 50 at a time). PostgreSQL types
+    the VALUES columns from their first row, so a column that is NULL there is cast back."""
+    pg = dialect == "postgresql"
+    values = ", ".join(
+        f"(:i{i}, :s{i}, :c{i}, :t{i}, :m{i}, :p{i}, :n{i}, :r{i})" for i in range(rows)
+    )
+    code = "CAST(v.code AS INTEGER)" if pg else "v.code"
+    tried = "CAST(v.tried AS INTEGER)" if pg else "v.tried"
+    retry = "CAST(v.retry_at AS TIMESTAMP WITH TIME ZONE)" if pg else "v.retry_at"
+    text_of = "CAST(v.text AS VARCHAR)" if pg else "v.text"
+    # Not a CTE: Python's sqlite3 sets rowcount only for statements that start with UPDATE.
+    # VALUES names its columns column1, column2, … on both databases.
+    names = ("id", "status", "code", "text", "message_id", "provider_id", "tried", "retry_at")
+    columns = ", ".join(f"column{k + 1} AS {name}" for k, name in enumerate(names))
+    sql = f"""
+        UPDATE delivery SET
+            status = v.status, error_code = {code}, error_text = {text_of},
+            message_id = CAST(v.message_id AS VARCHAR),
+            provider_message_id = CAST(v.provider_id AS VARCHAR),
+            attempts = delivery.attempts + {tried}, updated_at = :now, retry_at = {retry},
+            lease_owner = NULL, lease_until = NULL
+        FROM (SELECT {columns} FROM (VALUES {values}) AS w) AS v
+        WHERE delivery.id = v.id AND delivery.status = 'claimed'
+          AND delivery.lease_owner = :owner
+    """
+    typed = [bindparam(f"r{i}", type_=UTCDateTime()) for i in range(rows)]
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()), *typed)
 
 
 def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[str, int]:

@@ -183,6 +183,9 @@ class MessageTemplate:
         self._line_start = tuple(c.endswith(b"\r\n") for c in chunks[:-1])
         if chunks[0].startswith(b".") or any(c.startswith(b".") for c in chunks[1:]):
             self._wire = []
+        # The last piece with the end-of-data line already on it: one join makes the wire
+        # form, instead of a join and then a copy to append three bytes.
+        self._wire_tail = end_data(self._wire[-1]) if self._wire and self._wire[-1] else None
 
     def _list_id(self) -> str:
         ident = self.identity
@@ -307,6 +310,9 @@ class MessageTemplate:
             if self._line_start[i] and value.startswith(b"."):
                 value = b"." + value
             out[2 * i + 1] = value
+        if self._wire_tail is not None:
+            out[-1] = self._wire_tail
+            return b"".join(out)
         return end_data(b"".join(out))
 
     def _canonical(self, values: dict[str, bytes]) -> bytes | None:

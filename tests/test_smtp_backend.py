@@ -25,6 +25,7 @@ from sqlmodel import Session, select
 
 from newsletter import ledger, publish, store
 from newsletter.backends import BackendError, SendStatus
+from newsletter.backends import smtp as smtp_module
 from newsletter.backends.base import HandoverError
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
@@ -497,7 +498,7 @@ def test_failed_login_closes_the_socket(sink: Sink) -> None:
 
 
 def test_with_pipelining_each_message_costs_one_write_and_one_round_trip(
-    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+    sink: Sink, build: Callable[..., list[OutgoingMessage]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next envelope rides with the previous body: N messages, N + 1 writes (2N without),
     and a refusal in the middle still lands on the right message."""
@@ -515,6 +516,14 @@ def test_with_pipelining_each_message_costs_one_write_and_one_round_trip(
             original(data)
 
         backend.connection.send = counting  # type: ignore[method-assign]
+        gathered = smtp_module._send_parts
+
+        def counting_parts(conn: Any, parts: Any) -> None:  # a body and the next envelope
+            nonlocal writes
+            writes += 1
+            gathered(conn, parts)
+
+        monkeypatch.setattr(smtp_module, "_send_parts", counting_parts)
         results = backend.send_messages(messages)
         backend_features = dict(backend.connection.esmtp_features) if backend.connection else None
     statuses = [r.status for r in results]
@@ -602,3 +611,97 @@ def test_a_failing_hand_over_callback_stops_the_send_not_as_a_lost_connection(
     assert [r.status for r in results] == [SendStatus.sent, SendStatus.sent]
     # Its hand-over is recorded before the dot is written: it failed, so message 1 never left.
     assert sink.rcpts() == ["r0@example.com", "r3@example.com", "r4@example.com"]
+
+
+# --- TLS: STARTTLS and implicit TLS (smtps://) ------------------------------------------------
+
+
+def _self_signed(folder: Any) -> tuple[str, str]:
+    """A throwaway certificate and key for 127.0.0.1 (PEM files in ``folder``)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365 * 30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "smtps"])
+def test_messages_over_tls_arrive_whole_and_pipelined(
+    mode: str, tmp_path: Any, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    """Over TLS the body and the next envelope still go out together (TLS sockets have no
+    gathering send, so they are joined first), and every message arrives byte for byte."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received: list[Any] = []
+
+    class Handler:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+            session.host_name = hostname
+            responses.insert(-1, "250-PIPELINING")
+            return responses
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            tls = session.ssl is not None or server.transport.get_extra_info("ssl_object")
+            received.append((bool(tls), envelope))
+            return "250 OK"
+
+    port = free_port()
+    if mode == "starttls":
+        controller = Controller(
+            Handler(), hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+        )
+        url = f"smtp://127.0.0.1:{port}?starttls=1&verify=0&timeout=5"
+    else:
+        controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context)
+        url = f"smtps://127.0.0.1:{port}?verify=0&timeout=5"
+    controller.start()
+    try:
+        messages = batch(build, 4)
+        backend = SMTPBackend.from_url(url)
+        with backend:
+            results = backend.send_messages(messages)
+    finally:
+        controller.stop()
+    assert [r.status for r in results] == [SendStatus.sent] * 4
+    assert [e.rcpt_tos for _, e in received] == [[f"r{i}@example.com"] for i in range(4)]
+    assert all(encrypted for encrypted, _ in received)
+    for message, (_, envelope) in zip(messages, received, strict=True):
+        assert envelope.original_content.replace(b"\r\n", b"\n") == message.data.replace(
+            b"\r\n", b"\n"
+        )

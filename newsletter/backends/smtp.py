@@ -344,13 +344,15 @@ class SMTPBackend(ReportingBackend):
             wire = dot_stuffed(data)
         # One write: a separate small write for the terminator would wait for the peer's
         # delayed ACK (Nagle), ~40 ms per message.
-        payload = wire + then if then else wire
         if handed is not None:
             try:
                 handed()
             except Exception as exc:
                 raise HandoverError(f"recording the hand-over failed: {exc}", sent=False) from exc
-        conn.send(payload)
+        if then:
+            _send_parts(conn, (wire, then))  # one write, without copying 53 KB to join them
+        else:
+            conn.send(wire)
         return conn.getreply()
 
     def _reset(self) -> None:
@@ -387,3 +389,25 @@ def _transient_open_failure(exc: BaseException) -> bool:
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
     return isinstance(exc, OSError | smtplib.SMTPServerDisconnected)
+
+
+def _send_parts(conn: smtplib.SMTP, parts: tuple[bytes, ...]) -> None:
+    """``conn.send(b"".join(parts))`` as one gathering ``sendmsg`` (with smtplib's errors):
+    the parts reach the socket in as few segments as the joined bytes would."""
+    sock = conn.sock
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
+    if isinstance(sock, ssl.SSLSocket):  # TLS has no sendmsg: it encrypts one buffer at a time
+        conn.send(b"".join(parts))
+        return
+    views = [memoryview(p) for p in parts if p]
+    try:
+        while views:
+            sent = sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
+    except OSError:
+        conn.close()
+        raise smtplib.SMTPServerDisconnected("Server not connected") from None
