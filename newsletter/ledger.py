@@ -12,16 +12,23 @@ expires; then any send takes it over: at most the in-flight batch is sent again.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, Table, TextClause, bindparam, func, text, update
+from sqlalchemy import ColumnElement, Table, TextClause, bindparam, delete, func, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, DeliveryStatus, EditionTotals, UTCDateTime
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    EditionCounts,
+    EditionTotals,
+    UTCDateTime,
+)
 from newsletter.timing import local_wave
 
 #: Deliveries a send still has to attempt (besides claims whose lease expired).
@@ -352,7 +359,17 @@ def _record_statement(rows: int, dialect: str) -> TextClause:
 
 def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[str, int]:
     """Deliveries of an edition by status (every status present, zero if none), with the
-    counts kept for rows pruned by :mod:`newsletter.retention` unless ``pruned`` is False."""
+    counts kept for rows pruned by :mod:`newsletter.retention` unless ``pruned`` is False.
+
+    A finished edition's counts were taken when it finished (:func:`settle`): read, not
+    counted again (a million rows per edition)."""
+    if pruned:
+        settled = session.exec(
+            select(EditionCounts.counts).where(EditionCounts.edition_id == edition_id)
+        ).first()
+        if settled is not None:
+            kept = json.loads(settled)
+            return {s.value: int(kept.get(s.value, 0)) for s in DeliveryStatus}
     found = dict(
         session.exec(
             select(Delivery.status, func.count())
@@ -437,6 +454,24 @@ def release_owner(session: Session, *, owner: str) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def settle(session: Session, *, edition_id: int, counts: Mapping[str, int], now: datetime) -> None:
+    """Keep ``counts`` (from :func:`counts`, pruned rows included) as the finished edition's
+    figures. Only :func:`retry_failed` changes a finished edition's rows, and it unsettles;
+    pruning moves rows into :class:`EditionTotals` without changing a total."""
+    session.merge(
+        EditionCounts(
+            edition_id=edition_id,
+            counts=json.dumps({k: v for k, v in counts.items() if v}),
+            settled_at=now,
+        )
+    )
+
+
+def unsettle(session: Session, *, edition_id: int) -> None:
+    """Forget a finished edition's kept counts: its rows are about to change."""
+    session.execute(delete(EditionCounts).where(col(EditionCounts.edition_id) == edition_id))
+
+
 def retry_failed(
     session: Session, *, edition_id: int, include_unknown: bool = False, code: int | None = None
 ) -> int:
@@ -455,8 +490,10 @@ def retry_failed(
     )
     if code is not None:
         query = query.where(_DELIVERY.c.error_code == code)
-    result = session.execute(query)
-    return int(getattr(result, "rowcount", 0) or 0)
+    changed = int(getattr(session.execute(query), "rowcount", 0) or 0)
+    if changed:
+        unsettle(session, edition_id=edition_id)
+    return changed
 
 
 def open_count(session: Session, *, edition_id: int) -> int:

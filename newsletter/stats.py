@@ -24,6 +24,7 @@ from newsletter.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionCounts,
     EditionStatus,
     EditionTotals,
     MailEvent,
@@ -107,9 +108,25 @@ def _distinct_subscribers(*kinds: MailEventKind) -> Any:
 def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int, int, int]]:
     """edition -> (deliveries, skipped, accepted, failed).
 
-    Grouped by edition alone, which follows the (edition_id, id, status) index; grouping by
-    status too made SQLite sort every delivery (1.7 s instead of 0.25 s per million).
+    A finished edition's counts are read from :class:`EditionCounts`; only the others are
+    counted, grouped by edition alone, which follows the (edition_id, id, status) index
+    (grouping by status too made SQLite sort every delivery: 1.7 s instead of 0.25 s per
+    million).
     """
+    found: dict[int, tuple[int, int, int, int]] = {}
+    # Finished editions: the counts taken when they finished (ledger.settle), one row each.
+    for settled in session.exec(
+        select(EditionCounts).where(col(EditionCounts.edition_id).in_(started))
+    ):
+        c = settled.by_state
+        found[settled.edition_id] = (
+            sum(c.values()),
+            c.get(DeliveryStatus.skipped.value, 0),
+            sum(c.get(s, 0) for s in ACCEPTED),
+            c.get(DeliveryStatus.failed.value, 0),
+        )
+    # The rest (sending, paused, cancelled, or finished before counts were kept): counted.
+    unsettled = started.where(col(Edition.id).not_in(select(EditionCounts.edition_id)))
     rows = session.execute(
         sa_select(
             col(Delivery.edition_id),
@@ -118,13 +135,15 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
             _count_if(col(Delivery.status).in_(ACCEPTED)),
             _count_if(col(Delivery.status) == DeliveryStatus.failed.value),
         )
-        .where(col(Delivery.edition_id).in_(started))
+        .where(col(Delivery.edition_id).in_(unsettled))
         .group_by(col(Delivery.edition_id))
     )
-    found = {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
+    found.update(
+        {edition_id: (total, skip, ok, fail) for edition_id, total, skip, ok, fail in rows}
+    )
     # Editions whose rows were pruned (newsletter.retention): their kept counts, one row each.
     for kept in session.exec(
-        select(EditionTotals).where(col(EditionTotals.edition_id).in_(started))
+        select(EditionTotals).where(col(EditionTotals.edition_id).in_(unsettled))
     ):
         c, edition_id = kept.by_state, kept.edition_id
         total, skip, ok, fail = found.get(edition_id, (0, 0, 0, 0))

@@ -19,7 +19,7 @@ from sqlalchemy import func, text, update
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from newsletter import importing, publish, store
+from newsletter import importing, ledger, publish, store
 from newsletter.backends.memory import MemoryBackend
 from newsletter.chart import EMPTY_MESSAGE, draw_chart
 from newsletter.cli import app
@@ -30,6 +30,7 @@ from newsletter.database import make_engine, upgrade
 from newsletter.models import (
     Delivery,
     Edition,
+    EditionCounts,
     MailEvent,
     Newsletter,
     Subscriber,
@@ -216,6 +217,39 @@ def test_edition_numbers_are_exact_and_count_each_person_once(
     assert [r.edition_id for r in edition_stats(seeded, newsletter_id=other_id)] == [
         sent.other_newsletter
     ]
+
+
+def test_a_finished_editions_counts_are_kept_and_a_retry_counts_again(
+    seeded: Session, settings: Settings, sent: Sent
+) -> None:
+    """Finishing keeps the edition's counts (EditionCounts), and the report reads them instead
+    of counting its rows; re-queueing its failed deliveries forgets them, so the report counts
+    the rows again and the next finish keeps new ones."""
+    kept = seeded.get(EditionCounts, sent.first)
+    assert kept is not None and kept.by_state == {"sent": 4, "failed": 1, "skipped": 1}
+    assert ledger.counts(seeded, edition_id=sent.first)["sent"] == 4
+    # The report reads the kept counts: change them and it follows (the rows say otherwise).
+    kept.counts = json.dumps({"sent": 40, "failed": 1, "skipped": 1})
+    seeded.commit()
+    first = next(r for r in edition_stats(seeded) if r.edition_id == sent.first)
+    assert (first.sent, first.failed, first.recipients) == (40, 1, 41)
+    assert ledger.counts(seeded, edition_id=sent.first)["sent"] == 40
+    # An operator re-queues the failed one: the kept counts go, the rows are counted again.
+    assert publish.retry_failed(seeded, edition_id=sent.first) == 1
+    assert (
+        seeded.exec(select(EditionCounts).where(EditionCounts.edition_id == sent.first)).first()
+        is None
+    )
+    first = next(r for r in edition_stats(seeded) if r.edition_id == sent.first)
+    assert (first.sent, first.failed, first.recipients) == (4, 0, 5)
+    report = publish.send_edition(
+        seeded, edition_id=sent.first, settings=settings, backend=MemoryBackend()
+    )
+    assert report.edition.status == "sent"
+    seeded.expire_all()
+    kept = seeded.get(EditionCounts, sent.first)
+    # p5's address was refused as unknown (a hard bounce, suppressed): skipped this time.
+    assert kept is not None and kept.by_state == {"sent": 4, "skipped": 2}
 
 
 def test_no_started_edition_gives_no_rows(draft: int, seeded: Session) -> None:

@@ -347,12 +347,13 @@ def _finish_if_done(session: Session, *, edition_id: int, now: datetime) -> bool
     if ledger.open_count(session, edition_id=edition_id):
         return False
     counts = ledger.counts(session, edition_id=edition_id)
-    store.transition(
+    if store.transition(
         session,
         edition_id=edition_id,
         action="finish",
         now=now,
         detail=", ".join(f"{k} {v}" for k, v in counts.items() if v),
-    )
+    ):
+        ledger.settle(session, edition_id=edition_id, counts=counts, now=now)
     session.commit()
     return store.edition_status(session, edition_id=edition_id) == EditionStatus.sent
