@@ -1,0 +1,287 @@
+"""Benchmark: the ledger after years of sends, on PostgreSQL.
+
+Builds a scratch database on the local server (NEWSLETTER_TEST_POSTGRES_URL, default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres) with N subscribers, then measures a
+send's claims and records on an empty delivery table, loads E finished editions of P
+deliveries each (500 x 100,000 = 50,000,000 rows by default), and measures again: claims and
+records of a new edition, ``newsletter stats`` (``edition_stats``), the console's Numbers page
+queries, and one edition's counts, each with the finished editions' kept counts (what the
+engine does now) and without them (every delivery counted, as before). Prints EXPLAIN ANALYZE
+of the queries that matter.
+
+    python bench/ledger_scale.py                                  # 1M subscribers, 50M rows
+    python bench/ledger_scale.py --subscribers 100000 --editions 50 --per-edition 10000
+    python bench/ledger_scale.py --keep      # leave the database for a look (name printed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from render_send import seed_edition
+from sqlalchemy import Engine, create_engine, text
+from sqlmodel import Session
+
+from newsletter import ledger, publish
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.planner import refresh_statistics
+from newsletter.stats import edition_stats, list_growth
+
+ADMIN = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+
+def timed(label: str, run: Callable[[], object], repeat: int = 5) -> float:
+    """Median milliseconds of ``repeat`` runs (after one warm-up run), printed."""
+    run()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1000)
+    median = statistics.median(times)
+    print(f"  {label:<58} {median:9.1f} ms  (min {min(times):.1f}, max {max(times):.1f})")
+    return median
+
+
+def claims_and_records(session: Session, edition_id: int, newsletter_id: int, n: int) -> None:
+    """Claim and record ``n`` batches of 500 as a sender does; prints the median of each."""
+    claim_ms, record_ms = [], []
+    after = 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        batch = ledger.claim_batch(
+            session,
+            edition_id=edition_id,
+            newsletter_id=newsletter_id,
+            after_id=after,
+            limit=500,
+            owner="bench",
+            lease_seconds=300,
+            now=NOW,
+        )
+        claim_ms.append((time.perf_counter() - t0) * 1000)
+        after = batch[-1].id
+        outcomes = [
+            ledger.Outcome(d.id, ledger.DeliveryStatus.sent, 250, message_id=f"<{d.id}@b>")
+            for d in batch
+        ]
+        t0 = time.perf_counter()
+        for start in range(0, len(outcomes), 50):  # as dispatch records: every 50 answers
+            ledger.record(session, outcomes=outcomes[start : start + 50], owner="bench", now=NOW)
+        session.commit()
+        record_ms.append((time.perf_counter() - t0) * 1000)
+    print(
+        f"  claim of 500 (median of {n}):{'':<29} {statistics.median(claim_ms):9.1f} ms\n"
+        f"  record of 500, 10 statements (median of {n}):{'':<13} "
+        f"{statistics.median(record_ms):9.1f} ms"
+    )
+
+
+def load_finished_editions(engine: Engine, newsletter_id: int, editions: int, per: int) -> None:
+    """E sent editions with P sent deliveries each, written by SQL with the delivery indexes
+    dropped and rebuilt after (setup, not measured; foreign keys are not checked while it
+    loads: every row points at rows that exist)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO edition (newsletter_id, period_key, period_start, period_end,
+                                     status, subject, preheader, more_count, send_started_at,
+                                     sent_at, created_at)
+                SELECT :nid, 'bench-' || g, :t0 - g * interval '7 days',
+                       :t0 - g * interval '7 days', 'sent', 'Edition ' || g, '', 0,
+                       :t0 - g * interval '7 days', :t0 - g * interval '7 days' + interval '1 hour',
+                       :t0 - g * interval '7 days'
+                FROM generate_series(1, :n) AS g
+                """
+            ),
+            {"nid": newsletter_id, "t0": NOW - timedelta(days=7), "n": editions},
+        )
+        indexes = conn.execute(
+            text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'delivery' "
+                "AND indexname NOT LIKE '%pkey'"
+            )
+        ).all()
+        constraints = conn.execute(
+            text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'delivery'::regclass AND contype = 'u'"
+            )
+        ).all()
+        for name, _ in constraints:
+            conn.execute(text(f'ALTER TABLE delivery DROP CONSTRAINT "{name}"'))
+        for name, _ in indexes:
+            if name not in {c for c, _ in constraints}:
+                conn.execute(text(f'DROP INDEX "{name}"'))
+        conn.execute(text("SET session_replication_role = replica"))
+        ids = [
+            row[0]
+            for row in conn.execute(
+                text("SELECT id FROM edition WHERE period_key LIKE 'bench-%' ORDER BY id")
+            )
+        ]
+    for k in range(0, len(ids), 25):
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            conn.execute(text("SET session_replication_role = replica"))
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO delivery (edition_id, subscriber_id, status, attempts,
+                                          updated_at)
+                    SELECT e, s, 'sent', 1, :t
+                    FROM unnest(CAST(:ids AS integer[])) AS e,
+                         generate_series(1, :per) AS s
+                    """
+                ),
+                {"ids": ids[k : k + 25], "per": per, "t": NOW},
+            )
+        print(
+            f"  loaded editions {k + 1}-{min(k + 25, len(ids))} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(text("SET maintenance_work_mem = '1GB'"))
+        for name, definition in constraints:
+            conn.execute(text(f'ALTER TABLE delivery ADD CONSTRAINT "{name}" {definition}'))
+        for name, definition in indexes:
+            if name not in {c for c, _ in constraints}:
+                conn.execute(text(definition))
+    print(f"  indexes rebuilt ({time.perf_counter() - t0:.0f} s)")
+    with Session(engine) as session:
+        for edition_id in ids:  # what finishing a send keeps (newsletter.ledger.settle)
+            ledger.settle(
+                session,
+                edition_id=edition_id,
+                counts=ledger.counts(session, edition_id=edition_id, pruned=False)
+                if edition_id == ids[0]
+                else {"sent": per},
+                now=NOW,
+            )
+        session.commit()
+        t0 = time.perf_counter()
+        refresh_statistics(session, ("delivery", "edition"))
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM (ANALYZE) delivery")
+            )
+    print(f"  vacuum and analyze ({time.perf_counter() - t0:.0f} s)")
+
+
+def explain(session: Session, label: str, sql: str, params: dict[str, object]) -> None:
+    print(f"\nEXPLAIN ANALYZE: {label}")
+    for (line,) in session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params):
+        print(f"    {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--editions", type=int, default=500)
+    parser.add_argument("--per-edition", type=int, default=100_000)
+    parser.add_argument("--batches", type=int, default=40, help="claims measured per phase")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch database")
+    args = parser.parse_args()
+    name = f"bench_ledger_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        settings = Settings(
+            database_url=url,
+            secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
+            base_url="https://news.example.com",
+            journal_dir="off",
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        with Session(engine, expire_on_commit=False) as session:
+            print(f"database {name}: {args.subscribers:,} subscribers")
+            first = seed_edition(session, settings, args.subscribers)
+            session.commit()
+            refresh_statistics(session, ("subscriber", "subscription"))
+            newsletter_id = publish.default_newsletter(session, settings).id or 0
+            t0 = time.perf_counter()
+            publish.start_edition(session, edition_id=first, settings=settings, now=NOW)
+            print(f"  audience fix of a new edition: {time.perf_counter() - t0:.1f} s")
+            print("\nan empty ledger (one edition open):")
+            claims_and_records(session, first, newsletter_id, args.batches)
+
+            rows = args.editions * args.per_edition
+            print(f"\nloading {args.editions} finished editions x {args.per_edition:,} = {rows:,}")
+            load_finished_editions(engine, newsletter_id, args.editions, args.per_edition)
+            second = publish.draft_edition(
+                session, settings=settings, newsletter_slug=None, at=NOW + timedelta(days=1)
+            ).edition.id
+            assert second is not None
+            t0 = time.perf_counter()
+            publish.start_edition(session, edition_id=second, settings=settings, now=NOW)
+            print(f"  audience fix of a new edition: {time.perf_counter() - t0:.1f} s")
+            total = session.execute(text("SELECT count(*) FROM delivery")).scalar_one()
+            print(f"\nwith {total:,} delivery rows:")
+            claims_and_records(session, second, newsletter_id, args.batches)
+
+            print("\nreports (kept counts for finished editions, as the engine does now):")
+            timed("newsletter stats (edition_stats, every edition)", lambda: edition_stats(session))
+            timed(
+                "console Numbers: weekly growth, 12 weeks",
+                lambda: list_growth(session, until=NOW, weeks=12),
+            )
+            timed(
+                "one finished edition's counts (ledger.counts)",
+                lambda: ledger.counts(session, edition_id=second - 1),
+            )
+            timed(
+                "the sending edition's counts (ledger.counts, 1M rows)",
+                lambda: ledger.counts(session, edition_id=second),
+            )
+            explain(
+                session,
+                "counting a sending edition's rows by status",
+                "SELECT status, count(*) FROM delivery WHERE edition_id = :e GROUP BY status",
+                {"e": second},
+            )
+            explain(
+                session,
+                "a claim of 500 on the sending edition",
+                "SELECT d.id FROM delivery AS d WHERE d.edition_id = :e AND d.id > :a "
+                "AND d.status IN ('pending', 'deferred') ORDER BY d.id LIMIT 500",
+                {"e": second, "a": 0},
+            )
+            session.execute(text("DELETE FROM editioncounts"))
+            session.commit()
+            print("\nreports counting every delivery (the same without kept counts: before):")
+            timed(
+                "newsletter stats (edition_stats, every edition)",
+                lambda: edition_stats(session),
+                repeat=2,
+            )
+            timed(
+                "one finished edition's counts (ledger.counts)",
+                lambda: ledger.counts(session, edition_id=second - 1),
+            )
+    finally:
+        engine.dispose()
+        if args.keep:
+            print(f"kept database {name}")
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE "{name}"'))
+
+
+if __name__ == "__main__":
+    main()
