@@ -8,6 +8,7 @@ all-or-nothing too). An address that unsubscribed, bounced or complained is neve
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
@@ -83,6 +84,41 @@ def read_text(path: Path, label: str) -> str:
         raise ImportRejected(
             [f"file {path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]
         ) from None
+
+
+def utf8_lines(path: Path) -> int:
+    """The file's line breaks, counted while checking that it is UTF-8 (a byte-order mark is
+    allowed) a megabyte at a time; raises :class:`ImportRejected` naming the first bad byte.
+    Checked before anything is written, so an import stays all-or-nothing on bad encoding
+    while the lines themselves are read as a stream."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines = offset = 0
+    try:
+        with path.open("rb") as source:
+            while block := source.read(1 << 20):
+                held = len(decoder.getstate()[0])  # bytes of a character cut by the block
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise ImportRejected(
+                        [
+                            f"file {path.name}: not UTF-8 text (byte {offset - held + exc.start}); "
+                            "save it as UTF-8"
+                        ]
+                    ) from None
+                lines += block.count(b"\n")
+                offset += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ImportRejected(
+            [f"file {path.name}: not UTF-8 text (byte {offset - 1}: cut short); save it as UTF-8"]
+        ) from None
+    return lines
+
+
+def _open_csv(path: Path) -> TextIO:
+    """The file as a text stream for the csv module (checked by :func:`utf8_lines` first)."""
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def _shown(value: str, limit: int = 60) -> str:
@@ -166,16 +202,18 @@ def parse_subscribers(
 
 
 def iter_subscribers(
-    text: str, *, known_newsletters: set[str], default_newsletter: str
+    text: str | TextIO, *, known_newsletters: set[str], default_newsletter: str
 ) -> Iterator[SubscriberRow | str]:
     """Each valid row, or the message of a rejected line, in file order (a header problem
-    raises :class:`ImportRejected` before anything is yielded)."""
+    raises :class:`ImportRejected` before anything is yielded). ``text`` is the CSV, or a
+    stream of it opened with ``newline=""`` (read a line at a time: a million-line file is
+    never held whole)."""
     # newline="" leaves line breaks to the csv module, which splits on \r and \n only
     # (str.splitlines would also split on NEL and U+2028 inside a name).
     # Python's csv refuses fields over 128 KB with an error that names the wrong line; a long
     # field is better refused by the field's own check, on its own line, with its value cut.
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline="") if isinstance(text, str) else text)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "email" not in header:
         raise ImportRejected(["line 1: header: needs an 'email' column"])
@@ -269,36 +307,39 @@ def import_subscribers(
     follows each chunk (the CLI draws its progress bar from it).
     """
     newsletters = store.newsletters_by_slug(session)
-    text = read_text(path, "line 0")
-    total = max(0, text.count("\n") - 1) or 1
+    total = max(0, utf8_lines(path) - 1) or 1  # refuses a file that is not UTF-8, up front
     known_newsletters = set(newsletters)
     if strict:
-        problems = [
-            item
-            for item in iter_subscribers(
-                text, known_newsletters=known_newsletters, default_newsletter=default_newsletter
-            )
-            if isinstance(item, str)
-        ]
+        with _open_csv(path) as stream:
+            problems = [
+                item
+                for item in iter_subscribers(
+                    stream,
+                    known_newsletters=known_newsletters,
+                    default_newsletter=default_newsletter,
+                )
+                if isinstance(item, str)
+            ]
         if problems:
             raise ImportRejected(problems)
     report = SubscriberImportReport()
     now = utcnow()
     chunk: list[SubscriberRow] = []
     done = 0
-    for item in iter_subscribers(
-        text, known_newsletters=known_newsletters, default_newsletter=default_newsletter
-    ):
-        if isinstance(item, str):
-            report.rejected.append(item)
-            continue
-        chunk.append(item)
-        if len(chunk) >= IMPORT_CHUNK:
-            _import_chunk(session, chunk, newsletters, report, path.name, now)
-            done = chunk[-1].line
-            chunk = []
-            if on_progress is not None:
-                on_progress(min(done, total), total)
+    with _open_csv(path) as stream:
+        for item in iter_subscribers(
+            stream, known_newsletters=known_newsletters, default_newsletter=default_newsletter
+        ):
+            if isinstance(item, str):
+                report.rejected.append(item)
+                continue
+            chunk.append(item)
+            if len(chunk) >= IMPORT_CHUNK:
+                _import_chunk(session, chunk, newsletters, report, path.name, now)
+                done = chunk[-1].line
+                chunk = []
+                if on_progress is not None:
+                    on_progress(min(done, total), total)
     _import_chunk(session, chunk, newsletters, report, path.name, now)
     if on_progress is not None:
         on_progress(total, total)

@@ -422,3 +422,33 @@ def test_a_duplicate_in_a_later_chunk_names_the_first_line(
             strict=True,
         )
     assert _count(session, Subscriber) == 3
+
+
+def test_a_long_file_is_checked_as_utf8_a_block_at_a_time(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """The file is read as a stream: the UTF-8 check runs a megabyte at a time, names the
+    exact first bad byte past the first block, does not mistake a character cut by a block
+    edge for an error, and refuses before anything is written."""
+    publish.default_newsletter(session, settings)
+    lines = "".join(f"p{i:07d}@example.com,Zoë\n" for i in range(60_000))
+    for pad in range(30):  # a first line long enough that the first block ends inside "ë"
+        body = f"email,name\npad@example.com,{'x' * pad}\n{lines}"
+        if body.encode()[(1 << 20) - 1] == "ë".encode()[0]:
+            break
+    else:
+        raise AssertionError("no padding puts a block edge inside a character")
+    good = tmp_path / "good.csv"
+    good.write_bytes(body.encode())
+    assert importing.utf8_lines(good) == 60_002
+    bad = tmp_path / "bad.csv"
+    raw = body.encode()
+    at = (1 << 20) + 12_345
+    bad.write_bytes(raw[:at] + b"\xff" + raw[at:])
+    with pytest.raises(ImportRejected, match=rf"not UTF-8 text \(byte {at}\)"):
+        importing.import_subscribers(session, path=bad, default_newsletter=settings.newsletter)
+    assert session.exec(select(Subscriber)).first() is None  # nothing written
+    report = importing.import_subscribers(
+        session, path=good, default_newsletter=settings.newsletter
+    )
+    assert report.created == 60_001 and not report.rejected
