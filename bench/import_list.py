@@ -84,17 +84,19 @@ def main() -> None:
         csv = Path(tmp) / "list.csv"
         write_csv(csv, args.rows)
         t0 = time.perf_counter()
-        parsed = sum(
-            1
-            for item in importing.iter_subscribers(
-                csv.read_text(encoding="utf-8"),
-                known_newsletters={"weekly-ai-tool-verdicts"},
-                default_newsletter="weekly-ai-tool-verdicts",
+        with csv.open(encoding="utf-8", newline="") as stream:  # as the import reads it
+            parsed = sum(
+                1
+                for item in importing.iter_subscribers(
+                    stream,
+                    known_newsletters={"weekly-ai-tool-verdicts"},
+                    default_newsletter="weekly-ai-tool-verdicts",
+                )
+                if not isinstance(item, str)
             )
-            if not isinstance(item, str)
-        )
         print(f"rows:              {args.rows:,} ({'PostgreSQL' if args.postgres else 'SQLite'})")
         print(f"parse + validate:  {time.perf_counter() - t0:.1f} s for {parsed:,} rows")
+        print(f"peak RSS so far:   {peak_rss_mib():.0f} MiB (the parse alone)")
         if not args.postgres:
             run(f"sqlite:///{Path(tmp) / 'import.db'}", csv, args.rows)
         else:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from render_send import seed_edition
-from sqlalchemy import Engine, create_engine, literal, select, text
+from sqlalchemy import Engine, create_engine, event, literal, select, text
 from sqlmodel import Session
 
 from newsletter import ledger, publish, store
@@ -224,6 +224,36 @@ def copy_edition(session: Session, edition_id: int) -> tuple[int, int]:
     return copy.id or 0, other.id or 0
 
 
+def explain_calls(session: Session, label: str, call: Callable[[], object]) -> None:
+    """EXPLAIN ANALYZE every statement ``call`` sends, as it sent them (captured from the
+    driver, then re-run under EXPLAIN in a transaction that is rolled back)."""
+    sent: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if not statement.lstrip().upper().startswith(("EXPLAIN", "SAVEPOINT", "RELEASE")):
+            sent.append((statement, parameters))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    raw = engine.raw_connection()  # type: ignore[union-attr]
+    try:
+        cursor = raw.cursor()
+        for statement, parameters in sent:
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH")):
+                continue
+            print(f"\nEXPLAIN ANALYZE: {label}: {' '.join(statement.split())[:100]}…")
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            for (line,) in cursor.fetchall():
+                print(f"    {line}")
+        raw.rollback()
+    finally:
+        raw.close()
+
+
 def explain(session: Session, label: str, sql: str, params: dict[str, object]) -> None:
     print(f"\nEXPLAIN ANALYZE: {label}")
     for (line,) in session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params):
@@ -276,6 +306,20 @@ def main() -> None:
             print(f"\nwith {total:,} delivery rows:")
             claims_and_records(session, second, other_newsletter, args.batches)
 
+            explain_calls(
+                session,
+                "claim",
+                lambda: ledger.claim_batch(
+                    session,
+                    edition_id=second,
+                    newsletter_id=other_newsletter,
+                    after_id=0,
+                    limit=500,
+                    owner="explain",
+                    lease_seconds=300,
+                    now=NOW,
+                ),
+            )
             print("\nreports (kept counts for finished editions, as the engine does now):")
             timed("newsletter stats (edition_stats, every edition)", lambda: edition_stats(session))
             timed(

@@ -105,7 +105,7 @@ def _distinct_subscribers(*kinds: MailEventKind) -> Any:
 # SQLAlchemy's own. Each is one GROUP BY over an index on edition_id.
 
 
-def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int, int, int]]:
+def _delivery_counts(session: Session, started: list[int]) -> dict[int, tuple[int, int, int, int]]:
     """edition -> (deliveries, skipped, accepted, failed).
 
     A finished edition's counts are read from :class:`EditionCounts`; only the others are
@@ -125,8 +125,12 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
             sum(c.get(s, 0) for s in ACCEPTED),
             c.get(DeliveryStatus.failed.value, 0),
         )
-    # The rest (sending, paused, cancelled, or finished before counts were kept): counted.
-    unsettled = started.where(col(Edition.id).not_in(select(EditionCounts.edition_id)))
+    # The rest (sending, paused, cancelled, or finished before counts were kept): counted,
+    # named by id so each is an index range (a NOT IN subquery here made PostgreSQL scan all
+    # 52M rows: 3.3 s instead of milliseconds).
+    unsettled = [i for i in started if i not in found]
+    if not unsettled:
+        return found
     rows = session.execute(
         sa_select(
             col(Delivery.edition_id),
@@ -156,7 +160,9 @@ def _delivery_counts(session: Session, started: Any) -> dict[int, tuple[int, int
     return found
 
 
-def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, int, int, int, int]]:
+def _provider_reports(
+    session: Session, started: list[int]
+) -> dict[int, tuple[int, int, int, int, int]]:
     """edition -> (delivered, bounced hard or soft, bounced hard, complained, bounced soft),
     people once."""
     rows = session.execute(
@@ -175,7 +181,7 @@ def _provider_reports(session: Session, started: Any) -> dict[int, tuple[int, in
 
 
 def _unsubscribes(
-    session: Session, started: Any
+    session: Session, started: list[int]
 ) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
     """edition -> people who left through its links; and the same per source.
 
@@ -209,9 +215,10 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
     ).all()
     if not editions:
         return []
-    deliveries = _delivery_counts(session, started)
-    reports = _provider_reports(session, started)
-    unsubscribes, by_source = _unsubscribes(session, started)
+    ids = [edition.id or 0 for edition, _ in editions]
+    deliveries = _delivery_counts(session, ids)
+    reports = _provider_reports(session, ids)
+    unsubscribes, by_source = _unsubscribes(session, ids)
     rows = []
     for edition, slug in editions:
         eid = edition.id or 0
