@@ -65,3 +65,25 @@ def test_upgrade_empty_sqlite_to_head(tmp_path: Path) -> None:
 
 def test_upgrade_empty_postgresql_to_head(postgres_url: str) -> None:
     _check(postgres_url)
+
+
+def test_the_schema_head_constant_is_alembics_head(tmp_path: Path) -> None:
+    """Commands compare the database with ``SCHEMA_HEAD`` instead of loading Alembic: a new
+    migration must move the constant, and a database one behind is refused."""
+    from sqlalchemy import text
+
+    from newsletter import database
+
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'head.db'}")
+    try:
+        assert database.head_revision(engine) == database.SCHEMA_HEAD
+        assert database.current_revision(engine) is None
+        database.upgrade(engine)
+        assert database.current_revision(engine) == database.SCHEMA_HEAD
+        database.require_head(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0019'"))
+        with pytest.raises(database.SchemaOutOfDate, match="at revision 0019, code expects"):
+            database.require_head(engine)
+    finally:
+        engine.dispose()

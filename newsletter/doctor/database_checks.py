@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -103,6 +102,8 @@ def _schema(engine: Engine) -> Check:
     if current is None:
         summary = f"empty (no migrations applied); code expects {head}"
         return Check("schema", False, summary, upgrade)
+    from alembic.script import ScriptDirectory  # only here: a command never loads Alembic
+
     try:
         ScriptDirectory.from_config(alembic_config(engine)).get_revision(current)
     except Exception:  # alembic raises several kinds for an unknown revision
