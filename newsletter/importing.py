@@ -91,29 +91,28 @@ def utf8_lines(path: Path) -> int:
     allowed) a megabyte at a time; raises :class:`ImportRejected` naming the first bad byte.
     Checked before anything is written, so an import stays all-or-nothing on bad encoding
     while the lines themselves are read as a stream."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    decoder = codecs.getincrementaldecoder("utf-8")()
     lines = offset = 0
-    try:
-        with path.open("rb") as source:
-            while block := source.read(1 << 20):
-                held = len(decoder.getstate()[0])  # bytes of a character cut by the block
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError as exc:
-                    raise ImportRejected(
-                        [
-                            f"file {path.name}: not UTF-8 text (byte {offset - held + exc.start}); "
-                            "save it as UTF-8"
-                        ]
-                    ) from None
-                lines += block.count(b"\n")
-                offset += len(block)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise ImportRejected(
-            [f"file {path.name}: not UTF-8 text (byte {offset - 1}: cut short); save it as UTF-8"]
-        ) from None
+    with path.open("rb") as source:
+        # Bytes are counted after a byte-order mark, as decoding the whole file counted them.
+        bom = codecs.BOM_UTF8 if source.read(3) == codecs.BOM_UTF8 else b""
+        source.seek(len(bom))
+        while block := source.read(1 << 20):
+            held = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, offset - held + exc.start) from None
+            lines += block.count(b"\n")
+            offset += len(block)
+        held = len(decoder.getstate()[0])
+        if held:  # the file ends inside a character: name where that character starts
+            raise _not_utf8(path, offset - held)
     return lines
+
+
+def _not_utf8(path: Path, byte: int) -> ImportRejected:
+    return ImportRejected([f"file {path.name}: not UTF-8 text (byte {byte}); save it as UTF-8"])
 
 
 def _open_csv(path: Path) -> TextIO:

@@ -262,14 +262,6 @@ class Delivery(SQLModel, table=True):
         # per page. With status second, SQLite merged both open statuses and sorted every
         # remaining row on each page (O(N^2) over a send: 100k took 20 s, now 8 s).
         Index("ix_delivery_edition_keyset", "edition_id", "id", "status"),
-        # Only API sends have a provider's id, and the lookup (a webhook's event) always has
-        # one: a partial index keeps the million NULLs of an SMTP send's audience fix out.
-        Index(
-            "ix_delivery_provider_message_id",
-            "provider_message_id",
-            postgresql_where=text("provider_message_id IS NOT NULL"),
-            sqlite_where=text("provider_message_id IS NOT NULL"),
-        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -282,7 +274,7 @@ class Delivery(SQLModel, table=True):
     retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     message_id: str | None = Field(default=None, max_length=250)
-    provider_message_id: str | None = Field(default=None, max_length=250)
+    provider_message_id: str | None = Field(default=None, max_length=250, index=True)
     error_code: int | None = None
     error_text: str | None = Field(default=None, max_length=1000)
     updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -82,8 +82,8 @@ def test_the_schema_head_constant_is_alembics_head(tmp_path: Path) -> None:
         assert database.current_revision(engine) == database.SCHEMA_HEAD
         database.require_head(engine)
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0019'"))
-        with pytest.raises(database.SchemaOutOfDate, match="at revision 0019, code expects"):
+            conn.execute(text("UPDATE alembic_version SET version_num = '0018'"))
+        with pytest.raises(database.SchemaOutOfDate, match="at revision 0018, code expects"):
             database.require_head(engine)
     finally:
         engine.dispose()

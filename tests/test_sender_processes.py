@@ -256,3 +256,45 @@ def test_a_memory_backend_send_keeps_its_outbox_here(
 
 
 _ = OutgoingMessage  # the type the backends send
+
+
+def test_answers_are_recorded_in_statements_of_bounded_size(
+    store: tuple[Settings, Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch records all its answers at once (10,000 skipped ones, say); each UPDATE
+    carries at most RECORD_ROWS of them (PostgreSQL takes 65,535 parameters, 8 a row)."""
+    settings, session = store
+    edition_id = _draft(session, settings)
+    publish.start_edition(session, edition_id=edition_id, settings=settings, now=START)
+    monkeypatch.setattr(ledger, "RECORD_ROWS", 100)
+    batch = ledger.claim_batch(
+        session,
+        edition_id=edition_id,
+        newsletter_id=1,
+        after_id=0,
+        limit=240,
+        owner="me",
+        lease_seconds=60,
+        now=START,
+    )
+    outcomes = [ledger.Outcome(d.id, ledger.DeliveryStatus.skipped) for d in batch]
+    assert ledger.record(session, outcomes=outcomes, owner="me", now=START) == 240
+    session.commit()
+    assert ledger.counts(session, edition_id=edition_id)["skipped"] == 240
+
+
+def test_an_error_that_cannot_cross_to_the_parent_keeps_its_kind_and_text() -> None:
+    """Some errors pickle but cannot be rebuilt (an HTTP backend's, with keyword-only
+    arguments): the parent then gets a BackendError with the same text and hint, not a
+    TypeError from unpickling it."""
+    from newsletter.backends.base import BackendError
+    from newsletter.backends.http import HTTPBackendError
+    from newsletter.publish.senders import _portable
+
+    refused = HTTPBackendError("401: the API key was refused", payload={}, response=None)
+    refused.hint = "edition 3 is paused: fix this, then `newsletter edition resume 3`"
+    carried = _portable(refused)
+    assert type(carried) is BackendError
+    assert str(carried) == str(refused)
+    plain = ValueError("plain")
+    assert _portable(plain) is plain

@@ -29,13 +29,12 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any, cast
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter.backends import MailBackend
+from newsletter.backends import BackendError, MailBackend
 from newsletter.dispatch import SendSummary
 from newsletter.progress import SendProgress
 
@@ -118,31 +117,33 @@ def in_processes(
 
     The caller must hold no database connection (commit first): the parent's pooled
     connections are closed before the fork, so no process ever uses a connection another one
-    opened (SQLite and libpq both forbid it). Ctrl-C reaches the processes with the parent;
-    any other way the parent stops, it interrupts them and waits for them to record and
-    close their journals."""
+    opened (SQLite and libpq both forbid it). Ctrl-C on a terminal reaches the processes with
+    the parent; however the parent stops, it waits a moment for them, then interrupts, then
+    kills what is left, so it never waits forever (what a killed sender had in flight is in
+    its journal, as for any killed sender)."""
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (k < concurrency % processes) for k in range(processes)]
     engine.dispose()  # closes this process's idle connections: none is carried into a child
     sys.stdout.flush()
     sys.stderr.flush()
     context = multiprocessing.get_context("fork")
-    done = context.Value("q", 0)
-    problems = context.Value("q", 0)
-    batches = context.Value("q", 0)
+    # Three counters per process (answered, problems, claimed), each written by its own
+    # process only and read by the parent without a lock: a lock a process held when it was
+    # killed would never be released, and the parent would wait on it forever.
+    counters = context.RawArray("q", 3 * processes)
     children: list[tuple[Any, Connection]] = []
     me = os.getpid()
     for index, share in enumerate(shares):
         receive, send = context.Pipe(duplex=False)
         child = context.Process(
             target=_child,
-            args=(send, engine, sender, make_backend, share, done, problems, batches, me),
+            args=(send, engine, sender, make_backend, share, counters, index, me),
             name=f"newsletter-sender-{index}",
         )
         child.start()
         send.close()
         children.append((child, receive))
-    relay = _Relay(done, problems, batches, progress, on_batch)
+    relay = _Relay(counters, progress, on_batch)
     outcomes: dict[int, tuple[str, Any]] = {}
     try:
         waiting = {conn: i for i, (_, conn) in enumerate(children)}
@@ -154,7 +155,7 @@ def in_processes(
                     outcomes[index] = conn.recv()
                 except EOFError:
                     process = children[index][0]
-                    process.join()
+                    process.join(timeout=STOP_GRACE)
                     outcomes[index] = (
                         "error",
                         SenderProcessDied(
@@ -164,19 +165,8 @@ def in_processes(
                         ),
                     )
             relay.pass_on()
-    except BaseException:
-        # Ctrl-C on a terminal reached the processes too; give them a moment to record what
-        # they answered, then interrupt any still going (a parent stopped some other way).
-        for process, _ in children:
-            process.join(timeout=5)
-        for process, _ in children:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGINT)
-        raise
     finally:
-        for process, conn in children:
-            process.join()
-            conn.close()
+        _stop(children)
         relay.pass_on()
     total = SendSummary()
     for index in range(len(children)):
@@ -187,23 +177,41 @@ def in_processes(
     return total
 
 
+#: Seconds a stopping send gives its processes at each step (ended, SIGINT, SIGKILL).
+STOP_GRACE = 5.0
+
+
+def _stop(children: list[tuple[Any, Connection]]) -> None:
+    """Wait for every process; one still running after the grace period (the parent is
+    stopping on an error or Ctrl-C) is interrupted, then killed."""
+    for step in (None, signal.SIGINT, signal.SIGKILL):
+        for process, _ in children:
+            if step is not None and process.is_alive() and process.pid is not None:
+                os.kill(process.pid, step)
+        for process, _ in children:
+            process.join(timeout=STOP_GRACE)
+        if not any(process.is_alive() for process, _ in children):
+            break
+    for _, conn in children:
+        conn.close()
+
+
 class _Relay:
-    """Passes the processes' shared counters on to the parent's progress and ``on_batch``."""
+    """Passes the processes' counters on to the parent's progress and ``on_batch``."""
 
     def __init__(
         self,
-        done: Synchronized[int],
-        problems: Synchronized[int],
-        batches: Synchronized[int],
+        counters: Any,
         progress: SendProgress | None,
         on_batch: Callable[[int], None] | None,
     ) -> None:
-        self.counters = (done, problems, batches)
+        self.counters = counters
         self.seen = [0, 0, 0]
         self.progress, self.on_batch = progress, on_batch
 
     def pass_on(self) -> None:
-        now = [c.value for c in self.counters]
+        values = list(self.counters)
+        now = [sum(values[kind::3]) for kind in range(3)]
         done, problems, batches = (now[k] - self.seen[k] for k in range(3))
         self.seen = now
         if self.progress is not None:
@@ -216,18 +224,23 @@ class _Relay:
 
 
 class _SharedProgress(SendProgress):
-    """A child's progress: every answer also counted in the counters the parent reads."""
+    """A child's progress: every answer counted in this process's slots of the counters the
+    parent reads (a thread lock only: the slots have one writing process)."""
 
-    def __init__(self, done: Synchronized[int], problems: Synchronized[int]) -> None:
+    def __init__(self, counters: Any, index: int) -> None:
         super().__init__()
-        self.shared_done, self.shared_problems = done, problems
+        self.counters, self.base = counters, 3 * index
+        self.guard = threading.Lock()
 
     def add(self, count: int = 1, *, problem: bool = False) -> None:
-        with self.shared_done.get_lock():
-            self.shared_done.value += count
-        if problem:
-            with self.shared_problems.get_lock():
-                self.shared_problems.value += count
+        with self.guard:
+            self.counters[self.base] += count
+            if problem:
+                self.counters[self.base + 1] += count
+
+    def claimed(self, count: int) -> None:
+        with self.guard:
+            self.counters[self.base + 2] += count
 
 
 def _child(
@@ -236,32 +249,36 @@ def _child(
     sender: Sender,
     make_backend: Callable[[], MailBackend],
     threads: int,
-    done: Synchronized[int],
-    problems: Synchronized[int],
-    batches: Synchronized[int],
+    counters: Any,
+    index: int,
     parent: int,
 ) -> None:
     _die_with(parent)
     engine.dispose(close=False)  # a fresh pool: connections are opened in this process
-
-    def on_batch(count: int) -> None:
-        with batches.get_lock():
-            batches.value += count
-
+    progress = _SharedProgress(counters, index)
     try:
-        summary = in_threads(
-            engine, sender, make_backend, threads, _SharedProgress(done, problems), on_batch
-        )
+        summary = in_threads(engine, sender, make_backend, threads, progress, progress.claimed)
         report.send(("ok", summary))
     except BaseException as exc:  # handed to the parent, which raises it
-        try:
-            pickle.dumps(exc)
-            report.send(("error", exc))
-        except Exception:
-            report.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+        report.send(("error", _portable(exc)))
     finally:
         report.close()
         engine.dispose()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives the trip to the parent (pickled *and* unpickled: some error
+    classes pickle but cannot be rebuilt), else a RuntimeError carrying its text, so the
+    operator sees this error and not a TypeError from unpickling it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        if isinstance(exc, BackendError):  # keep the kind the CLI explains (paused, resume)
+            plain = BackendError(*exc.args, transient=exc.transient, code=exc.code)
+            plain.hint = exc.hint
+            return plain
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _die_with(parent: int) -> None:

@@ -1,0 +1,154 @@
+"""Benchmark: the start of a send (the audience fix: one delivery row per subscriber) on
+PostgreSQL, with the provider-id index full (the schema's) and partial (tried and not
+adopted: no measurable difference).
+
+Creates a scratch database (NEWSLETTER_TEST_POSTGRES_URL, default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), loads N subscribers by SQL, analyzes,
+then starts ``--rounds`` editions for each index variant, alternating, each in a newsletter of
+its own with the same subscribers (a checkpoint before each start, so none pays for another's
+writes), and prints every time.
+
+    python bench/audience_fix.py --subscribers 1000000 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+from render_send import example_comparisons
+from sqlalchemy import create_engine, literal, select, text
+from sqlmodel import Session
+
+from newsletter import importing, publish, store
+from newsletter.config import Settings
+from newsletter.database import make_engine, upgrade
+from newsletter.models import Edition, EditionItem
+from newsletter.planner import refresh_statistics
+
+ADMIN = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
+PARTIAL = (
+    "CREATE INDEX ix_delivery_provider_message_id ON delivery (provider_message_id) "
+    "WHERE provider_message_id IS NOT NULL"
+)
+FULL = "CREATE INDEX ix_delivery_provider_message_id ON delivery (provider_message_id)"
+
+
+def start_one(
+    session: Session, settings: Settings, template: int, round_: int, variant: str
+) -> float:
+    """A newsletter with every subscriber and a copy of the ``template`` edition (its
+    comparisons); seconds its start took."""
+    newsletter = store.ensure_newsletter(
+        session,
+        slug=f"n-{variant}-{round_}",
+        name="Bench",
+        timezone="UTC",
+        site_url="https://aitoolverdicts.example",
+        item_cap=8,
+    )
+    session.execute(
+        text(
+            "INSERT INTO subscription (subscriber_id, newsletter_id, status, created_at, "
+            "updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
+        ),
+        {"n": newsletter.id, "t": NOW},
+    )
+    model = session.get(Edition, template)
+    assert model is not None
+    edition = Edition(**model.model_dump(exclude={"id", "status", "newsletter_id", "period_key"}))
+    edition.newsletter_id, edition.period_key = newsletter.id or 0, f"bench-{variant}-{round_}"
+    session.add(edition)
+    session.flush()
+    items = EditionItem.__table__  # type: ignore[attr-defined]
+    names = [c.name for c in items.columns if c.name not in ("id", "edition_id", "newsletter_id")]
+    session.execute(
+        items.insert().from_select(
+            ["edition_id", "newsletter_id", *names],
+            select(literal(edition.id), literal(newsletter.id), *[items.c[n] for n in names]).where(
+                items.c.edition_id == template
+            ),
+        )
+    )
+    session.commit()
+    refresh_statistics(session, ("subscription",))
+    session.execute(text("CHECKPOINT"))
+    session.commit()
+    t0 = time.perf_counter()
+    publish.start_edition(session, edition_id=edition.id or 0, settings=settings, now=NOW)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    name = f"bench_audience_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    settings = Settings(
+        database_url=url,
+        secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
+        base_url="https://news.example.com",
+        journal_dir="off",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    times: dict[str, list[float]] = {"partial": [], "full": []}
+    try:
+        upgrade(engine)
+        with Session(engine, expire_on_commit=False) as session:
+            session.execute(
+                text(
+                    "INSERT INTO subscriber (email, email_key, created_at, soft_bounces, "
+                    "confirm_count) SELECT 'r' || g || '@example.com', 'r' || g || "
+                    "'@example.com', :t, 0, 0 FROM generate_series(1, :n) AS g"
+                ),
+                {"t": NOW, "n": args.subscribers},
+            )
+            session.commit()
+            refresh_statistics(session, ("subscriber",))
+            publish.default_newsletter(session, settings)
+            importing.import_comparisons(session, path=example_comparisons())
+            session.commit()
+            template = (
+                publish.draft_edition(
+                    session,
+                    settings=settings,
+                    newsletter_slug=None,
+                    at=datetime(2026, 11, 25, tzinfo=UTC),
+                ).edition.id
+                or 0
+            )
+            for round_ in range(args.rounds):
+                for variant in ("full", "partial"):
+                    session.execute(text("DROP INDEX ix_delivery_provider_message_id"))
+                    session.execute(text(FULL if variant == "full" else PARTIAL))
+                    session.commit()
+                    took = start_one(session, settings, template, round_, variant)
+                    times[variant].append(took)
+                    print(f"  round {round_ + 1}, {variant:7} index: {took:5.1f} s", flush=True)
+        for variant, found in times.items():
+            print(
+                f"{variant:7} index: median {statistics.median(found):.1f} s of "
+                f"{args.subscribers:,} deliveries ({', '.join(f'{t:.1f}' for t in found)})"
+            )
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
