@@ -14,25 +14,20 @@ writes), and prints every time.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from datetime import UTC, datetime
 
 from render_send import example_comparisons
-from sqlalchemy import create_engine, literal, select, text
+from scratch import copy_edition, scratch_postgres
+from sqlalchemy import text
 from sqlmodel import Session
 
-from newsletter import importing, publish, store
+from newsletter import importing, publish
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
-from newsletter.models import Edition, EditionItem
 from newsletter.planner import refresh_statistics
 
-ADMIN = os.environ.get(
-    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
 PARTIAL = (
     "CREATE INDEX ix_delivery_provider_message_id ON delivery (provider_message_id) "
@@ -44,45 +39,15 @@ FULL = "CREATE INDEX ix_delivery_provider_message_id ON delivery (provider_messa
 def start_one(
     session: Session, settings: Settings, template: int, round_: int, variant: str
 ) -> float:
-    """A newsletter with every subscriber and a copy of the ``template`` edition (its
-    comparisons); seconds its start took."""
-    newsletter = store.ensure_newsletter(
-        session,
-        slug=f"n-{variant}-{round_}",
-        name="Bench",
-        timezone="UTC",
-        site_url="https://aitoolverdicts.example",
-        item_cap=8,
-    )
-    session.execute(
-        text(
-            "INSERT INTO subscription (subscriber_id, newsletter_id, status, created_at, "
-            "updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
-        ),
-        {"n": newsletter.id, "t": NOW},
-    )
-    model = session.get(Edition, template)
-    assert model is not None
-    edition = Edition(**model.model_dump(exclude={"id", "status", "newsletter_id", "period_key"}))
-    edition.newsletter_id, edition.period_key = newsletter.id or 0, f"bench-{variant}-{round_}"
-    session.add(edition)
-    session.flush()
-    items = EditionItem.__table__  # type: ignore[attr-defined]
-    names = [c.name for c in items.columns if c.name not in ("id", "edition_id", "newsletter_id")]
-    session.execute(
-        items.insert().from_select(
-            ["edition_id", "newsletter_id", *names],
-            select(literal(edition.id), literal(newsletter.id), *[items.c[n] for n in names]).where(
-                items.c.edition_id == template
-            ),
-        )
-    )
+    """A copy of the ``template`` edition in a newsletter of its own with every subscriber;
+    seconds its start took."""
+    edition_id, _ = copy_edition(session, template, f"n-{variant}-{round_}")
     session.commit()
     refresh_statistics(session, ("subscription",))
     session.execute(text("CHECKPOINT"))
     session.commit()
     t0 = time.perf_counter()
-    publish.start_edition(session, edition_id=edition.id or 0, settings=settings, now=NOW)
+    publish.start_edition(session, edition_id=edition_id, settings=settings, now=NOW)
     return time.perf_counter() - t0
 
 
@@ -91,11 +56,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    name = f"bench_audience_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with scratch_postgres("bench_audience") as url:
+        run(url, args)
+
+
+def run(url: str, args: argparse.Namespace) -> None:
     engine = make_engine(url)
     settings = Settings(
         database_url=url,
@@ -118,7 +83,14 @@ def main() -> None:
             )
             session.commit()
             refresh_statistics(session, ("subscriber",))
-            publish.default_newsletter(session, settings)
+            default = publish.default_newsletter(session, settings)
+            session.execute(
+                text(
+                    "INSERT INTO subscription (subscriber_id, newsletter_id, status, "
+                    "created_at, updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
+                ),
+                {"n": default.id, "t": NOW},
+            )
             importing.import_comparisons(session, path=example_comparisons())
             session.commit()
             template = (
@@ -145,9 +117,6 @@ def main() -> None:
             )
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -17,27 +17,22 @@ of the queries that matter.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from render_send import seed_edition
-from sqlalchemy import Engine, create_engine, event, literal, select, text
+from scratch import copy_edition, scratch_postgres
+from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
-from newsletter import ledger, publish, store
+from newsletter import ledger, publish
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
-from newsletter.models import Edition, EditionItem
 from newsletter.planner import refresh_statistics
 from newsletter.stats import edition_stats, list_growth
 
-ADMIN = os.environ.get(
-    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
@@ -206,50 +201,6 @@ def load_finished_editions(engine: Engine, newsletter_id: int, editions: int, pe
     print(f"  vacuum and analyze ({time.perf_counter() - t0:.0f} s)")
 
 
-def copy_edition(session: Session, edition_id: int) -> tuple[int, int]:
-    """A draft with the same items as ``edition_id`` in a second newsletter with the same
-    subscribers (a comparison goes out once per newsletter, and the examples fill one week);
-    returns (edition id, newsletter id)."""
-    edition = session.get(Edition, edition_id)
-    assert edition is not None
-    other = store.ensure_newsletter(
-        session,
-        slug="bench-two",
-        name="Bench Two",
-        timezone="UTC",
-        site_url="https://aitoolverdicts.example",
-        item_cap=8,
-    )
-    copy = Edition(**edition.model_dump(exclude={"id", "status", "send_started_at", "sent_at"}))
-    copy.newsletter_id, copy.period_key = other.id or 0, "bench-new"
-    session.add(copy)
-    session.flush()
-    session.execute(
-        text(
-            """
-            INSERT INTO subscription (subscriber_id, newsletter_id, status, created_at,
-                                      updated_at)
-            SELECT subscriber_id, :other, status, created_at, updated_at
-            FROM subscription WHERE newsletter_id = :first
-            """
-        ),
-        {"other": other.id, "first": edition.newsletter_id},
-    )
-    items = EditionItem.__table__  # type: ignore[attr-defined]
-    names = [c.name for c in items.columns if c.name not in ("id", "edition_id", "newsletter_id")]
-    session.execute(
-        items.insert().from_select(
-            ["edition_id", "newsletter_id", *names],
-            select(literal(copy.id), literal(other.id), *[items.c[n] for n in names]).where(
-                items.c.edition_id == edition_id
-            ),
-        )
-    )
-    session.commit()
-    refresh_statistics(session, ("subscription",))
-    return copy.id or 0, other.id or 0
-
-
 def explain_calls(session: Session, label: str, call: Callable[[], object]) -> None:
     """EXPLAIN ANALYZE every statement ``call`` sends, as it sent them (captured from the
     driver, then re-run under EXPLAIN in a transaction that is rolled back)."""
@@ -294,11 +245,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="claims measured per phase")
     parser.add_argument("--keep", action="store_true", help="leave the scratch database")
     args = parser.parse_args()
-    name = f"bench_ledger_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with scratch_postgres("bench_ledger", keep=args.keep) as url:
+        run(url, args)
+
+
+def run(url: str, args: argparse.Namespace) -> None:
     engine = make_engine(url)
     try:
         upgrade(engine)
@@ -310,7 +261,7 @@ def main() -> None:
             _env_file=None,  # type: ignore[call-arg]
         )
         with Session(engine, expire_on_commit=False) as session:
-            print(f"database {name}: {args.subscribers:,} subscribers")
+            print(f"database {url.rsplit('/', 1)[-1]}: {args.subscribers:,} subscribers")
             first = seed_edition(session, settings, args.subscribers)
             session.commit()
             refresh_statistics(session, ("subscriber", "subscription"))
@@ -324,7 +275,9 @@ def main() -> None:
             rows = args.editions * args.per_edition
             print(f"\nloading {args.editions} finished editions x {args.per_edition:,} = {rows:,}")
             load_finished_editions(engine, newsletter_id, args.editions, args.per_edition)
-            second, other_newsletter = copy_edition(session, first)
+            second, other_newsletter = copy_edition(session, first, "bench-two")
+            session.commit()
+            refresh_statistics(session, ("subscription",))
             t0 = time.perf_counter()
             publish.start_edition(session, edition_id=second, settings=settings, now=NOW)
             print(f"  audience fix of a new edition: {time.perf_counter() - t0:.1f} s")
@@ -397,11 +350,6 @@ def main() -> None:
             )
     finally:
         engine.dispose()
-        if args.keep:
-            print(f"kept database {name}")
-        else:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE "{name}"'))
 
 
 if __name__ == "__main__":

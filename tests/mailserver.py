@@ -233,7 +233,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _write_certificate(directory: Path) -> tuple[Path, Path]:
+def write_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost that is its own CA: the cert
     file doubles as the ``cafile`` clients trust."""
     from cryptography import x509
@@ -411,7 +411,7 @@ def running_dovecot() -> Iterator[MailServer]:
     root.chmod(0o711)
     process: subprocess.Popen[bytes] | None = None
     try:
-        cert, key = _write_certificate(root)
+        cert, key = write_certificate(root)
         uid, gid = _mail_owner()
         mail = root / "mail"
         mail.mkdir()

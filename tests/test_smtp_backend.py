@@ -616,45 +616,6 @@ def test_a_failing_hand_over_callback_stops_the_send_not_as_a_lost_connection(
 # --- TLS: STARTTLS and implicit TLS (smtps://) ------------------------------------------------
 
 
-def _self_signed(folder: Any) -> tuple[str, str]:
-    """A throwaway certificate and key for 127.0.0.1 (PEM files in ``folder``)."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=365 * 30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_messages_over_tls_arrive_whole_and_pipelined(
     mode: str, tmp_path: Any, build: Callable[..., list[OutgoingMessage]]
@@ -665,7 +626,9 @@ def test_messages_over_tls_arrive_whole_and_pipelined(
 
     from aiosmtpd.controller import Controller
 
-    cert, key = _self_signed(tmp_path)
+    from tests.mailserver import write_certificate
+
+    cert, key = write_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     received: list[Any] = []
