@@ -71,26 +71,7 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    elif engine.dialect.name == "postgresql":
-        event.listen(engine, "connect", _postgresql_settings)
     return engine
-
-
-def _postgresql_settings(dbapi_connection: Any, _record: Any) -> None:
-    """Plan every statement for its own parameters. psycopg prepares a statement on the
-    server after five runs, and PostgreSQL may then switch to a generic plan that does not
-    know which edition or how many rows: at 52 million deliveries a sender's claim of 500
-    took 374 ms that way instead of 14 ms (bench/ledger_scale.py). Set per connection and
-    committed, so the pool's rollback on check-in keeps it."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
-    except Exception:  # PostgreSQL before 12 has no such setting: plan as it does
-        dbapi_connection.rollback()
-    else:
-        dbapi_connection.commit()
-    finally:
-        cursor.close()
 
 
 def _sqlite_file(path: Path, *, create: bool) -> None:
