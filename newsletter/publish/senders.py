@@ -63,7 +63,7 @@ def layout(
 
     Measured on a 2-core machine (README, Performance): two threaded senders sent as fast as
     one, because personalization, the journal and the ledger are Python under one GIL; two
-    processes sent 1.5 times as fast."""
+    processes sent about 1.4 times as fast."""
     cores = os.cpu_count() or 1
     count = requested or setting or cores
     if backend.in_process_only:
