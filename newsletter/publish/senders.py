@@ -1,8 +1,8 @@
 """Where one pass's senders run: threads in this process, or forked sender processes.
 
 A sender spends most of its CPU in Python (personalization, the journal, claims and records),
-so threads share one core under the GIL: on a 2-core machine two threaded senders measured the
-same rate as one. Sender processes each take a core. The pass is forked after the edition is
+so threads share one core under the GIL: on a 2-core machine four threaded senders sent no
+faster than two. Sender processes each take a core. The pass is forked after the edition is
 rendered and the DKIM keys loaded, so every process sends the same bytes without rendering
 again, and each runs its share of the senders as threads with its own database connections.
 
@@ -61,9 +61,9 @@ def layout(
     over ``processes``, else one process per core, up to one per sender. A backend whose
     effects live in this process (the memory outbox) keeps every sender in it.
 
-    Measured on a 2-core machine (README, Performance): two threaded senders sent as fast as
-    one, because personalization, the journal and the ledger are Python under one GIL; two
-    processes sent about 1.4 times as fast."""
+    Measured on a 2-core machine (README, Performance): more threaded senders added little (2
+    and 4 threads sent alike), because personalization, the journal and the ledger are Python
+    under one GIL; two processes sent about 1.4 times as fast as two threads."""
     cores = os.cpu_count() or 1
     count = requested or setting or cores
     if backend.in_process_only:
