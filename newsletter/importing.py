@@ -25,6 +25,7 @@ from sqlmodel import Session
 from newsletter import bulk, store
 from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
+from newsletter.firstseen import FirstSeen
 from newsletter.models import Newsletter, SubscriptionStatus, utcnow
 from newsletter.privacy import ERASED
 
@@ -201,12 +202,16 @@ def parse_subscribers(
 
 
 def iter_subscribers(
-    text: str | TextIO, *, known_newsletters: set[str], default_newsletter: str
+    text: str | TextIO,
+    *,
+    known_newsletters: set[str],
+    default_newsletter: str,
+    expected_lines: int = 0,
 ) -> Iterator[SubscriberRow | str]:
     """Each valid row, or the message of a rejected line, in file order (a header problem
     raises :class:`ImportRejected` before anything is yielded). ``text`` is the CSV, or a
     stream of it opened with ``newline=""`` (read a line at a time: a million-line file is
-    never held whole)."""
+    never held whole). ``expected_lines`` sizes the table of addresses seen once."""
     # newline="" leaves line breaks to the csv module, which splits on \r and \n only
     # (str.splitlines would also split on NEL and U+2028 inside a name).
     # Python's csv refuses fields over 128 KB with an error that names the wrong line; a long
@@ -225,7 +230,7 @@ def iter_subscribers(
             ]
         )
     reader.fieldnames = header
-    first_line: dict[str, int] = {}
+    seen = FirstSeen(expected_lines)
     while True:
         try:
             raw = next(reader)
@@ -246,10 +251,10 @@ def iter_subscribers(
             yield problem
             continue
         assert row is not None
-        if row.email_key in first_line:
-            yield f"line {line} ({row.email}): email: duplicate of line {first_line[row.email_key]}"
+        earlier = seen.first(row.email_key, line)
+        if earlier is not None:
+            yield f"line {line} ({row.email}): email: duplicate of line {earlier}"
             continue
-        first_line[row.email_key] = line
         yield row
 
 
@@ -284,7 +289,8 @@ def _subscriber_row(
 
 
 #: Lines parsed, looked up and written together: memory stays at one chunk's objects (plus
-#: the set of addresses seen, for duplicates) however long the file.
+#: 20 bytes per address seen, for duplicates: :mod:`newsletter.firstseen`) however long the
+#: file.
 IMPORT_CHUNK = 20_000
 
 
@@ -316,6 +322,7 @@ def import_subscribers(
                     stream,
                     known_newsletters=known_newsletters,
                     default_newsletter=default_newsletter,
+                    expected_lines=total,
                 )
                 if isinstance(item, str)
             ]
@@ -327,7 +334,10 @@ def import_subscribers(
     done = 0
     with _open_csv(path) as stream:
         for item in iter_subscribers(
-            stream, known_newsletters=known_newsletters, default_newsletter=default_newsletter
+            stream,
+            known_newsletters=known_newsletters,
+            default_newsletter=default_newsletter,
+            expected_lines=total,
         ):
             if isinstance(item, str):
                 report.rejected.append(item)
