@@ -28,6 +28,7 @@ from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.firstseen import FirstSeen
 from newsletter.models import Newsletter, SubscriptionStatus, utcnow
 from newsletter.privacy import ERASED
+from newsletter.readahead import read_ahead
 
 SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "newsletters")
 
@@ -262,26 +263,29 @@ def _subscriber_row(
     line: int, values: dict[str, str], *, known_newsletters: set[str], default: str
 ) -> tuple[SubscriberRow | None, str | None]:
     raw_email = values.get("email", "")
-    label = f"line {line} ({_shown(raw_email) if raw_email else 'no email'})"
+
+    def label() -> str:  # only for a rejected line: escaping every good one cost 4 us
+        return f"line {line} ({_shown(raw_email) if raw_email else 'no email'})"
+
     try:
         email, email_key = normalize_email(raw_email)
     except AddressError as exc:
-        return None, f"{label}: email: {_shown(str(exc), 200)}"
+        return None, f"{label()}: email: {_shown(str(exc), 200)}"
     try:
         name = check_name(values.get("name"))
     except AddressError as exc:
-        return None, f"{label}: name: {_shown(str(exc), 200)}"
+        return None, f"{label()}: name: {_shown(str(exc), 200)}"
     tz = values.get("timezone") or None
     if tz is not None:
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            return None, f"{label}: timezone: unknown IANA time zone {_shown(tz)!r}"
+            return None, f"{label()}: timezone: unknown IANA time zone {_shown(tz)!r}"
     slugs = tuple(dict.fromkeys((values.get("newsletters") or default).replace(";", " ").split()))
     missing = [s for s in slugs if s not in known_newsletters]
     if missing:
         shown = ", ".join(_shown(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
-        return None, f"{label}: newsletters: unknown newsletter(s) {shown}"
+        return None, f"{label()}: newsletters: unknown newsletter(s) {shown}"
     return (
         SubscriberRow(line, email, email_key, name, tz, slugs),
         None,
@@ -291,7 +295,7 @@ def _subscriber_row(
 #: Lines parsed, looked up and written together: memory stays at one chunk's objects (plus
 #: 20 bytes per address seen, for duplicates: :mod:`newsletter.firstseen`) however long the
 #: file.
-IMPORT_CHUNK = 20_000
+IMPORT_CHUNK = 10_000
 
 
 def import_subscribers(
@@ -330,29 +334,43 @@ def import_subscribers(
             raise ImportRejected(problems)
     report = SubscriberImportReport()
     now = utcnow()
-    chunk: list[SubscriberRow] = []
-    done = 0
     with _open_csv(path) as stream:
-        for item in iter_subscribers(
+        parsed = _parsed_chunks(
             stream,
             known_newsletters=known_newsletters,
             default_newsletter=default_newsletter,
             expected_lines=total,
-        ):
-            if isinstance(item, str):
-                report.rejected.append(item)
-                continue
-            chunk.append(item)
-            if len(chunk) >= IMPORT_CHUNK:
-                _import_chunk(session, chunk, newsletters, report, path.name, now)
-                done = chunk[-1].line
-                chunk = []
-                if on_progress is not None:
-                    on_progress(min(done, total), total)
-    _import_chunk(session, chunk, newsletters, report, path.name, now)
+        )
+        for rows, rejected in read_ahead(parsed):  # the next chunk parsed while this is written
+            report.rejected.extend(rejected)
+            _import_chunk(session, rows, newsletters, report, path.name, now)
+            if len(rows) >= IMPORT_CHUNK and on_progress is not None:  # the last: below
+                on_progress(min(rows[-1].line, total), total)
     if on_progress is not None:
         on_progress(total, total)
     return report
+
+
+def _parsed_chunks(
+    stream: TextIO, *, known_newsletters: set[str], default_newsletter: str, expected_lines: int
+) -> Iterator[tuple[list[SubscriberRow], list[str]]]:
+    """:data:`IMPORT_CHUNK` valid rows at a time, with the lines rejected among them."""
+    rows: list[SubscriberRow] = []
+    rejected: list[str] = []
+    for item in iter_subscribers(
+        stream,
+        known_newsletters=known_newsletters,
+        default_newsletter=default_newsletter,
+        expected_lines=expected_lines,
+    ):
+        if isinstance(item, str):
+            rejected.append(item)
+            continue
+        rows.append(item)
+        if len(rows) >= IMPORT_CHUNK:
+            yield rows, rejected
+            rows, rejected = [], []
+    yield rows, rejected
 
 
 def _import_chunk(

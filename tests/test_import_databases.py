@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import importing, privacy, publish, store
+from newsletter import bulk, importing, privacy, publish, store
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionEvent
@@ -224,3 +224,22 @@ def test_the_export_command(settings: Settings, tmp_path: Path, engine: Engine) 
     unknown = runner.invoke(app, ["subscribers", "export", "--newsletter", "nope"], env=env)
     assert unknown.exit_code == 1
     assert unknown.output == "error: newsletter 'nope' does not exist\n"
+
+
+def test_the_lookups_find_every_key_however_it_is_sent(engine_of: Engine) -> None:
+    """The bulk lookups send their keys as one joined string on PostgreSQL; a key that holds
+    the separator itself goes as an array instead, and both find exactly what is stored."""
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    odd = "line\nbreak@example.com"  # never a valid address, but the lookup must not split it
+    keys = [f"reader{i}@example.org" for i in range(2_500)]  # more than one lookup's worth
+    with Session(engine_of) as session:
+        ids = bulk.insert_subscribers(
+            session, rows=[(k, k, None, None) for k in [*keys, odd]], now=now
+        )
+        assert len(ids) == 2_501
+        wanted = [*keys[::2], "nobody@example.org"]
+        assert set(bulk.find_subscribers(session, keys=wanted)) == set(keys[::2])
+        with_breaks = [odd, keys[1], f"{keys[3]}\n"]
+        assert set(bulk.find_subscribers(session, keys=with_breaks)) == {odd, keys[1]}
+        assert bulk.find_subscribers(session, keys=[]) == {}
+        assert bulk.find_subscriptions(session, subscriber_ids=list(ids.values())) == {}
