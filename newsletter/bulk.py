@@ -17,7 +17,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
-from sqlalchemy import ARRAY, Text, any_, bindparam, cast, func, literal, select, update
+from sqlalchemy import ARRAY, String, Text, any_, bindparam, cast, func, literal, select, update
 from sqlmodel import Session
 
 from newsletter.models import Subscriber, Subscription, SubscriptionEvent
@@ -62,7 +62,8 @@ def _in(column: Any, values: Sequence[Any], session: Session) -> Any:
     if joined.count("\n") != len(values) - 1 or not values:
         return column == any_(literal(list(values), ARRAY(column.type)))
     split = func.string_to_array(literal(joined, Text), literal("\n", Text))
-    return column == any_(cast(split, ARRAY(column.type)))
+    element = Text() if isinstance(column.type, String) else column.type  # no varchar(n) cut
+    return column == any_(cast(split, ARRAY(element)))
 
 
 def _stamp(session: Session, now: datetime) -> Any:
@@ -71,7 +72,10 @@ def _stamp(session: Session, now: datetime) -> Any:
     the rows of a write instead of once per row and column."""
     if _postgres(session):
         return now
-    processor = _SUBSCRIBER.c.created_at.type.bind_processor(session.get_bind().dialect)
+    dialect = session.get_bind().dialect
+    # The dialect's own type: the generic one hands sqlite3 a datetime, which it would turn
+    # into text its own way (no ".000000" on a whole second, so it sorts apart from the ORM's).
+    processor = _SUBSCRIBER.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     return processor(now) if processor else now
 
 

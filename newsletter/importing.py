@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -305,6 +306,7 @@ def import_subscribers(
     default_newsletter: str,
     strict: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    now: datetime | None = None,
 ) -> SubscriberImportReport:
     """Import the valid lines of a subscriber CSV; the caller commits.
 
@@ -313,7 +315,8 @@ def import_subscribers(
     Set-based (:mod:`newsletter.bulk`), :data:`IMPORT_CHUNK` lines at a time: one query per
     2,000 addresses to find who is known, then ``executemany`` (COPY on PostgreSQL) for the
     new people, their subscriptions and events. ``on_progress(lines done, lines in all)``
-    follows each chunk (the CLI draws its progress bar from it).
+    follows each chunk (the CLI draws its progress bar from it). ``now`` is the time written
+    on the new rows (the command's or the request's clock; the current time if not given).
     """
     newsletters = store.newsletters_by_slug(session)
     total = max(0, utf8_lines(path) - 1) or 1  # refuses a file that is not UTF-8, up front
@@ -333,7 +336,7 @@ def import_subscribers(
         if problems:
             raise ImportRejected(problems)
     report = SubscriberImportReport()
-    now = utcnow()
+    now = now or utcnow()
     with _open_csv(path) as stream:
         parsed = _parsed_chunks(
             stream,
@@ -341,11 +344,14 @@ def import_subscribers(
             default_newsletter=default_newsletter,
             expected_lines=total,
         )
-        for rows, rejected in read_ahead(parsed):  # the next chunk parsed while this is written
-            report.rejected.extend(rejected)
-            _import_chunk(session, rows, newsletters, report, path.name, now)
-            if len(rows) >= IMPORT_CHUNK and on_progress is not None:  # the last: below
-                on_progress(min(rows[-1].line, total), total)
+        # the next chunk parsed while this is written; closed (the thread joined) before the
+        # file is, whatever ends the loop
+        with closing(read_ahead(parsed)) as chunks:
+            for rows, rejected in chunks:
+                report.rejected.extend(rejected)
+                _import_chunk(session, rows, newsletters, report, path.name, now)
+                if len(rows) >= IMPORT_CHUNK and on_progress is not None:  # the last: below
+                    on_progress(min(rows[-1].line, total), total)
     if on_progress is not None:
         on_progress(total, total)
     return report

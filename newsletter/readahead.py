@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,7 +25,7 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(items: Iterable[T], *, depth: int = 1) -> Iterator[T]:
+def read_ahead(items: Iterable[T], *, depth: int = 1) -> Generator[T, None, None]:
     """``items`` in order, produced by a thread at most ``depth`` items ahead.
 
     An exception the producer raises is raised here, where the item would have come. When
@@ -33,6 +33,8 @@ def read_ahead(items: Iterable[T], *, depth: int = 1) -> Iterator[T]:
     is told to stop at its next item and is waited for, so no thread outlives the call and
     nothing reads the source after the consumer has returned.
     """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")  # 0 would mean unbounded
     handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from newsletter import bulk, importing, privacy, publish, store
@@ -243,3 +243,38 @@ def test_the_lookups_find_every_key_however_it_is_sent(engine_of: Engine) -> Non
         assert set(bulk.find_subscribers(session, keys=with_breaks)) == {odd, keys[1]}
         assert bulk.find_subscribers(session, keys=[]) == {}
         assert bulk.find_subscriptions(session, subscriber_ids=list(ids.values())) == {}
+
+
+def test_an_imported_time_is_stored_as_the_orm_stores_it(
+    engine_of: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """The import writes plain rows, not ORM objects; its timestamps must still be stored in
+    the same form, or a comparison in SQL sorts them apart (on SQLite, a whole second written
+    by the driver's own converter had no ".000000": earlier than the ORM's same moment)."""
+    moment = datetime(2026, 12, 4, 6, 30, tzinfo=UTC)  # a whole second, the telling case
+    listed = tmp_path / "list.csv"
+    listed.write_text("email\nimported@example.com\n", encoding="utf-8")
+    with Session(engine_of, expire_on_commit=False) as session:
+        main = publish.default_newsletter(session, settings)
+        session.add(
+            Subscriber(email="orm@example.com", email_key="orm@example.com", created_at=moment)
+        )
+        session.commit()
+        importing.import_subscribers(session, path=listed, default_newsletter=main.slug, now=moment)
+        session.commit()
+        stored = session.execute(
+            text("SELECT email, CAST(created_at AS TEXT) FROM subscriber ORDER BY email")
+        ).all()
+        assert stored[0][1] == stored[1][1], stored
+        later = session.execute(
+            text(
+                "SELECT COUNT(*) FROM subscriber WHERE created_at >= "
+                "(SELECT created_at FROM subscriber WHERE email = 'orm@example.com')"
+            )
+        ).scalar_one()
+        assert later == 2
+        for table in ("subscription", "subscriptionevent"):
+            written = session.execute(
+                text(f"SELECT CAST(created_at AS TEXT) FROM {table}")
+            ).scalar_one()
+            assert written == stored[0][1], (table, written)

@@ -60,3 +60,8 @@ def test_a_consumer_that_stops_early_stops_the_producer() -> None:
     assert done < 10
     time.sleep(0.3)
     assert len(reads) == done  # nothing is read after the consumer returned
+
+
+def test_a_depth_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        next(read_ahead(iter([1]), depth=0))  # a queue of size 0 would be unbounded

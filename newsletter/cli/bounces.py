@@ -11,7 +11,6 @@ from sqlmodel import Session
 
 from newsletter import mailbox
 from newsletter.bounce_intake import Intake, paths_for, poll_mailbox, take
-from newsletter.bounce_server import BounceHandler, BounceServer
 from newsletter.cli.common import (
     _settings,
     bounces_app,
@@ -56,6 +55,9 @@ def bounces_serve(
     """Take bounce and complaint mail over SMTP or LMTP until Ctrl-C: every report is tied to
     its delivery by the signed return path and acted on like a provider webhook; 250 only
     after it is stored, 451 (the MTA retries) when the database fails."""
+    # aiosmtpd (about 1 MiB) only for the listener, not in every command
+    from newsletter.bounce_server import BounceHandler, BounceServer
+
     configure_logging(verbose=verbose)
     settings = _settings()
     _ready(settings)

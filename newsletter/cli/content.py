@@ -166,6 +166,7 @@ def import_subscribers(
             default_newsletter=settings.newsletter,
             strict=strict,
             on_progress=on_progress,
+            now=cli_now(),
         )
         session.commit()
         refresh_statistics(session, ("subscriber", "subscription"))

@@ -52,7 +52,10 @@ def demo(
         publish.default_newsletter(session, settings)
         report = importing.import_comparisons(session, path=example_comparisons())
         subs = importing.import_subscribers(
-            session, path=example_subscribers(), default_newsletter=settings.newsletter
+            session,
+            path=example_subscribers(),
+            default_newsletter=settings.newsletter,
+            now=cli_now(),
         )
         session.commit()
         typer.echo(f"imported comparisons: {report.created} created, {report.unchanged} unchanged")

@@ -262,7 +262,7 @@ async def import_csv(
         try:
             target = store.get_newsletter(session, slug=newsletter or ctx.settings.newsletter)
             report = importing.import_subscribers(
-                session, path=path, default_newsletter=target.slug
+                session, path=path, default_newsletter=target.slug, now=now
             )
         except (store.NotFound, OSError, ValueError) as exc:
             session.rollback()
