@@ -243,6 +243,20 @@ def claim_batch(
     )
     if session.get_bind().dialect.name == "postgresql":
         chosen = chosen.with_for_update(skip_locked=True)
+        # The claim must walk ix_delivery_edition_keyset in id order and stop after ``limit``
+        # rows. PostgreSQL estimates "this edition, past this id, open" as if the three were
+        # independent, or from statistics taken before the edition existed: a row or a
+        # thousand where a million qualify. For so few it read every remaining row of the
+        # edition (a bitmap scan, or the edition's other index) and sorted them: 406 ms a
+        # claim at 52M delivery rows against 0.4 ms for the ordered walk. With bitmap scans
+        # and sorts priced out the walk is the plan, whatever the statistics say; for this
+        # transaction only (set_config(..., true) is SET LOCAL, both in one round trip).
+        session.execute(
+            text(
+                "SELECT set_config('enable_bitmapscan', 'off', true), "
+                "set_config('enable_sort', 'off', true)"
+            )
+        )
     claimed = session.execute(
         update(_DELIVERY)
         .where(d.id.in_(chosen.scalar_subquery()), _claimable(now))
