@@ -185,3 +185,79 @@ def test_a_claim_walks_the_new_editions_ids_in_order_whatever_the_statistics_say
         assert "Bitmap" not in plan and "Sort" not in plan, plan
     finally:
         engine.dispose()
+
+
+def test_a_claim_on_sqlite_walks_the_keyset_index_without_a_sort(settings: Settings) -> None:
+    """The same situation on SQLite (statistics from before the new edition): its planner
+    takes the edition's ids in index order and stops at the limit, with no temporary b-tree."""
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    stamp = "2026-12-01 00:00:00.000000"
+    try:
+        with Session(engine) as session:
+            newsletter = publish.default_newsletter(session, settings).id
+            session.execute(
+                text(
+                    "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g "
+                    "WHERE n < 4000) INSERT INTO subscriber (email, email_key, created_at, "
+                    "soft_bounces, confirm_count) SELECT 's' || n || '@example.org', "
+                    "'s' || n || '@example.org', :t, 0, 0 FROM g"
+                ),
+                {"t": stamp},
+            )
+            session.execute(
+                text(
+                    "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 31) "
+                    "INSERT INTO edition (newsletter_id, period_key, period_start, period_end, "
+                    "status, subject, preheader, more_count, created_at) "
+                    "SELECT :n, 'e' || n, :t, :t, 'sent', 'E', '', 0, :t FROM g"
+                ),
+                {"n": newsletter, "t": stamp},
+            )
+            new = session.execute(text("SELECT max(id) FROM edition")).scalar_one()
+            session.execute(
+                text(
+                    "INSERT INTO delivery (edition_id, subscriber_id, status, attempts, "
+                    "updated_at) SELECT e.id, s.id, 'sent', 1, :t FROM edition AS e, "
+                    "subscriber AS s WHERE e.id < :new"
+                ),
+                {"t": stamp, "new": new},
+            )
+            session.commit()
+            session.execute(text("ANALYZE"))
+            session.execute(
+                text(
+                    "INSERT INTO delivery (edition_id, subscriber_id, status, attempts, "
+                    "updated_at) SELECT :new, id, 'pending', 0, :t FROM subscriber"
+                ),
+                {"t": stamp, "new": new},
+            )
+            session.commit()
+            sent = _statements(
+                engine,
+                lambda: ledger.claim_batch(
+                    session,
+                    edition_id=new,
+                    newsletter_id=newsletter or 0,
+                    after_id=0,
+                    limit=500,
+                    owner="test",
+                    lease_seconds=300,
+                    now=datetime(2026, 12, 1, 9, tzinfo=UTC),
+                ),
+            )
+        ((statement, parameters),) = [
+            (s, p) for s, p in sent if s.lstrip().upper().startswith("UPDATE")
+        ]
+        raw = engine.raw_connection()
+        try:
+            plan = [
+                row[3]
+                for row in raw.cursor().execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+        finally:
+            raw.close()
+        assert any("ix_delivery_edition_keyset (edition_id=? AND id>?)" in p for p in plan), plan
+        assert not any("TEMP B-TREE" in p for p in plan), plan
+    finally:
+        engine.dispose()
