@@ -8,6 +8,10 @@ list (``subscribers export``) to /dev/null.
 
     python bench/import_list.py --rows 1000000                 # SQLite
     python bench/import_list.py --rows 1000000 --postgres      # a scratch database
+    python bench/import_list.py --rows 1000000 --cli           # the command itself
+
+With ``--cli`` the import is the whole ``newsletter import subscribers`` command in a child
+process (after ``newsletter db upgrade``): its wall time and its peak RSS are printed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -80,10 +87,32 @@ def run(url: str, csv: Path, rows: int) -> None:
         engine.dispose()
 
 
+def run_cli(url: str, csv: Path) -> None:
+    """``newsletter import subscribers CSV`` as an operator runs it, in a child process."""
+    command = Path(sys.executable).with_name("newsletter")
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SECRET_KEY": "jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
+    }
+    subprocess.run([command, "db", "upgrade"], env=env, check=True, capture_output=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [command, "import", "subscribers", str(csv)], env=env, capture_output=True, text=True
+    )
+    took = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"the command failed: {done.stderr.strip() or done.stdout.strip()}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(done.stdout.strip())
+    print(f"the command:       {took:.1f} s, peak RSS {peak:.0f} MiB (largest child)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--cli", action="store_true", help="time the command, not the API")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "list.csv"
@@ -103,15 +132,16 @@ def main() -> None:
         print(f"rows:              {args.rows:,} ({'PostgreSQL' if args.postgres else 'SQLite'})")
         print(f"parse + validate:  {time.perf_counter() - t0:.1f} s for {parsed:,} rows")
         print(f"peak RSS so far:   {peak_rss_mib():.0f} MiB (the parse alone)")
+        measure = (lambda url, csv, _rows: run_cli(url, csv)) if args.cli else run
         if not args.postgres:
-            run(f"sqlite:///{Path(tmp) / 'import.db'}", csv, args.rows)
+            measure(f"sqlite:///{Path(tmp) / 'import.db'}", csv, args.rows)
         else:
             name = f"bench_import_{uuid.uuid4().hex[:8]}"
             admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             try:
-                run(ADMIN.rsplit("/", 1)[0] + f"/{name}", csv, args.rows)
+                measure(ADMIN.rsplit("/", 1)[0] + f"/{name}", csv, args.rows)
             finally:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
