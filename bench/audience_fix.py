@@ -18,7 +18,7 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from render_send import example_comparisons
+from render_send import bench_settings, example_comparisons
 from scratch import copy_edition, scratch_postgres
 from sqlalchemy import text
 from sqlmodel import Session
@@ -62,13 +62,7 @@ def main() -> None:
 
 def run(url: str, args: argparse.Namespace) -> None:
     engine = make_engine(url)
-    settings = Settings(
-        database_url=url,
-        secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
-        base_url="https://news.example.com",
-        journal_dir="off",
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    settings = bench_settings(url, journal_dir="off")
     times: dict[str, list[float]] = {"partial": [], "full": []}
     try:
         upgrade(engine)

@@ -24,17 +24,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from render_send import seed_edition
+from render_send import SECRET, bench_settings, seed_edition
 from sqlalchemy import text
 from sqlmodel import Session
 
 from newsletter import ledger, publish
-from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.personalization import instance_tag
 
 HERE = Path(__file__).resolve().parent
-SECRET = "Z7YQdkqGQogrBQDdf2MkWUVcJF_4faWOBq3KWK1BsxcA3o2PuE9HHQ"
 
 
 def main() -> None:
@@ -68,12 +66,7 @@ def main() -> None:
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     db_url = f"sqlite:///{tmp / 'chaos.db'}"
-    settings = Settings(
-        database_url=db_url,
-        secret_key=SECRET,
-        base_url="https://news.example.com",
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    settings = bench_settings(db_url)
     engine = make_engine(db_url)
     upgrade(engine)
     with Session(engine, expire_on_commit=False) as session:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from lean_client import lean_send
-from render_send import peak_rss_mib, seed_edition
+from render_send import bench_settings, peak_rss_mib, seed_edition
 from sqlmodel import Session
 
 from newsletter import ledger, publish
@@ -92,16 +92,13 @@ def main() -> None:
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-                secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
-                base_url="https://news.example.com",
+            settings = bench_settings(
+                f"sqlite:///{Path(tmp) / 'bench.db'}",
                 batch_size=args.batch_size,
                 journal_dir="" if args.no_journal else str(Path(tmp) / "journal"),
                 dkim_keys=_dkim_keys(args.dkim, Path(tmp)),
                 bounce_address="bounces@news.example.com" if args.verp else "",
                 domain_limits=args.domain_limits,
-                _env_file=None,  # type: ignore[call-arg]
             )
             engine = make_engine(settings.database_url)
             upgrade(engine)

@@ -15,14 +15,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from render_send import bench_settings
 from sqlmodel import Session
 
 from newsletter import importing, publish
-from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.paths import example_comparisons
 
-SECRET = "kkeGGYSJX5ngCNeegUU_0VtqkqUCpFk78bF_NgDwZLzXiSBtihZWjw"
 AT = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
@@ -48,12 +47,7 @@ def comparisons(count: int) -> list[dict]:
 
 def measure(count: int, cap: int) -> tuple[int, int, int, int, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            database_url=f"sqlite:///{tmp}/b.db",
-            secret_key=SECRET,
-            base_url="https://news.example.com",
-            _env_file=None,
-        )
+        settings = bench_settings(f"sqlite:///{tmp}/b.db")
         engine = make_engine(settings.database_url)
         upgrade(engine)
         path = Path(tmp) / "c.json"

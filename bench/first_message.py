@@ -18,13 +18,12 @@ import os
 import time
 import uuid
 
-from render_send import seed_edition
+from render_send import bench_settings, seed_edition
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from newsletter import publish
 from newsletter.backends.memory import MemoryBackend
-from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.planner import refresh_statistics
 
@@ -46,13 +45,7 @@ def main() -> None:
     engine = make_engine(url)
     try:
         upgrade(engine)
-        settings = Settings(
-            database_url=url,
-            secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
-            base_url="https://news.example.com",
-            journal_dir="off",
-            _env_file=None,  # type: ignore[call-arg]
-        )
+        settings = bench_settings(url, journal_dir="off")
         with Session(engine, expire_on_commit=False) as session:
             edition_id = seed_edition(session, settings, args.subscribers)
             session.commit()

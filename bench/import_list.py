@@ -24,15 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from render_send import peak_rss_mib
-from sqlalchemy import create_engine, text
+from render_send import SECRET, bench_settings, peak_rss_mib
+from scratch import scratch_postgres
 from sqlmodel import Session
 
 from newsletter import importing, publish
-from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.exporting import export_subscribers
 from newsletter.planner import refresh_statistics
@@ -40,10 +38,6 @@ from newsletter.planner import refresh_statistics
 #: Whether this version's parse can size its table of addresses seen up front (as the command
 #: does), so the same script measures the version before it too.
 SIZED = "expected_lines" in inspect.signature(importing.iter_subscribers).parameters
-
-ADMIN = os.environ.get(
-    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -58,7 +52,7 @@ def write_csv(path: Path, rows: int) -> None:
 def run(url: str, csv: Path, rows: int) -> None:
     engine = make_engine(url)
     upgrade(engine)
-    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    settings = bench_settings(url)
     try:
         with Session(engine, expire_on_commit=False) as session:
             publish.default_newsletter(session, settings)
@@ -93,7 +87,7 @@ def run_cli(url: str, csv: Path) -> None:
     env = {
         **os.environ,
         "NEWSLETTER_DATABASE_URL": url,
-        "NEWSLETTER_SECRET_KEY": "jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
+        "NEWSLETTER_SECRET_KEY": SECRET,
     }
     subprocess.run([command, "db", "upgrade"], env=env, check=True, capture_output=True)
     t0 = time.perf_counter()
@@ -136,16 +130,8 @@ def main() -> None:
         if not args.postgres:
             measure(f"sqlite:///{Path(tmp) / 'import.db'}", csv, args.rows)
         else:
-            name = f"bench_import_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                measure(ADMIN.rsplit("/", 1)[0] + f"/{name}", csv, args.rows)
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+            with scratch_postgres("bench_import") as url:
+                measure(url, csv, args.rows)
     print(f"peak RSS:          {peak_rss_mib():.0f} MiB")
 
 

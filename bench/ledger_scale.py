@@ -22,13 +22,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from render_send import seed_edition
+from render_send import bench_settings, seed_edition
 from scratch import copy_edition, scratch_postgres
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
 from newsletter import ledger, publish
-from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.planner import refresh_statistics
 from newsletter.stats import edition_stats, list_growth
@@ -259,13 +258,7 @@ def run(url: str, args: argparse.Namespace) -> None:
     engine = make_engine(url)
     try:
         upgrade(engine)
-        settings = Settings(
-            database_url=url,
-            secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
-            base_url="https://news.example.com",
-            journal_dir="off",
-            _env_file=None,  # type: ignore[call-arg]
-        )
+        settings = bench_settings(url, journal_dir="off")
         with Session(engine, expire_on_commit=False) as session:
             print(f"database {url.rsplit('/', 1)[-1]}: {args.subscribers:,} subscribers")
             first = seed_edition(session, settings, args.subscribers)

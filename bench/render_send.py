@@ -17,6 +17,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, literal
 from sqlmodel import Session
@@ -29,6 +30,21 @@ from newsletter.database import make_engine, upgrade
 from newsletter.models import Subscriber, Subscription, UTCDateTime
 from newsletter.paths import example_comparisons
 from newsletter.personalization import MessageTemplate
+
+#: The key every benchmark signs with: fixed, so runs are alike; never a deployment's.
+SECRET = "jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA"
+
+
+def bench_settings(database_url: str, **extra: Any) -> Settings:
+    """Settings for a benchmark: this database, :data:`SECRET`, the example site, no ``.env``
+    (a developer's own settings must not change a figure)."""
+    return Settings(
+        database_url=database_url,
+        secret_key=SECRET,
+        base_url="https://news.example.com",
+        _env_file=None,  # type: ignore[call-arg]
+        **extra,
+    )
 
 
 def peak_rss_mib() -> float:
@@ -90,13 +106,7 @@ def main() -> None:
         keep_freed_memory()  # as the `newsletter` command does
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-            secret_key="jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA",
-            base_url="https://news.example.com",
-            batch_size=args.batch_size,
-            _env_file=None,  # type: ignore[call-arg]
-        )
+        settings = bench_settings(f"sqlite:///{Path(tmp) / 'bench.db'}", batch_size=args.batch_size)
         engine = make_engine(settings.database_url)
         upgrade(engine)
         with Session(engine, expire_on_commit=False) as session:
