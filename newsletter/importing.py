@@ -27,7 +27,7 @@ from newsletter import bulk, store
 from newsletter.addresses import AddressError, check_name, normalize_email
 from newsletter.content import ComparisonData, ComparisonFile
 from newsletter.firstseen import FirstSeen
-from newsletter.models import Newsletter, SubscriptionStatus, utcnow
+from newsletter.models import Newsletter, SubscriptionStatus
 from newsletter.privacy import ERASED
 from newsletter.readahead import read_ahead
 
@@ -305,8 +305,8 @@ def import_subscribers(
     path: Path,
     default_newsletter: str,
     strict: bool = False,
+    now: datetime,
     on_progress: Callable[[int, int], None] | None = None,
-    now: datetime | None = None,
 ) -> SubscriberImportReport:
     """Import the valid lines of a subscriber CSV; the caller commits.
 
@@ -316,7 +316,7 @@ def import_subscribers(
     2,000 addresses to find who is known, then ``executemany`` (COPY on PostgreSQL) for the
     new people, their subscriptions and events. ``on_progress(lines done, lines in all)``
     follows each chunk (the CLI draws its progress bar from it). ``now`` is the time written
-    on the new rows (the command's or the request's clock; the current time if not given).
+    on the new rows (the command's or the request's clock).
     """
     newsletters = store.newsletters_by_slug(session)
     total = max(0, utf8_lines(path) - 1) or 1  # refuses a file that is not UTF-8, up front
@@ -336,7 +336,6 @@ def import_subscribers(
         if problems:
             raise ImportRejected(problems)
     report = SubscriberImportReport()
-    now = now or utcnow()
     with _open_csv(path) as stream:
         parsed = _parsed_chunks(
             stream,

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "comparisons.json"
 #: A fixed key as random as a real one (the engine refuses predictable keys).
 SECRET = "kkeGGYSJX5ngCNeegUU_0VtqkqUCpFk78bF_NgDwZLzXiSBtihZWjw"
+#: The time the tests' subscriber imports write on their rows (time is an input).
+IMPORTED_AT = datetime(2026, 11, 25, 9, tzinfo=UTC)
 #: The Date of messages built in tests (epoch seconds, 2026-11-23 09:00 UTC): never the real clock.
 PINNED_DATE = datetime(2026, 11, 23, 9, tzinfo=UTC).timestamp()
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -24,6 +24,7 @@ from newsletter.backends import memory
 from newsletter.config import Settings
 from newsletter.models import Delivery, MailEvent, Subscriber, Subscription, SubscriptionEvent
 from newsletter.web.app import create_app
+from tests.conftest import IMPORTED_AT
 
 from .test_webhooks import (
     TOPIC,
@@ -143,7 +144,9 @@ def test_suppressed_addresses_are_never_re_added_by_an_import(
     assert state(seeded, "cx0@example.com")[0] == "complained"
     csv = tmp_path / "again.csv"
     csv.write_text("email\ncx0@example.com\n")
-    importing.import_subscribers(seeded, path=csv, default_newsletter=settings.newsletter)
+    importing.import_subscribers(
+        seeded, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+    )
     seeded.commit()
     assert state(seeded, "cx0@example.com") == ("complained", {"unsubscribed"})
 

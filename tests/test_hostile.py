@@ -21,7 +21,7 @@ from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.models import EditionStatus
 from newsletter.web.app import create_app
-from tests.conftest import EXAMPLES, SECRET
+from tests.conftest import EXAMPLES, IMPORTED_AT, SECRET
 from tests.test_web import token_for
 
 
@@ -573,7 +573,9 @@ def test_import_problems_escape_control_characters_and_cut_long_values(
         f"other@example.com,,,{huge}\n",
         encoding="utf-8",
     )
-    report = importing.import_subscribers(session, path=csv, default_newsletter=settings.newsletter)
+    report = importing.import_subscribers(
+        session, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+    )
     text = "\n".join(report.rejected)
     assert len(report.rejected) == 3
     assert "\x1b" not in text and "\x07" not in text and "\\x1b" in text

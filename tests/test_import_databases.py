@@ -16,6 +16,7 @@ from newsletter import bulk, importing, privacy, publish, store
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionEvent
+from tests.conftest import IMPORTED_AT
 
 FIRST = (
     "email,name,timezone,newsletters\n"
@@ -80,7 +81,9 @@ def test_the_same_import_on_sqlite_and_postgresql(
         main = publish.default_newsletter(session, settings)
         deals = _tool_deals(session)
         session.commit()
-        one = importing.import_subscribers(session, path=first, default_newsletter=main.slug)
+        one = importing.import_subscribers(
+            session, now=IMPORTED_AT, path=first, default_newsletter=main.slug
+        )
         session.commit()
         assert (one.created, one.subscribed, one.updated, one.rejected) == (5, 6, 0, [])
         people = {s.email: s for s in session.exec(select(Subscriber))}
@@ -103,6 +106,7 @@ def test_the_same_import_on_sqlite_and_postgresql(
 
         two = importing.import_subscribers(
             session,
+            now=IMPORTED_AT,
             path=second,
             default_newsletter=main.slug,
             on_progress=lambda done, total: progress.append((done, total)),
@@ -158,7 +162,9 @@ def test_an_export_imports_back_as_the_same_list(
         main = publish.default_newsletter(session, settings)
         _tool_deals(session)
         session.commit()
-        importing.import_subscribers(session, path=first, default_newsletter=main.slug)
+        importing.import_subscribers(
+            session, now=IMPORTED_AT, path=first, default_newsletter=main.slug
+        )
         people = {s.email: s for s in session.exec(select(Subscriber))}
         people["dee@example.com"].suppressed = "bounced"
         store.set_subscription_status(
@@ -193,7 +199,7 @@ def test_an_export_imports_back_as_the_same_list(
             _tool_deals(session)
             session.commit()
             report = importing.import_subscribers(
-                session, path=exported, default_newsletter=main.slug
+                session, now=IMPORTED_AT, path=exported, default_newsletter=main.slug
             )
             session.commit()
             assert (report.created, report.subscribed, report.rejected) == (3, 4, [])

@@ -14,6 +14,7 @@ from newsletter import importing, publish, store
 from newsletter.config import Settings
 from newsletter.importing import ImportRejected, parse_comparisons
 from newsletter.models import Comparison, Review, Subscriber, Subscription, SubscriptionEvent, Tool
+from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, comparison_dict
 
@@ -181,7 +182,7 @@ def test_bad_csv_lines_are_reported_by_number_and_the_rest_imported(
         "fay@example.com,,,\n",  # line 9 ok
     )
     report = importing.import_subscribers(
-        session, path=path, default_newsletter=settings.newsletter
+        session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter
     )
     session.commit()
     rejected = report.rejected
@@ -202,7 +203,7 @@ def test_strict_import_writes_nothing(session: Session, settings: Settings, tmp_
     path = _csv(tmp_path, "email\nok@example.com\nbroken@\n")
     with pytest.raises(ImportRejected) as info:
         importing.import_subscribers(
-            session, path=path, default_newsletter=settings.newsletter, strict=True
+            session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter, strict=True
         )
     assert info.value.problems[0].startswith("line 3 (broken@): email:")
     assert _count(session, Subscriber) == 0
@@ -213,6 +214,7 @@ def test_unknown_column_is_refused(session: Session, settings: Settings, tmp_pat
     with pytest.raises(ImportRejected, match="unknown column"):
         importing.import_subscribers(
             session,
+            now=IMPORTED_AT,
             path=_csv(tmp_path, "email,nmae\nx@example.com,X\n"),
             default_newsletter=settings.newsletter,
         )
@@ -223,7 +225,9 @@ def test_import_never_reactivates_unsubscribed_or_suppressed(
 ) -> None:
     newsletter = publish.default_newsletter(session, settings)
     path = _csv(tmp_path, "email,name\nleft@example.com,Left\nbounced@example.com,B\n")
-    importing.import_subscribers(session, path=path, default_newsletter=settings.newsletter)
+    importing.import_subscribers(
+        session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter
+    )
     session.commit()
     left = session.exec(select(Subscriber).where(Subscriber.email == "left@example.com")).one()
     bounced = session.exec(
@@ -240,6 +244,7 @@ def test_import_never_reactivates_unsubscribed_or_suppressed(
     session.commit()
     report = importing.import_subscribers(
         session,
+        now=IMPORTED_AT,
         path=_csv(tmp_path, "email\nLEFT@example.com\nbounced@example.com\n"),
         default_newsletter=settings.newsletter,
     )
@@ -254,7 +259,7 @@ def test_example_subscriber_file_imports(session: Session, settings: Settings) -
     publish.default_newsletter(session, settings)
     path = Path(__file__).resolve().parents[1] / "subscribers" / "example.csv"
     report = importing.import_subscribers(
-        session, path=path, default_newsletter=settings.newsletter
+        session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter
     )
     assert report.created >= 10
     # The demo's first output must not look like an error: the example is clean (duplicates
@@ -279,10 +284,14 @@ def test_unreadable_and_malformed_inputs_get_clear_errors(
     latin = tmp_path / "latin.csv"
     latin.write_bytes("email,name\nj@example.com,Jos\xe9\n".encode("latin-1"))
     with pytest.raises(ImportRejected, match="not UTF-8 text"):
-        importing.import_subscribers(session, path=latin, default_newsletter=settings.newsletter)
+        importing.import_subscribers(
+            session, now=IMPORTED_AT, path=latin, default_newsletter=settings.newsletter
+        )
     big = tmp_path / "big.csv"
     big.write_text('email,name\n"a@example.com","' + "x" * 200_000 + '"\nb@example.com,B\n')
-    report = importing.import_subscribers(session, path=big, default_newsletter=settings.newsletter)
+    report = importing.import_subscribers(
+        session, now=IMPORTED_AT, path=big, default_newsletter=settings.newsletter
+    )
     assert report.rejected and report.rejected[0].startswith("line ")
     bom = tmp_path / "bom.json"
     bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"comparisons": [comparison_dict()]}).encode())
@@ -315,7 +324,7 @@ def test_unicode_line_separators_inside_a_name_do_not_split_the_row(
     path = tmp_path / "nel.csv"
     path.write_text("email,name\nnel@example.com,Ana\x85Smith\nz@example.com,Z\n", encoding="utf-8")
     report = importing.import_subscribers(
-        session, path=path, default_newsletter=settings.newsletter
+        session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter
     )
     assert report.rejected == [] and report.created == 2
 
@@ -409,7 +418,7 @@ def test_a_duplicate_in_a_later_chunk_names_the_first_line(
     publish.default_newsletter(session, settings)
     path = _csv(tmp_path, "email\na@example.com\nb@example.com\nA@EXAMPLE.com\nc@example.com\n")
     report = importing.import_subscribers(
-        session, path=path, default_newsletter=settings.newsletter
+        session, now=IMPORTED_AT, path=path, default_newsletter=settings.newsletter
     )
     session.commit()
     assert report.rejected == ["line 4 (A@example.com): email: duplicate of line 2"]
@@ -417,6 +426,7 @@ def test_a_duplicate_in_a_later_chunk_names_the_first_line(
     with pytest.raises(ImportRejected):  # strict: validated whole before any chunk is written
         importing.import_subscribers(
             session,
+            now=IMPORTED_AT,
             path=_csv(tmp_path, "email\nd@example.com\ne@example.com\nbroken@\n"),
             default_newsletter=settings.newsletter,
             strict=True,
@@ -446,9 +456,11 @@ def test_a_long_file_is_checked_as_utf8_a_block_at_a_time(
     at = (1 << 20) + 12_345
     bad.write_bytes(raw[:at] + b"\xff" + raw[at:])
     with pytest.raises(ImportRejected, match=rf"not UTF-8 text \(byte {at}\)"):
-        importing.import_subscribers(session, path=bad, default_newsletter=settings.newsletter)
+        importing.import_subscribers(
+            session, now=IMPORTED_AT, path=bad, default_newsletter=settings.newsletter
+        )
     assert session.exec(select(Subscriber)).first() is None  # nothing written
     report = importing.import_subscribers(
-        session, path=good, default_newsletter=settings.newsletter
+        session, now=IMPORTED_AT, path=good, default_newsletter=settings.newsletter
     )
     assert report.created == 60_001 and not report.rejected

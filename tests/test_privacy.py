@@ -13,6 +13,7 @@ from newsletter import importing, privacy, publish, subscriptions
 from newsletter.backends import memory
 from newsletter.config import Settings
 from newsletter.models import Newsletter, Subscriber, SubscriptionEvent
+from tests.conftest import IMPORTED_AT
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 
@@ -55,7 +56,9 @@ def test_erasure_removes_the_data_and_nothing_brings_the_person_back(
     # An import of the same address adds nothing and stores no name again.
     csv = tmp_path / "s.csv"
     csv.write_text("email,name\nKim0@Example.com,Kim Again\n")
-    report = importing.import_subscribers(seeded, path=csv, default_newsletter=settings.newsletter)
+    report = importing.import_subscribers(
+        seeded, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+    )
     seeded.commit()
     assert report.created == 0 and report.suppressed == 1
     seeded.refresh(person)

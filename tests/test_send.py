@@ -21,6 +21,7 @@ from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.message import OutgoingMessage
 from newsletter.models import Delivery, Edition, Subscriber
+from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES
 
@@ -272,7 +273,7 @@ def test_whole_path_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             publish.default_newsletter(session, pg_settings)
             importing.import_comparisons(session, path=EXAMPLES)
             importing.import_subscribers(
-                session, path=csv, default_newsletter=pg_settings.newsletter
+                session, now=IMPORTED_AT, path=csv, default_newsletter=pg_settings.newsletter
             )
             session.commit()
             draft = publish.draft_edition(
@@ -334,7 +335,9 @@ def test_international_domain_is_stored_and_mailed_in_ascii_form(
 ) -> None:
     csv = tmp_path / "idn.csv"
     csv.write_text("email,name\nana@bücher.de,Ana\nz@example.com,Z\n", encoding="utf-8")
-    importing.import_subscribers(seeded, path=csv, default_newsletter=settings.newsletter)
+    importing.import_subscribers(
+        seeded, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+    )
     seeded.commit()
     assert "ana@xn--bcher-kva.de" in seeded.exec(select(Subscriber.email)).all()
     report = publish.send_edition(

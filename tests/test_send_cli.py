@@ -27,6 +27,7 @@ from newsletter import importing, publish, store
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.models import Delivery, Subscriber, Subscription
+from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, SECRET
 
@@ -56,7 +57,9 @@ def _prepare(tmp_path: Path, subscribers: int) -> tuple[dict[str, str], int]:
     with Session(engine, expire_on_commit=False) as session:
         publish.default_newsletter(session, settings)
         importing.import_comparisons(session, path=EXAMPLES)
-        importing.import_subscribers(session, path=csv, default_newsletter=settings.newsletter)
+        importing.import_subscribers(
+            session, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+        )
         session.commit()
         draft = publish.draft_edition(
             session, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)

@@ -39,6 +39,7 @@ from newsletter.models import (
 )
 from newsletter.stats import EditionStats, WeekGrowth, edition_stats, list_growth
 from newsletter.statsformat import report_json, to_csv, to_json, to_table
+from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES
 
@@ -451,7 +452,7 @@ def test_aggregates_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             publish.default_newsletter(session, pg)
             importing.import_comparisons(session, path=EXAMPLES)
             importing.import_subscribers(
-                session, path=subscribers, default_newsletter=pg.newsletter
+                session, now=IMPORTED_AT, path=subscribers, default_newsletter=pg.newsletter
             )
             session.commit()
             edition_id = (

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from newsletter import importing, ledger, publish, store
 from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
+from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, SECRET
 
@@ -28,7 +29,9 @@ def _prepare(url: str, settings: Settings, tmp_path: Path, subscribers: int) -> 
         with Session(engine, expire_on_commit=False) as session:
             publish.default_newsletter(session, settings)
             importing.import_comparisons(session, path=EXAMPLES)
-            importing.import_subscribers(session, path=csv, default_newsletter=settings.newsletter)
+            importing.import_subscribers(
+                session, now=IMPORTED_AT, path=csv, default_newsletter=settings.newsletter
+            )
             session.commit()
             draft = publish.draft_edition(
                 session,
