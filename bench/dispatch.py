@@ -109,7 +109,7 @@ def main() -> None:
                 session.commit()
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 if args.cli:
-                    _send_by_command(settings, url, edition_id, Path(tmp))
+                    largest = _send_by_command(settings, url, edition_id, Path(tmp))
                 else:
                     publish.send_edition(
                         session,
@@ -119,6 +119,8 @@ def main() -> None:
                         concurrency=args.workers,
                         processes=args.processes,
                     )
+                    # The sender processes are waited for; the sinks are not yet.
+                    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
                 counts = ledger.counts(session, edition_id=edition_id)
                 after = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
@@ -142,7 +144,6 @@ def main() -> None:
     print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
     print(f"peak RSS:              {peak_rss_mib():.0f} MiB (this process)")
     if args.processes > 1 or args.cli:
-        largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"largest child's peak:  {largest:.0f} MiB (the command or a sender process)")
     if ceiling is not None and after is not None:
         # Measured before and after the send: the machine's noise shows as their spread.
@@ -193,9 +194,13 @@ def _connections(args: argparse.Namespace) -> int:
     return (os.cpu_count() or 1) if args.cli else args.workers
 
 
-def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path) -> None:
+def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path) -> float:
     """``newsletter edition send ID --yes`` in a child process, configured only by the
-    environment, as an operator runs it (run from ``folder``: no stray .env is read)."""
+    environment, as an operator runs it (run from ``folder``: no stray .env is read).
+
+    Returns the peak RSS in MiB of its largest process (the command or one of its sender
+    processes), from ``wait4`` on the command alone: the sinks, also children of this
+    process, are not in it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     for name in (
         "database_url",
@@ -209,13 +214,17 @@ def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path
     ):
         env[f"NEWSLETTER_{name.upper()}"] = str(getattr(settings, name))
     env["NEWSLETTER_MAIL_BACKEND"] = url
-    subprocess.run(
+    command = subprocess.Popen(
         [sys.executable, "-m", "newsletter.cli", "edition", "send", str(edition_id), "--yes"],
         env=env,
         cwd=folder,
-        check=True,
         stdout=subprocess.DEVNULL,
     )
+    _, status, usage = os.wait4(command.pid, 0)
+    command.returncode = os.waitstatus_to_exitcode(status)
+    if command.returncode != 0:
+        raise subprocess.CalledProcessError(command.returncode, command.args)
+    return usage.ru_maxrss / 1024
 
 
 def _dkim_keys(kind: str, folder: Path) -> str:

@@ -15,15 +15,17 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from newsletter.addresses import AddressError, normalize_email
 from newsletter.models import ConsoleSession, PasswordLink, Role, User
 from newsletter.passwords import weakness
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 #: A session unused this long is over.
 IDLE = timedelta(hours=8)
@@ -44,14 +46,21 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "users": frozenset({Role.admin}),
 }
 
-_HASHER = PasswordHasher()
+
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2-cffi's hasher, loaded on the first password: it is 4 MiB of every process
+    otherwise, and only the console's sign-in and set-password paths use it."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @cache
 def _dummy_hash() -> str:
     """Verified against when the address is unknown, so a wrong address takes as long as a
     wrong password and the login does not tell which addresses have accounts."""
-    return _HASHER.hash(secrets.token_urlsafe(24))
+    return _hasher().hash(secrets.token_urlsafe(24))
 
 
 class AccountError(ValueError):
@@ -120,7 +129,7 @@ def set_password(session: Session, *, token: str, password: str, now: datetime) 
         raise AccountError("this link is not valid any more; ask an admin for a new one")
     if problem := weakness(password):
         raise AccountError(f"password: {problem}")
-    user.password_hash = _HASHER.hash(password)
+    user.password_hash = _hasher().hash(password)
     link = session.get(PasswordLink, token_hash(token))
     assert link is not None
     link.used_at = now
@@ -134,8 +143,10 @@ def authenticate(session: Session, *, email: str, password: str) -> User | None:
     key = email.strip().lower()[:320]
     user = session.exec(select(User).where(User.email == key)).first()
     stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        _HASHER.verify(stored, password[:1024])
+        _hasher().verify(stored, password[:1024])
     except (VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled or not user.password_hash:

@@ -27,8 +27,8 @@ from sqlalchemy import case, distinct, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from newsletter import store
-from newsletter.models import Delivery, DeliveryStatus, Edition, MailEvent, MailEventKind
+from newsletter import ledger, store
+from newsletter.models import DeliveryStatus, Edition, MailEvent, MailEventKind
 
 BREAKER = "reputation breaker"
 
@@ -88,19 +88,17 @@ class Reading:
 
 
 def read(session: Session, *, edition_id: int, since_resume: bool = True) -> Reading:
-    """Two indexed aggregates: the edition's deliveries and its reports (people once).
+    """The edition's delivery counters (:func:`newsletter.ledger.tallies`, a few rows however
+    large the send) and one indexed aggregate over its reports (people once).
 
     With ``since_resume`` (what the breaker judges), only what came after an operator resumed
     a send the breaker had paused: they looked at the rates then, and the same reports must
     not pause it again at the next one."""
-    accepted_in = col(Delivery.status).in_([DeliveryStatus.sent.value, DeliveryStatus.queued.value])
-    failed = col(Delivery.status) == DeliveryStatus.failed.value
-    accepted, failures = session.execute(
-        sa_select(
-            func.coalesce(func.sum(case((accepted_in, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((failed, 1), else_=0)), 0),
-        ).where(col(Delivery.edition_id) == edition_id)
-    ).one()
+    by_state = ledger.tallies(session, [edition_id]).get(edition_id, {})
+    accepted = by_state.get(DeliveryStatus.sent.value, 0) + by_state.get(
+        DeliveryStatus.queued.value, 0
+    )
+    failures = by_state.get(DeliveryStatus.failed.value, 0)
 
     def people(kind: MailEventKind) -> Any:
         return func.count(

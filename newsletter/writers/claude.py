@@ -112,8 +112,10 @@ class ClaudeWriter:
         started = time.monotonic()
         api = self._anthropic
         request = request_of(content, tool=tool, model=self.model, max_tokens=self.max_tokens)
+        opened = False  # the answer had begun: a transport error now cut the stream
         try:
             with self._client.messages.stream(**request) as stream:
+                opened = True
                 for event in stream:
                     if event.type == "input_json" and on_delta is not None:
                         on_delta(event.partial_json)
@@ -123,9 +125,9 @@ class ClaudeWriter:
         except api.APITimeoutError:
             raise WriterError("claude: the request timed out") from None
         except api.APIConnectionError as exc:
-            raise WriterError(
-                f"claude: connection failed ({type(exc.__cause__).__name__})"
-            ) from None
+            # anthropic 2.17 wraps a transport error inside the body in this one too.
+            what = "the stream broke off" if opened else "connection failed"
+            raise WriterError(f"claude: {what} ({type(exc.__cause__).__name__})") from None
         except api.APIError as exc:  # e.g. an error event inside the stream
             raise WriterError(f"claude: {exc.message}") from None
         except Exception as exc:  # the transport's own error: the stream broke off mid-body

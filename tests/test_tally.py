@@ -1,0 +1,247 @@
+"""The delivery counters the database keeps (``deliverytally``, migration 0020) equal a count of
+the delivery rows after every kind of change the engine makes, on SQLite and on PostgreSQL;
+concurrent senders on PostgreSQL never wait on each other's counters; and an upgrade counts
+the rows that were there before."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from newsletter import ledger, publish
+from newsletter.database import alembic_config, make_engine, upgrade
+from newsletter.importing import import_comparisons
+from newsletter.ledger import Outcome
+from newsletter.models import DeliveryStatus, Subscriber, Subscription
+
+from .conftest import EXAMPLES, SECRET
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+WEEKS = (datetime(2026, 11, 18, 12, tzinfo=UTC), datetime(2026, 11, 25, 12, tzinfo=UTC))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tally.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    eng = make_engine(url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _editions(engine: Engine, subscribers: int) -> tuple[int, int, list[int]]:
+    """Two started editions of the default newsletter with ``subscribers`` pending deliveries
+    each: (first edition, second edition, the first one's delivery ids)."""
+    from newsletter.config import Settings
+
+    settings = Settings(
+        database_url=str(engine.url.render_as_string(hide_password=False)),
+        mail_backend="memory://",
+        base_url="https://news.example.com",
+        secret_key=SECRET,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        newsletter = publish.default_newsletter(session, settings)
+        import_comparisons(session, path=EXAMPLES)
+        people = [
+            Subscriber(email=f"t{i}@example.com", email_key=f"t{i}@example.com")
+            for i in range(subscribers)
+        ]
+        session.add_all(people)
+        session.flush()
+        session.add_all(
+            Subscription(subscriber_id=p.id or 0, newsletter_id=newsletter.id or 0, status="active")
+            for p in people
+        )
+        session.commit()
+        editions = []
+        for week in WEEKS:
+            outcome = publish.draft_edition(
+                session, settings=settings, newsletter_slug=None, at=week, now=week
+            )
+            edition_id = outcome.edition.id or 0
+            ledger.open_deliveries(session, edition_id=edition_id, newsletter_id=newsletter.id or 0)
+            editions.append(edition_id)
+        session.commit()
+        ids = list(
+            session.execute(
+                text("SELECT id FROM delivery WHERE edition_id = :e ORDER BY id"),
+                {"e": editions[0]},
+            ).scalars()
+        )
+        return editions[0], editions[1], ids
+
+
+def _counted(session: Session) -> dict[int, dict[str, int]]:
+    """What a count of the rows says: edition -> state -> rows."""
+    found: dict[int, dict[str, int]] = {}
+    for edition_id, status, n in session.execute(
+        text("SELECT edition_id, status, count(*) FROM delivery GROUP BY edition_id, status")
+    ):
+        found.setdefault(edition_id, {})[status] = n
+    return found
+
+
+def _agree(session: Session, editions: list[int]) -> dict[int, dict[str, int]]:
+    session.commit()
+    counted = _counted(session)
+    assert ledger.tallies(session, editions) == counted
+    return counted
+
+
+def _claim(session: Session, edition_id: int, owner: str, limit: int, now: datetime) -> list[int]:
+    claimed = ledger.claim_batch(
+        session,
+        edition_id=edition_id,
+        newsletter_id=1,
+        after_id=0,
+        limit=limit,
+        owner=owner,
+        lease_seconds=300,
+        now=now,
+    )
+    return [d.id for d in claimed]
+
+
+def test_the_counters_equal_a_count_of_the_rows_after_every_kind_of_change(
+    engine: Engine,
+) -> None:
+    first, second, ids = _editions(engine, 30)
+    editions = [first, second]
+    with Session(engine, expire_on_commit=False) as session:
+        assert _agree(session, editions) == {first: {"pending": 30}, second: {"pending": 30}}
+
+        claimed = _claim(session, first, "a", 10, NOW)
+        assert len(claimed) == 10
+        assert _agree(session, editions)[first] == {"pending": 20, "claimed": 10}
+
+        answers = [
+            DeliveryStatus.sent,
+            DeliveryStatus.sent,
+            DeliveryStatus.sent,
+            DeliveryStatus.sent,
+            DeliveryStatus.failed,
+            DeliveryStatus.failed,
+            DeliveryStatus.deferred,
+            DeliveryStatus.deferred,
+            DeliveryStatus.unknown,
+            DeliveryStatus.queued,
+        ]
+        outcomes = [
+            Outcome(i, status, retry_at=NOW + timedelta(hours=1) if status == "deferred" else None)
+            for i, status in zip(claimed, answers, strict=True)
+        ]
+        assert ledger.record(session, outcomes=outcomes, owner="a", now=NOW) == 10
+        assert _agree(session, editions)[first] == {
+            "pending": 20,
+            "sent": 4,
+            "failed": 2,
+            "deferred": 2,
+            "unknown": 1,
+            "queued": 1,
+        }
+
+        # A recorded answer from a sender that lost its claim changes nothing.
+        assert ledger.record(session, outcomes=outcomes[:2], owner="a", now=NOW) == 0
+        more = _claim(session, first, "b", 9, NOW)
+        ledger.release(session, ids=more[:3], owner="b")
+        ledger.postpone(
+            session,
+            until={i: NOW + timedelta(minutes=5) for i in more[3:6]},
+            owner="b",
+            reason="cap",
+        )
+        # A renewal moves no state.
+        assert ledger.renew(session, ids=more[6:], owner="b", now=NOW, lease_seconds=600) == set(
+            more[6:]
+        )
+        assert _agree(session, editions)[first]["claimed"] == 3
+
+        # A rolled-back change leaves the counters as they were.
+        session.execute(
+            text("UPDATE delivery SET status = 'sent' WHERE edition_id = :e"), {"e": first}
+        )
+        session.rollback()
+        assert _agree(session, editions)[first]["sent"] == 4
+
+        assert ledger.retry_failed(session, edition_id=first, include_unknown=True) == 3
+        # Deleted rows (what pruning and erasure do) are taken away.
+        session.execute(
+            text("DELETE FROM delivery WHERE id IN (:a, :b)"), {"a": ids[0], "b": ids[-1]}
+        )
+        # A change of edition, which the engine never makes, is still counted right.
+        session.execute(
+            text(
+                "DELETE FROM delivery WHERE edition_id = :s AND subscriber_id = "
+                "(SELECT subscriber_id FROM delivery WHERE id = :i)"
+            ),
+            {"s": second, "i": ids[1]},
+        )
+        session.execute(
+            text("UPDATE delivery SET edition_id = :s WHERE id = :i"), {"s": second, "i": ids[1]}
+        )
+        counted = _agree(session, editions)
+        assert sum(counted[first].values()) == 27 and sum(counted[second].values()) == 30
+        assert ledger.counts(session, edition_id=second, pruned=False)["pending"] == 29
+
+
+def test_concurrent_senders_never_wait_on_each_others_counters(postgres_url: str) -> None:
+    """Each PostgreSQL backend writes its own counter rows: a claim while another sender's
+    claim is uncommitted goes through at once (with one shared row it would wait for it)."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        first, second, ids = _editions(engine, 20)
+        with engine.connect() as one, engine.connect() as two:
+            one.execute(
+                text("UPDATE delivery SET status = 'claimed' WHERE id = ANY(:ids)"),
+                {"ids": ids[:5]},
+            )  # left uncommitted
+            two.execute(text("SET lock_timeout = '2s'"))
+            two.execute(
+                text("UPDATE delivery SET status = 'claimed' WHERE id = ANY(:ids)"),
+                {"ids": ids[5:10]},
+            )
+            two.commit()
+            one.commit()
+        with Session(engine) as session:
+            assert _agree(session, [first, second])[first] == {"pending": 10, "claimed": 10}
+            shards = session.execute(
+                text("SELECT count(DISTINCT shard) FROM deliverytally WHERE status = 'claimed'")
+            ).scalar()
+            assert shards == 2
+    finally:
+        engine.dispose()
+
+
+def test_an_upgrade_counts_the_rows_already_there(engine: Engine) -> None:
+    from alembic import command
+
+    first, second, ids = _editions(engine, 12)
+    with Session(engine) as session:
+        _claim(session, first, "a", 5, NOW)
+    command.downgrade(alembic_config(engine), "0019")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE delivery SET status = 'sent' WHERE id = :i"), {"i": ids[0]})
+        conn.execute(text("DELETE FROM delivery WHERE id = :i"), {"i": ids[1]})
+    upgrade(engine)
+    with Session(engine) as session:
+        assert _agree(session, [first, second]) == {
+            first: {"sent": 1, "claimed": 3, "pending": 7},
+            second: {"pending": 12},
+        }
+        # And the triggers are back.
+        _claim(session, second, "b", 4, NOW)
+        assert _agree(session, [first, second])[second] == {"pending": 8, "claimed": 4}
