@@ -253,6 +253,11 @@ class EditionItem(SQLModel, table=True):
     fingerprint: str | None = Field(default=None, max_length=64)
 
 
+#: The rows :data:`Delivery`'s partial index ``ix_delivery_trouble`` holds; a query must say
+#: exactly this for the planner to use it.
+TROUBLE_PREDICATE = "status IN ('failed', 'deferred', 'unknown')"
+
+
 class Delivery(SQLModel, table=True):
     """One recipient of one edition. The unique key is what makes a send never mail twice."""
 
@@ -262,6 +267,17 @@ class Delivery(SQLModel, table=True):
         # per page. With status second, SQLite merged both open statuses and sorted every
         # remaining row on each page (O(N^2) over a send: 100k took 20 s, now 8 s).
         Index("ix_delivery_edition_keyset", "edition_id", "id", "status"),
+        # The latest troubles of an edition (the console's send page): a partial index holds
+        # only failed, deferred and unknown rows, so finding five among a million sent ones
+        # reads five entries, and a send that goes well never writes to it.
+        Index(
+            "ix_delivery_trouble",
+            "edition_id",
+            "updated_at",
+            "id",
+            postgresql_where=text(TROUBLE_PREDICATE),
+            sqlite_where=text(TROUBLE_PREDICATE),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -403,6 +419,20 @@ class DeliveryTally(SQLModel, table=True):
     edition_id: int = Field(primary_key=True, foreign_key="edition.id", ondelete="CASCADE")
     shard: int = Field(primary_key=True)
     status: str = Field(primary_key=True, max_length=16)
+    n: int = Field(default=0, sa_type=BigInteger)
+
+
+class DeliveryPulse(SQLModel, table=True):
+    """How many of an edition's deliveries were accepted (became sent or queued) in each
+    second, by their ``updated_at`` (the time the sender recorded the answer: the engine's
+    clock, not the database's). Kept by the same triggers as :class:`DeliveryTally`, with
+    the same ``shard``; the console's send rate over the last minute is a sum of 60 of these
+    instead of a scan of the edition's million rows (300 ms at 52M delivery rows).
+    Removed when the edition finishes (:func:`newsletter.ledger.settle`)."""
+
+    edition_id: int = Field(primary_key=True, foreign_key="edition.id", ondelete="CASCADE")
+    second: int = Field(primary_key=True, sa_type=BigInteger)  # Unix seconds
+    shard: int = Field(primary_key=True)
     n: int = Field(default=0, sa_type=BigInteger)
 
 

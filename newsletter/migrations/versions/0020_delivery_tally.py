@@ -1,4 +1,5 @@
-"""deliverytally: each edition's deliveries by state, kept by triggers on delivery
+"""deliverytally, deliverypulse: each edition's deliveries by state and its acceptances per
+second, kept by triggers on delivery; a partial index of the troubled deliveries
 
 Revision ID: 0020
 Revises: 0019
@@ -10,7 +11,8 @@ backend that runs it (``pg_backend_pid()``), so concurrent senders never lock th
 (and need no agreed order of rows to avoid deadlocks: no ORDER BY, which inside a claim, whose
 transaction prices sorts out, made the planner's cost large enough for JIT compilation, 100 ms).
 SQLite has row-level triggers only; its writers take turns anyway, so one shard (0) is enough.
-The existing rows are counted once here.
+The existing rows are counted once here. ``deliverypulse`` counts the deliveries that became
+sent or queued, per second of their ``updated_at`` (the send rate over the last minute).
 """
 
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ _UPSERT = (
     "INSERT INTO deliverytally AS t (edition_id, shard, status, n) {rows} "
     "ON CONFLICT (edition_id, shard, status) DO UPDATE SET n = t.n + excluded.n"
 )
+
+_ACCEPTED = "{row}.status IN ('sent', 'queued')"
 
 _PG_FUNCTION = """
 CREATE FUNCTION delivery_tally() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -54,6 +58,15 @@ END $$
         "SELECT edition_id, status, 1 AS d FROM new_rows "
         "UNION ALL SELECT edition_id, status, -1 FROM old_rows) AS c "
         "GROUP BY edition_id, status HAVING sum(d) <> 0"
+    )
+    + ";\n    "
+    + (
+        "INSERT INTO deliverypulse AS t (edition_id, second, shard, n) "
+        "SELECT n.edition_id, floor(extract(epoch FROM n.updated_at))::bigint, "
+        "pg_backend_pid(), count(*) FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id "
+        f"WHERE {_ACCEPTED.format(row='n')} AND NOT {_ACCEPTED.format(row='o')} "
+        "AND n.updated_at IS NOT NULL GROUP BY 1, 2 "
+        "ON CONFLICT (edition_id, second, shard) DO UPDATE SET n = t.n + excluded.n"
     ),
 )
 
@@ -84,7 +97,15 @@ _SQLITE_TRIGGERS = [
     f"{_sqlite_add('new', '+')} {_sqlite_add('old', '-')} END",
     f"CREATE TRIGGER delivery_tally_delete AFTER DELETE ON delivery BEGIN "
     f"{_sqlite_add('old', '-')} END",
+    "CREATE TRIGGER delivery_pulse AFTER UPDATE OF status ON delivery "
+    f"WHEN {_ACCEPTED.format(row='new')} AND NOT {_ACCEPTED.format(row='old')} "
+    "AND new.updated_at IS NOT NULL BEGIN "
+    "INSERT INTO deliverypulse (edition_id, second, shard, n) "
+    "VALUES (new.edition_id, CAST(strftime('%s', new.updated_at) AS INTEGER), 0, 1) "
+    "ON CONFLICT (edition_id, second, shard) DO UPDATE SET n = n + 1; END",
 ]
+
+_TROUBLE = "status IN ('failed', 'deferred', 'unknown')"
 
 
 def upgrade() -> None:
@@ -96,6 +117,22 @@ def upgrade() -> None:
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["edition_id"], ["edition.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("edition_id", "shard", "status"),
+    )
+    op.create_table(
+        "deliverypulse",
+        sa.Column("edition_id", sa.Integer(), nullable=False),
+        sa.Column("second", sa.BigInteger(), nullable=False),
+        sa.Column("shard", sa.Integer(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["edition_id"], ["edition.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("edition_id", "second", "shard"),
+    )
+    op.create_index(
+        "ix_delivery_trouble",
+        "delivery",
+        ["edition_id", "updated_at", "id"],
+        postgresql_where=sa.text(_TROUBLE),
+        sqlite_where=sa.text(_TROUBLE),
     )
     op.execute(
         "INSERT INTO deliverytally (edition_id, shard, status, n) "
@@ -111,11 +148,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("insert", "update", "delete"):
+    for name in ("tally_insert", "tally_update", "tally_delete", "pulse"):
         op.execute(
-            f"DROP TRIGGER IF EXISTS delivery_tally_{name}"
+            f"DROP TRIGGER IF EXISTS delivery_{name}"
             + (" ON delivery" if op.get_bind().dialect.name == "postgresql" else "")
         )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS delivery_tally()")
+    op.drop_index("ix_delivery_trouble", table_name="delivery")
+    op.drop_table("deliverypulse")
     op.drop_table("deliverytally")
