@@ -4,7 +4,8 @@ Builds a scratch database on the local server (NEWSLETTER_TEST_POSTGRES_URL, def
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres) with N subscribers, then measures a
 send's claims and records on an empty delivery table, loads E finished editions of P
 deliveries each (500 x 100,000 = 50,000,000 rows by default), and measures again: claims and
-records of a new edition, ``newsletter stats`` (``edition_stats``), the console's Numbers page
+records of a new edition, ``newsletter stats`` (``edition_stats``) with R provider reports
+per finished edition (20,000 by default: 10M report events), the console's Numbers page
 queries, and one edition's counts, each with the finished editions' kept counts (what the
 engine does now) and without them (every delivery counted, as before). Prints EXPLAIN ANALYZE
 of the queries that matter.
@@ -114,10 +115,12 @@ def claims_and_records(session: Session, edition_id: int, newsletter_id: int, n:
     )
 
 
-def load_finished_editions(engine: Engine, newsletter_id: int, editions: int, per: int) -> None:
+def load_finished_editions(
+    engine: Engine, newsletter_id: int, editions: int, per: int, reports: int
+) -> None:
     """E sent editions with P sent deliveries each, written by SQL with the delivery indexes
     dropped and rebuilt after (setup, not measured; foreign keys are not checked while it
-    loads: every row points at rows that exist)."""
+    loads: every row points at rows that exist), and R provider reports each."""
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -187,6 +190,17 @@ def load_finished_editions(engine: Engine, newsletter_id: int, editions: int, pe
             if name not in {c for c, _ in constraints}:
                 conn.execute(text(definition))
     print(f"  indexes rebuilt ({time.perf_counter() - t0:.0f} s)")
+    # The load ran with triggers off (replica role): write the counters they would have kept.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO deliverytally (edition_id, shard, status, n) "
+                "SELECT e, 0, 'sent', :per FROM unnest(CAST(:ids AS integer[])) AS e"
+            ),
+            {"ids": ids, "per": per},
+        )
+    if reports:
+        load_reports(engine, ids, reports)
     with Session(engine) as session:
         for edition_id in ids:  # what finishing a send keeps (newsletter.ledger.settle)
             ledger.settle(
@@ -204,6 +218,63 @@ def load_finished_editions(engine: Engine, newsletter_id: int, editions: int, pe
         conn.execute(text("VACUUM (ANALYZE) delivery"))
         conn.execute(text("ANALYZE edition, editioncounts"))
     print(f"  vacuum and analyze ({time.perf_counter() - t0:.0f} s)")
+
+
+def load_reports(engine: Engine, ids: list[int], per: int) -> None:
+    """Per edition: ``per`` delivered reports (one per person), a fiftieth as many hard
+    bounces, a five-hundredth complaints and a hundredth unsubscribes through its links; then
+    the counters the triggers keep, computed as migration 0021 computes them for events
+    already there."""
+    t0 = time.perf_counter()
+    for k in range(0, len(ids), 25):
+        with engine.begin() as conn:
+            conn.execute(text("SET session_replication_role = replica"))
+            for kind, share in (("delivered", 1), ("bounced_hard", 50), ("complained", 500)):
+                conn.execute(
+                    text(
+                        """
+                        INSERT INTO mailevent (provider, provider_event_id, kind, email_key,
+                                               subscriber_id, edition_id, occurred_at,
+                                               created_at)
+                        SELECT 'bench', e || '-' || :kind || '-' || s, :kind,
+                               'sub' || s || '@example.com', s, e, :t, :t
+                        FROM unnest(CAST(:ids AS integer[])) AS e,
+                             generate_series(1, :n) AS s
+                        """
+                    ),
+                    {"ids": ids[k : k + 25], "n": per // share, "kind": kind, "t": NOW},
+                )
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO subscriptionevent (subscriber_id, newsletter_id, edition_id,
+                                                   kind, source, created_at)
+                    SELECT s, NULL, e, 'unsubscribed', 'one-click', :t
+                    FROM unnest(CAST(:ids AS integer[])) AS e, generate_series(1, :n) AS s
+                    """
+                ),
+                {"ids": ids[k : k + 25], "n": per // 100, "t": NOW},
+            )
+    with engine.begin() as conn:
+        for rows in (
+            "SELECT edition_id AS e, kind AS w, count(DISTINCT subscriber_id) AS k "
+            "FROM mailevent WHERE edition_id = ANY(:ids) GROUP BY edition_id, kind",
+            "SELECT edition_id AS e, 'bounced' AS w, count(DISTINCT subscriber_id) AS k "
+            "FROM mailevent WHERE edition_id = ANY(:ids) "
+            "AND kind IN ('bounced_hard', 'bounced_soft') GROUP BY edition_id",
+            "SELECT edition_id AS e, w, count(DISTINCT subscriber_id) AS k FROM "
+            "subscriptionevent, (VALUES ('unsubscribed'), ('unsubscribed:one-click')) AS v(w) "
+            "WHERE edition_id = ANY(:ids) AND kind = 'unsubscribed' GROUP BY edition_id, w",
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO editionreport (edition_id, what, shard, n) "
+                    f"SELECT c.e, c.w, 0, c.k FROM ({rows}) AS c"
+                ),
+                {"ids": ids},
+            )
+        conn.execute(text("ANALYZE mailevent, subscriptionevent, editionreport, deliverytally"))
+    print(f"  {per:,} reports per edition loaded ({time.perf_counter() - t0:.0f} s)")
 
 
 def explain_calls(session: Session, label: str, call: Callable[[], object]) -> None:
@@ -247,6 +318,13 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--editions", type=int, default=500)
     parser.add_argument("--per-edition", type=int, default=100_000)
+    parser.add_argument(
+        "--reports",
+        type=int,
+        default=20_000,
+        help="delivered reports per finished edition (plus 1/50 hard bounces, 1/500 "
+        "complaints, 1/100 unsubscribes)",
+    )
     parser.add_argument("--batches", type=int, default=40, help="claims measured per phase")
     parser.add_argument("--keep", action="store_true", help="leave the scratch database")
     args = parser.parse_args()
@@ -273,7 +351,9 @@ def run(url: str, args: argparse.Namespace) -> None:
 
             rows = args.editions * args.per_edition
             print(f"\nloading {args.editions} finished editions x {args.per_edition:,} = {rows:,}")
-            load_finished_editions(engine, newsletter_id, args.editions, args.per_edition)
+            load_finished_editions(
+                engine, newsletter_id, args.editions, args.per_edition, args.reports
+            )
             second, other_newsletter = copy_edition(session, first, "bench-two")
             session.commit()
             refresh_statistics(session, ("subscription",))
@@ -353,7 +433,20 @@ def run(url: str, args: argparse.Namespace) -> None:
             session.commit()
             print("\nreports without kept counts (every edition from the database's counters):")
             timed("newsletter stats (edition_stats, every edition)", lambda: edition_stats(session))
-            print("\nand counting every delivery instead (before the counters):")
+            print("\nand counting every delivery and report instead (before the counters):")
+            timed(
+                "every edition's reports, people once, counted (before 0021)",
+                lambda: session.execute(
+                    text(
+                        "SELECT edition_id, count(DISTINCT CASE WHEN kind = 'delivered' "
+                        "THEN subscriber_id END), count(DISTINCT CASE WHEN kind IN "
+                        "('bounced_hard', 'bounced_soft') THEN subscriber_id END), "
+                        "count(DISTINCT CASE WHEN kind = 'complained' THEN subscriber_id END) "
+                        "FROM mailevent WHERE edition_id IS NOT NULL GROUP BY edition_id"
+                    )
+                ).all(),
+                repeat=2,
+            )
             timed(
                 "every edition's deliveries by state, counted",
                 lambda: session.execute(

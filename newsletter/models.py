@@ -436,6 +436,20 @@ class DeliveryPulse(SQLModel, table=True):
     n: int = Field(default=0, sa_type=BigInteger)
 
 
+class EditionReport(SQLModel, table=True):
+    """People per edition and report kind, each person once, kept by triggers on the event
+    tables (migration 0021) as reports arrive: ``what`` is a :class:`MailEventKind`,
+    ``bounced`` (hard or soft), ``unsubscribed`` (through the edition's links) or
+    ``unsubscribed:<source>``. Read by ``stats`` and the reputation breaker instead of
+    counting the events (providers report a delivery per message: as many events as
+    deliveries). ``shard`` as in :class:`DeliveryTally`."""
+
+    edition_id: int = Field(primary_key=True, foreign_key="edition.id", ondelete="CASCADE")
+    what: str = Field(primary_key=True, max_length=64)
+    shard: int = Field(primary_key=True)
+    n: int = Field(default=0, sa_type=BigInteger)
+
+
 class EditionCounts(SQLModel, table=True):
     """An edition's delivery counts by state (pruned rows included), taken once when it
     finished sending: after that its rows only change if an operator re-queues failed ones

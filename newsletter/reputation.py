@@ -21,14 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import case, distinct, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from newsletter import ledger, store
-from newsletter.models import DeliveryStatus, Edition, MailEvent, MailEventKind
+from newsletter import counters, ledger, store
+from newsletter.models import DeliveryStatus, Edition, MailEventKind
 
 BREAKER = "reputation breaker"
 
@@ -89,7 +87,7 @@ class Reading:
 
 def read(session: Session, *, edition_id: int, since_resume: bool = True) -> Reading:
     """The edition's delivery counters (:func:`newsletter.ledger.tallies`, a few rows however
-    large the send) and one indexed aggregate over its reports (people once).
+    large the send) and its report counters (:mod:`newsletter.counters`, people once).
 
     With ``since_resume`` (what the breaker judges), only what came after an operator resumed
     a send the breaker had paused: they looked at the rates then, and the same reports must
@@ -100,16 +98,9 @@ def read(session: Session, *, edition_id: int, since_resume: bool = True) -> Rea
     )
     failures = by_state.get(DeliveryStatus.failed.value, 0)
 
-    def people(kind: MailEventKind) -> Any:
-        return func.count(
-            distinct(case((col(MailEvent.kind) == kind.value, MailEvent.subscriber_id)))
-        )
-
-    hard, complaints = session.execute(
-        sa_select(people(MailEventKind.bounced_hard), people(MailEventKind.complained)).where(
-            col(MailEvent.edition_id) == edition_id
-        )
-    ).one()
+    reported = counters.reports(session, [edition_id]).get(edition_id, {})
+    hard = reported.get(MailEventKind.bounced_hard.value, 0)
+    complaints = reported.get(MailEventKind.complained.value, 0)
     reading = Reading(
         edition_id=edition_id,
         attempted=int(accepted) + int(failures),

@@ -2,9 +2,9 @@
 
 Read-only, and a fixed number of queries whatever the data: the edition report is the list of
 editions, the delivery counts (kept when an edition finished, else the counters the database
-keeps: see :func:`newsletter.ledger.tallies`) and three GROUP BY queries (provider reports,
-unsubscribes in total and by source) over indexes on ``edition_id``: delivery rows are never
-counted, and none passes through Python. The growth report has the database count events
+keeps: see :func:`newsletter.ledger.tallies`) and the people per report kind and unsubscribe
+source (counters too: :mod:`newsletter.counters`): neither deliveries nor events are counted
+row by row, and none passes through Python. The growth report has the database count events
 per UTC day (the one line that differs between SQLite and PostgreSQL, which share no week
 function either) and folds the days into ISO weeks in Python: memory is a few counters per
 day, not per event.
@@ -19,18 +19,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Date, case, cast, distinct, func, or_
+from sqlalchemy import Date, case, cast, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from newsletter import ledger
+from newsletter import counters, ledger
 from newsletter.models import (
     DeliveryStatus,
     Edition,
     EditionCounts,
     EditionStatus,
     EditionTotals,
-    MailEvent,
     MailEventKind,
     Newsletter,
     Subscriber,
@@ -99,11 +98,6 @@ def _count_if(condition: Any) -> Any:
     return func.sum(case((condition, 1), else_=0))
 
 
-def _distinct_subscribers(*kinds: MailEventKind) -> Any:
-    kind_in = col(MailEvent.kind).in_([k.value for k in kinds])
-    return func.count(distinct(case((kind_in, MailEvent.subscriber_id))))
-
-
 # The selects below have five columns, more than sqlmodel's select() is typed for: they use
 # SQLAlchemy's own. Each is one GROUP BY over an index on edition_id.
 
@@ -146,47 +140,36 @@ def _delivery_counts(session: Session, started: list[int]) -> dict[int, tuple[in
 
 
 def _provider_reports(
-    session: Session, started: list[int]
+    reported: dict[int, dict[str, int]],
 ) -> dict[int, tuple[int, int, int, int, int]]:
     """edition -> (delivered, bounced hard or soft, bounced hard, complained, bounced soft),
-    people once."""
-    rows = session.execute(
-        sa_select(
-            col(MailEvent.edition_id),
-            _distinct_subscribers(MailEventKind.delivered),
-            _distinct_subscribers(MailEventKind.bounced_hard, MailEventKind.bounced_soft),
-            _distinct_subscribers(MailEventKind.bounced_hard),
-            _distinct_subscribers(MailEventKind.complained),
-            _distinct_subscribers(MailEventKind.bounced_soft),
+    people once, from the counters the database keeps (:mod:`newsletter.counters`)."""
+    return {
+        edition_id: (
+            c.get(MailEventKind.delivered.value, 0),
+            c.get("bounced", 0),
+            c.get(MailEventKind.bounced_hard.value, 0),
+            c.get(MailEventKind.complained.value, 0),
+            c.get(MailEventKind.bounced_soft.value, 0),
         )
-        .where(col(MailEvent.edition_id).in_(started))
-        .group_by(col(MailEvent.edition_id))
-    )
-    return {edition_id: (a, b, c, d, e) for edition_id, a, b, c, d, e in rows}
+        for edition_id, c in reported.items()
+    }
 
 
 def _unsubscribes(
-    session: Session, started: list[int]
+    reported: dict[int, dict[str, int]],
 ) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
-    """edition -> people who left through its links; and the same per source.
-
-    Two queries, because one person may leave twice (a page, then a complaint): once in the
-    total, once under each source.
-    """
-    event = SubscriptionEvent
-    through = (col(event.kind) == "unsubscribed", col(event.edition_id).in_(started))
-    people = func.count(distinct(col(event.subscriber_id)))
-    totals = session.exec(
-        select(event.edition_id, people).where(*through).group_by(col(event.edition_id))
-    )
+    """edition -> people who left through its links; and the same per source (one person may
+    leave twice, a page and then a complaint: once in the total, once under each source)."""
+    totals: dict[int, int] = {}
     by_source: dict[int, dict[str, int]] = defaultdict(dict)
-    for edition_id, source, count in session.exec(
-        select(event.edition_id, event.source, people)
-        .where(*through)
-        .group_by(col(event.edition_id), col(event.source))
-    ):
-        by_source[edition_id or 0][source] = count
-    return {edition_id or 0: count for edition_id, count in totals}, by_source
+    for edition_id, c in reported.items():
+        for what, n in c.items():
+            if what == "unsubscribed":
+                totals[edition_id] = n
+            elif what.startswith(counters.BY_SOURCE):
+                by_source[edition_id][what.removeprefix(counters.BY_SOURCE)] = n
+    return totals, by_source
 
 
 def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list[EditionStats]:
@@ -202,8 +185,9 @@ def edition_stats(session: Session, *, newsletter_id: int | None = None) -> list
         return []
     ids = [edition.id or 0 for edition, _ in editions]
     deliveries = _delivery_counts(session, ids)
-    reports = _provider_reports(session, ids)
-    unsubscribes, by_source = _unsubscribes(session, ids)
+    reported = counters.reports(session, ids)
+    reports = _provider_reports(reported)
+    unsubscribes, by_source = _unsubscribes(reported)
     rows = []
     for edition, slug in editions:
         eid = edition.id or 0

@@ -5,11 +5,8 @@ the rows that were there before."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
@@ -23,21 +20,6 @@ from .conftest import EXAMPLES, SECRET
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 WEEKS = (datetime(2026, 11, 18, 12, tzinfo=UTC), datetime(2026, 11, 25, 12, tzinfo=UTC))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tally.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    eng = make_engine(url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _editions(engine: Engine, subscribers: int) -> tuple[int, int, list[int]]:
@@ -116,8 +98,9 @@ def _claim(session: Session, edition_id: int, owner: str, limit: int, now: datet
 
 
 def test_the_counters_equal_a_count_of_the_rows_after_every_kind_of_change(
-    engine: Engine,
+    both_engine: Engine,
 ) -> None:
+    engine = both_engine
     first, second, ids = _editions(engine, 30)
     editions = [first, second]
     with Session(engine, expire_on_commit=False) as session:
@@ -272,7 +255,8 @@ def test_concurrent_senders_never_wait_on_each_others_counters(postgres_url: str
         engine.dispose()
 
 
-def test_an_upgrade_counts_the_rows_already_there(engine: Engine) -> None:
+def test_an_upgrade_counts_the_rows_already_there(both_engine: Engine) -> None:
+    engine = both_engine
     from alembic import command
 
     first, second, ids = _editions(engine, 12)

@@ -1,0 +1,168 @@
+"""The report counters the database keeps (``editionreport``, migration 0021) equal the people
+counted from the events (each person once per edition and kind), on SQLite and PostgreSQL;
+two reports about one person at once count once; an upgrade counts the events already there."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from newsletter import counters
+from newsletter.database import alembic_config, make_engine, upgrade
+
+from .test_tally import _editions
+
+BOUNCES = ("bounced_hard", "bounced_soft")
+
+
+def _people(engine: Engine) -> dict[int, dict[str, int]]:
+    """What counting the events says, each person once: the reference."""
+    seen: dict[tuple[int, str], set[int]] = defaultdict(set)
+    with engine.connect() as conn:
+        for edition, person, kind in conn.execute(
+            text("SELECT edition_id, subscriber_id, kind FROM mailevent")
+        ):
+            if edition is None or person is None:
+                continue
+            seen[edition, kind].add(person)
+            if kind in BOUNCES:
+                seen[edition, "bounced"].add(person)
+        for edition, person, kind, source in conn.execute(
+            text("SELECT edition_id, subscriber_id, kind, source FROM subscriptionevent")
+        ):
+            if edition is None or kind != "unsubscribed":
+                continue
+            seen[edition, "unsubscribed"].add(person)
+            seen[edition, f"unsubscribed:{source}"].add(person)
+    found: dict[int, dict[str, int]] = defaultdict(dict)
+    for (edition, what), people in seen.items():
+        found[edition][what] = len(people)
+    return dict(found)
+
+
+def _mail(conn: object, rows: Iterable[tuple[int | None, int | None, str, str]]) -> None:
+    """Insert mail events (edition, person, kind, event id) in one statement."""
+    values = [{"e": e, "s": s, "k": k, "i": i, "m": f"{i}@example.com"} for e, s, k, i in rows]
+    conn.execute(  # type: ignore[attr-defined]
+        text(
+            "INSERT INTO mailevent (provider, provider_event_id, kind, email_key, "
+            "subscriber_id, edition_id, occurred_at, created_at) VALUES "
+            + ", ".join(
+                f"('test', :i{n}, :k{n}, :m{n}, :s{n}, :e{n}, '2026-11-25 12:00:00', "
+                "'2026-11-25 12:00:00')"
+                for n in range(len(values))
+            )
+        ),
+        {f"{key}{n}": value for n, row in enumerate(values) for key, value in row.items()},
+    )
+
+
+def _left(
+    conn: object, edition: int | None, person: int, source: str, kind: str = "unsubscribed"
+) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        text(
+            "INSERT INTO subscriptionevent (subscriber_id, edition_id, kind, source, created_at) "
+            "VALUES (:s, :e, :k, :src, '2026-11-25 12:00:00')"
+        ),
+        {"s": person, "e": edition, "k": kind, "src": source},
+    )
+
+
+def _reports(engine: Engine, editions: list[int]) -> dict[int, dict[str, int]]:
+    with Session(engine) as session:
+        return counters.reports(session, editions)
+
+
+def test_the_counters_equal_the_people_counted_from_the_events(both_engine: Engine) -> None:
+    engine = both_engine
+    first, second, _ = _editions(engine, 6)
+    people = [1, 2, 3, 4, 5, 6]
+    with engine.begin() as conn:
+        # One statement with two alike rows (a provider reporting twice) and a person's hard
+        # and soft bounces: one person each.
+        _mail(
+            conn,
+            [
+                (first, people[0], "delivered", "a"),
+                (first, people[0], "delivered", "b"),
+                (first, people[1], "bounced_hard", "c"),
+                (first, people[1], "bounced_soft", "d"),
+                (first, None, "bounced_hard", "e"),  # an address nobody has: not a person
+                (None, people[2], "complained", "f"),  # no edition named
+            ],
+        )
+    with engine.begin() as conn:
+        _mail(conn, [(first, people[2], "bounced_soft", "g")])
+        _mail(conn, [(first, people[1], "bounced_hard", "h")])  # again, later
+        _mail(conn, [(second, people[1], "complained", "i"), (first, people[3], "blocked", "j")])
+        _left(conn, first, people[1], "bounce")
+        _left(conn, first, people[1], "page")  # the same person again, another source
+        _left(conn, first, people[2], "page")
+        _left(conn, first, people[2], "page")  # twice from one source
+        _left(conn, None, people[4], "page")  # not through an edition
+        _left(conn, first, people[5], "operator", kind="subscribed")
+    expected = _people(engine)
+    assert expected[first] == {
+        "delivered": 1,
+        "bounced_hard": 1,
+        "bounced_soft": 2,
+        "bounced": 2,
+        "blocked": 1,
+        "unsubscribed": 2,
+        "unsubscribed:bounce": 1,
+        "unsubscribed:page": 2,
+    }
+    assert _reports(engine, [first, second]) == expected
+
+
+def test_two_reports_about_one_person_at_once_count_once(postgres_url: str) -> None:
+    """The second report waits for the first's lock on (edition, person), then sees it."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        first, _, _ = _editions(engine, 2)
+        with engine.connect() as one:
+            _mail(one, [(first, 1, "complained", "x1")])  # uncommitted
+            done = threading.Event()
+
+            def other() -> None:
+                with engine.begin() as two:
+                    _mail(two, [(first, 1, "complained", "x2")])
+                done.set()
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            time.sleep(0.5)
+            assert not done.is_set()  # waiting on the lock
+            one.commit()
+            thread.join(10)
+        assert done.is_set()
+        assert _reports(engine, [first])[first] == {"complained": 1}
+        assert _people(engine)[first] == {"complained": 1}
+    finally:
+        engine.dispose()
+
+
+def test_an_upgrade_counts_the_events_already_there(both_engine: Engine) -> None:
+    engine = both_engine
+    from alembic import command
+
+    first, second, _ = _editions(engine, 3)
+    command.downgrade(alembic_config(engine), "0020")
+    with engine.begin() as conn:
+        _mail(conn, [(first, 1, "delivered", "a"), (first, 1, "delivered", "b")])
+        _mail(conn, [(first, 2, "bounced_soft", "c"), (second, 3, "bounced_hard", "d")])
+        _left(conn, first, 2, "bounce")
+    upgrade(engine)
+    expected = _people(engine)
+    assert _reports(engine, [first, second]) == expected
+    assert expected[second] == {"bounced_hard": 1, "bounced": 1}
+    with engine.begin() as conn:  # and the triggers count from here on
+        _mail(conn, [(second, 3, "bounced_soft", "e"), (second, 2, "delivered", "f")])
+    assert _reports(engine, [first, second]) == _people(engine)
