@@ -49,7 +49,7 @@ def settings(tmp_path: Path) -> Settings:
         timezone="UTC",
         site_url="https://aitoolverdicts.example",
         journal_dir=str(tmp_path / "journal"),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
@@ -241,14 +241,16 @@ def smtp_server() -> Iterator[SMTPSink]:
     sink = SMTPSink("127.0.0.1", free_port())
 
     class Handler:
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        async def handle_RCPT(
+            self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+        ) -> str:
             reply = sink.responses.get(address.lower())
             if reply:
                 return reply
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             with sink.lock:
                 sink.received.append(envelope)
             return "250 Message accepted for delivery"

@@ -123,7 +123,7 @@ def _rdata(qtype: str, value: TxtValue) -> Any:
     raise ValueError(f"the test DNS server does not serve {qtype} records")
 
 
-class _Handler(DNSHandler):
+class _Handler(DNSHandler):  # type: ignore[misc]  # dnslib has no types
     """Answers over 512 bytes go out over UDP as the question alone with TC set (as real
     servers do; dnslib's own truncation drops the question, which clients refuse), so the
     client retries over TCP."""
@@ -139,7 +139,7 @@ class _Handler(DNSHandler):
         return packed
 
 
-class _Quiet(DNSLogger):
+class _Quiet(DNSLogger):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__(log="-request,-reply,-truncated,-error")
 

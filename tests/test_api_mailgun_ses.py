@@ -109,7 +109,7 @@ def form_parts(call: RecordedCall) -> dict[str, tuple[dict[str, str], bytes]]:
 def recipient_of(provider: str, call: RecordedCall) -> str:
     if provider == "mailgun":
         return form_parts(call)["to"][1].decode()
-    return json.loads(call.body)["Destination"]["ToAddresses"][0]
+    return str(json.loads(call.body)["Destination"]["ToAddresses"][0])
 
 
 # --- SigV4, recomputed from what arrived, following the spec steps (no newsletter code) --------

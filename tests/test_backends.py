@@ -170,7 +170,7 @@ def test_contract_results_follow_message_order(
             SendStatus.rejected,
             SendStatus.deferred,
         ], backend.describe()
-        assert results[1].code // 100 == 5 and results[2].code // 100 == 4
+        assert (results[1].code or 0) // 100 == 5 and (results[2].code or 0) // 100 == 4
 
     assert [m.recipient for m in memory_module.outbox] == [messages[0].recipient]
     assert [e.rcpt_tos for e in smtp_server.received] == [[messages[0].recipient]]
@@ -236,7 +236,7 @@ def test_backend_from_url_goes_through_the_entry_point_group(
     """A third-party package's entry point is honoured, and one naming a non-backend refused."""
     import newsletter.backends as backends
 
-    real = backends.entry_points
+    real = entry_points
 
     def patched(*, group: str) -> list[EntryPoint]:
         extra = [

@@ -156,7 +156,7 @@ def listener(
 def deliver(box: Listener, raw: bytes, rcpt: str) -> Any:
     with box.client() as client:
         if box.lmtp:
-            client.ehlo_or_helo_if_needed = lambda: client.ehlo()  # type: ignore[method-assign]
+            client.ehlo_or_helo_if_needed = lambda: client.ehlo()  # type: ignore[method-assign,assignment]
         return client.sendmail("", [rcpt], raw)
 
 

@@ -87,7 +87,8 @@ def test_sign_in_sets_a_private_cookie_and_a_wrong_password_says_nothing_more(
     assert "Path=/console" in cookie
     token = client.cookies.get("nl_console")
     assert token and seeded.get(ConsoleSession, accounts.token_hash(token)) is not None
-    assert seeded.exec(select(ConsoleSession)).first().token_hash != token  # only a hash kept
+    kept = seeded.exec(select(ConsoleSession)).first()
+    assert kept is not None and kept.token_hash != token  # only a hash kept
 
 
 def test_failed_sign_ins_are_throttled_per_account(client: TestClient, seeded: Session) -> None:

@@ -90,8 +90,8 @@ def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
         assert "dropped" in page.locator("[role=status]").inner_text()
         assert page.locator("#items li").count() == 3
         assert first_title in page.locator("#dropped").inner_text()
-        for frame in ("iframe.phone", "iframe.desktop"):
-            shown = page.frame_locator(frame).first.locator("body").inner_text()
+        for selector in ("iframe.phone", "iframe.desktop"):
+            shown = page.frame_locator(selector).first.locator("body").inner_text()
             assert first_title not in shown and "3 new comparisons" in shown
         # Moving the last one up pins it there: a badge says so, and Unpin undoes it.
         last = page.locator("#items li").last
@@ -104,8 +104,8 @@ def test_an_editor_shapes_tests_and_approves_a_draft_in_a_browser(
         shoot(page, "pinned")
         page.fill("#intro", "A quiet week: three tools, one surprise.")
         page.click("text=Save intro")
-        for frame in ("iframe.phone", "iframe.desktop"):
-            shown = page.frame_locator(frame).first.locator("body").inner_text()
+        for selector in ("iframe.phone", "iframe.desktop"):
+            shown = page.frame_locator(selector).first.locator("body").inner_text()
             assert "A quiet week: three tools, one surprise." in shown
         assert "A quiet week" in page.locator("pre.text").inner_text()
         # A subject too long for a phone fails the preflight, and approval waits for it.

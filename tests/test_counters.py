@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 
 from newsletter import counters
@@ -45,10 +45,10 @@ def _people(engine: Engine) -> dict[int, dict[str, int]]:
     return dict(found)
 
 
-def _mail(conn: object, rows: Iterable[tuple[int | None, int | None, str, str]]) -> None:
+def _mail(conn: Connection, rows: Iterable[tuple[int | None, int | None, str, str]]) -> None:
     """Insert mail events (edition, person, kind, event id) in one statement."""
     values = [{"e": e, "s": s, "k": k, "i": i, "m": f"{i}@example.com"} for e, s, k, i in rows]
-    conn.execute(  # type: ignore[attr-defined]
+    conn.execute(
         text(
             "INSERT INTO mailevent (provider, provider_event_id, kind, email_key, "
             "subscriber_id, edition_id, occurred_at, created_at) VALUES "
@@ -63,9 +63,9 @@ def _mail(conn: object, rows: Iterable[tuple[int | None, int | None, str, str]])
 
 
 def _left(
-    conn: object, edition: int | None, person: int, source: str, kind: str = "unsubscribed"
+    conn: Connection, edition: int | None, person: int, source: str, kind: str = "unsubscribed"
 ) -> None:
-    conn.execute(  # type: ignore[attr-defined]
+    conn.execute(
         text(
             "INSERT INTO subscriptionevent (subscriber_id, edition_id, kind, source, created_at) "
             "VALUES (:s, :e, :k, :src, '2026-11-25 12:00:00')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email import message_from_bytes
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,11 @@ def test_a_test_send_is_the_subscribers_email_marked_and_recorded_nowhere(
     message = message_from_bytes(memory.outbox[0].data)
     edition = store.get_edition(seeded, edition_id=draft)
     assert message["Subject"] == f"[TEST] {edition.subject}"
-    body = message.get_payload(0).get_payload(decode=True).decode()
+    part = message.get_payload(0)
+    assert isinstance(part, Message)
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    body = payload.decode()
     assert "Hi Reader 1," in body  # as that subscriber gets it
     # Its own Message-ID and idempotency key: never mistaken for the real one later.
     assert message["Message-ID"].startswith("<test.")

@@ -118,7 +118,7 @@ def without_styles(html: str) -> str:
 
 def _measure(
     browser: Any, html: str, mode: str, width: int, name: str = "weekly"
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     context = browser.new_context(
         viewport={"width": width, "height": 900},
         color_scheme="dark" if mode == "dark" else "light",

@@ -23,7 +23,7 @@ def test_it_answers_as_a_dict_does_through_every_growth() -> None:
     keys = [f"reader{i}@mail{i % 97}.example.org" for i in range(40_000)]
     keys += [k.upper() for k in keys[:500]] + ["", "x" * 300, "ü@é.example"]
     stream = [rng.choice(keys) for _ in range(60_000)]
-    seen, expected = FirstSeen(), {}
+    seen, expected = FirstSeen(), dict[str, int]()
     for line, key in enumerate(stream, start=2):
         assert seen.first(key, line) == expected.get(key), (line, key)
         expected.setdefault(key, line)

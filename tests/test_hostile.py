@@ -809,7 +809,7 @@ def test_the_scheduler_is_quiet_by_default_and_verbose_on_request(
     )
     args = [sys.executable, "-m", "newsletter.cli", "scheduler", *(["-v"] if verbose else [])]
     process = subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    seen = []
+    seen: list[Any] = []
     try:
         assert process.stderr is not None
         deadline = time.monotonic() + 60

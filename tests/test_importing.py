@@ -251,7 +251,7 @@ def test_import_never_reactivates_unsubscribed_or_suppressed(
     session.commit()
     assert report.kept_unsubscribed == 1 and report.suppressed == 1 and report.subscribed == 0
     statuses = dict(session.exec(select(Subscription.subscriber_id, Subscription.status)).all())
-    assert statuses[left.id] == "unsubscribed"
+    assert statuses[left.id or 0] == "unsubscribed"
     assert store.count_active_subscribers(session, newsletter_id=newsletter.id or 0) == 0
 
 

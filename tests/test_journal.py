@@ -369,14 +369,14 @@ def test_the_automatic_journal_folder_is_per_database_not_per_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    a = Settings(database_url="sqlite:///a.db", _env_file=None)  # type: ignore[call-arg]
-    b = Settings(database_url="sqlite:///b.db", _env_file=None)  # type: ignore[call-arg]
+    a = Settings(database_url="sqlite:///a.db", _env_file=None)
+    b = Settings(database_url="sqlite:///b.db", _env_file=None)
     path_a = a.journal_path()
     assert path_a is not None and path_a.is_relative_to(tmp_path / "state" / "newsletter")
     assert path_a != b.journal_path()
     monkeypatch.chdir(tmp_path)
     assert a.journal_path() != path_a  # same relative URL, another directory: another file
-    off = Settings(journal_dir="off", _env_file=None)  # type: ignore[call-arg]
+    off = Settings(journal_dir="off", _env_file=None)
     assert off.journal_path() is None
 
 

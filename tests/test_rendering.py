@@ -100,7 +100,7 @@ def test_email_furniture(seeded: Session, settings: Settings, draft: int) -> Non
     # Four comparisons: the contents link to each card, with its call.
     anchors = [h for h in links if h and h.startswith("#c")]
     assert anchors == ["#c1", "#c2", "#c3", "#c4"]
-    ids = [a.get("id") for _, a in parse(page).tags if a.get("id", "").startswith("c")]
+    ids = [a.get("id") for _, a in parse(page).tags if (a.get("id") or "").startswith("c")]
     assert ids == ["c1", "c2", "c3", "c4"]
     assert re.search(r"\d+ min read", visible_text(page))
 

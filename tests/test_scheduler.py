@@ -8,10 +8,11 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import ledger, publish, scheduler, schedules, store
 from newsletter.backends import memory
@@ -134,7 +135,7 @@ def editions(session: Session) -> list[Edition]:
     newsletter = store.get_newsletter(session, slug=SLUG)
     return list(
         session.exec(
-            select(Edition).where(Edition.newsletter_id == newsletter.id).order_by(Edition.id)
+            select(Edition).where(Edition.newsletter_id == newsletter.id).order_by(col(Edition.id))
         ).all()
     )
 
@@ -327,7 +328,7 @@ def test_local_time_delivery_sends_in_hourly_waves(
     # The first wave is 09:00 at UTC+14 (Sunday 19:00 UTC): the edition starts then.
     assert started == [datetime(2026, 11, 22, 19, tzinfo=UTC)]
     due = {
-        email.split("@")[0]: retry_at.astimezone(UTC).strftime("%d %H:%M")
+        email.split("@")[0]: cast(datetime, retry_at).astimezone(UTC).strftime("%d %H:%M")
         for email, retry_at in seeded.exec(
             select(Subscriber.email, Delivery.retry_at).join(
                 Delivery,
@@ -416,7 +417,7 @@ def test_two_schedulers_at_once_on_postgresql(
         rows = session.exec(select(Edition.period_key, Edition.status)).all()
     engine.dispose()
     assert sorted(rows) == [("2026-W47", "sent"), ("2026-W48", "sent"), ("2026-W49", "sent")]
-    per_person = {}
+    per_person: dict[tuple[str, str], int] = {}
     for m in memory.outbox:
         per_person[(m.recipient, m.message_id)] = per_person.get((m.recipient, m.message_id), 0) + 1
     assert len(per_person) == 40 * 3 and set(per_person.values()) == {1}

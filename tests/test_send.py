@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import importing, ledger, publish, store
 from newsletter.backends.base import SendResult
@@ -167,7 +167,7 @@ def test_crash_mid_send_resumes_without_duplicates_or_losses(
         # The lease expires (as if five minutes passed): the next run takes the batch over.
         seeded.execute(
             update(Delivery)
-            .where(Delivery.status == "claimed")
+            .where(col(Delivery.status) == "claimed")
             .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
         )
         seeded.commit()
@@ -501,7 +501,7 @@ def test_concurrent_senders_on_sqlite_each_keep_a_connection_busy(
     lock = threading.Lock()
 
     class SlowSink:
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             with lock:
                 in_data["now"] += 1
                 in_data["most"] = max(in_data["most"], in_data["now"])

@@ -48,7 +48,7 @@ def _prepare(tmp_path: Path, subscribers: int) -> tuple[dict[str, str], int]:
     settings = Settings(
         database_url=env["NEWSLETTER_DATABASE_URL"],
         secret_key=SECRET,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -184,7 +184,7 @@ def test_a_dry_run_renders_and_checks_everything_and_records_nothing(tmp_path: P
         session.flush()
         newsletter_id = publish.default_newsletter(
             session,
-            Settings(secret_key=SECRET, _env_file=None),  # type: ignore[call-arg]
+            Settings(secret_key=SECRET, _env_file=None),
         ).id
         session.add(Subscription(subscriber_id=broken.id or 0, newsletter_id=newsletter_id or 0))
         session.commit()
@@ -217,7 +217,7 @@ def test_a_dry_run_of_a_started_edition_counts_what_is_left(tmp_path: Path) -> N
     settings = Settings(
         database_url=env["NEWSLETTER_DATABASE_URL"],
         secret_key=SECRET,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     with Session(engine) as session:
         publish.start_edition(session, edition_id=edition_id, settings=settings)
@@ -263,7 +263,7 @@ def test_a_worker_tells_its_progress_every_few_seconds(tmp_path: Path) -> None:
             settings=Settings(
                 database_url=env["NEWSLETTER_DATABASE_URL"],
                 secret_key=SECRET,
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
             ),
         )
     engine.dispose()

@@ -291,7 +291,7 @@ def test_a_sender_that_stalled_past_its_lease_sends_nothing_another_took_over(
         signer=signer_for(settings),
         backend=MemoryBackend(),
         policy=Policy(batch_size=500, lease_seconds=300),
-        limiter=StallingLimiter(),  # type: ignore[arg-type]
+        limiter=StallingLimiter(),
         clock=clock,
     )
     assert taken == [100]
@@ -308,7 +308,7 @@ def test_a_retry_racing_the_last_sender_never_leaves_a_sent_edition_with_open_de
 ) -> None:
     """retry-failed read `sending`, the last sender then finished the edition, and the re-queue
     committed: `sent` with pending deliveries that no worker would ever send (found in review)."""
-    from newsletter.publish import controls, sending
+    from newsletter.publish import sending
 
     add_subscribers(3)
     t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
@@ -321,7 +321,7 @@ def test_a_retry_racing_the_last_sender_never_leaves_a_sent_edition_with_open_de
         sending._finish_if_done(session, edition_id=draft, now=t0)
         return real(session, **kwargs)
 
-    monkeypatch.setattr(controls.ledger, "retry_failed", finished_in_between)
+    monkeypatch.setattr(ledger, "retry_failed", finished_in_between)
     assert publish.retry_failed(seeded, edition_id=draft) == 3
     assert store.edition_status(seeded, edition_id=draft) == EditionStatus.sending
     monkeypatch.undo()

@@ -26,7 +26,7 @@ from newsletter.config import Settings
 from newsletter.database import make_engine, upgrade
 from newsletter.importing import import_comparisons
 from newsletter.message import OutgoingMessage
-from newsletter.models import Subscriber, Subscription
+from newsletter.models import DeliveryStatus, Subscriber, Subscription
 from newsletter.progress import SendProgress
 from newsletter.publish import senders
 from newsletter.publish.senders import SenderProcessDied
@@ -47,7 +47,7 @@ class CountingSink:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.per_connection[session.peer] += 1
             self.recipients.update(a.lower() for a in envelope.rcpt_tos)
@@ -277,7 +277,7 @@ def test_answers_are_recorded_in_statements_of_bounded_size(
         lease_seconds=60,
         now=START,
     )
-    outcomes = [ledger.Outcome(d.id, ledger.DeliveryStatus.skipped) for d in batch]
+    outcomes = [ledger.Outcome(d.id, DeliveryStatus.skipped) for d in batch]
     assert ledger.record(session, outcomes=outcomes, owner="me", now=START) == 240
     session.commit()
     assert ledger.counts(session, edition_id=edition_id)["skipped"] == 240

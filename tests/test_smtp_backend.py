@@ -130,7 +130,9 @@ def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
     pipelining: bool = request.param
 
     class Handler:
-        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        async def handle_EHLO(
+            self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        ) -> list[str]:
             with box.lock:
                 box.greetings += 1
             session.host_name = hostname
@@ -138,13 +140,15 @@ def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
                 responses.insert(-1, "250-PIPELINING")
             return responses
 
-        async def handle_HELO(self, server, session, envelope, hostname):  # noqa: ANN001
+        async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
             with box.lock:
                 box.greetings += 1
             session.host_name = hostname
             return f"250 {server.hostname}"
 
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        async def handle_RCPT(
+            self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+        ) -> str:
             if address.lower() in box.stop_listening_at_rcpt:
                 box.controller.server.close()  # no new connections from now on
                 server.transport.close()
@@ -157,7 +161,7 @@ def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             rcpt = envelope.rcpt_tos[0].lower()
             reply = box.data_responses.get(rcpt)
             if reply:
@@ -249,9 +253,12 @@ def test_non_ascii_name_round_trips(
     msg = parse(smtp_server.received[0].content)
     assert str(msg["To"]) == f"{JOSE} <jose@example.com>"
     assert msg["To"].addresses[0].display_name == JOSE
-    text = msg.get_body(preferencelist=("plain",)).get_content()
+    plain = msg.get_body(preferencelist=("plain",))
+    rich = msg.get_body(preferencelist=("html",))
+    assert plain is not None and rich is not None
+    text = plain.get_content()
     assert f"Hi {JOSE}," in text
-    page = msg.get_body(preferencelist=("html",)).get_content()
+    page = rich.get_content()
     assert f"Hi {JOSE}," in html.unescape(page)
 
 
@@ -368,12 +375,12 @@ def test_send_edition_over_smtp_records_failures_and_resends_only_deferred(
         d.subscriber_id: d
         for d in session.exec(select(Delivery).where(Delivery.edition_id == draft)).all()
     }
-    failed = rows[by_email["sub1@example.com"].id]
+    failed = rows[by_email["sub1@example.com"].id or 0]
     assert failed.status == "failed" and failed.error_code == 550
     assert failed.error_text and "no such user" in failed.error_text
-    deferred = rows[by_email["sub4@example.com"].id]
+    deferred = rows[by_email["sub4@example.com"].id or 0]
     assert deferred.status == "deferred" and deferred.error_code == 450
-    sent = rows[by_email["sub0@example.com"].id]
+    sent = rows[by_email["sub0@example.com"].id or 0]
     assert sent.status == "sent" and sent.error_code is None and sent.message_id
     assert store.get_edition(session, edition_id=draft).status == EditionStatus.sending
 
@@ -515,7 +522,7 @@ def test_with_pipelining_each_message_costs_one_write_and_one_round_trip(
             writes += 1
             original(data)
 
-        backend.connection.send = counting  # type: ignore[method-assign]
+        backend.connection.send = counting  # type: ignore[method-assign,assignment]
         gathered = smtp_module._send_parts
 
         def counting_parts(conn: Any, parts: Any) -> None:  # a body and the next envelope
@@ -634,12 +641,14 @@ def test_messages_over_tls_arrive_whole_and_pipelined(
     received: list[Any] = []
 
     class Handler:
-        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        async def handle_EHLO(
+            self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        ) -> list[str]:
             session.host_name = hostname
             responses.insert(-1, "250-PIPELINING")
             return responses
 
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             tls = session.ssl is not None or server.transport.get_extra_info("ssl_object")
             received.append((bool(tls), envelope))
             return "250 OK"

@@ -86,7 +86,9 @@ def _statements(engine: Engine, call: Callable[[], object]) -> list[tuple[str, A
     """What ``call`` sent to the database, in order."""
     sent: list[tuple[str, Any]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def capture(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         sent.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", capture)

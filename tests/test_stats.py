@@ -481,6 +481,7 @@ def test_aggregates_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
             session.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
             # Until the last event (the imports, stamped when they were written): no real clock.
             last = session.execute(text("SELECT MAX(created_at) FROM subscriptionevent")).scalar()
+            assert last is not None
             growth = {w.week: w for w in list_growth(session, until=last, today=True)}
             assert (growth["2026-W47"].joined, growth["2026-W47"].left) == (1, 0)
             assert growth["2026-W48"].left == 1  # the bounce, at AT

@@ -32,7 +32,7 @@ def _editions(engine: Engine, subscribers: int) -> tuple[int, int, list[int]]:
         mail_backend="memory://",
         base_url="https://news.example.com",
         secret_key=SECRET,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     with Session(engine, expire_on_commit=False) as session:
         newsletter = publish.default_newsletter(session, settings)

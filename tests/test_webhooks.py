@@ -634,7 +634,8 @@ class Fetcher:
 
 
 def sns_message(name: str) -> dict[str, Any]:
-    return json.loads(fixture("ses", name))
+    loaded: dict[str, Any] = json.loads(fixture("ses", name))
+    return loaded
 
 
 def ses_parse(body: bytes, fetcher: Callable[[str], bytes], **headers: str) -> list[ProviderEvent]:
@@ -887,7 +888,7 @@ def test_default_certificate_fetcher_caches_by_url(
         calls.append((url, kwargs))
         return FakeResponse(200, sns_signer.pem)
 
-    monkeypatch.setattr(ses.requests, "get", fake_get)
+    monkeypatch.setattr("requests.get", fake_get)
     ses.clear_certificate_cache()
     try:
         body = sns_signer.sign(sns_message("delivery.json"))
@@ -901,7 +902,7 @@ def test_default_certificate_fetcher_caches_by_url(
 def test_default_certificate_fetcher_failure_is_not_a_rejection(
     monkeypatch: pytest.MonkeyPatch, sns_signer: SNSSigner
 ) -> None:
-    monkeypatch.setattr(ses.requests, "get", lambda url, **kw: FakeResponse(503, b""))
+    monkeypatch.setattr("requests.get", lambda url, **kw: FakeResponse(503, b""))
     ses.clear_certificate_cache()
     try:
         body = sns_signer.sign(sns_message("delivery.json"))
