@@ -32,12 +32,12 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from newsletter import counters
 from newsletter.models import (
     TROUBLE_PREDICATE,
     Delivery,
     DeliveryPulse,
     DeliveryStatus,
-    DeliveryTally,
     EditionCounts,
     EditionTotals,
     UTCDateTime,
@@ -405,26 +405,6 @@ def _record_statement(rows: int, dialect: str) -> TextClause:
     return text(sql).bindparams(bindparam("now", type_=UTCDateTime()), *typed)
 
 
-def tallies(session: Session, edition_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """edition -> delivery state -> rows in it now, for ``edition_ids``: the sum of the
-    counters the database keeps (:class:`DeliveryTally`), a few rows per edition however
-    many deliveries it has. Equal to counting the rows, which a test checks after every
-    kind of change on both databases."""
-    if not edition_ids:
-        return {}
-    found: dict[int, dict[str, int]] = {}
-    for edition_id, status, n in session.execute(
-        sa_select(
-            col(DeliveryTally.edition_id), col(DeliveryTally.status), func.sum(DeliveryTally.n)
-        )
-        .where(col(DeliveryTally.edition_id).in_(edition_ids))
-        .group_by(col(DeliveryTally.edition_id), col(DeliveryTally.status))
-    ):
-        if n:
-            found.setdefault(edition_id, {})[status] = int(n)
-    return found
-
-
 def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[str, int]:
     """Deliveries of an edition by status (every status present, zero if none), with the
     counts kept for rows pruned by :mod:`newsletter.retention` unless ``pruned`` is False.
@@ -438,7 +418,7 @@ def counts(session: Session, *, edition_id: int, pruned: bool = True) -> dict[st
         if settled is not None:
             kept = json.loads(settled)
             return {s.value: int(kept.get(s.value, 0)) for s in DeliveryStatus}
-    found = tallies(session, [edition_id]).get(edition_id, {})
+    found = counters.tallies(session, [edition_id]).get(edition_id, {})
     totals = {s.value: found.get(s.value, 0) for s in DeliveryStatus}
     kept = session.get(EditionTotals, edition_id) if pruned else None
     if kept is not None:
@@ -601,8 +581,9 @@ class Progress:
 def progress(session: Session, *, edition_id: int, now: datetime) -> Progress:
     """Counts by state, the send rate over the minute before ``now`` and the latest errors.
 
-    Three small reads whatever the edition's size: the counters (:func:`tallies`), the 60
-    per-second acceptance counts before ``now`` (:class:`DeliveryPulse`), and the five latest
+    Three small reads whatever the edition's size: the delivery counters
+    (:func:`newsletter.counters.tallies`), the 60 per-second acceptance counts before ``now``
+    (:class:`DeliveryPulse`), and the five latest
     troubled rows through the partial index ``ix_delivery_trouble``. Counting the rows
     accepted in the last minute read the whole edition: 300 ms at 52M delivery rows."""
     since = int((now - timedelta(minutes=1)).timestamp())

@@ -25,7 +25,7 @@ from datetime import datetime
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from newsletter import counters, ledger, store
+from newsletter import counters, store
 from newsletter.models import DeliveryStatus, Edition, MailEventKind
 
 BREAKER = "reputation breaker"
@@ -86,13 +86,13 @@ class Reading:
 
 
 def read(session: Session, *, edition_id: int, since_resume: bool = True) -> Reading:
-    """The edition's delivery counters (:func:`newsletter.ledger.tallies`, a few rows however
+    """The edition's delivery counters (:func:`newsletter.counters.tallies`, a few rows however
     large the send) and its report counters (:mod:`newsletter.counters`, people once).
 
     With ``since_resume`` (what the breaker judges), only what came after an operator resumed
     a send the breaker had paused: they looked at the rates then, and the same reports must
     not pause it again at the next one."""
-    by_state = ledger.tallies(session, [edition_id]).get(edition_id, {})
+    by_state = counters.tallies(session, [edition_id]).get(edition_id, {})
     accepted = by_state.get(DeliveryStatus.sent.value, 0) + by_state.get(
         DeliveryStatus.queued.value, 0
     )

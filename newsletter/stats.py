@@ -2,7 +2,7 @@
 
 Read-only, and a fixed number of queries whatever the data: the edition report is the list of
 editions, the delivery counts (kept when an edition finished, else the counters the database
-keeps: see :func:`newsletter.ledger.tallies`) and the people per report kind and unsubscribe
+keeps: see :func:`newsletter.counters.tallies`) and the people per report kind and unsubscribe
 source (counters too: :mod:`newsletter.counters`): neither deliveries nor events are counted
 row by row, and none passes through Python. The growth report has the database count events
 per UTC day (the one line that differs between SQLite and PostgreSQL, which share no week
@@ -23,7 +23,7 @@ from sqlalchemy import Date, case, cast, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from newsletter import counters, ledger
+from newsletter import counters
 from newsletter.models import (
     DeliveryStatus,
     Edition,
@@ -117,7 +117,7 @@ def _delivery_counts(session: Session, started: list[int]) -> dict[int, tuple[in
 
     A finished edition's counts are read from :class:`EditionCounts` (taken when it
     finished); the others' from the counters the database keeps per edition and state
-    (:func:`newsletter.ledger.tallies`: counting a 1M-row edition in flight took 165-239 ms
+    (:func:`newsletter.counters.tallies`: counting a 1M-row edition in flight took 165-239 ms
     on PostgreSQL), plus the counts kept for rows pruned by :mod:`newsletter.retention`.
     """
     found: dict[int, tuple[int, int, int, int]] = {}
@@ -129,7 +129,7 @@ def _delivery_counts(session: Session, started: list[int]) -> dict[int, tuple[in
     if not unsettled:
         return found
     live: dict[int, Counter[str]] = defaultdict(Counter)
-    for edition_id, by_state in ledger.tallies(session, unsettled).items():
+    for edition_id, by_state in counters.tallies(session, unsettled).items():
         live[edition_id].update(by_state)
     for kept in session.exec(
         select(EditionTotals).where(col(EditionTotals.edition_id).in_(unsettled))

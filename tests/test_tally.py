@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from newsletter import ledger, publish
+from newsletter import counters, ledger, publish
 from newsletter.database import alembic_config, make_engine, upgrade
 from newsletter.importing import import_comparisons
 from newsletter.ledger import Outcome
@@ -79,7 +79,7 @@ def _counted(session: Session) -> dict[int, dict[str, int]]:
 def _agree(session: Session, editions: list[int]) -> dict[int, dict[str, int]]:
     session.commit()
     counted = _counted(session)
-    assert ledger.tallies(session, editions) == counted
+    assert counters.tallies(session, editions) == counted
     return counted
 
 
