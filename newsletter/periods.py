@@ -18,8 +18,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.models import Edition, EditionStatus, Newsletter, Schedule
 from newsletter.schedules import rule_of
-from newsletter.selection import Period, week_containing
-from newsletter.timing import WeeklyRule, local_wave
+from newsletter.timing import Period, WeeklyRule, local_wave, week_containing
 
 #: How late a send may still go out (a scheduler restarting, a machine waking up).
 GRACE = timedelta(hours=6)

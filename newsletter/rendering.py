@@ -24,7 +24,7 @@ from markupsafe import Markup
 from newsletter.content import ComparisonData
 from newsletter.message import qp_encode
 from newsletter.paths import templates_dir
-from newsletter.selection import Period
+from newsletter.timing import Period
 from newsletter.verdicts import (
     ComparisonVerdict,
     WrittenCall,

@@ -21,7 +21,43 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from newsletter.selection import Period
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """What one edition covers: by default the newsletter's week, Monday 00:00 to the next
+    Monday 00:00 in its own time zone. The edges are computed on local dates and converted to
+    UTC afterwards, so a week that contains a daylight-saving change is 167 or 169 hours long
+    rather than shifted by an hour."""
+
+    key: str  # ISO week of the local Monday, e.g. "2026-W48"
+    start: datetime  # aware, UTC, inclusive
+    end: datetime  # aware, UTC, exclusive
+    timezone: str
+
+    def describe(self) -> str:
+        zone = ZoneInfo(self.timezone)
+        start = self.start.astimezone(zone)
+        last_day = (self.end.astimezone(zone) - timedelta(days=1)).date()
+        return f"{self.key}: {start:%a %d %b %Y} to {last_day:%a %d %b %Y} ({self.timezone})"
+
+
+def week_containing(at: datetime, timezone: str) -> Period:
+    """The local week (Monday-based) that contains the aware instant ``at``."""
+    if at.tzinfo is None:
+        raise ValueError("`at` must be timezone-aware")
+    zone = ZoneInfo(timezone)
+    local_day = at.astimezone(zone).date()
+    monday = local_day - timedelta(days=local_day.weekday())
+    start = datetime.combine(monday, time(0), tzinfo=zone)
+    end = datetime.combine(monday + timedelta(days=7), time(0), tzinfo=zone)
+    year, week, _ = monday.isocalendar()
+    return Period(
+        key=f"{year}-W{week:02d}",
+        start=start.astimezone(UTC),
+        end=end.astimezone(UTC),
+        timezone=timezone,
+    )
+
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _RULE = re.compile(r"^\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*$")

@@ -25,7 +25,7 @@ from newsletter.rendering import (
     make_environment,
     render_edition,
 )
-from newsletter.selection import week_containing
+from newsletter.timing import week_containing
 from newsletter.verdicts import summarize
 
 SEED_SLUG = "claude-4-api-tool-use-streaming-vs-hugging-face-inference-providers"

@@ -13,7 +13,8 @@ from newsletter import publish, store
 from newsletter.config import Settings
 from newsletter.content import ComparisonData
 from newsletter.models import EditionStatus
-from newsletter.selection import select_comparisons, week_containing
+from newsletter.selection import select_comparisons
+from newsletter.timing import week_containing
 
 NY = ZoneInfo("America/New_York")
 

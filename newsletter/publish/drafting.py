@@ -36,7 +36,8 @@ from newsletter.rendering import (
     render_edition,
     verdicts_of,
 )
-from newsletter.selection import Period, Selection, select_comparisons
+from newsletter.selection import Selection, select_comparisons
+from newsletter.timing import Period
 from newsletter.tokens import TokenSigner
 from newsletter.verdicts import ComparisonVerdict, WrittenCall
 from newsletter.verp import return_paths
