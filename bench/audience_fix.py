@@ -23,10 +23,11 @@ from scratch import copy_edition, scratch_postgres
 from sqlalchemy import text
 from sqlmodel import Session
 
-from newsletter import importing, publish
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.planner import refresh_statistics
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.planner import refresh_statistics
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
 PARTIAL = (

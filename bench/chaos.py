@@ -28,9 +28,10 @@ from render_send import SECRET, bench_settings, seed_edition
 from sqlalchemy import text
 from sqlmodel import Session
 
-from newsletter import ledger, publish
-from newsletter.database import make_engine, upgrade
-from newsletter.personalization import instance_tag
+from newsletter import publish
+from newsletter.edition.personalization import instance_tag
+from newsletter.sending import ledger
+from newsletter.storage.database import make_engine, upgrade
 
 HERE = Path(__file__).resolve().parent
 

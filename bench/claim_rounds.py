@@ -22,8 +22,8 @@ from scratch import ADMIN
 from sqlalchemy import text
 from sqlmodel import Session
 
-from newsletter import ledger
-from newsletter.database import make_engine
+from newsletter.sending import ledger
+from newsletter.storage.database import make_engine
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
 LEASE = {"u": NOW + timedelta(seconds=300)}

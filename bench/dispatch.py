@@ -25,12 +25,13 @@ from lean_client import lean_send
 from render_send import bench_settings, peak_rss_mib, seed_edition
 from sqlmodel import Session
 
-from newsletter import ledger, publish
+from newsletter import publish
 from newsletter.allocator import keep_freed_memory
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.dkim import generate
+from newsletter.edition.dkim import generate
+from newsletter.sending import ledger
+from newsletter.storage.database import make_engine, upgrade
 
 HERE = Path(__file__).resolve().parent
 
@@ -163,9 +164,9 @@ def _ceiling(
 ) -> tuple[float, float]:
     """The lean client's rate and CPU per message for this edition's real message bytes,
     into a fresh sink of its own (so the engine's sink counts only the engine's messages)."""
-    from newsletter.personalization import Recipient
+    from newsletter.edition.personalization import Recipient
     from newsletter.publish.drafting import prepare, signer_for
-    from newsletter.store import get_edition
+    from newsletter.storage.store import get_edition
 
     _, template, _ = prepare(
         session, edition=get_edition(session, edition_id=edition_id), settings=settings

@@ -18,9 +18,10 @@ from pathlib import Path
 from render_send import bench_settings
 from sqlmodel import Session
 
-from newsletter import importing, publish
-from newsletter.database import make_engine, upgrade
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.paths import example_comparisons
+from newsletter.storage.database import make_engine, upgrade
 
 AT = datetime(2026, 11, 25, 12, tzinfo=UTC)
 

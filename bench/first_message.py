@@ -24,8 +24,8 @@ from sqlmodel import Session
 
 from newsletter import publish
 from newsletter.backends.memory import MemoryBackend
-from newsletter.database import make_engine, upgrade
-from newsletter.planner import refresh_statistics
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.planner import refresh_statistics
 
 ADMIN = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -31,10 +31,11 @@ from render_send import SECRET, bench_settings, peak_rss_mib
 from scratch import scratch_postgres
 from sqlmodel import Session
 
-from newsletter import importing, publish
-from newsletter.database import make_engine, upgrade
-from newsletter.exporting import export_subscribers
-from newsletter.planner import refresh_statistics
+from newsletter import publish
+from newsletter.audience import importing
+from newsletter.audience.exporting import export_subscribers
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.planner import refresh_statistics
 
 #: Whether this version's parse can size its table of addresses seen up front (as the command
 #: does), so the same script measures the version before it too.

@@ -28,10 +28,11 @@ from scratch import copy_edition, scratch_postgres
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
-from newsletter import ledger, publish
-from newsletter.database import make_engine, upgrade
-from newsletter.planner import refresh_statistics
-from newsletter.stats import edition_stats, list_growth
+from newsletter import publish
+from newsletter.operations.stats import edition_stats, list_growth
+from newsletter.sending import ledger
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.planner import refresh_statistics
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
@@ -202,7 +203,7 @@ def load_finished_editions(
     if reports:
         load_reports(engine, ids, reports)
     with Session(engine) as session:
-        for edition_id in ids:  # what finishing a send keeps (newsletter.ledger.settle)
+        for edition_id in ids:  # what finishing a send keeps (newsletter.sending.ledger.settle)
             ledger.settle(
                 session,
                 edition_id=edition_id,

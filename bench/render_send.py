@@ -22,14 +22,15 @@ from typing import Any
 from sqlalchemy import insert, literal
 from sqlmodel import Session
 
-from newsletter import importing, publish
+from newsletter import publish
 from newsletter.allocator import keep_freed_memory
+from newsletter.audience import importing
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import Subscriber, Subscription, UTCDateTime
+from newsletter.edition.personalization import MessageTemplate
 from newsletter.paths import example_comparisons
-from newsletter.personalization import MessageTemplate
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Subscriber, Subscription, UTCDateTime
 
 #: The key every benchmark signs with: fixed, so runs are alike; never a deployment's.
 SECRET = "jSM_fpdULLsAnDPLamSSg-IqWFEUcGPqlC-6IO0uVQ2Yav__60iPWA"

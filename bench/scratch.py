@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, literal, select, text
 from sqlmodel import Session
 
-from newsletter import store
-from newsletter.models import Edition, EditionItem
+from newsletter.storage import store
+from newsletter.storage.models import Edition, EditionItem
 
 ADMIN = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from newsletter.content import SLUG_PATTERN
-from newsletter.domainrate import DomainLimits, WarmupPlan
-from newsletter.ratelimit import RateSpec
-from newsletter.verp import ReturnPaths
+from newsletter.edition.content import SLUG_PATTERN
+from newsletter.edition.verp import ReturnPaths
+from newsletter.errors import NewsletterError
+from newsletter.sending.domainrate import DomainLimits, WarmupPlan
+from newsletter.sending.ratelimit import RateSpec
 
 #: Placeholder values that must never sign real tokens.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "secret", "dev", "demo"})
@@ -67,7 +68,7 @@ WriterName = Literal["rules", "claude", "huggingface"]
 WRITER_NAMES: tuple[str, ...] = get_args(WriterName)
 
 
-class ConfigError(ValueError):
+class ConfigError(NewsletterError, ValueError):
     """A setting is missing or unusable; the message names the variable and the fix."""
 
 

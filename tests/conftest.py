@@ -20,9 +20,9 @@ from sqlmodel import Session
 from newsletter import publish
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
-from newsletter.database import make_engine, upgrade
-from newsletter.models import Subscriber, Subscription
+from newsletter.edition.content import ComparisonData
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Subscriber, Subscription
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "comparisons.json"
@@ -77,7 +77,7 @@ def _clean_memory_outbox() -> Iterator[None]:
 @pytest.fixture
 def seeded(session: Session, settings: Settings) -> Session:
     """The example comparisons imported and the default newsletter created."""
-    from newsletter.importing import import_comparisons
+    from newsletter.audience.importing import import_comparisons
 
     publish.default_newsletter(session, settings)
     import_comparisons(session, path=EXAMPLES)

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends import SendStatus, backend_from_url
 from newsletter.backends.http import HTTPBackend
 from newsletter.config import Settings
-from newsletter.personalization import Recipient
+from newsletter.edition.personalization import Recipient
+from newsletter.storage import store
 from tests.conftest import PINNED_DATE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "http"

@@ -24,15 +24,17 @@ import pytest
 import requests
 from sqlmodel import Session, col, select
 
-from newsletter import ledger, publish, store
+from newsletter import publish
 from newsletter.backends import BackendError, SendStatus, backend_from_url, sigv4
 from newsletter.backends.http import HTTPBackend, HTTPBackendError
 from newsletter.backends.mailgun import MailgunBackend
 from newsletter.backends.ses import SESBackend
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.models import Delivery, Subscriber
-from newsletter.personalization import Recipient
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import Recipient
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, Subscriber
 from tests.conftest import PINNED_DATE
 
 from .conftest import APIStub, RecordedCall

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 from sqlmodel import Session, select
 
-from newsletter import ledger, publish, store
+from newsletter import publish
 from newsletter.backends import BackendError, SendStatus, backend_from_url
 from newsletter.backends.base import HandoverError
 from newsletter.backends.http import HTTPBackend, HTTPBackendError
@@ -31,9 +31,11 @@ from newsletter.backends.postmark import PostmarkBackend
 from newsletter.backends.resend import ResendBackend
 from newsletter.backends.sendgrid import SendGridBackend
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.models import Delivery, Subscriber
-from newsletter.personalization import Recipient
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import Recipient
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, Subscriber
 from tests.conftest import PINNED_DATE
 
 from .conftest import APIStub, RecordedCall

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends import (
     BackendError,
     MailBackend,
@@ -33,8 +33,9 @@ from newsletter.backends.file import FileBackend
 from newsletter.backends.memory import MemoryBackend
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.personalization import Recipient
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import Recipient
+from newsletter.storage import store
 from tests.conftest import PINNED_DATE
 
 BUILT_IN = {

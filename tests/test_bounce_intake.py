@@ -19,14 +19,22 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.backends.memory import MemoryBackend
-from newsletter.bounce_intake import Intake, take
-from newsletter.bounce_server import BounceHandler, BounceServer
 from newsletter.config import Settings
-from newsletter.models import Delivery, EditionStatus, MailEvent, Subscriber, Subscription, User
-from newsletter.verp import ReturnPaths
+from newsletter.edition.verp import ReturnPaths
+from newsletter.service.bounce_intake import Intake, take
+from newsletter.service.bounce_server import BounceHandler, BounceServer
+from newsletter.storage import store
+from newsletter.storage.models import (
+    Delivery,
+    EditionStatus,
+    MailEvent,
+    Subscriber,
+    Subscription,
+    User,
+)
 from tests.conftest import SECRET, free_port
 
 SAMPLES = Path(__file__).parent / "fixtures" / "bounces"

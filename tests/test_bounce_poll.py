@@ -14,7 +14,7 @@ from newsletter.cli import app
 from newsletter.cli.common import CLI_CLOCK
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.models import MailEvent, Subscriber
+from newsletter.storage.models import MailEvent, Subscriber
 from tests.mailserver import MailServer, dovecot_fixture, mail_server_fixture  # noqa: F401
 from tests.test_bounce_intake import (  # noqa: F401 (fixtures)
     BOUNCES,
@@ -116,7 +116,7 @@ def test_the_scheduler_reads_the_mailbox_and_survives_a_bad_one(
     sent: Sent,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from newsletter import runner
+    from newsletter.service import runner
 
     a = next(iter(sent.people))
     mail_server.append(report_for("gmail_user_unknown.eml", sent, a))
@@ -128,7 +128,7 @@ def test_the_scheduler_reads_the_mailbox_and_survives_a_bad_one(
     session.expire_all()
     assert session.get(Subscriber, sent.people[a].id).suppressed == "bounced"  # type: ignore[union-attr]
     bad = good.model_copy(update={"bounce_mailbox": mail_server.url("imap", password="nope!")})
-    with caplog.at_level("WARNING", logger="newsletter.runner"):
+    with caplog.at_level("WARNING", logger="newsletter.service.runner"):
         assert runner.poll_bounces(bad, engine) is None
     assert "bounce mailbox: imap://" in caplog.text and "login refused" in caplog.text
     assert "nope!" not in caplog.text

@@ -1,4 +1,4 @@
-"""Bounce and complaint reports read from mail (newsletter.bounce_reports).
+"""Bounce and complaint reports read from mail (newsletter.feedback.bounce_reports).
 
 The samples in tests/fixtures/bounces are shaped like what each provider sends and use fixed
 values (failed recipient, original Message-ID, VERP return path) that other tests may swap with
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.bounce_reports import (
+from newsletter.feedback.bounce_reports import (
     DIAGNOSTIC_MAX,
     BounceReport,
     NotAReport,

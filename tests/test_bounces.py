@@ -19,10 +19,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import importing, publish
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import Delivery, MailEvent, Subscriber, Subscription, SubscriptionEvent
+from newsletter.storage.models import (
+    Delivery,
+    MailEvent,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+)
 from newsletter.web.app import create_app
 from tests.conftest import IMPORTED_AT
 

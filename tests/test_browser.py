@@ -15,9 +15,10 @@ import pytest
 from playwright.sync_api import sync_playwright
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
+from newsletter.edition.content import ComparisonData
+from newsletter.storage import store
 
 from .conftest import comparison_dict
 

@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import accounts, audit, store
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import AuditEvent, ConsoleSession, Subscriber, User
+from newsletter.operations import accounts, audit
+from newsletter.storage import store
+from newsletter.storage.models import AuditEvent, ConsoleSession, Subscriber, User
 from newsletter.web.app import create_app
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)

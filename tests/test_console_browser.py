@@ -15,11 +15,13 @@ from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import accounts, audit, publish, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.models import ScheduleSkip, Subscriber, User
+from newsletter.operations import accounts, audit
+from newsletter.storage import store
+from newsletter.storage.models import ScheduleSkip, Subscriber, User
 
 from .test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
 from .test_web_browser import _serve

@@ -12,10 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import audit, ledger, publish, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import DeliveryStatus, EditionStatus, Subscriber
+from newsletter.operations import audit
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import DeliveryStatus, EditionStatus, Subscriber
 from newsletter.web.app import create_app
 
 from .test_console import Clock, _user, sign_in

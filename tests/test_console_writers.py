@@ -14,9 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import audit, publish, store
+from newsletter import publish
 from newsletter.config import Settings
-from newsletter.models import IntroSuggestion, Suggestion
+from newsletter.operations import audit
+from newsletter.storage import store
+from newsletter.storage.models import IntroSuggestion, Suggestion
 from newsletter.web.app import create_app
 
 from .model_stubs import CachingMessages, StubServer
@@ -340,7 +342,7 @@ def test_the_scheduler_writes_suggestions_when_it_drafts(
     the rules."""
     from datetime import UTC, datetime
 
-    from newsletter import scheduler
+    from newsletter.service import scheduler
 
     from .test_scheduler import publish_daily, run_clock, sync, write_schedule
 
@@ -367,7 +369,7 @@ def test_the_scheduler_writes_suggestions_when_it_drafts(
     assert intro.edition_id == edition_id and intro.text and "Claude 4 API" in intro.text
     # No key: the draft is still made, with one line saying why there are no suggestions.
     keyless = claude.model_copy(update={"anthropic_api_key": ""})
-    from newsletter.content import ComparisonData
+    from newsletter.edition.content import ComparisonData
 
     from .conftest import comparison_dict
 

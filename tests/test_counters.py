@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 
-from newsletter import counters
-from newsletter.database import alembic_config, make_engine, upgrade
+from newsletter.storage import counters
+from newsletter.storage.database import alembic_config, make_engine, upgrade
 
 from .test_tally import _editions
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from newsletter import ledger, store
 from newsletter.config import Settings
-from newsletter.database import make_engine
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.database import make_engine
 
 from .conftest import SECRET, free_port
 from .test_workers import _prepare
@@ -195,8 +196,8 @@ def test_edition_send_explains_a_database_restart_in_one_paragraph(
 def test_the_scheduler_tells_an_outage_once_and_carries_on_after_it(
     cluster: Cluster, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from newsletter.database import upgrade
-    from newsletter.runner import build_scheduler
+    from newsletter.service.runner import build_scheduler
+    from newsletter.storage.database import upgrade
 
     engine = make_engine(cluster.url)
     upgrade(engine)
@@ -207,14 +208,14 @@ def test_the_scheduler_tells_an_outage_once_and_carries_on_after_it(
     try:
         tick.func()  # the database is up: nothing to say
         cluster._run("pg_ctl", "-D", str(cluster.data), "-m", "fast", "-w", "stop")
-        with caplog.at_level("WARNING", logger="newsletter.runner"):
+        with caplog.at_level("WARNING", logger="newsletter.service.runner"):
             tick.func()
             tick.func()  # still down: not told again
             cluster.start()
             tick.func()
     finally:
         engine.dispose()
-    told = [r.getMessage() for r in caplog.records if r.name == "newsletter.runner"]
+    told = [r.getMessage() for r in caplog.records if r.name == "newsletter.service.runner"]
     assert len(told) == 2, told
     assert told[0].startswith("database connection lost (") and "nothing is lost" in told[0]
     assert told[1].startswith("database connection is back after")
@@ -227,7 +228,7 @@ def test_web_pages_answer_503_while_the_database_is_away(
     provider retries a 503), one log line, and normal answers once it is back."""
     from fastapi.testclient import TestClient
 
-    from newsletter.database import upgrade
+    from newsletter.storage.database import upgrade
     from newsletter.web.app import create_app
 
     engine = make_engine(cluster.url)

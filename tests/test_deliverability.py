@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from newsletter import ledger, publish, reputation, store
+from newsletter import publish
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
-from newsletter.domainrate import DomainLimits, WarmupPlan, group_of
-from newsletter.models import (
+from newsletter.edition.verp import ReturnPaths
+from newsletter.sending import ledger, reputation
+from newsletter.sending.domainrate import DomainLimits, WarmupPlan, group_of
+from newsletter.storage import store
+from newsletter.storage.models import (
     Delivery,
     EditionStatus,
     MailEvent,
@@ -27,7 +30,6 @@ from newsletter.models import (
     Subscription,
     User,
 )
-from newsletter.verp import ReturnPaths
 from tests.conftest import SECRET
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -484,7 +486,7 @@ def test_held_deliveries_never_lock_the_store_or_stay_claimed(
 
 
 def test_the_bounce_mailbox_password_is_masked_wherever_it_would_be_shown() -> None:
-    from newsletter.redaction import redactor_for
+    from newsletter.sending.redaction import redactor_for
 
     settings = Settings(
         bounce_mailbox="imaps://bounces:p%40ss%2Fword@mail.example.org/INBOX",
@@ -497,10 +499,10 @@ def test_the_bounce_mailbox_password_is_masked_wherever_it_would_be_shown() -> N
 def test_senders_on_postgresql_share_a_domains_budget(
     postgres_url: str, settings: Settings, tmp_path: Any
 ) -> None:
-    from newsletter import importing
+    from newsletter.audience import importing
     from newsletter.backends import memory
     from newsletter.backends.memory import MemoryBackend
-    from newsletter.database import make_engine, upgrade
+    from newsletter.storage.database import make_engine, upgrade
     from tests.conftest import EXAMPLES
 
     pg = settings.model_copy(

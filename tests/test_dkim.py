@@ -16,12 +16,14 @@ import dkim as dkimpy
 import pytest
 from sqlmodel import Session
 
-from newsletter import dkim, publish, store
+from newsletter import publish
 from newsletter.backends.file import FileBackend
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.personalization import MessageTemplate, Recipient
+from newsletter.edition import dkim
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import MessageTemplate, Recipient
+from newsletter.storage import store
 
 from .conftest import PINNED_DATE
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from newsletter.config import Settings
-from newsletter.database import head_revision, make_engine, upgrade
 from newsletter.doctor import Check, exit_code, render, run_checks
+from newsletter.storage.database import head_revision, make_engine, upgrade
 from tests import dns_server
 from tests.conftest import APIStub, SMTPSink
 
@@ -422,7 +422,7 @@ def test_doctor_says_when_nobody_can_sign_in_to_the_console(
 
     from sqlmodel import Session
 
-    from newsletter import accounts
+    from newsletter.operations import accounts
 
     (console,) = [c for c in doctor(healthy) if c.name == "console"]
     assert console.ok is None and "no console admin yet" in console.summary

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from newsletter import dkim
 from newsletter.config import Settings
 from newsletter.doctor import Check, render, spf
 from newsletter.doctor.dns_checks import DnsLookup, check_dns, organizational_domain
+from newsletter.edition import dkim
 from tests.conftest import SECRET, SMTPSink
 from tests.dns_server import DnsServer, ask, reverse, running
 

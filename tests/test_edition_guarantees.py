@@ -16,16 +16,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter import publish, scheduler, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.backends.memory import MemoryBackend
 from newsletter.cli import app
 from newsletter.cli.common import CLI_CLOCK
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import Edition, EditionItem
-from newsletter.selection import Period
+from newsletter.edition.timing import Period
+from newsletter.service import scheduler
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Edition, EditionItem
 from newsletter.web.app import create_app
 from tests.conftest import SECRET
 from tests.test_scheduler import SLUG, publish_daily, subscribe, sync, write_schedule
@@ -137,7 +139,7 @@ def any_db(
     engine = make_engine(url)
     upgrade(engine)
     chosen = settings.model_copy(update={"database_url": url})
-    from newsletter.importing import import_comparisons
+    from newsletter.audience.importing import import_comparisons
     from tests.conftest import EXAMPLES
 
     with Session(engine, expire_on_commit=False) as session:

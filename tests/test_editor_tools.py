@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import Delivery, Subscriber
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, Subscriber
 
 from .conftest import PINNED_DATE
 

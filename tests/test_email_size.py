@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from newsletter import importing, publish, rendering
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.config import Settings
-from newsletter.message import qp_encode
+from newsletter.edition import rendering
+from newsletter.edition.message import qp_encode
 
 from .conftest import EXAMPLES, SECRET
 

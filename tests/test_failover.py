@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends import backend_from_url
 from newsletter.backends.failover import FailoverBackend
 from newsletter.backends.memory import MemoryBackend, outbox
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
-from newsletter.personalization import Recipient
+from newsletter.edition.personalization import Recipient
+from newsletter.storage import store
 from tests.conftest import PINNED_DATE
 
 from .conftest import SMTPSink, free_port

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from newsletter.firstseen import FirstSeen
+from newsletter.audience.firstseen import FirstSeen
 
 
 def test_the_first_line_is_remembered_and_later_ones_are_not() -> None:

@@ -14,12 +14,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.backends.memory import MemoryBackend
 from newsletter.cli import app
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import EditionStatus
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import EditionStatus
 from newsletter.web.app import create_app
 from tests.conftest import EXAMPLES, IMPORTED_AT, SECRET
 from tests.test_web import token_for
@@ -90,7 +91,7 @@ def test_a_long_pause_reason_is_refused_and_the_pause_itself_never_fails(
     engine = make_engine(postgres_url)
     upgrade(engine)
     pg = settings.model_copy(update={"database_url": postgres_url})
-    from newsletter.importing import import_comparisons
+    from newsletter.audience.importing import import_comparisons
 
     try:
         with Session(engine, expire_on_commit=False) as session:
@@ -288,7 +289,7 @@ def test_the_outbox_keeps_messages_private(tmp_path: Any) -> None:
     import stat
 
     from newsletter.backends.file import FileBackend
-    from newsletter.message import OutgoingMessage
+    from newsletter.edition.message import OutgoingMessage
 
     outbox = tmp_path / "outbox"
     backend = FileBackend(outbox)
@@ -396,7 +397,7 @@ def test_a_journal_folder_that_cannot_be_used_stops_the_send_before_it_starts(
     tmp_path: Any,
     problem: str,
 ) -> None:
-    from newsletter.journal import JournalError
+    from newsletter.sending.journal import JournalError
 
     add_subscribers(2)
     if problem == "a-file":
@@ -561,7 +562,7 @@ def test_import_problems_escape_control_characters_and_cut_long_values(
 ) -> None:
     """ESC, BEL, CR and LF from a file were echoed raw to the terminal, and a 1 MB value was
     repeated once per problem."""
-    from newsletter import importing
+    from newsletter.audience import importing
 
     publish.default_newsletter(session, settings)
     csv = tmp_path / "hostile.csv"
@@ -603,7 +604,7 @@ def test_provider_errors_are_scrubbed_of_configured_secrets_everywhere_they_show
     import json
 
     from newsletter.backends import BackendError, backend_from_url
-    from newsletter.models import Delivery
+    from newsletter.storage.models import Delivery
 
     add_subscribers(2)
     url = f"postmark://{LEAKY_TOKEN}@?endpoint={api_stub.url}"
@@ -783,8 +784,8 @@ def test_the_scheduler_is_quiet_by_default_and_verbose_on_request(
 
     from sqlalchemy import update
 
-    from newsletter import subscriptions
-    from newsletter.models import Newsletter, Subscription
+    from newsletter.audience import subscriptions
+    from newsletter.storage.models import Newsletter, Subscription
 
     db = tmp_path / "n.db"
     engine = make_engine(f"sqlite:///{db}")
@@ -823,4 +824,4 @@ def test_the_scheduler_is_quiet_by_default_and_verbose_on_request(
     lines = [line for line in seen + rest.splitlines() if line.strip()]
     library = [line for line in lines if " apscheduler." in line or " alembic." in line]
     assert bool(library) == verbose, lines
-    assert any(" newsletter.runner forgot 1 unconfirmed signups" in line for line in lines)
+    assert any(" newsletter.service.runner forgot 1 unconfirmed signups" in line for line in lines)

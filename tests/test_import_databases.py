@@ -12,10 +12,12 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
-from newsletter import bulk, importing, privacy, publish, store
+from newsletter import publish
+from newsletter.audience import importing, privacy
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionEvent
+from newsletter.storage import bulk, store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Newsletter, Subscriber, Subscription, SubscriptionEvent
 from tests.conftest import IMPORTED_AT
 
 FIRST = (
@@ -153,7 +155,7 @@ def test_an_export_imports_back_as_the_same_list(
     lists they are active on; importing the file into an empty store gives the same list."""
     import io
 
-    from newsletter import exporting
+    from newsletter.audience import exporting
 
     monkeypatch.setattr(exporting, "PAGE", 2)
     first = tmp_path / "first.csv"

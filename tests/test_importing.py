@@ -10,10 +10,19 @@ from typing import Any
 import pytest
 from sqlmodel import Session, func, select
 
-from newsletter import importing, publish, store
+from newsletter import publish
+from newsletter.audience import importing
+from newsletter.audience.importing import ImportRejected, parse_comparisons
 from newsletter.config import Settings
-from newsletter.importing import ImportRejected, parse_comparisons
-from newsletter.models import Comparison, Review, Subscriber, Subscription, SubscriptionEvent, Tool
+from newsletter.storage import store
+from newsletter.storage.models import (
+    Comparison,
+    Review,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    Tool,
+)
 from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, comparison_dict
@@ -337,7 +346,7 @@ def test_the_fast_path_for_plain_addresses_agrees_with_email_validator() -> None
 
     from email_validator import EmailNotValidError, validate_email
 
-    from newsletter.addresses import _plain
+    from newsletter.audience.addresses import _plain
 
     rng = random.Random(16)
     locals_ = [

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from newsletter import journal, ledger, publish
+from newsletter import publish
 from newsletter.backends import backend_from_url
 from newsletter.backends.base import HandoverError
 from newsletter.backends.file import FileBackend
 from newsletter.config import Settings
-from newsletter.database import make_engine
-from newsletter.models import Delivery, DeliveryStatus
+from newsletter.sending import journal, ledger
+from newsletter.storage.database import make_engine
+from newsletter.storage.models import Delivery, DeliveryStatus
 
 from .conftest import SECRET, APIStub, SMTPSink
 
@@ -41,7 +42,7 @@ _SENDER = textwrap.dedent(
     from newsletter import publish
     from newsletter.backends.file import FileBackend
     from newsletter.config import Settings
-    from newsletter.database import make_engine
+    from newsletter.storage.database import make_engine
 
     class DiesMidChunk(FileBackend):
         answered = 0
@@ -150,7 +151,7 @@ _HANDING_SENDER = textwrap.dedent(
     from newsletter import publish
     from newsletter.backends import backend_from_url
     from newsletter.config import Settings
-    from newsletter.database import make_engine
+    from newsletter.storage.database import make_engine
 
     backend = backend_from_url(sys.argv[2])
     inner, handed = backend.send_each, [0]

@@ -1,4 +1,4 @@
-"""newsletter.mailbox against a real Dovecot (tests/mailserver.py starts a private one): IMAP,
+"""newsletter.feedback.mailbox against a real Dovecot (tests/mailserver.py starts a private one): IMAP,
 IMAPS, IMAP STARTTLS, POP3, POP3S and POP3 STARTTLS, certificates verified with the test CA."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from newsletter.mailbox import MailboxError, MailboxURL, PollResult, poll
+from newsletter.feedback.mailbox import MailboxError, MailboxURL, PollResult, poll
 from tests.mailserver import MailServer, dovecot_fixture, mail_server_fixture  # noqa: F401
 
 TRANSPORTS = [

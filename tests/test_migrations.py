@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import newsletter.models  # noqa: F401
-from newsletter.database import (
+import newsletter.storage.models  # noqa: F401
+from newsletter.storage.database import (
     SchemaOutOfDate,
     current_revision,
     head_revision,
@@ -72,7 +72,7 @@ def test_the_schema_head_constant_is_alembics_head(tmp_path: Path) -> None:
     migration must move the constant, and a database one behind is refused."""
     from sqlalchemy import text
 
-    from newsletter import database
+    from newsletter.storage import database
 
     engine = database.make_engine(f"sqlite:///{tmp_path / 'head.db'}")
     try:

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.config import ConfigError, Settings
-from newsletter.personalization import MessageTemplate, Recipient, format_address
-from newsletter.tokens import BadToken, TokenSigner
+from newsletter.edition.personalization import MessageTemplate, Recipient, format_address
+from newsletter.edition.tokens import BadToken, TokenSigner
+from newsletter.storage import store
 from tests.conftest import PINNED_DATE
 
 
@@ -67,7 +68,7 @@ def test_message_headers_and_structure(template: MessageTemplate, settings: Sett
 def test_reply_to_when_configured(template: MessageTemplate, settings: Settings) -> None:
     from dataclasses import replace
 
-    from newsletter.personalization import MessageTemplate as Template
+    from newsletter.edition.personalization import MessageTemplate as Template
 
     identity = replace(template.identity, reply_to="Editors <editors@news.example.com>")
     replying = Template(template.rendered, identity)
@@ -237,7 +238,7 @@ def test_the_wire_form_is_the_message_dot_stuffed(
     """The constant pieces are stuffed once per edition and only the slots per recipient:
     whatever the content and the names, the result must be exactly the message stuffed line
     by line (a line-leading dot left single would be eaten by the server)."""
-    from newsletter import dkim
+    from newsletter.edition import dkim
 
     if signed:
         pem, _ = dkim.generate("ed25519")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from newsletter import importing, privacy, publish, subscriptions
+from newsletter import publish
+from newsletter.audience import importing, privacy, subscriptions
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import Newsletter, Subscriber, SubscriptionEvent
+from newsletter.storage.models import Newsletter, Subscriber, SubscriptionEvent
 from tests.conftest import IMPORTED_AT
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)

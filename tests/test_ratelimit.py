@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.ratelimit import RateLimiter, RateSpec
+from newsletter.sending.ratelimit import RateLimiter, RateSpec
 
 
 class FakeClock:
@@ -61,8 +61,8 @@ def test_unlimited_never_sleeps() -> None:
 
 
 def _two_senders(url: str, edition_id: int, spec: RateSpec, clock: FakeClock):  # type: ignore[no-untyped-def]
-    from newsletter.database import make_engine
-    from newsletter.sharedrate import SharedRateLimiter
+    from newsletter.sending.sharedrate import SharedRateLimiter
+    from newsletter.storage.database import make_engine
 
     # Two engines: as two worker processes would have.
     return [
@@ -81,8 +81,8 @@ def test_two_senders_share_one_edition_allowance(
         from sqlmodel import Session
 
         from newsletter import publish
-        from newsletter.database import make_engine, upgrade
-        from newsletter.importing import import_comparisons
+        from newsletter.audience.importing import import_comparisons
+        from newsletter.storage.database import make_engine, upgrade
 
         from .conftest import EXAMPLES
 
@@ -135,7 +135,7 @@ def test_a_rate_limited_send_spends_from_the_editions_bucket(
 
     from newsletter import publish
     from newsletter.backends.memory import MemoryBackend
-    from newsletter.models import RateBucket
+    from newsletter.storage.models import RateBucket
 
     add_subscribers(30)
     limited = settings.model_copy(update={"rate_limit": "1000/s,50000/h"})

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from newsletter.readahead import read_ahead
+from newsletter.audience.readahead import read_ahead
 
 
 def test_every_item_comes_in_order() -> None:

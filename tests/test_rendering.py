@@ -14,10 +14,10 @@ import mjml
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
-from newsletter.rendering import (
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.rendering import (
     CLIP_BUDGET,
     GMAIL_CLIP_BYTES,
     EditionContext,
@@ -25,8 +25,9 @@ from newsletter.rendering import (
     make_environment,
     render_edition,
 )
-from newsletter.timing import week_containing
-from newsletter.verdicts import summarize
+from newsletter.edition.timing import week_containing
+from newsletter.edition.verdicts import summarize
+from newsletter.storage import store
 
 SEED_SLUG = "claude-4-api-tool-use-streaming-vs-hugging-face-inference-providers"
 LONG_NAME = "Supercalifragilistic" * 15  # 300 characters, no space to break at

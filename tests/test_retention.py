@@ -10,14 +10,16 @@ import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter import ledger, publish, store
+from newsletter import publish
 from newsletter.backends.memory import MemoryBackend
 from newsletter.cli import app
 from newsletter.cli.common import CLI_CLOCK
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.models import Delivery, EditionTotals, MailEvent, Subscriber
-from newsletter.stats import edition_stats
+from newsletter.operations.stats import edition_stats
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, EditionTotals, MailEvent, Subscriber
 
 SENT_AT = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -91,7 +93,7 @@ def test_a_prune_stopped_midway_keeps_counts_and_rows_consistent(
     add_subscribers: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from newsletter import retention
+    from newsletter.operations import retention
 
     add_subscribers(7)
     publish.send_edition(
@@ -134,8 +136,8 @@ def test_a_prune_stopped_midway_keeps_counts_and_rows_consistent(
 def test_a_complaint_after_the_prune_still_suppresses(
     seeded: Session, settings: Settings, draft: int, add_subscribers: Any
 ) -> None:
-    from newsletter import bounces
-    from newsletter.verp import DeliveryRef
+    from newsletter.edition.verp import DeliveryRef
+    from newsletter.feedback import bounces
     from newsletter.webhooks.base import EventKind, ProviderEvent
 
     (person,) = add_subscribers(1)

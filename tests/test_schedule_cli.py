@@ -12,8 +12,8 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from newsletter.database import make_engine
-from newsletter.models import Delivery, Edition
+from newsletter.storage.database import make_engine
+from newsletter.storage.models import Delivery, Edition
 
 from .conftest import REPO, SECRET, comparison_dict
 from .test_cli import env, run  # noqa: F401  (env is a fixture)

@@ -14,13 +14,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, col, select
 
-from newsletter import ledger, publish, scheduler, schedules, store
+from newsletter import publish
 from newsletter.backends import memory
 from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
-from newsletter.database import make_engine, upgrade
-from newsletter.models import (
+from newsletter.edition.content import ComparisonData
+from newsletter.operations import schedules
+from newsletter.sending import ledger
+from newsletter.service import scheduler
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import (
     Delivery,
     Edition,
     Schedule,
@@ -262,7 +266,7 @@ def test_the_approval_alert_says_when_cards_were_made_compact_for_size(
     """Drafted by the scheduler with nobody at a terminal: the editors hear about size."""
     from email import message_from_bytes
 
-    from newsletter import rendering
+    from newsletter.edition import rendering
 
     monkeypatch.setattr(rendering, "CLIP_BUDGET", 30_000)
     directory = tmp_path / "approval"

@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session
 
-from newsletter import publish, store
+from newsletter import publish
 from newsletter.config import Settings
-from newsletter.content import ComparisonData
-from newsletter.models import EditionStatus
-from newsletter.selection import select_comparisons
-from newsletter.timing import week_containing
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.selection import select_comparisons
+from newsletter.edition.timing import week_containing
+from newsletter.storage import store
+from newsletter.storage.models import EditionStatus
 
 NY = ZoneInfo("America/New_York")
 

@@ -14,13 +14,16 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import importing, ledger, publish, store
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.backends.base import SendResult
 from newsletter.backends.memory import MemoryBackend, outbox
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.message import OutgoingMessage
-from newsletter.models import Delivery, Edition, Subscriber
+from newsletter.edition.message import OutgoingMessage
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Delivery, Edition, Subscriber
 from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES
@@ -376,7 +379,7 @@ def test_deferred_wait_for_their_backoff_then_give_up_after_max_attempts(
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     import random
 
-    from newsletter.dispatch import Policy
+    from newsletter.sending.dispatch import Policy
 
     policy = Policy(retry_base_seconds=60, retry_max_seconds=600)
     now = datetime(2026, 11, 25, tzinfo=UTC)
@@ -600,7 +603,7 @@ def test_credentials_refused_mid_batch_records_what_was_accepted_and_pauses(
 def test_a_crash_mid_batch_leaves_only_the_chunk_in_flight_unrecorded(
     seeded: Session, settings: Settings, draft: int, add_subscribers: Any
 ) -> None:
-    from newsletter.dispatch import SEND_CHUNK
+    from newsletter.sending.dispatch import SEND_CHUNK
 
     add_subscribers(3 * SEND_CHUNK)
     calls = {"n": 0}

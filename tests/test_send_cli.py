@@ -23,10 +23,12 @@ from sqlalchemy import func
 from sqlmodel import Session
 from sqlmodel import select as sql_select
 
-from newsletter import importing, publish, store
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import Delivery, Subscriber, Subscription
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Delivery, Subscriber, Subscription
 from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, SECRET

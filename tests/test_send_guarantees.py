@@ -18,15 +18,23 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from newsletter import journal, ledger, publish, store
+from newsletter import publish
 from newsletter.backends import SendResult, SendStatus, memory
 from newsletter.backends.base import MailBackend
 from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.dispatch import HANDED_OVER
-from newsletter.message import OutgoingMessage
-from newsletter.models import Delivery, DeliveryStatus, EditionStatus, Subscriber, Subscription
+from newsletter.edition.message import OutgoingMessage
+from newsletter.sending import journal, ledger
+from newsletter.sending.dispatch import HANDED_OVER
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import (
+    Delivery,
+    DeliveryStatus,
+    EditionStatus,
+    Subscriber,
+    Subscription,
+)
 from newsletter.web.app import create_app
 from tests.conftest import EXAMPLES
 
@@ -146,7 +154,7 @@ def test_a_cancel_is_never_overwritten_by_an_error_budget_pause(
     )
     engine = make_engine(postgres_url)
     upgrade(engine)
-    from newsletter.importing import import_comparisons
+    from newsletter.audience.importing import import_comparisons
 
     try:
         with Session(engine, expire_on_commit=False) as session:
@@ -250,8 +258,8 @@ def test_a_sender_that_stalled_past_its_lease_sends_nothing_another_took_over(
     """Sender A stalls (a rate limit) past its lease; B claims A's whole batch meanwhile. A must
     hand over none of it: not the chunk it is about to send, not the later ones (a review found
     the later chunks still went out, to people B was also mailing)."""
-    from newsletter.dispatch import Policy, dispatch
     from newsletter.publish.drafting import prepare, signer_for
+    from newsletter.sending.dispatch import Policy, dispatch
 
     add_subscribers(100)
     t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)

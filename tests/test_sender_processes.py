@@ -17,19 +17,20 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlmodel import Session
 
-from newsletter import ledger, publish
+from newsletter import publish
+from newsletter.audience.importing import import_comparisons
 from newsletter.backends import MailBackend, backend_from_url
 from newsletter.backends.base import SendResult
 from newsletter.backends.memory import MemoryBackend
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.importing import import_comparisons
-from newsletter.message import OutgoingMessage
-from newsletter.models import DeliveryStatus, Subscriber, Subscription
-from newsletter.progress import SendProgress
+from newsletter.edition.message import OutgoingMessage
 from newsletter.publish import senders
 from newsletter.publish.senders import SenderProcessDied
+from newsletter.sending import ledger
+from newsletter.sending.progress import SendProgress
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import DeliveryStatus, Subscriber, Subscription
 
 from .conftest import EXAMPLES, free_port
 

@@ -21,11 +21,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from newsletter import publish, scheduler, subscriptions
+from newsletter import publish
+from newsletter.audience import subscriptions
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import (
+from newsletter.service import scheduler
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import (
     Delivery,
     Newsletter,
     Subscriber,

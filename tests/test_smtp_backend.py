@@ -23,15 +23,17 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from newsletter import ledger, publish, store
+from newsletter import publish
 from newsletter.backends import BackendError, SendStatus
 from newsletter.backends import smtp as smtp_module
 from newsletter.backends.base import HandoverError
 from newsletter.backends.smtp import SMTPBackend
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.models import Delivery, EditionStatus, Subscriber
-from newsletter.personalization import MessageTemplate, Recipient
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import MessageTemplate, Recipient
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, EditionStatus, Subscriber
 from tests.conftest import PINNED_DATE
 
 JOSE = "José Álvarez"

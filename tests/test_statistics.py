@@ -15,11 +15,13 @@ from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from newsletter import importing, ledger, publish
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.cli import app
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.planner import refresh_statistics
+from newsletter.sending import ledger
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.planner import refresh_statistics
 from tests.conftest import EXAMPLES, SECRET
 
 ROWS = 5_000

@@ -19,15 +19,20 @@ from sqlalchemy import func, text, update
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from newsletter import importing, ledger, publish, store
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.backends.memory import MemoryBackend
-from newsletter.chart import EMPTY_MESSAGE, draw_chart
 from newsletter.cli import app
 from newsletter.cli.common import CLI_CLOCK
 from newsletter.clock import fixed_clock
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
-from newsletter.models import (
+from newsletter.operations.chart import EMPTY_MESSAGE, draw_chart
+from newsletter.operations.stats import EditionStats, WeekGrowth, edition_stats, list_growth
+from newsletter.operations.statsformat import report_json, to_csv, to_json, to_table
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import (
     Delivery,
     Edition,
     EditionCounts,
@@ -37,8 +42,6 @@ from newsletter.models import (
     Subscription,
     SubscriptionEvent,
 )
-from newsletter.stats import EditionStats, WeekGrowth, edition_stats, list_growth
-from newsletter.statsformat import report_json, to_csv, to_json, to_table
 from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES
@@ -495,7 +498,7 @@ def test_aggregates_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
 def _edition_stats(edition_id: int, day: int, recipients: int, unsubscribes: int) -> Any:
     from datetime import UTC, datetime
 
-    from newsletter.stats import EditionStats
+    from newsletter.operations.stats import EditionStats
 
     at = datetime(2026, 11, day, 9, tzinfo=UTC)
     return EditionStats(
@@ -519,7 +522,7 @@ def _edition_stats(edition_id: int, day: int, recipients: int, unsubscribes: int
 
 def test_chart_counts_are_whole_numbers_and_dates_never_repeat() -> None:
     """Small counts used to get ticks at 0.5 and two editions on one day the same label."""
-    from newsletter.chart import build_figure
+    from newsletter.operations.chart import build_figure
 
     rows = [_edition_stats(1, 2, 3, 1), _edition_stats(2, 2, 2, 0), _edition_stats(3, 9, 1, 1)]
     growth = [WeekGrowth("2026-W48", date(2026, 11, 23), 1, 1, 0, 3)]

@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from newsletter import counters, ledger, publish
-from newsletter.database import alembic_config, make_engine, upgrade
-from newsletter.importing import import_comparisons
-from newsletter.ledger import Outcome
-from newsletter.models import TROUBLE_PREDICATE, DeliveryStatus, Subscriber, Subscription
+from newsletter import publish
+from newsletter.audience.importing import import_comparisons
+from newsletter.sending import ledger
+from newsletter.sending.ledger import Outcome
+from newsletter.storage import counters
+from newsletter.storage.database import alembic_config, make_engine, upgrade
+from newsletter.storage.models import TROUBLE_PREDICATE, DeliveryStatus, Subscriber, Subscription
 
 from .conftest import EXAMPLES, SECRET
 

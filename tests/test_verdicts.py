@@ -1,6 +1,6 @@
 """The verdict step: the call on each comparison and the reviewers' sentences behind it.
 
-The rules are in ``newsletter/verdicts.py`` and the README ("The verdict rules"); each case
+The rules are in ``newsletter/edition/verdicts.py`` and the README ("The verdict rules"); each case
 here is one of them: the seed comparison, a split, a skip/ship pair, a tie, a comparison with
 no community votes, missing optional fields, and the editor's own words.
 """
@@ -13,9 +13,8 @@ import pytest
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from newsletter import store
-from newsletter.content import ComparisonData, ToolData
-from newsletter.verdicts import (
+from newsletter.edition.content import ComparisonData, ToolData
+from newsletter.edition.verdicts import (
     QUOTE_BUDGET,
     excerpt,
     sentences,
@@ -23,6 +22,7 @@ from newsletter.verdicts import (
     summarize,
     tool_verdict,
 )
+from newsletter.storage import store
 
 from .conftest import comparison_dict
 

@@ -13,17 +13,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from newsletter import publish, subscriptions
+from newsletter import publish
+from newsletter.audience import subscriptions
 from newsletter.backends import memory
 from newsletter.config import Settings
-from newsletter.models import (
+from newsletter.edition.tokens import TokenSigner
+from newsletter.storage.models import (
     Edition,
     Newsletter,
     Subscriber,
     Subscription,
     SubscriptionEvent,
 )
-from newsletter.tokens import TokenSigner
 from newsletter.web.app import create_app
 
 from .conftest import SECRET
@@ -516,8 +517,8 @@ def test_a_stranger_cannot_make_us_mail_an_address_that_left_everything(
 def test_an_expired_confirmation_link_is_refused(client: TestClient, seeded: Session) -> None:
     from datetime import timedelta
 
-    from newsletter.confirmation import CONFIRM_TTL, confirm_token
-    from newsletter.models import utcnow
+    from newsletter.audience.confirmation import CONFIRM_TTL, confirm_token
+    from newsletter.storage.models import utcnow
 
     client.post("/subscribe", data={"email": "late@example.com"})
     person = seeded.exec(select(Subscriber).where(Subscriber.email_key == "late@example.com")).one()

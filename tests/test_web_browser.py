@@ -26,7 +26,7 @@ from newsletter import publish
 from newsletter.backends import memory
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
-from newsletter.models import Subscriber, Subscription
+from newsletter.storage.models import Subscriber, Subscription
 from newsletter.web.app import create_app
 
 from .test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, OVERFLOW_JS

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from newsletter.models import MailEventKind
+from newsletter.storage.models import MailEventKind
 from newsletter.webhooks import (
     EventKind,
     ProviderEvent,

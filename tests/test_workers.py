@@ -12,9 +12,12 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from newsletter import importing, ledger, publish, store
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.config import Settings
-from newsletter.database import make_engine, upgrade
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, upgrade
 from tests.conftest import IMPORTED_AT
 
 from .conftest import EXAMPLES, SECRET

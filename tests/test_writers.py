@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.content import ComparisonData, ComparisonFile
+from newsletter.edition.content import ComparisonData, ComparisonFile
 from newsletter.writers import grounding, prompt, rules
 from newsletter.writers.claude import ClaudeWriter
 from newsletter.writers.contract import INTRO_TOOL, VERDICT_TOOL, WriterError
@@ -471,7 +471,7 @@ def test_huggingface_streams_the_arguments_and_a_broken_stream_fails_over(
 def test_huggingface_writes_the_intro_through_its_own_function(
     seed: ComparisonData, hf_stub: StubServer
 ) -> None:
-    from newsletter.verdicts import summarize
+    from newsletter.edition.verdicts import summarize
 
     from .model_stubs import INTRO
 
@@ -487,7 +487,7 @@ def test_huggingface_writes_the_intro_through_its_own_function(
 
 
 def test_the_rules_intro_counts_and_lists_whole_calls() -> None:
-    from newsletter.verdicts import summarize
+    from newsletter.edition.verdicts import summarize
 
     verdicts = [summarize(c) for c in _comparisons()]
     text = rules.intro(verdicts).intro or ""
@@ -500,7 +500,7 @@ def test_the_rules_intro_counts_and_lists_whole_calls() -> None:
 def test_claude_writes_the_intro_on_the_same_cached_prefix(
     seed: ComparisonData, anthropic_stub: StubServer
 ) -> None:
-    from newsletter.verdicts import summarize
+    from newsletter.edition.verdicts import summarize
 
     from .model_stubs import INTRO
 
@@ -531,14 +531,14 @@ def test_claude_writes_the_intro_on_the_same_cached_prefix(
 def test_an_intro_that_fails_its_check_is_refused_with_the_reason(
     seed: ComparisonData, answer: Any, refusal: str
 ) -> None:
-    from newsletter.verdicts import summarize
+    from newsletter.edition.verdicts import summarize
 
     with pytest.raises(grounding.Ungrounded, match=refusal):
         grounding.check_intro([summarize(seed)], answer)
 
 
 def test_a_title_cannot_instruct_the_intro(seed: ComparisonData) -> None:
-    from newsletter.verdicts import summarize
+    from newsletter.edition.verdicts import summarize
     from newsletter.writers.prompt import edition_block
 
     hostile = seed.model_copy(

@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
+from newsletter.errors import NewsletterError
 
 
 class SendStatus(enum.StrEnum):
@@ -49,7 +50,7 @@ class SendResult:
     retry_after: float | None = None
 
 
-class BackendError(RuntimeError):
+class BackendError(NewsletterError, RuntimeError):
     """The backend can't work at all (bad URL, can't connect, credentials refused).
 
     ``results`` holds the answers for the messages of the batch handed over before it broke
@@ -74,7 +75,7 @@ class BackendError(RuntimeError):
         return f"{text}; {self.hint}" if self.hint else text
 
 
-class HandoverError(RuntimeError):
+class HandoverError(NewsletterError, RuntimeError):
     """The caller's ``on_handover`` raised (its journal could not be written, say).
 
     Not an ``OSError``: a backend must not take it for a lost connection and record the

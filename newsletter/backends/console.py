@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Self, TextIO
 
 from newsletter.backends.base import MailBackend, SendResult, SendStatus
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 
 class ConsoleBackend(MailBackend):

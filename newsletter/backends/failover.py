@@ -22,7 +22,7 @@ from newsletter.backends.base import (
     SendResult,
     SendStatus,
 )
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 
 class FailoverBackend(ReportingBackend):

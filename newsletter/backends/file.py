@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from newsletter.backends.base import BackendError
 from newsletter.backends.console import ConsoleBackend
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 
 class FileBackend(ConsoleBackend):

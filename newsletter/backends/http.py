@@ -42,7 +42,7 @@ from newsletter.backends.base import (
     query_options,
 )
 from newsletter.backends.wire import HandoverAdapter, on_written
-from newsletter.message import MessageContent, OutgoingMessage
+from newsletter.edition.message import MessageContent, OutgoingMessage
 
 
 @dataclass(frozen=True, slots=True)

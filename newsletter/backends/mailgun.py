@@ -29,7 +29,7 @@ from newsletter.backends.http import (
     endpoint_option,
     timeout_option,
 )
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from newsletter.backends.base import MailBackend, SendResult, SendStatus, flag, query_options
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 outbox: list[OutgoingMessage] = []
 

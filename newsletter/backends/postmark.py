@@ -31,7 +31,7 @@ import requests
 
 from newsletter.backends.base import BackendError, SendResult, SendStatus
 from newsletter.backends.http import APIRequest, HTTPBackend, HTTPBackendError, parse_api_url
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.postmarkapp.com"
 #: ErrorCodes that refuse the server or account, not this message.

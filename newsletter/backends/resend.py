@@ -28,7 +28,7 @@ import requests
 
 from newsletter.backends.base import SendResult, SendStatus
 from newsletter.backends.http import APIKeyBackend, APIRequest
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 DEFAULT_ENDPOINT = "https://api.resend.com"
 

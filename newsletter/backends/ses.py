@@ -40,7 +40,7 @@ from newsletter.backends.http import (
     timeout_option,
 )
 from newsletter.backends.sigv4 import sha256_hex
-from newsletter.message import OutgoingMessage
+from newsletter.edition.message import OutgoingMessage
 
 PATH = "/v2/email/outbound-emails"
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")

@@ -25,7 +25,7 @@ from newsletter.backends.base import (
     flag,
     query_options,
 )
-from newsletter.message import OutgoingMessage, dot_stuffed
+from newsletter.edition.message import OutgoingMessage, dot_stuffed
 
 
 def _status_for(code: int) -> SendStatus:

@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from newsletter import mailbox
-from newsletter.bounce_intake import Intake, paths_for, poll_mailbox, take
 from newsletter.cli.common import (
     _settings,
     bounces_app,
@@ -20,7 +18,9 @@ from newsletter.cli.common import (
     readable_errors,
 )
 from newsletter.config import ConfigError, Settings
-from newsletter.database import make_engine, require_head
+from newsletter.feedback import mailbox
+from newsletter.service.bounce_intake import Intake, paths_for, poll_mailbox, take
+from newsletter.storage.database import make_engine, require_head
 
 
 def _ready(settings: Settings) -> None:
@@ -56,7 +56,7 @@ def bounces_serve(
     its delivery by the signed return path and acted on like a provider webhook; 250 only
     after it is stored, 451 (the MTA retries) when the database fails."""
     # aiosmtpd (about 1 MiB) only for the listener, not in every command
-    from newsletter.bounce_server import BounceHandler, BounceServer
+    from newsletter.service.bounce_server import BounceHandler, BounceServer
 
     configure_logging(verbose=verbose)
     settings = _settings()

@@ -18,21 +18,18 @@ from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session
 
-from newsletter import importing, publish, store
-from newsletter.accounts import AccountError
-from newsletter.backends import BackendError
-from newsletter.backends.base import HandoverError
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.clock import Clock, system_clock
 from newsletter.config import ConfigError, Settings
-from newsletter.database import SchemaOutOfDate, make_engine, require_head, session_scope, upgrade
-from newsletter.dkim import DkimError
-from newsletter.journal import JournalError
-from newsletter.mailbox import MailboxError
-from newsletter.progress import SendProgress, duration, lines_every
-from newsletter.rendering import RenderError
-from newsletter.schedules import ScheduleFileError
-from newsletter.timing import RuleError
-from newsletter.writers.contract import WriterError
+from newsletter.errors import NewsletterError
+from newsletter.sending.progress import SendProgress, duration, lines_every
+from newsletter.storage.database import (
+    make_engine,
+    require_head,
+    session_scope,
+    upgrade,
+)
 
 #: `-h` as well as `--help`, on every command (sub-apps inherit the root's context settings).
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -113,27 +110,8 @@ bounces_app = typer.Typer(
 app.add_typer(bounces_app, name="bounces")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_EXPECTED_ERRORS = (
-    ConfigError,
-    BackendError,
-    HandoverError,
-    JournalError,
-    SchemaOutOfDate,
-    store.NotFound,
-    publish.EmptyWeek,
-    publish.EditionStateError,
-    publish.SubjectError,
-    publish.RescheduleError,
-    WriterError,
-    DkimError,
-    MailboxError,
-    AccountError,
-    RenderError,
-    RuleError,
-    FileNotFoundError,
-    IsADirectoryError,
-    PermissionError,
-)
+#: Errors a person can fix that are not the engine's own (a missing or unreadable file).
+_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError)
 
 
 def _reason(error: Mapping[str, Any]) -> str:
@@ -153,29 +131,27 @@ def settings_problem(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+    return typer.Exit(code)
 
 
 def readable_errors(func: F) -> F:
-    """Turn the errors a user can fix into one red line and exit code 1 (no traceback)."""
+    """Turn the errors a user can fix (:class:`~newsletter.errors.NewsletterError`, settings, files,
+    the database) into one red line and the error's exit code, never a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ScheduleFileError as exc:
+        except NewsletterError as exc:
             for problem in exc.problems:
                 typer.echo(problem, err=True)
-            raise _fail(f"{len(exc.problems)} problem(s) in the schedule files") from None
-        except importing.ImportRejected as exc:
-            for problem in exc.problems:
-                typer.echo(problem, err=True)
-            raise _fail(f"{len(exc.problems)} problem(s); nothing was imported") from None
+            message = exc.headline() + (f"\n{exc.hint}" if exc.hint else "")
+            raise _fail(message, exc.exit_code) from None
         except ValidationError as exc:
             raise _fail(f"configuration: {settings_problem(exc)}") from None
-        except _EXPECTED_ERRORS as exc:
+        except _FILE_ERRORS as exc:
             raise _fail(str(exc)) from None
         except OperationalError as exc:
             # The driver's own first line (no URL, so no password), e.g. connection refused.

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from newsletter import importing, publish, store, subscriptions
+from newsletter import publish
+from newsletter.audience import importing, subscriptions
+from newsletter.audience.importing import comparisons_json_schema
 from newsletter.cli.common import (
     _fail,
     _session,
@@ -23,15 +25,15 @@ from newsletter.cli.common import (
     readable_errors,
     subscribers_app,
 )
-from newsletter.content import SLUG_PATTERN
-from newsletter.database import current_revision, make_engine, upgrade
-from newsletter.importing import comparisons_json_schema
-from newsletter.models import (
+from newsletter.edition.content import SLUG_PATTERN
+from newsletter.storage import store
+from newsletter.storage.database import current_revision, make_engine, upgrade
+from newsletter.storage.models import (
     Newsletter,
     Subscriber,
     SubscriptionEvent,
 )
-from newsletter.planner import refresh_statistics
+from newsletter.storage.planner import refresh_statistics
 
 # --- db ------------------------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ def export_subscribers(
     ] = None,
 ) -> None:
     """Write the subscribers who may be mailed as the CSV `import subscribers` reads."""
-    from newsletter.exporting import export_subscribers as export
+    from newsletter.audience.exporting import export_subscribers as export
 
     settings = _settings()
     with _session(settings) as session:

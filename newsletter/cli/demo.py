@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from sqlmodel import col, select
 
-from newsletter import importing, publish
+from newsletter import publish
+from newsletter.audience import importing
 from newsletter.backends.file import FileBackend
 from newsletter.cli.common import (
     _print_report,
@@ -19,10 +20,10 @@ from newsletter.cli.common import (
     cli_now,
     readable_errors,
 )
-from newsletter.models import (
+from newsletter.paths import example_comparisons, example_subscribers
+from newsletter.storage.models import (
     Comparison,
 )
-from newsletter.paths import example_comparisons, example_subscribers
 
 # --- demo ----------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from newsletter import dkim
 from newsletter.cli.common import _settings, dkim_app, readable_errors
+from newsletter.edition import dkim
 
 
 @dkim_app.command("keygen")

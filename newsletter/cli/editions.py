@@ -11,7 +11,7 @@ import typer
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from newsletter import ledger, publish, reputation, store
+from newsletter import publish
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
     _fail,
@@ -26,14 +26,15 @@ from newsletter.cli.common import (
     edition_app,
     readable_errors,
 )
-from newsletter.database import connection_lost
-from newsletter.models import (
-    Edition,
-)
 from newsletter.publish import senders
 from newsletter.publish.breaker import limits_for
-from newsletter.rendering import SUBJECT_BUDGET
-from newsletter.store import MAX_REASON
+from newsletter.sending import reputation
+from newsletter.storage import store
+from newsletter.storage.database import connection_lost
+from newsletter.storage.models import (
+    Edition,
+)
+from newsletter.storage.store import MAX_REASON
 
 # --- edition -------------------------------------------------------------------------------
 
@@ -99,10 +100,10 @@ def edition_subject(
         )
         session.commit()
     typer.echo(f"edition {edition_id} subject: {edition.subject}")
-    if len(edition.subject) > SUBJECT_BUDGET:
+    if len(edition.subject) > publish.SUBJECT_BUDGET:
         typer.secho(
             f"warning: {len(edition.subject)} characters; phones and inbox lists show about "
-            f"{SUBJECT_BUDGET}",
+            f"{publish.SUBJECT_BUDGET}",
             fg=typer.colors.YELLOW,
             err=True,
         )
@@ -443,7 +444,7 @@ def edition_list() -> None:
         if not rows:
             typer.echo("no editions yet: `newsletter edition draft` makes one")
         for e in rows:
-            c = ledger.counts(session, edition_id=e.id or 0)
+            c = publish.delivery_counts(session, edition_id=e.id or 0)
             state = publish.state_line(e.status, c, publish.awaiting_approval(session, e))
             typer.echo(
                 f"{e.id}\t{e.period_key}\t{state}\tsent {c['sent'] + c['queued']}"
@@ -468,7 +469,7 @@ def worker(
 
     Run several on PostgreSQL (any number of machines); on SQLite one is enough.
     """
-    from newsletter.runner import worker_loop
+    from newsletter.service.runner import worker_loop
 
     settings = _settings()
     describe = backend_from_url(settings.mail_backend).describe()

@@ -1,5 +1,5 @@
 """``newsletter ledger prune``: delete the delivery rows of old finished editions, keeping
-their counts (see :mod:`newsletter.retention`)."""
+their counts (see :mod:`newsletter.operations.retention`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from newsletter import retention
 from newsletter.cli.common import _fail, _session, _settings, cli_now, ledger_app, readable_errors
+from newsletter.operations import retention
 
 
 @ledger_app.command("prune")

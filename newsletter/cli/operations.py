@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from newsletter import store
 from newsletter.cli.common import (
     _fail,
     _session,
@@ -18,6 +17,7 @@ from newsletter.cli.common import (
     readable_errors,
     settings_problem,
 )
+from newsletter.storage import store
 
 # --- health --------------------------------------------------------------------------------
 
@@ -64,9 +64,9 @@ def stats(
     csv prints the editions, a blank line, then the weeks; json prints {"editions", "growth"}.
     """
     # Imported here: matplotlib is slow to import and only this command needs it.
-    from newsletter import chart as charts
-    from newsletter import stats as reports
-    from newsletter import statsformat as formats
+    from newsletter.operations import chart as charts
+    from newsletter.operations import stats as reports
+    from newsletter.operations import statsformat as formats
 
     chart_format: charts.ChartFormat | None = None
     if chart is not None:

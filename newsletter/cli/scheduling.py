@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session
 
-from newsletter import periods, publish, store
+from newsletter import publish
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
     VERBOSE_HELP,
@@ -25,11 +25,13 @@ from newsletter.cli.common import (
     schedule_app,
 )
 from newsletter.clock import system_clock
-from newsletter.database import make_engine, require_head, upgrade
-from newsletter.models import (
+from newsletter.edition import periods
+from newsletter.publish import senders
+from newsletter.storage import store
+from newsletter.storage.database import make_engine, require_head, upgrade
+from newsletter.storage.models import (
     Schedule,
 )
-from newsletter.publish import senders
 
 # --- schedules -----------------------------------------------------------------------------
 
@@ -42,7 +44,7 @@ def schedule_check(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Validate every schedule file; print each problem (file: field: why) and exit 1."""
-    from newsletter import schedules
+    from newsletter.operations import schedules
 
     specs = schedules.load(directory)
     for spec in specs:
@@ -55,7 +57,7 @@ def schedule_sync(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Load the schedule files into the database (all or nothing); pauses are kept."""
-    from newsletter import schedules
+    from newsletter.operations import schedules
 
     settings = _settings()
     specs = schedules.load(directory)
@@ -78,7 +80,8 @@ def schedule_sync(
 @readable_errors
 def schedule_list() -> None:
     """Each schedule: next draft and send time (local and UTC), paused, approval, misses."""
-    from newsletter import scheduler, schedules
+    from newsletter.operations import schedules
+    from newsletter.service import scheduler
 
     settings = _settings()
     now = cli_now()
@@ -147,7 +150,7 @@ def schedule_skip(
     period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
 ) -> None:
     """Do not draft or send this period's edition (an edition already started is not touched)."""
-    from newsletter.schedules import skip_period
+    from newsletter.operations.schedules import skip_period
 
     settings = _settings()
     with _session(settings) as session:
@@ -165,7 +168,7 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
     The current period is the one whose send time is next (or passed less than 6 h ago): run
     mid-week, it sends next Monday's edition early, with what was published until now, and
     Monday sends nothing (what comes later goes into the following week's edition)."""
-    from newsletter import scheduler as sched
+    from newsletter.service import scheduler as sched
 
     settings = _settings()
     now = cli_now()
@@ -177,7 +180,7 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
             raise publish.EditionStateError(
                 f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
             )
-        # The same naming as the scheduler and `edition draft` (newsletter.periods).
+        # The same naming as the scheduler and `edition draft` (newsletter.edition.periods).
         edition = publish.draft_edition(
             session, settings=settings, newsletter_slug=slug, at=now, now=now
         ).edition
@@ -217,7 +220,7 @@ def scheduler_command(
 
     Safe to run twice by mistake: the database's unique (newsletter, period) key and
     conditional updates make every step happen once."""
-    from newsletter.runner import build_scheduler
+    from newsletter.service.runner import build_scheduler
 
     configure_logging(verbose=verbose)
     settings = _settings()
@@ -247,8 +250,8 @@ def run_all(
     app (on SQLite this is the layout to use)."""
     import uvicorn
 
-    from newsletter import schedules
-    from newsletter.runner import build_scheduler, worker_loop
+    from newsletter.operations import schedules
+    from newsletter.service.runner import build_scheduler, worker_loop
     from newsletter.web.app import create_app
 
     configure_logging(verbose=verbose)

@@ -5,9 +5,9 @@ from typing import Annotated
 import typer
 from sqlmodel import col, select
 
-from newsletter import accounts, audit
 from newsletter.cli.common import _session, _settings, cli_actor, cli_now, readable_errors, user_app
-from newsletter.models import Role, User
+from newsletter.operations import accounts, audit
+from newsletter.storage.models import Role, User
 
 
 def _link(base_url: str, token: str) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from newsletter import publish, store, writers
+from newsletter import publish, writers
 from newsletter.cli.common import (
     _session,
     _settings,
@@ -16,6 +16,7 @@ from newsletter.cli.common import (
     readable_errors,
     writers_app,
 )
+from newsletter.storage import store
 from newsletter.writers.pricing import estimate
 from newsletter.writers.suggestions import cached, store_written, suggest_recorded
 

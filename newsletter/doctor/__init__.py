@@ -35,7 +35,7 @@ from newsletter.doctor.settings_checks import (
     check_webhooks,
 )
 from newsletter.doctor.writer_checks import check_writer
-from newsletter.redaction import Redactor, redactor_for
+from newsletter.sending.redaction import Redactor, redactor_for
 
 __all__ = ["Check", "exit_code", "render", "run_checks"]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from newsletter import mailbox
 from newsletter.config import Settings
 from newsletter.doctor.check import Check
 from newsletter.doctor.dns_checks import SMTP_SCHEMES
+from newsletter.feedback import mailbox
 
 
 def check_bounces(settings: Settings, timeout: float) -> list[Check]:

@@ -12,15 +12,15 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from newsletter.config import Settings
-from newsletter.database import (
+from newsletter.doctor.check import Check
+from newsletter.storage.database import (
     DatabaseUnusable,
     alembic_config,
     current_revision,
     head_revision,
     make_engine,
 )
-from newsletter.doctor.check import Check
-from newsletter.models import User
+from newsletter.storage.models import User
 
 # --- database ------------------------------------------------------------------------------
 

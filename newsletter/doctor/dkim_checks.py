@@ -3,9 +3,9 @@ publishes them is :mod:`newsletter.doctor.dns_checks`."""
 
 from __future__ import annotations
 
-from newsletter import dkim
 from newsletter.config import Settings
 from newsletter.doctor.check import Check
+from newsletter.edition import dkim
 
 
 def check_dkim(settings: Settings, _timeout: float) -> list[Check]:

@@ -43,11 +43,11 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from newsletter import dkim
 from newsletter.config import Settings
 from newsletter.doctor import spf
 from newsletter.doctor.check import RESERVED_DOMAINS, RESERVED_TLDS, Check
 from newsletter.doctor.spf import IPAddress, LookupFailed
+from newsletter.edition import dkim
 
 #: The include an email API's SPF record is reached by, per backend scheme.
 PROVIDER_SPF = {

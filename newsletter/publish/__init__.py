@@ -5,13 +5,16 @@ an open session and commits where a step is complete. ``drafting`` owns an editi
 ``sending`` its start and its sends, ``controls`` the state changes people make in between.
 """
 
+from newsletter.edition.rendering import SUBJECT_BUDGET, RenderedEdition
 from newsletter.publish.approval import alert_editors, awaiting_approval, withdraw_approval
 from newsletter.publish.controls import (
     EditionStateError,
     LiveEdition,
     RescheduleError,
     approve_edition,
+    audience_size,
     cancel_edition,
+    delivery_counts,
     live_edition,
     live_editions,
     pause_edition,
@@ -73,6 +76,10 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "SUBJECT_BUDGET",
+    "audience_size",
+    "delivery_counts",
+    "RenderedEdition",
     "decide_intro_suggestion",
     "decide_suggestion",
     "intro_decision",

@@ -14,13 +14,13 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from newsletter import store
-from newsletter.alerts import build_approval_alert
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
-from newsletter.lifecycle import EditionStateError
-from newsletter.models import Edition, EditionStatus, Newsletter
-from newsletter.periods import schedule_of
+from newsletter.edition.lifecycle import EditionStateError
+from newsletter.edition.periods import schedule_of
+from newsletter.operations.alerts import build_approval_alert
+from newsletter.storage import store
+from newsletter.storage.models import Edition, EditionStatus, Newsletter
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from newsletter import bounces, reputation
-from newsletter.alerts import build_breaker_alert
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
-from newsletter.models import Edition, Newsletter, User
+from newsletter.feedback import bounces
+from newsletter.operations.alerts import build_breaker_alert
 from newsletter.publish.approval import editors_required
+from newsletter.sending import reputation
+from newsletter.storage.models import Edition, Newsletter, User
 from newsletter.webhooks.base import ProviderEvent
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def limits_for(settings: Settings) -> reputation.Thresholds:
 def take(
     session: Session, settings: Settings, events: Sequence[ProviderEvent], *, now: datetime
 ) -> tuple[Counter[str], list[reputation.Trip]]:
-    """Apply ``events`` (see :func:`newsletter.bounces.apply_events`) and pause any sending
+    """Apply ``events`` (see :func:`newsletter.feedback.bounces.apply_events`) and pause any sending
     edition they push over the limits. Commits; then alerts for each trip (a mail that can't
     be sent is logged: the pause stands and ``edition status`` shows its reason)."""
     touched: set[int] = set()

@@ -1,7 +1,8 @@
 """What editors and operators do to an edition between drafting and the last delivery:
 approve, pause, resume, cancel, retry failures. Every status change is a compare-and-set
-through :func:`newsletter.store.transition` (the moves are in :mod:`newsletter.lifecycle`);
-a refused one says what the edition is now and from which states the action works.
+through :func:`newsletter.storage.store.transition` (the moves are in
+:mod:`newsletter.edition.lifecycle`); a refused one says what the edition is now and from which
+states the action works.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from newsletter import ledger, reputation, store
-from newsletter.content import fingerprint
-from newsletter.lifecycle import EditionStateError, refusal
-from newsletter.models import Edition, EditionEvent, EditionStatus, EditionTotals, Newsletter
-from newsletter.periods import schedule_of
+from newsletter.edition.content import fingerprint
+from newsletter.edition.lifecycle import EditionStateError, refusal
+from newsletter.edition.periods import rule_of, schedule_of
+from newsletter.errors import NewsletterError
 from newsletter.publish.approval import awaiting_approval
-from newsletter.schedules import rule_of
+from newsletter.sending import ledger, reputation
+from newsletter.storage import store
+from newsletter.storage.models import (
+    Edition,
+    EditionEvent,
+    EditionStatus,
+    EditionTotals,
+    Newsletter,
+)
 
 __all__ = ["EditionStateError"]
 
@@ -205,6 +213,25 @@ class LiveEdition:
         return actions
 
 
+def delivery_counts(session: Session, *, edition_id: int) -> dict[str, int]:
+    """An edition's deliveries by state, as every status line shows them (counts kept for
+    pruned rows included): the ledger's own reading, for entry points that must not touch
+    the ledger themselves."""
+    return ledger.counts(session, edition_id=edition_id)
+
+
+def audience_size(session: Session, edition: Edition) -> int:
+    """How many people ``edition`` goes to: its deliveries once started, else the subscribers
+    its audience would be fixed to now."""
+    assert edition.id is not None
+    return ledger.would_send_count(
+        session,
+        edition_id=edition.id,
+        newsletter_id=edition.newsletter_id,
+        started=edition.status != EditionStatus.draft,
+    )
+
+
 def state_line(status: str, counts: dict[str, int], awaiting: list[str] | None) -> str:
     """``draft, awaits approval from a@x``; ``sent, 3 unknown``; else the status."""
     if awaiting is not None:
@@ -276,7 +303,7 @@ def _live(session: Session, edition: Edition, now: datetime) -> LiveEdition:
     )
 
 
-class RescheduleError(ValueError):
+class RescheduleError(NewsletterError, ValueError):
     """A send time a draft can't take; the message names the time and what is allowed."""
 
 

@@ -18,16 +18,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from newsletter import store
 from newsletter.config import Settings
-from newsletter.content import ComparisonData, fingerprint
-from newsletter.dkim import signer_from
-from newsletter.lifecycle import EditionStateError
-from newsletter.models import Edition, EditionItem, EditionStatus, Newsletter
-from newsletter.periods import period_for
-from newsletter.personalization import EditionIdentity, MessageTemplate, Recipient, instance_tag
-from newsletter.publish.approval import alert_editors
-from newsletter.rendering import (
+from newsletter.edition.content import ComparisonData, fingerprint
+from newsletter.edition.dkim import signer_from
+from newsletter.edition.lifecycle import EditionStateError
+from newsletter.edition.periods import period_for
+from newsletter.edition.personalization import (
+    EditionIdentity,
+    MessageTemplate,
+    Recipient,
+    instance_tag,
+)
+from newsletter.edition.rendering import (
     EditionContext,
     MoreLink,
     RenderedEdition,
@@ -36,20 +38,24 @@ from newsletter.rendering import (
     render_edition,
     verdicts_of,
 )
-from newsletter.selection import Selection, select_comparisons
-from newsletter.timing import Period
-from newsletter.tokens import TokenSigner
-from newsletter.verdicts import ComparisonVerdict, WrittenCall
-from newsletter.verp import return_paths
+from newsletter.edition.selection import Selection, select_comparisons
+from newsletter.edition.timing import Period
+from newsletter.edition.tokens import TokenSigner
+from newsletter.edition.verdicts import ComparisonVerdict, WrittenCall
+from newsletter.edition.verp import return_paths
+from newsletter.errors import NewsletterError
+from newsletter.publish.approval import alert_editors
+from newsletter.storage import store
+from newsletter.storage.models import Edition, EditionItem, EditionStatus, Newsletter
 
 SAMPLE_RECIPIENT = Recipient(subscriber_id=0, email="reader@example.com", name="Sample Reader")
 
 
-class EmptyWeek(LookupError):
+class EmptyWeek(NewsletterError, LookupError):
     """No new comparisons in the period: there is nothing worth mailing."""
 
 
-class ComparisonTaken(RuntimeError):
+class ComparisonTaken(NewsletterError, RuntimeError):
     """A comparison is already carried by another live edition of the same newsletter."""
 
 
@@ -113,8 +119,8 @@ def draft_edition(
     scheduled_for: datetime | None = None,
 ) -> DraftOutcome:
     """Create or refresh the draft edition of the period in play at ``at``, named as every
-    path names it (:func:`newsletter.periods.period_for`: with a schedule, the ISO week of the
-    send date; without, the local week containing ``at``). The scheduler passes ``period``
+    path names it (:func:`newsletter.edition.periods.period_for`: with a schedule, the ISO week of
+    the send date; without, the local week containing ``at``). The scheduler passes ``period``
     itself, computed by the same module, with the send time the edition is for.
 
     A draft already there is refreshed with the current selection (comparisons published since
@@ -426,7 +432,7 @@ def size_note(session: Session, *, edition_id: int, settings: Settings) -> str |
     return rendered.clip_note
 
 
-class SubjectError(ValueError):
+class SubjectError(NewsletterError, ValueError):
     """An edition subject that can't be used; the message says what is allowed."""
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
-from newsletter import ledger, store
-from newsletter.addresses import AddressError, normalize_email
+from newsletter.audience.addresses import AddressError, normalize_email
 from newsletter.config import Settings
-from newsletter.models import EditionStatus
-from newsletter.personalization import Recipient
+from newsletter.edition.personalization import Recipient
+from newsletter.edition.rendering import GMAIL_CLIP_BYTES
 from newsletter.publish.drafting import prepare, signer_for
-from newsletter.rendering import GMAIL_CLIP_BYTES
+from newsletter.sending import ledger
+from newsletter.storage import store
+from newsletter.storage.models import EditionStatus
 
 #: Problems listed by name; past these, only counted.
 SHOWN_PROBLEMS = 20
@@ -68,9 +69,9 @@ def dry_run(session: Session, *, edition_id: int, settings: Settings, now: float
     """Render, personalize and check every message a send of ``edition_id`` would send now.
 
     ``now`` (epoch seconds) is the Date the messages would carry. Raises
-    :class:`~newsletter.lifecycle.EditionStateError` for an edition no send would touch.
+    :class:`~newsletter.edition.lifecycle.EditionStateError` for an edition no send would touch.
     """
-    from newsletter.lifecycle import EditionStateError
+    from newsletter.edition.lifecycle import EditionStateError
 
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)

@@ -15,12 +15,12 @@ from html.parser import HTMLParser
 
 from sqlmodel import Session
 
-from newsletter import store
 from newsletter.config import Settings
-from newsletter.models import Edition
-from newsletter.personalization import MessageTemplate
+from newsletter.edition.personalization import MessageTemplate
+from newsletter.edition.rendering import GMAIL_CLIP_BYTES, SUBJECT_BUDGET, RenderedEdition
 from newsletter.publish.drafting import SAMPLE_RECIPIENT, prepare, signer_for
-from newsletter.rendering import GMAIL_CLIP_BYTES, SUBJECT_BUDGET, RenderedEdition
+from newsletter.storage import store
+from newsletter.storage.models import Edition
 
 
 @dataclass(frozen=True, slots=True)

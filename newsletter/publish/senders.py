@@ -35,8 +35,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter.backends import BackendError, MailBackend
-from newsletter.dispatch import SendSummary
-from newsletter.progress import SendProgress
+from newsletter.sending.dispatch import SendSummary
+from newsletter.sending.progress import SendProgress
 
 #: One sender: dispatch on its own session and backend, reporting to ``progress`` and
 #: ``on_batch`` (both may be None).

@@ -13,25 +13,26 @@ from datetime import time as clock_time
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import journal, ledger, store
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
-from newsletter.dispatch import Policy, SendSummary, dispatch
-from newsletter.domainrate import DomainGate, DomainLimits, WarmupPlan
-from newsletter.lifecycle import EditionStateError
-from newsletter.models import Edition, EditionStatus, Newsletter
-from newsletter.personalization import MessageTemplate
-from newsletter.planner import refresh_statistics
-from newsletter.progress import SendProgress
+from newsletter.edition.lifecycle import EditionStateError
+from newsletter.edition.personalization import MessageTemplate
 from newsletter.publish import breaker, senders
 from newsletter.publish.approval import approval_refusal, editors_required
 from newsletter.publish.controls import OPERATOR
 from newsletter.publish.drafting import prepare, signer_for
 from newsletter.publish.shaping import edited_since_seen
-from newsletter.ratelimit import Limiter, RateSpec
-from newsletter.redaction import redactor_for
-from newsletter.sharedrate import SharedRateLimiter
+from newsletter.sending import journal, ledger
+from newsletter.sending.dispatch import Policy, SendSummary, dispatch
+from newsletter.sending.domainrate import DomainGate, DomainLimits, WarmupPlan
+from newsletter.sending.progress import SendProgress
+from newsletter.sending.ratelimit import Limiter, RateSpec
+from newsletter.sending.redaction import redactor_for
+from newsletter.sending.sharedrate import SharedRateLimiter
+from newsletter.storage import store
+from newsletter.storage.models import Edition, EditionStatus, Newsletter
+from newsletter.storage.planner import refresh_statistics
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,19 @@ from collections.abc import Mapping
 
 from sqlmodel import Session
 
-from newsletter import store
-from newsletter.content import ComparisonData, fingerprint
-from newsletter.lifecycle import EditionStateError
-from newsletter.models import Comparison, Edition, EditionStatus
+from newsletter.edition.content import ComparisonData, fingerprint
+from newsletter.edition.lifecycle import EditionStateError
+from newsletter.edition.rendering import default_preheader, default_subject
+from newsletter.errors import NewsletterError
 from newsletter.publish.drafting import dropped_ids, overrides_of
-from newsletter.rendering import default_preheader, default_subject
+from newsletter.storage import store
+from newsletter.storage.models import Comparison, Edition, EditionStatus
 
 #: Characters of an edition's intro.
 MAX_INTRO = 600
 
 
-class ShapingError(ValueError):
+class ShapingError(NewsletterError, ValueError):
     """A change a draft can't take; the message names the field and what is allowed."""
 
 

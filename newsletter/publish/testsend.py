@@ -13,20 +13,21 @@ from dataclasses import replace
 
 from sqlmodel import Session, select
 
-from newsletter import store
-from newsletter.addresses import AddressError, normalize_email
+from newsletter.audience.addresses import AddressError, normalize_email
 from newsletter.backends import MailBackend, SendResult
 from newsletter.config import Settings
-from newsletter.message import OutgoingMessage
-from newsletter.models import Subscriber
-from newsletter.personalization import MessageTemplate, Recipient
+from newsletter.edition.message import OutgoingMessage
+from newsletter.edition.personalization import MessageTemplate, Recipient
+from newsletter.errors import NewsletterError
 from newsletter.publish.drafting import SAMPLE_RECIPIENT, prepare, signer_for
+from newsletter.storage import store
+from newsletter.storage.models import Subscriber
 
 #: At most this many test addresses at once: a test, not a send.
 MAX_TEST_ADDRESSES = 10
 
 
-class TestSendError(ValueError):
+class TestSendError(NewsletterError, ValueError):
     """The test can't be sent as asked; the message names the field."""
 
     __test__ = False  # not a pytest test class

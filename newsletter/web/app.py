@@ -23,8 +23,8 @@ from newsletter import publish
 from newsletter.backends import MailBackend, backend_from_url
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
-from newsletter.database import connection_lost, make_engine, require_head
 from newsletter.paths import web_templates_dir
+from newsletter.storage.database import connection_lost, make_engine, require_head
 from newsletter.web import console, hooks, public
 from newsletter.web.context import WebContext
 from newsletter.web.throttle import SlidingWindow

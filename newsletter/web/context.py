@@ -21,7 +21,7 @@ from sqlmodel import Session
 from newsletter.backends import MailBackend
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
-from newsletter.tokens import TokenSigner
+from newsletter.edition.tokens import TokenSigner
 from newsletter.web.throttle import SlidingWindow
 
 #: Headers on every page: no framing (clickjacking on the unsubscribe button), no referrer

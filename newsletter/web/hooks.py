@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from newsletter import store
 from newsletter.publish import breaker
+from newsletter.storage import store
 from newsletter.web.context import WebContext, web_context
 from newsletter.webhooks import ProviderEvent, WebhookRejected
 from newsletter.webhooks import mailgun as mailgun_hooks

@@ -15,14 +15,22 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
-from newsletter import publish, store, subscriptions
-from newsletter.confirmation import build_confirmation, confirmed_subscriber
-from newsletter.models import Edition, EditionStatus, Newsletter, Subscriber, SubscriptionStatus
-from newsletter.redaction import redactor_for
-from newsletter.tokens import BadToken, TokenClaims
+from newsletter import publish
+from newsletter.audience import subscriptions
+from newsletter.audience.confirmation import build_confirmation, confirmed_subscriber
+from newsletter.audience.welcome import build_welcome
+from newsletter.edition.tokens import BadToken, TokenClaims
+from newsletter.sending.redaction import redactor_for
+from newsletter.storage import store
+from newsletter.storage.models import (
+    Edition,
+    EditionStatus,
+    Newsletter,
+    Subscriber,
+    SubscriptionStatus,
+)
 from newsletter.web.context import SECURITY_HEADERS, RowId, WebContext, web_context
 from newsletter.web.throttle import client_key
-from newsletter.welcome import build_welcome
 
 log = logging.getLogger(__name__)
 router = APIRouter()

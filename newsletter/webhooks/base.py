@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from newsletter.verp import DeliveryRef
+from newsletter.edition.verp import DeliveryRef
 
 DETAIL_MAX = 500
 
@@ -34,7 +34,7 @@ class WebhookRejected(Exception):
 
 
 class EventKind(StrEnum):
-    """What a provider reported; the values equal ``newsletter.models.MailEventKind``."""
+    """What a provider reported; the values equal ``newsletter.storage.models.MailEventKind``."""
 
     delivered = "delivered"
     bounced_hard = "bounced_hard"

@@ -14,9 +14,9 @@ from typing import Protocol
 from sqlmodel import Session
 
 from newsletter.config import WRITER_NAMES, Settings
-from newsletter.content import ComparisonData
-from newsletter.models import Edition, Newsletter
-from newsletter.verdicts import ComparisonVerdict
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.verdicts import ComparisonVerdict
+from newsletter.storage.models import Edition, Newsletter
 from newsletter.writers.contract import Usage, WriterError, Written, WrittenVerdict
 
 __all__ = ["WRITERS", "Usage", "Writer", "Written", "WriterError", "WrittenVerdict", "make_writer"]

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from newsletter.content import ComparisonData
-from newsletter.verdicts import ComparisonVerdict
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.verdicts import ComparisonVerdict
 from newsletter.writers import grounding
 from newsletter.writers.contract import (
     INTRO_TOOL,

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from newsletter.errors import NewsletterError
+
 #: Characters of the one-line call (the same budget as an editor's verdict in the email).
 HEADLINE_BUDGET = 280
 #: Characters of a reason in the writer's words, and of whom a tool fits.
@@ -131,6 +133,6 @@ class Written:
     intro: str | None = None
 
 
-class WriterError(RuntimeError):
+class WriterError(NewsletterError, RuntimeError):
     """A writer could not produce an answer (the service refused, failed or is not set up);
     the message says which and is safe to show (no key in it)."""

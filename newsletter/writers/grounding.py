@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from newsletter.content import ComparisonData, ToolData
-from newsletter.verdicts import ComparisonVerdict, plain, short_name, tool_verdict
+from newsletter.edition.content import ComparisonData, ToolData
+from newsletter.edition.verdicts import ComparisonVerdict, plain, short_name, tool_verdict
 from newsletter.writers.contract import Written, WrittenIntro, WrittenVerdict
 
 _LINK = re.compile(r"://|<[a-z/!]|\bwww\.", re.IGNORECASE)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from newsletter.content import ComparisonData
-from newsletter.verdicts import ComparisonVerdict
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.verdicts import ComparisonVerdict
 
 INSTRUCTIONS = """\
 You write the verdict for one comparison (or, when asked, the week's intro) in "Weekly AI \

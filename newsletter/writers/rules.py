@@ -1,4 +1,4 @@
-"""The rule-based writer: the deterministic verdict (:mod:`newsletter.verdicts`) in the
+"""The rule-based writer: the deterministic verdict (:mod:`newsletter.edition.verdicts`) in the
 writers' shape. It is the default and the fallback; it needs no key, no network and no
 money, and the same comparison always gets the same answer."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from newsletter.content import ComparisonData
-from newsletter.verdicts import ComparisonVerdict, Quote, summarize
+from newsletter.edition.content import ComparisonData
+from newsletter.edition.verdicts import ComparisonVerdict, Quote, summarize
 from newsletter.writers.contract import INTRO_BUDGET, Reason, ToolTake, Written, WrittenVerdict
 
 _COUNTS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")

@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from newsletter import audit, store
-from newsletter.content import ComparisonData, fingerprint
-from newsletter.models import IntroSuggestion, Suggestion
-from newsletter.verdicts import ComparisonVerdict
+from newsletter.edition.content import ComparisonData, fingerprint
+from newsletter.edition.verdicts import ComparisonVerdict
+from newsletter.operations import audit
+from newsletter.storage import store
+from newsletter.storage.models import IntroSuggestion, Suggestion
 from newsletter.writers import Writer
 from newsletter.writers.contract import WriterError, Written, WrittenVerdict
 from newsletter.writers.pricing import estimate

@@ -5,7 +5,7 @@ accept, reject), ``operations`` (running sends, schedules) and
 ``people`` (users, the audit log), ``subscribers`` (find, change, export, erase); ``base``
 holds what they share.
 
-Every page is behind a signed-in session (``newsletter.accounts``): a random cookie token
+Every page is behind a signed-in session (``newsletter.operations.accounts``): a random cookie token
 (HttpOnly, SameSite=Lax, Secure when the base URL is https, path ``/console``) whose SHA-256
 is the session's key. Every change is a POST carrying the session's CSRF token, and a request
 the browser marks cross-site is refused before anything is read. Roles decide what each

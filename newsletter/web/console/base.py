@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
-from newsletter import accounts
+from newsletter.operations import accounts
 from newsletter.web.context import WebContext, web_context
 
 Ctx = Annotated[WebContext, Depends(web_context)]

@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter import accounts, audit, ledger, publish, store, writers
-from newsletter.models import Edition, EditionStatus, Newsletter
-from newsletter.rendering import RenderedEdition
+from newsletter import publish, writers
+from newsletter.operations import accounts, audit
+from newsletter.storage import store
+from newsletter.storage.models import Edition, EditionStatus, Newsletter
 from newsletter.web.console.base import (
     Ctx,
     Who,
@@ -53,12 +54,7 @@ def editions(ctx: Ctx, who: Who) -> HTMLResponse:
                 {
                     "edition": edition,
                     "items": len(store.edition_comparisons(session, edition_id=edition.id)),
-                    "audience": ledger.would_send_count(
-                        session,
-                        edition_id=edition.id,
-                        newsletter_id=edition.newsletter_id,
-                        started=edition.status != EditionStatus.draft,
-                    ),
+                    "audience": publish.audience_size(session, edition),
                 }
             )
     return console_page(ctx, who, "console_editions.html", rows=rows)
@@ -110,7 +106,7 @@ def _writer_notes(session: Session, edition_id: int) -> list[str]:
     return [str(n) for n in json.loads(last[0].detail or "{}").get("notes", [])]
 
 
-def _seen(rendered: RenderedEdition) -> str:
+def _seen(rendered: publish.RenderedEdition) -> str:
     """A digest of the draft as the page shows it (without the per-render slot marker):
     approving checks the draft is still what the editor looked at (another editor, or a
     store import, may have changed it since)."""

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import col, select
 
-from newsletter import accounts, audit, periods, publish, schedules, store
-from newsletter.models import Edition
-from newsletter.timing import RuleError
+from newsletter import publish
+from newsletter.edition import periods
+from newsletter.edition.timing import RuleError
+from newsletter.operations import accounts, audit, schedules
+from newsletter.storage import store
+from newsletter.storage.models import Edition
 from newsletter.web.console.base import (
     Ctx,
     Who,

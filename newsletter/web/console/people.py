@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import col, select
 
-from newsletter import accounts, audit, chart, stats
-from newsletter.models import User
+from newsletter.operations import accounts, audit, chart, stats
 from newsletter.publish import breaker
+from newsletter.storage.models import User
 from newsletter.web.console.base import (
     Ctx,
     Forbidden,

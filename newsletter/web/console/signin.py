@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter import accounts, audit
+from newsletter.operations import accounts, audit
 from newsletter.web.console.base import (
     COOKIE,
     Ctx,

@@ -16,9 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_
 from sqlmodel import col, select
 
-from newsletter import accounts, audit, importing, privacy, store, subscriptions
-from newsletter.models import Delivery, Subscriber, Subscription, SubscriptionEvent
-from newsletter.planner import refresh_statistics
+from newsletter.audience import importing, privacy, subscriptions
+from newsletter.operations import accounts, audit
+from newsletter.storage import store
+from newsletter.storage.models import Delivery, Subscriber, Subscription, SubscriptionEvent
+from newsletter.storage.planner import refresh_statistics
 from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
 from newsletter.web.context import RowId, WebContext
 

@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from markupsafe import escape
 from sqlmodel import Session
 
-from newsletter import publish, store, writers
+from newsletter import publish, writers
+from newsletter.storage import store
 from newsletter.web.console.base import Ctx, Who, check_form, console_path
 from newsletter.web.console.drafts import _shape, refused
 from newsletter.web.context import SECURITY_HEADERS, RowId
