@@ -201,8 +201,7 @@ def send_edition(
     it needs (claims, leases, retries, the Date header) comes from ``clock``.
     """
     settings.require_sending_ready()
-    if backend is None and make_backend is None:
-        raise ValueError("give a backend or make_backend")
+    senders_of = _SenderPlan.of(backend, make_backend, concurrency, processes)
     folder = settings.journal_path()
     if folder is not None:
         journal.ensure_folder(folder)  # before anything starts
@@ -251,18 +250,10 @@ def send_edition(
     while True:
         summary = _one_pass(
             session,
-            edition,
-            template,
-            settings,
-            limiter,
-            backend,
-            make_backend,
-            concurrency,
-            on_batch,
-            clock,
-            progress,
-            gate,
-            processes=processes,
+            _Pass(edition, template, settings, limiter, gate, clock),
+            senders_of,
+            progress=progress,
+            on_batch=on_batch,
         )
         for trip in summary.trips:  # the breaker paused it: tell the people in charge
             breaker.alert(session, settings, trip)
@@ -286,22 +277,56 @@ def send_edition(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SenderPlan:
+    """How a pass's senders get their backends: ``concurrency`` senders over ``processes``
+    processes, each with a backend from ``backends`` (one backend reused when there is one
+    sender)."""
+
+    backends: Callable[[], MailBackend]
+    concurrency: int = 1
+    processes: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        backend: MailBackend | None,
+        make_backend: Callable[[], MailBackend] | None,
+        concurrency: int,
+        processes: int,
+    ) -> _SenderPlan:
+        """One backend factory from what the caller gave: ``make_backend``, or one ``backend``
+        for a single sender. Several senders need a factory (a backend per sender)."""
+        if make_backend is not None:
+            return cls(make_backend, concurrency, processes)
+        if backend is None:
+            raise ValueError("give a backend or make_backend")
+        if concurrency > 1 or processes > 1:
+            raise ValueError("concurrency > 1 needs make_backend: one backend per sender")
+        return cls(lambda: backend)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """What every sender of one pass shares: the edition, its message, the limits, the clock."""
+
+    edition: Edition
+    template: MessageTemplate
+    settings: Settings
+    limiter: Limiter
+    gate: DomainGate | None
+    clock: Clock
+
+
 def _one_pass(
     session: Session,
-    edition: Edition,
-    template: MessageTemplate,
-    settings: Settings,
-    limiter: Limiter,
-    backend: MailBackend | None,
-    make_backend: Callable[[], MailBackend] | None,
-    concurrency: int,
-    on_batch: Callable[[int], None] | None,
-    clock: Clock,
-    progress: SendProgress | None = None,
-    gate: DomainGate | None = None,
+    shared: _Pass,
+    plan: _SenderPlan,
     *,
-    processes: int = 1,
+    progress: SendProgress | None,
+    on_batch: Callable[[int], None] | None,
 ) -> SendSummary:
+    edition, settings = shared.edition, shared.settings
     assert edition.id is not None
     signer = signer_for(settings)
     policy = policy_for(settings)
@@ -316,30 +341,27 @@ def _one_pass(
             s,
             edition_id=edition.id or 0,
             newsletter_id=edition.newsletter_id,
-            template=template,
+            template=shared.template,
             signer=signer,
             backend=b,
             policy=policy,
-            limiter=limiter,
+            limiter=shared.limiter,
             on_batch=on_batch,
             journal_dir=settings.journal_path(),
-            clock=clock,
+            clock=shared.clock,
             progress=progress,
-            gate=gate,
+            gate=shared.gate,
         )
 
-    if concurrency <= 1 and processes <= 1:
-        chosen = backend if backend is not None else make_backend()  # type: ignore[misc]
-        return run(session, chosen, progress, on_batch)
-    if make_backend is None:
-        raise ValueError("concurrency > 1 needs make_backend: one backend per sender")
+    if plan.concurrency <= 1 and plan.processes <= 1:
+        return run(session, plan.backends(), progress, on_batch)
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
-    if processes <= 1:
-        return senders.in_threads(engine, run, make_backend, concurrency, progress, on_batch)
+    if plan.processes <= 1:
+        return senders.in_threads(engine, run, plan.backends, plan.concurrency, progress, on_batch)
     session.commit()  # no connection is held across the fork
     return senders.in_processes(
-        engine, run, make_backend, concurrency, processes, progress, on_batch
+        engine, run, plan.backends, plan.concurrency, plan.processes, progress, on_batch
     )
 
 
