@@ -248,6 +248,10 @@ def test_an_operator_finds_a_subscriber_exports_and_erases_them(
     csrf = sign_in(client, "ops@example.com")
     found = client.get("/console/subscribers", params={"q": "KIM0"}).text
     assert f"/console/subscribers/{person.id}" in found
+    # % and _ are what a person typed, not wildcards: "k_m" is not "kim".
+    for literal in ("k_m", "k%0"):
+        page = client.get("/console/subscribers", params={"q": literal}).text
+        assert f"/console/subscribers/{person.id}" not in page
     page = client.get(f"/console/subscribers/{person.id}").text
     assert "kim0@example.com" in page and "active" in page
     exported = client.get(f"/console/subscribers/{person.id}/export.json")

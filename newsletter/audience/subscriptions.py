@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from newsletter.audience.addresses import AddressError, check_name, normalize_email
-from newsletter.audience.privacy import erased_key
 from newsletter.errors import NewsletterError
 from newsletter.storage import store
 from newsletter.storage.models import (
@@ -34,6 +33,7 @@ from newsletter.storage.models import (
     Subscription,
     SubscriptionEvent,
     SubscriptionStatus,
+    erased_key,
     utcnow,
 )
 

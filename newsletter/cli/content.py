@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter import publish
 from newsletter.audience import importing, subscriptions
@@ -26,12 +26,10 @@ from newsletter.cli.common import (
     subscribers_app,
 )
 from newsletter.edition.content import SLUG_PATTERN
-from newsletter.storage import store
+from newsletter.storage import listings, store
 from newsletter.storage.database import current_revision, make_engine, upgrade
 from newsletter.storage.models import (
-    Newsletter,
     Subscriber,
-    SubscriptionEvent,
 )
 from newsletter.storage.planner import refresh_statistics
 
@@ -188,7 +186,7 @@ def newsletters_list() -> None:
     with _session(settings) as session:
         publish.default_newsletter(session, settings)
         session.commit()
-        for n in session.exec(select(Newsletter).order_by(col(Newsletter.slug))):
+        for n in listings.newsletters(session, by="slug"):
             active = store.count_active_subscribers(session, newsletter_id=n.id or 0)
             typer.echo(f"{n.slug}\t{n.name}\t{n.timezone}\tcap {n.item_cap}\t{active} active")
 
@@ -211,11 +209,7 @@ def subscribers_show(email: Annotated[str, typer.Argument(help="The address.")])
         typer.echo(f"{person.email}\t{person.name or ''}\tsuppressed: {person.suppressed or 'no'}")
         for n, status in subscriptions.newsletters_of(session, subscriber_id=person.id):
             typer.echo(f"  {n.slug}\t{status}")
-        for e in session.exec(
-            select(SubscriptionEvent)
-            .where(SubscriptionEvent.subscriber_id == person.id)
-            .order_by(col(SubscriptionEvent.id))
-        ):
+        for e in listings.subscriber_events(session, subscriber_id=person.id, newest_first=False):
             edition = f"\tedition {e.edition_id}" if e.edition_id else ""
             typer.echo(f"  {e.created_at:%Y-%m-%d %H:%M}Z\t{e.kind}\t{e.source}{edition}")
 
@@ -291,7 +285,7 @@ def newsletters_add(
     settings = _settings()
     checked = _settings(timezone=timezone, site_url=site_url or settings.site_url)
     with _session(settings) as session:
-        if session.exec(select(Newsletter).where(Newsletter.slug == slug)).first():
+        if listings.newsletter_exists(session, slug=slug):
             raise _fail(f"newsletter {slug!r} already exists; nothing changed")
         n = store.ensure_newsletter(
             session,

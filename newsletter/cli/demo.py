@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import col, select
 
 from newsletter import publish
 from newsletter.audience import importing
@@ -21,9 +20,7 @@ from newsletter.cli.common import (
     readable_errors,
 )
 from newsletter.paths import example_comparisons, example_subscribers
-from newsletter.storage.models import (
-    Comparison,
-)
+from newsletter.storage import listings
 
 # --- demo ----------------------------------------------------------------------------------
 
@@ -64,9 +61,7 @@ def demo(
             typer.echo(f"  {problem}")
         typer.echo(_subscriber_summary(subs))
         # The examples are dated; draft the week of the newest one so the demo works any day.
-        newest = session.exec(
-            select(Comparison.published_at).order_by(col(Comparison.published_at).desc())
-        ).first()
+        newest = listings.newest_comparison_date(session)
         outcome = publish.draft_edition(
             session, settings=settings, newsletter_slug=None, at=newest or cli_now()
         )

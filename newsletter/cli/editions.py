@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
-from sqlmodel import col, select
 
 from newsletter import publish
 from newsletter.backends import backend_from_url
@@ -29,11 +28,8 @@ from newsletter.cli.common import (
 from newsletter.publish import senders
 from newsletter.publish.breaker import limits_for
 from newsletter.sending import reputation
-from newsletter.storage import store
+from newsletter.storage import listings, store
 from newsletter.storage.database import connection_lost
-from newsletter.storage.models import (
-    Edition,
-)
 from newsletter.storage.store import MAX_REASON
 
 # --- edition -------------------------------------------------------------------------------
@@ -440,7 +436,7 @@ def edition_list() -> None:
     """Every edition: id, newsletter, period, status, subject, delivery counts."""
     settings = _settings()
     with _session(settings) as session:
-        rows = session.exec(select(Edition).order_by(col(Edition.id))).all()
+        rows = listings.all_editions(session)
         if not rows:
             typer.echo("no editions yet: `newsletter edition draft` makes one")
         for e in rows:

@@ -3,11 +3,10 @@
 from typing import Annotated
 
 import typer
-from sqlmodel import col, select
 
 from newsletter.cli.common import _session, _settings, cli_actor, cli_now, readable_errors, user_app
 from newsletter.operations import accounts, audit
-from newsletter.storage.models import Role, User
+from newsletter.storage.models import Role
 
 
 def _link(base_url: str, token: str) -> str:
@@ -48,9 +47,7 @@ def user_link(email: Annotated[str, typer.Argument(help="The user's address.")])
     settings = _settings()
     now = cli_now()
     with _session(settings) as session:
-        user = session.exec(select(User).where(User.email == email.strip().lower())).first()
-        if user is None:
-            raise accounts.AccountError(f"no user {email!r} (`newsletter user add` makes one)")
+        user = accounts.find_user(session, email=email)
         token = accounts.password_link(session, user=user, now=now)
         audit.record(
             session, actor=cli_actor(), action="user.link", target=f"user {user.email}", now=now
@@ -65,7 +62,7 @@ def user_list() -> None:
     """Every console account with its role."""
     settings = _settings()
     with _session(settings) as session:
-        users = session.exec(select(User).order_by(col(User.email))).all()
+        users = accounts.users(session)
     if not users:
         typer.echo("no users yet: `newsletter user add EMAIL --role admin` makes the first")
     for user in users:

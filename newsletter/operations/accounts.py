@@ -87,6 +87,19 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def users(session: Session) -> list[User]:
+    """Every console account, by address."""
+    return list(session.exec(select(User).order_by(col(User.email))).all())
+
+
+def find_user(session: Session, *, email: str) -> User:
+    """The account with this address (any case); :class:`AccountError` naming it if none."""
+    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    if user is None:
+        raise AccountError(f"no user {email!r} (`newsletter user add` makes one)")
+    return user
+
+
 def add_user(session: Session, *, email: str, role: str, now: datetime) -> tuple[User, str]:
     """A new user without a password, and the token of their set-password link."""
     try:

@@ -341,6 +341,16 @@ def _week_already_sent(
     )
 
 
+def is_skipped(session: Session, *, newsletter_id: int, period_key: str) -> bool:
+    """Whether an operator skipped this period of the newsletter (``schedule skip``)."""
+    found = session.exec(
+        select(ScheduleSkip.id).where(
+            ScheduleSkip.newsletter_id == newsletter_id, ScheduleSkip.period_key == period_key
+        )
+    ).first()
+    return found is not None
+
+
 def active_schedules(session: Session) -> list[tuple[Schedule, Newsletter]]:
     rows = session.exec(
         select(Schedule, Newsletter)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter import publish, writers
 from newsletter.audience import subscriptions
@@ -35,11 +35,12 @@ from newsletter.edition.periods import (
     period_of,
     rule_of,
 )
+from newsletter.operations import schedules
 from newsletter.operations.schedules import active_schedules
 from newsletter.publish import senders
 from newsletter.storage import store
 from newsletter.storage.database import connection_lost, reset_session
-from newsletter.storage.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
+from newsletter.storage.models import Edition, EditionStatus, Newsletter, Schedule
 from newsletter.writers.suggestions import suggest_recorded
 
 log = logging.getLogger(__name__)
@@ -104,15 +105,8 @@ def _late_approvals(
     approval stays held; one whose time passed more than :data:`GRACE` ago unapproved is left
     for ``schedule list`` to report, as a missed send is."""
     done = []
-    for edition in session.exec(
-        select(Edition).where(
-            Edition.newsletter_id == newsletter.id,
-            Edition.status == EditionStatus.draft,
-            col(Edition.scheduled_for).is_not(None),
-            col(Edition.scheduled_for) <= now,
-            col(Edition.approved_at).is_not(None) | (col(Edition.scheduled_for) >= now - GRACE),
-        )
-    ).all():
+    assert newsletter.id is not None
+    for edition in store.drafts_due(session, newsletter_id=newsletter.id, now=now, grace=GRACE):
         if publish.awaiting_approval(session, edition) is not None or _skipped(
             session, newsletter, edition.period_key
         ):
@@ -275,15 +269,8 @@ def is_skipped(session: Session, occ: Occurrence) -> bool:
 
 
 def _skipped(session: Session, newsletter: Newsletter, period_key: str) -> bool:
-    return (
-        session.exec(
-            select(ScheduleSkip.id).where(
-                ScheduleSkip.newsletter_id == newsletter.id,
-                ScheduleSkip.period_key == period_key,
-            )
-        ).first()
-        is not None
-    )
+    assert newsletter.id is not None
+    return schedules.is_skipped(session, newsletter_id=newsletter.id, period_key=period_key)
 
 
 def _draft(session: Session, settings: Settings, occ: Occurrence, now: datetime) -> Edition | None:

@@ -334,6 +334,25 @@ def edition_events(session: Session, *, edition_id: int, limit: int = 10) -> lis
     )
 
 
+def drafts_due(
+    session: Session, *, newsletter_id: int, now: datetime, grace: timedelta
+) -> list[Edition]:
+    """The newsletter's drafts whose own send time has come: at or before ``now``, and
+    approved, or due less than ``grace`` ago (the scheduler's late approvals and moved
+    sends)."""
+    return list(
+        session.exec(
+            select(Edition).where(
+                Edition.newsletter_id == newsletter_id,
+                Edition.status == EditionStatus.draft,
+                col(Edition.scheduled_for).is_not(None),
+                col(Edition.scheduled_for) <= now,
+                col(Edition.approved_at).is_not(None) | (col(Edition.scheduled_for) >= now - grace),
+            )
+        ).all()
+    )
+
+
 def find_edition(session: Session, *, newsletter_id: int, period_key: str) -> Edition | None:
     return session.exec(
         select(Edition).where(

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter import publish
 from newsletter.audience import subscriptions
@@ -21,7 +21,7 @@ from newsletter.audience.confirmation import build_confirmation, confirmed_subsc
 from newsletter.audience.welcome import build_welcome
 from newsletter.edition.tokens import BadToken, TokenClaims
 from newsletter.sending.redaction import redactor_for
-from newsletter.storage import store
+from newsletter.storage import listings, store
 from newsletter.storage.models import (
     Edition,
     EditionStatus,
@@ -59,7 +59,7 @@ def _claims(ctx: WebContext, token: str, purpose: str) -> TokenClaims | None:
 
 
 def _newsletters(session: Session) -> list[Newsletter]:
-    return list(session.exec(select(Newsletter).order_by(col(Newsletter.name))).all())
+    return listings.newsletters(session, by="name")
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -236,12 +236,7 @@ def _welcome(ctx: WebContext, subscriber_id: int, newsletter_id: int) -> None:
         newsletter = session.get(Newsletter, newsletter_id)
         if subscriber is None or newsletter is None or subscriber.suppressed:
             return
-        latest = session.exec(
-            select(Edition.id)
-            .where(Edition.newsletter_id == newsletter_id, Edition.status == EditionStatus.sent)
-            .order_by(col(Edition.period_start).desc())
-            .limit(1)
-        ).first()
+        latest = listings.latest_sent_edition_id(session, newsletter_id=newsletter_id)
         base = ctx.settings.base_url.rstrip("/")
         message = build_welcome(
             ctx.settings,
@@ -390,12 +385,7 @@ def resubscribe(token: str, ctx: Ctx) -> HTMLResponse:
 @router.get("/archive", response_class=HTMLResponse)
 def archive(ctx: Ctx) -> HTMLResponse:
     with ctx.session() as session:
-        rows = session.exec(
-            select(Edition)
-            .where(col(Edition.status).in_([s.value for s in ARCHIVED]))
-            .order_by(col(Edition.send_started_at).desc())
-            .limit(500)
-        ).all()
+        rows = listings.archived_editions(session, statuses=ARCHIVED, limit=500)
     editions = [
         {
             "id": e.id,

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter import publish, writers
 from newsletter.operations import accounts, audit
-from newsletter.storage import store
-from newsletter.storage.models import Edition, EditionStatus, Newsletter
+from newsletter.storage import listings, store
+from newsletter.storage.models import Newsletter
 from newsletter.web.console.base import (
     Ctx,
     Who,
@@ -42,12 +42,7 @@ def editions(ctx: Ctx, who: Who) -> HTMLResponse:
     time, audience and items, so two drafts never look alike."""
     rows = []
     with ctx.session() as session:
-        found = session.exec(
-            select(Edition)
-            .where(Edition.status != EditionStatus.cancelled)
-            .order_by(col(Edition.period_start).desc(), col(Edition.id).desc())
-            .limit(40)
-        ).all()
+        found = listings.recent_editions(session, limit=40, with_cancelled=False)
         for edition in found:
             assert edition.id is not None
             rows.append(

@@ -7,14 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import col, select
 
 from newsletter import publish
 from newsletter.edition import periods
 from newsletter.edition.timing import RuleError
 from newsletter.operations import accounts, audit, schedules
-from newsletter.storage import store
-from newsletter.storage.models import Edition
+from newsletter.storage import listings, store
 from newsletter.web.console.base import (
     Ctx,
     Who,
@@ -122,12 +120,7 @@ def _schedules(
     with ctx.session() as session:
         for schedule, newsletter in schedules.active_schedules(session):
             occ = periods.next_times(schedule, newsletter, now)
-            recent = session.exec(
-                select(Edition)
-                .where(Edition.newsletter_id == newsletter.id)
-                .order_by(col(Edition.period_start).desc())
-                .limit(4)
-            ).all()
+            recent = listings.recent_editions(session, limit=4, newsletter_id=newsletter.id)
             rows.append(
                 {"schedule": schedule, "newsletter": newsletter, "next": occ, "recent": recent}
             )

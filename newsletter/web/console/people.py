@@ -6,11 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlmodel import col, select
 
 from newsletter.operations import accounts, audit, chart, stats
 from newsletter.publish import breaker
-from newsletter.storage.models import User
 from newsletter.web.console.base import (
     Ctx,
     Forbidden,
@@ -40,7 +38,7 @@ def _users(
     status: int = 200,
 ) -> HTMLResponse:
     with ctx.session() as session:
-        users = session.exec(select(User).order_by(col(User.email))).all()
+        users = accounts.users(session)
     return console_page(
         ctx, who, "console_users.html", status, users=users, link=link, problem=problem
     )

@@ -13,13 +13,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import or_
-from sqlmodel import col, select
 
 from newsletter.audience import importing, privacy, subscriptions
 from newsletter.operations import accounts, audit
-from newsletter.storage import store
-from newsletter.storage.models import Delivery, Subscriber, Subscription, SubscriptionEvent
+from newsletter.storage import listings, store
+from newsletter.storage.models import Subscriber
 from newsletter.storage.planner import refresh_statistics
 from newsletter.web.console.base import Ctx, Forbidden, Who, check_form, console_page, console_path
 from newsletter.web.context import RowId, WebContext
@@ -44,21 +42,8 @@ def search(ctx: Ctx, who: Who, q: str = "") -> HTMLResponse:
     query = q.strip()[:320]
     found: list[Subscriber] = []
     if query:
-        like = f"%{query.lower()}%"
         with ctx.session() as session:
-            found = list(
-                session.exec(
-                    select(Subscriber)
-                    .where(
-                        or_(
-                            col(Subscriber.email_key).like(like),
-                            col(Subscriber.name).ilike(like),
-                        )
-                    )
-                    .order_by(col(Subscriber.email_key))
-                    .limit(50)
-                ).all()
-            )
+            found = listings.search_subscribers(session, text=query, limit=50)
     with ctx.session() as session:
         newsletters = list(store.newsletters_by_slug(session).values())
     return console_page(
@@ -80,18 +65,10 @@ def person(subscriber_id: RowId, ctx: Ctx, who: Who, done: str = "") -> HTMLResp
         if subscriber is None:
             return ctx.message("Not found", status=404)
         lists = subscriptions.newsletters_of(session, subscriber_id=subscriber_id)
-        events = session.exec(
-            select(SubscriptionEvent)
-            .where(SubscriptionEvent.subscriber_id == subscriber_id)
-            .order_by(col(SubscriptionEvent.id).desc())
-            .limit(50)
-        ).all()
-        deliveries = session.exec(
-            select(Delivery)
-            .where(Delivery.subscriber_id == subscriber_id)
-            .order_by(col(Delivery.id).desc())
-            .limit(20)
-        ).all()
+        events = listings.subscriber_events(
+            session, subscriber_id=subscriber_id, newest_first=True, limit=50
+        )
+        deliveries = listings.subscriber_deliveries(session, subscriber_id=subscriber_id, limit=20)
     return console_page(
         ctx,
         who,
@@ -190,16 +167,8 @@ def export_list(slug: str, ctx: Ctx, who: Who) -> Response:
             newsletter = store.get_newsletter(session, slug=slug)
         except store.NotFound:
             return ctx.message("Not found", status=404)
-        rows = session.exec(
-            select(Subscriber)
-            .join(Subscription, col(Subscription.subscriber_id) == Subscriber.id)
-            .where(
-                Subscription.newsletter_id == newsletter.id,
-                Subscription.status == "active",
-                col(Subscriber.suppressed).is_(None),
-            )
-            .order_by(col(Subscriber.id))
-        ).all()
+        assert newsletter.id is not None
+        rows = listings.active_subscribers(session, newsletter_id=newsletter.id)
         for s in rows:
             # A leading = + - @ would be a formula in a spreadsheet: quote it as text.
             writer.writerow([_cell(s.email), _cell(s.name or ""), _cell(s.timezone or "")])
