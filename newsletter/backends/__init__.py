@@ -9,13 +9,20 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
-from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.backends.base import (
+    BackendError,
+    MailBackend,
+    ProbeResult,
+    SendResult,
+    SendStatus,
+)
 
 ENTRY_POINT_GROUP = "newsletter.backends"
 
 __all__ = [
     "BackendError",
     "MailBackend",
+    "ProbeResult",
     "SendResult",
     "SendStatus",
     "available_schemes",
