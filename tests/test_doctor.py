@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
+from newsletter import backends
+from newsletter.backends import MailBackend, ProbeResult
+from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
 from newsletter.doctor import Check, exit_code, render, run_checks
 from newsletter.storage.database import head_revision, make_engine, upgrade
@@ -314,6 +318,48 @@ def test_failover_checks_each_backend(healthy: Settings, smtp_server: SMTPSink) 
 
     assert only(checks, "mail backend 1/2").ok is True
     assert only(checks, "mail backend 2/2").ok is False
+
+
+class ProbedBackend(MemoryBackend):
+    """A plugin backend whose probe finds a problem."""
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        return ProbeResult(False, "plugin: the outbox is full", "Empty the plugin outbox.")
+
+
+class BrokenProbeBackend(MemoryBackend):
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        raise RuntimeError("bug in the plugin")
+
+
+class SilentBackend(MemoryBackend):
+    probe = MailBackend.probe  # the default: nothing to check
+
+
+def test_a_plugin_backend_is_judged_by_its_own_probe(
+    healthy: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doctor calls probe() on whatever backend is configured; without one, a warning."""
+    real = entry_points
+    plugins = {"probed": "ProbedBackend", "broken": "BrokenProbeBackend", "silent": "SilentBackend"}
+
+    def patched(*, group: str) -> list[EntryPoint]:
+        extra = [EntryPoint(n, f"tests.test_doctor:{c}", group) for n, c in plugins.items()]
+        return [*real(group=group), *extra]
+
+    monkeypatch.setattr(backends, "entry_points", patched)
+
+    probed = only(doctor(healthy, mail_backend="probed://"), "mail backend")
+    broken = only(doctor(healthy, mail_backend="broken://"), "mail backend")
+    silent = only(doctor(healthy, mail_backend="silent://"), "mail backend")
+
+    assert (probed.ok, probed.summary, probed.fix) == (
+        False,
+        "plugin: the outbox is full",
+        "Empty the plugin outbox.",
+    )
+    assert broken.ok is False and "probe broke" in broken.summary
+    assert silent.ok is None and "no probe for this backend" in silent.summary
 
 
 # --- URLs, journal, web ----------------------------------------------------------------------

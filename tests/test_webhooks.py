@@ -39,7 +39,7 @@ from newsletter.webhooks import (
     sendgrid,
     ses,
 )
-from newsletter.webhooks.registry import PARSERS
+from newsletter.webhooks.registry import providers
 from newsletter.webhooks.ses import subscription_confirm_url
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
@@ -69,13 +69,17 @@ def test_event_kinds_equal_the_stored_mail_event_kinds() -> None:
 
 
 def test_registry_names_every_provider_parse() -> None:
-    assert PARSERS == {
+    found = providers()
+    assert {name: p.parse for name, p in found.items()} == {
         "postmark": postmark.parse,
         "sendgrid": sendgrid.parse,
         "mailgun": mailgun.parse,
         "ses": ses.parse,
         "resend": resend.parse,
     }
+    for name, hook in found.items():
+        assert hook.name == name and hook.secret_variable == f"NEWSLETTER_WEBHOOK_{name.upper()}"
+    assert found["mailgun"].replay_token is mailgun.signature_token
 
 
 def test_provider_event_normalizes_time_to_utc_and_clips_detail() -> None:
@@ -98,7 +102,7 @@ def test_provider_event_normalizes_time_to_utc_and_clips_detail() -> None:
 @pytest.mark.parametrize("provider", ["sendgrid", "mailgun", "resend"])  # the ones that check time
 def test_a_naive_now_is_a_caller_error(provider: str) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        PARSERS[provider]({}, b"{}", secret="whsec_c2VjcmV0", now=datetime(2026, 1, 1))
+        providers()[provider].parse({}, b"{}", secret="whsec_c2VjcmV0", now=datetime(2026, 1, 1))
 
 
 # --- Postmark -----------------------------------------------------------------------------

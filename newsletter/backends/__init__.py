@@ -2,6 +2,8 @@
 
 The built-in backends register there too (see ``pyproject.toml``), so a third-party package
 adds one with ``[project.entry-points."newsletter.backends"] myapi = "pkg.module:Class"``.
+Everything a backend needs is exported here (the message it is handed included), so a plugin
+imports this package and :mod:`newsletter.testing` only.
 """
 
 from __future__ import annotations
@@ -9,13 +11,22 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
-from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.backends.base import (
+    BackendError,
+    MailBackend,
+    ProbeResult,
+    SendResult,
+    SendStatus,
+)
+from newsletter.edition.message import OutgoingMessage
 
 ENTRY_POINT_GROUP = "newsletter.backends"
 
 __all__ = [
     "BackendError",
     "MailBackend",
+    "OutgoingMessage",
+    "ProbeResult",
     "SendResult",
     "SendStatus",
     "available_schemes",

@@ -4,6 +4,8 @@ A backend is opened (maybe), given batches of ready messages, and closed. ``open
 True only if it opened a connection, and only the opener closes it, so a caller can reuse one
 connection across many batches. ``send_messages`` never raises for a per-recipient problem: it
 returns one :class:`SendResult` per message, in order, with a status from a closed list.
+``probe()`` checks what it can (credentials, reachability) without sending anything, so
+``newsletter doctor`` can judge any backend, a plugin's too, through this contract alone.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ class SendResult:
     provider_id: str | None = None  # the backend's own message id, if it returns one
     #: Seconds the provider asked us to wait (HTTP Retry-After) before trying again.
     retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What :meth:`MailBackend.probe` found, in the doctor's three states.
+
+    ``ok`` is True (works as far as can be told without sending), None (can't tell, or works
+    with a caveat: a warning) or False (broken). ``summary`` is one line saying what was found
+    and ``hint`` what the operator does next; neither may contain a credential.
+    """
+
+    ok: bool | None
+    summary: str
+    hint: str | None = None
 
 
 class BackendError(NewsletterError, RuntimeError):
@@ -150,6 +166,16 @@ class MailBackend(ABC):
     def describe(self) -> str:
         """A human description, safe to log (no passwords)."""
         return type(self).__name__
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """Check credentials and reachability without sending anything; never raises for
+        what it finds (a refused login is a result, not an exception).
+
+        ``timeout`` bounds each network wait, in seconds. A backend that can check nothing
+        keeps this default, which is a warning, not a failure: the doctor calls it for every
+        backend, a plugin's included, and reads nothing else of it.
+        """
+        return ProbeResult(None, f"{self.describe()}: no probe for this backend")
 
     def __enter__(self) -> Self:
         self._opened_by_context.append(self.open())

@@ -7,8 +7,12 @@ import threading
 from collections.abc import Sequence
 from typing import Self, TextIO
 
-from newsletter.backends.base import MailBackend, SendResult, SendStatus
+from newsletter.backends.base import MailBackend, ProbeResult, SendResult, SendStatus
 from newsletter.edition.message import OutgoingMessage
+
+#: What a probe of a backend that keeps mail on this machine says, and what to do about it.
+LOCAL_ONLY = "no mail leaves this machine (fine for development, not for production)"
+SEND_FOR_REAL = "Set NEWSLETTER_MAIL_BACKEND to smtp://... or an email API to send for real."
 
 
 class ConsoleBackend(MailBackend):
@@ -39,3 +43,6 @@ class ConsoleBackend(MailBackend):
 
     def describe(self) -> str:
         return "console (stdout)"
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        return ProbeResult(None, f"{self.describe()}: {LOCAL_ONLY}", SEND_FOR_REAL)

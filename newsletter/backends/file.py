@@ -7,12 +7,13 @@ second message with the same key gets a numbered name, so a duplicate send is vi
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from newsletter.backends.base import BackendError
-from newsletter.backends.console import ConsoleBackend
+from newsletter.backends.base import BackendError, ProbeResult
+from newsletter.backends.console import LOCAL_ONLY, ConsoleBackend
 from newsletter.edition.message import OutgoingMessage
 
 
@@ -56,3 +57,24 @@ class FileBackend(ConsoleBackend):
 
     def describe(self) -> str:
         return f"file outbox {self.directory}"
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """Whether the folder can take files, tested with a temporary file that vanishes; a
+        missing folder is not created (a probe changes nothing), its nearest ancestor is
+        tested instead."""
+        hint = "Point NEWSLETTER_MAIL_BACKEND at a folder this user can write, or at a real server."
+        existing = self.directory
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        problem = None
+        if not existing.is_dir():
+            problem = f"{existing} is not a folder"
+        else:
+            try:
+                with tempfile.TemporaryFile(dir=existing):
+                    pass
+            except OSError as exc:
+                problem = f"can't write in {existing}: {exc.strerror or exc}"
+        if problem:
+            return ProbeResult(False, f"{self.describe()}: {problem}", hint)
+        return ProbeResult(None, f"{self.describe()} is writable; {LOCAL_ONLY}", hint)

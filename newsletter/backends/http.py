@@ -36,11 +36,13 @@ import requests
 
 from newsletter.backends.base import (
     BackendError,
+    ProbeResult,
     ReportingBackend,
     SendResult,
     SendStatus,
     query_options,
 )
+from newsletter.backends.reach import probe_api
 from newsletter.backends.wire import HandoverAdapter, on_written
 from newsletter.edition.message import MessageContent, OutgoingMessage
 
@@ -186,6 +188,25 @@ class HTTPBackend(ReportingBackend):
     @abstractmethod
     def build_request(self, message: OutgoingMessage) -> APIRequest:
         """The provider's request for one message."""
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """Reach the API over TCP, then run :meth:`credential_check` if the provider has one
+        (see :mod:`newsletter.backends.reach`); never sends mail."""
+        return probe_api(self, timeout)
+
+    def probe_base(self) -> str:
+        """The API base URL whose host and port :meth:`probe` reaches."""
+        return str(getattr(self, "endpoint", ""))
+
+    def credential_check(self) -> APIRequest | None:
+        """A harmless authenticated read (it never sends) whose 401/403 means the credentials
+        are wrong, or None when the provider has none every sending key may do."""
+        return None
+
+    def credential_verdict(self, body: dict[str, Any]) -> ProbeResult | None:
+        """A problem the credential check's 2xx body shows (a key without the right to send),
+        or None when it shows none."""
+        return None
 
     @abstractmethod
     def parse_response(self, message: OutgoingMessage, response: requests.Response) -> SendResult:

@@ -114,5 +114,8 @@ class MailgunBackend(HTTPBackend):
             return SendResult(SendStatus.invalid, code, f"Mailgun: {detail}")
         return self.rejected(response, detail)
 
+    def probe_base(self) -> str:
+        return self.base_url
+
     def describe(self) -> str:
         return f"mailgun://***@{self.domain} via {self.base_url}"

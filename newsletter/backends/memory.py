@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from newsletter.backends.base import MailBackend, SendResult, SendStatus, flag, query_options
+from newsletter.backends.base import (
+    MailBackend,
+    ProbeResult,
+    SendResult,
+    SendStatus,
+    flag,
+    query_options,
+)
+from newsletter.backends.console import LOCAL_ONLY, SEND_FOR_REAL
 from newsletter.edition.message import OutgoingMessage
 
 outbox: list[OutgoingMessage] = []
@@ -91,3 +99,6 @@ class MemoryBackend(MailBackend):
 
     def describe(self) -> str:
         return "memory" + ("" if self.retain else " (counting only)")
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        return ProbeResult(None, f"{self.describe()}: {LOCAL_ONLY}", SEND_FOR_REAL)

@@ -132,6 +132,11 @@ class PostmarkBackend(HTTPBackend):
         detail = f"postmark {response.status_code} (ErrorCode {error_code}): {text}"
         return SendResult(status, response.status_code, detail)
 
+    def credential_check(self) -> APIRequest:
+        """``GET /server`` reads the server the token belongs to."""
+        headers = {"Accept": "application/json", "X-Postmark-Server-Token": self._token}
+        return APIRequest(url=f"{self.endpoint}/server", headers=headers, method="GET")
+
     def describe(self) -> str:
         host = urlsplit(self.endpoint).netloc.rpartition("@")[2]
         return f"postmark ({host}, stream={self.stream})"

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from newsletter.backends.base import SendResult, SendStatus
+from newsletter.backends.base import ProbeResult, SendResult, SendStatus
 from newsletter.backends.http import APIKeyBackend, APIRequest
 from newsletter.edition.message import OutgoingMessage
 
@@ -100,6 +100,17 @@ class SendGridBackend(APIKeyBackend):
         detail = "; ".join(t for t in texts if t) or response.text[:300]
         status = SendStatus.invalid if code in (400, 413) else SendStatus.rejected
         return SendResult(status, code, f"sendgrid {code}: {detail}")
+
+    def credential_check(self) -> APIRequest:
+        """``GET /v3/scopes`` lists the key's own permissions."""
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        return APIRequest(url=f"{self.endpoint}/v3/scopes", headers=headers, method="GET")
+
+    def credential_verdict(self, body: dict[str, Any]) -> ProbeResult | None:
+        if "mail.send" in body.get("scopes", []):
+            return None
+        hint = "Give the SendGrid API key the Mail Send permission, or use one that has it."
+        return ProbeResult(False, f"{self.describe()}: the key can't send mail", hint)
 
     def describe(self) -> str:
         return f"sendgrid ({urlsplit(self.endpoint).netloc.rpartition('@')[2]})"

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 from newsletter.backends.base import (
     BackendError,
     HandoverError,
+    ProbeResult,
     ReportingBackend,
     SendResult,
     SendStatus,
@@ -26,6 +27,13 @@ from newsletter.backends.base import (
     query_options,
 )
 from newsletter.edition.message import OutgoingMessage, dot_stuffed
+
+#: Hosts a password may reach without TLS: it never crosses a network.
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_UNREACHABLE_HINT = (
+    "Check the host and port in NEWSLETTER_MAIL_BACKEND and that the server accepts "
+    "connections from this machine."
+)
 
 
 def _status_for(code: int) -> SendStatus:
@@ -378,6 +386,45 @@ class SMTPBackend(ReportingBackend):
         scheme = "smtps" if self.use_ssl else "smtp"
         tls = "?starttls=1" if self.starttls else ""
         return f"{scheme}://{user}{self.host}:{self.port}{tls}"
+
+    def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """Open and close a connection (EHLO, STARTTLS and AUTH as configured): no MAIL FROM,
+        so nothing is sent. The hint names the likely cause of a refusal."""
+        configured, self.timeout = self.timeout, min(self.timeout, timeout)
+        try:
+            opened = self.open()
+        except BackendError as exc:
+            return ProbeResult(False, str(exc), _open_failure_hint(exc.__cause__))
+        finally:
+            self.timeout = configured
+        if opened:
+            self.close()
+        tls = self.use_ssl or self.starttls
+        found = f"{self.describe()}: connected, {'TLS' if tls else 'no TLS'}, "
+        found += f"logged in as {self.username}" if self.username else "no login"
+        if self.username and not tls and self.host not in _LOOPBACK:
+            hint = "Add ?starttls=1 (or use smtps://) in NEWSLETTER_MAIL_BACKEND."
+            return ProbeResult(None, found + ": the password crossed the network in clear", hint)
+        return ProbeResult(True, found)
+
+
+def _open_failure_hint(cause: BaseException | None) -> str:
+    if isinstance(cause, smtplib.SMTPAuthenticationError):
+        return (
+            "The server refused the login: check the user and password in "
+            "NEWSLETTER_MAIL_BACKEND (percent-encode special characters)."
+        )
+    if isinstance(cause, smtplib.SMTPNotSupportedError):
+        return (
+            "The server offers no login here: most want ?starttls=1 (port 587) or "
+            "smtps:// (port 465) in NEWSLETTER_MAIL_BACKEND first."
+        )
+    if isinstance(cause, ssl.SSLError):
+        return (
+            "TLS failed: check smtps:// versus ?starttls=1 and the port in "
+            "NEWSLETTER_MAIL_BACKEND (?verify=0 only for a test server)."
+        )
+    return _UNREACHABLE_HINT
 
 
 def _transient_open_failure(exc: BaseException) -> bool:

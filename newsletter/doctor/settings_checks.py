@@ -3,6 +3,7 @@ password, webhooks."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from newsletter.config import (
     key_strength_bits,
 )
 from newsletter.doctor.check import RESERVED_DOMAINS, RESERVED_TLDS, Check
+from newsletter.webhooks import registry
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -155,14 +157,16 @@ def check_admin_page(settings: Settings, _timeout: float) -> list[Check]:
 
 
 def check_webhooks(settings: Settings, _timeout: float) -> list[Check]:
-    """Bounce and complaint webhooks for each email API in NEWSLETTER_MAIL_BACKEND."""
+    """Bounce and complaint webhooks for each scheme in NEWSLETTER_MAIL_BACKEND that has one
+    registered (built-in or plugin), with the secret its declaration names."""
     schemes = dict.fromkeys(urlsplit(u).scheme.lower() for u in settings.mail_backend.split())
     checks = []
     for scheme in schemes:
-        if f"webhook_{scheme}" in Settings.model_fields:
-            variable = f"NEWSLETTER_WEBHOOK_{scheme.upper()}"
+        hook = registry.provider(scheme) if scheme else None
+        if hook is not None:
+            variable = hook.secret_variable
             url = f"{settings.base_url}/webhooks/{scheme}"
-            if getattr(settings, f"webhook_{scheme}"):
+            if registry.secret_for(hook, settings, os.environ):
                 checks.append(Check("webhooks", True, f"{scheme} events accepted at {url}"))
                 continue
             summary = f"{variable} is empty: {scheme} bounces and complaints won't be processed"

@@ -6,7 +6,8 @@ One :class:`WebContext` per app, on ``app.state.web``; handlers get it with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -54,6 +55,8 @@ class WebContext:
     archive_cache: dict[int, str] = field(default_factory=dict)
     #: Each request reads the time here once (tests pin it).
     clock: Clock = system_clock
+    #: Where a plugin webhook's secret variable is read (the built-ins' are settings).
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     #: Failed admin logins per client (10 per 15 min) and for the one account (100 per
     #: 15 min, whoever sends them): over either, logins answer 429 without checking.
     login_failures: SlidingWindow = field(default_factory=lambda: SlidingWindow(10, 900))

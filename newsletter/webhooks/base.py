@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -90,6 +90,22 @@ class WebhookParser(Protocol):
         secret: str,
         now: datetime | None = None,
     ) -> list[ProviderEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookProvider:
+    """What an entry point in the ``newsletter.webhooks`` group names: one provider's webhook.
+
+    ``POST /webhooks/<name>`` exists only while the secret is set: the environment variable
+    ``secret_variable`` (for the built-ins ``NEWSLETTER_WEBHOOK_<NAME>``, which is also a
+    setting, so ``.env`` and ``Settings`` work too). ``replay_token``, when the provider signs
+    a one-time token (Mailgun), returns it from an accepted body so a replay is refused.
+    """
+
+    name: str
+    parse: WebhookParser
+    secret_variable: str
+    replay_token: Callable[[bytes], str] | None = None
 
 
 def clip(text: str, limit: int = DETAIL_MAX) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 from newsletter.webhooks.base import (
     EventKind,
     ProviderEvent,
+    WebhookProvider,
     WebhookRejected,
     as_object,
     check_fresh,
@@ -132,3 +133,9 @@ def detail(data: dict[str, Any]) -> str:
         answer = " ".join(part for part in (code, message) if part)
     parts = (text(data, "severity"), text(data, "reason"), answer)
     return ": ".join(part for part in parts if part)
+
+
+#: The ``newsletter.webhooks`` entry point (see ``pyproject.toml``).
+webhook = WebhookProvider(
+    PROVIDER, parse, "NEWSLETTER_WEBHOOK_MAILGUN", replay_token=signature_token
+)

@@ -34,6 +34,7 @@ from typing import Any
 from newsletter.webhooks.base import (
     EventKind,
     ProviderEvent,
+    WebhookProvider,
     WebhookRejected,
     as_object,
     content_hash,
@@ -131,3 +132,7 @@ def delivery_event(record: dict[str, Any]) -> ProviderEvent:
         occurred_at=from_iso(record.get("DeliveredAt"), "DeliveredAt"),
         detail=text(record, "Details"),
     )
+
+
+#: The ``newsletter.webhooks`` entry point (see ``pyproject.toml``).
+webhook = WebhookProvider(PROVIDER, parse, "NEWSLETTER_WEBHOOK_POSTMARK")

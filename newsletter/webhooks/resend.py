@@ -32,6 +32,7 @@ from typing import Any
 from newsletter.webhooks.base import (
     EventKind,
     ProviderEvent,
+    WebhookProvider,
     WebhookRejected,
     as_object,
     check_fresh,
@@ -126,3 +127,7 @@ def classify(event_type: str, data: dict[str, Any]) -> tuple[EventKind | None, s
     if event_type == "email.delivered":
         return EventKind.delivered, ""
     return None, ""
+
+
+#: The ``newsletter.webhooks`` entry point (see ``pyproject.toml``).
+webhook = WebhookProvider(PROVIDER, parse, "NEWSLETTER_WEBHOOK_RESEND")

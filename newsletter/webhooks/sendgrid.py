@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from newsletter.webhooks.base import (
     EventKind,
     ProviderEvent,
+    WebhookProvider,
     WebhookRejected,
     as_object,
     check_fresh,
@@ -126,3 +127,7 @@ def to_event(event: dict[str, Any]) -> ProviderEvent | None:
         occurred_at=from_unix(event.get("timestamp"), "SendGrid event timestamp"),
         detail=": ".join(part for part in detail_parts if part),
     )
+
+
+#: The ``newsletter.webhooks`` entry point (see ``pyproject.toml``).
+webhook = WebhookProvider(PROVIDER, parse, "NEWSLETTER_WEBHOOK_SENDGRID")

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from newsletter.webhooks.base import (
     EventKind,
     ProviderEvent,
+    WebhookProvider,
     WebhookRejected,
     as_object,
     from_iso,
@@ -333,3 +334,7 @@ def event_time(report: dict[str, Any], sns_time: datetime) -> datetime:
     if report.get("timestamp") is None:
         return sns_time
     return from_iso(report.get("timestamp"), "SES timestamp")
+
+
+#: The ``newsletter.webhooks`` entry point (see ``pyproject.toml``).
+webhook = WebhookProvider(PROVIDER, parse, "NEWSLETTER_WEBHOOK_SES")
