@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
 from newsletter.backends.base import BackendError, MailBackend, SendResult, SendStatus
+from newsletter.backends.failover import FailoverBackend
 
 ENTRY_POINT_GROUP = "newsletter.backends"
 
@@ -34,8 +35,6 @@ def backend_from_url(url: str) -> MailBackend:
     """
     urls = url.split()
     if len(urls) > 1:
-        from newsletter.backends.failover import FailoverBackend
-
         return FailoverBackend([backend_from_url(u) for u in urls])
     url = urls[0] if urls else ""
     try:

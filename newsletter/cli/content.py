@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from newsletter import importing, publish, store, subscriptions
+from newsletter import exporting, importing, publish, store, subscriptions
 from newsletter.cli.common import (
     _fail,
     _session,
@@ -134,17 +134,15 @@ def export_subscribers(
     ] = None,
 ) -> None:
     """Write the subscribers who may be mailed as the CSV `import subscribers` reads."""
-    from newsletter.exporting import export_subscribers as export
-
     settings = _settings()
     with _session(settings) as session:
         if newsletter is not None:
             store.get_newsletter(session, slug=newsletter)  # one line for an unknown slug
         if out is None:
-            count = export(session, sys.stdout, newsletter=newsletter)
+            count = exporting.export_subscribers(session, sys.stdout, newsletter=newsletter)
         else:
             with out.open("w", encoding="utf-8", newline="") as fh:
-                count = export(session, fh, newsletter=newsletter)
+                count = exporting.export_subscribers(session, fh, newsletter=newsletter)
     typer.echo(f"{count} subscribers exported", err=True)
 
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session
 
-from newsletter import periods, publish, store
+from newsletter import periods, publish, scheduler, schedules, store
 from newsletter.backends import backend_from_url
 from newsletter.cli.common import (
     VERBOSE_HELP,
@@ -42,8 +42,6 @@ def schedule_check(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Validate every schedule file; print each problem (file: field: why) and exit 1."""
-    from newsletter import schedules
-
     specs = schedules.load(directory)
     for spec in specs:
         typer.echo(f"{spec.path.name}: ok ({spec.slug}, {spec.rule.describe()})")
@@ -55,8 +53,6 @@ def schedule_sync(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Load the schedule files into the database (all or nothing); pauses are kept."""
-    from newsletter import schedules
-
     settings = _settings()
     specs = schedules.load(directory)
     with _session(settings) as session:
@@ -78,8 +74,6 @@ def schedule_sync(
 @readable_errors
 def schedule_list() -> None:
     """Each schedule: next draft and send time (local and UTC), paused, approval, misses."""
-    from newsletter import scheduler, schedules
-
     settings = _settings()
     now = cli_now()
     with _session(settings) as session:
@@ -147,11 +141,9 @@ def schedule_skip(
     period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
 ) -> None:
     """Do not draft or send this period's edition (an edition already started is not touched)."""
-    from newsletter.schedules import skip_period
-
     settings = _settings()
     with _session(settings) as session:
-        when = skip_period(session, schedule=_schedule_of(session, slug), period=period)
+        when = schedules.skip_period(session, schedule=_schedule_of(session, slug), period=period)
         session.commit()
     typer.echo(f"{slug}: {period} (send {when:%a %d %b %Y %H:%M} UTC) will be skipped")
 
@@ -165,15 +157,13 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
     The current period is the one whose send time is next (or passed less than 6 h ago): run
     mid-week, it sends next Monday's edition early, with what was published until now, and
     Monday sends nothing (what comes later goes into the following week's edition)."""
-    from newsletter import scheduler as sched
-
     settings = _settings()
     now = cli_now()
     with _session(settings) as session:
         schedule = _schedule_of(session, slug)
         newsletter = store.get_newsletter(session, slug=slug)
         occ = periods.current(schedule, newsletter, now)
-        if sched.is_skipped(session, occ):
+        if scheduler.is_skipped(session, occ):
             raise publish.EditionStateError(
                 f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
             )
@@ -217,7 +207,7 @@ def scheduler_command(
 
     Safe to run twice by mistake: the database's unique (newsletter, period) key and
     conditional updates make every step happen once."""
-    from newsletter.runner import build_scheduler
+    from newsletter.runner import build_scheduler  # APScheduler: only the scheduler loads it
 
     configure_logging(verbose=verbose)
     settings = _settings()
@@ -245,9 +235,9 @@ def run_all(
 ) -> None:
     """Everything for a small deployment in one process: the scheduler, a worker and the web
     app (on SQLite this is the layout to use)."""
+    # The web stack and APScheduler, only for this command (see tests/test_footprint.py).
     import uvicorn
 
-    from newsletter import schedules
     from newsletter.runner import build_scheduler, worker_loop
     from newsletter.web.app import create_app
 

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from newsletter import ledger, store
 from newsletter.addresses import AddressError, normalize_email
 from newsletter.config import Settings
+from newsletter.lifecycle import EditionStateError
 from newsletter.models import EditionStatus
 from newsletter.personalization import Recipient
 from newsletter.publish.drafting import prepare, signer_for
@@ -70,8 +71,6 @@ def dry_run(session: Session, *, edition_id: int, settings: Settings, now: float
     ``now`` (epoch seconds) is the Date the messages would carry. Raises
     :class:`~newsletter.lifecycle.EditionStateError` for an edition no send would touch.
     """
-    from newsletter.lifecycle import EditionStateError
-
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)
     if edition.status in (EditionStatus.sent, EditionStatus.cancelled):
