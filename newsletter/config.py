@@ -1,8 +1,9 @@
 """Settings read from the environment (prefix ``NEWSLETTER_``) and an optional ``.env`` file.
 
-Nothing is built at import time: call :func:`get_settings` where settings are needed, so tests
-and the demo can pass their own :class:`Settings` instead. Values are validated when settings
-are read, so a bad URL or time zone is refused before anything runs.
+Nothing is built at import time: the entry points (the CLI, the web app's factory) build
+:class:`Settings` when they start and pass it down, so tests and the demo pass their own.
+Values are validated when settings are read, so a bad URL or time zone is refused before
+anything runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import re
 from email.headerregistry import Address
 from email.utils import parseaddr
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
@@ -441,9 +441,3 @@ class Settings(BaseSettings):
                 "repeated phrase); generate one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
             )
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once on first use."""
-    return Settings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from newsletter.backends import memory
 from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
 from newsletter.edition.content import ComparisonData
+from newsletter.edition.timing import WeeklyRule
 from newsletter.operations import schedules
 from newsletter.sending import ledger
 from newsletter.service import scheduler
@@ -507,6 +508,117 @@ def test_a_zone_that_names_a_folder_is_a_clear_problem(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"{SLUG}.toml: timezone: unknown IANA time zone 'Europe' (e.g. Europe/Berlin)"
     ]
+
+
+def test_a_full_schedule_file_gives_each_value_and_a_short_one_the_defaults(
+    tmp_path: Path,
+) -> None:
+    full = write_schedule(
+        tmp_path / "full",
+        name="  Weekly AI Tool Verdicts  ",
+        send="mon 9:05",
+        timezone="UTC",
+        draft_before="90m",
+        approval_required=True,
+        editors=["Editor@Example.com", "b@bücher.example"],
+        item_cap=12,
+        site_url="https://aitoolverdicts.example",
+        local_time=True,
+        writer="claude",
+        **{"from": "Verdicts <news@bücher.example>"},
+    )
+    (spec,) = schedules.load(full.parent)
+    assert spec == schedules.ScheduleSpec(
+        path=full,
+        slug=SLUG,
+        name="Weekly AI Tool Verdicts",
+        rule=WeeklyRule(0, time(9, 5), "UTC"),
+        from_address="Verdicts <news@xn--bcher-kva.example>",
+        draft_before=timedelta(minutes=90),
+        approval_required=True,
+        editors=("Editor@example.com", "b@xn--bcher-kva.example"),
+        item_cap=12,
+        site_url="https://aitoolverdicts.example",
+        local_time=True,
+        writer="claude",
+    )
+    short = tmp_path / "short" / f"{SLUG}.toml"
+    short.parent.mkdir()
+    short.write_text(
+        f'slug = "{SLUG}"\nname = "N"\nsend = "Monday 09:00"\ntimezone = "Europe/Berlin"\n'
+    )
+    (spec,) = schedules.load(short.parent)
+    assert spec == schedules.ScheduleSpec(
+        path=short, slug=SLUG, name="N", rule=WeeklyRule(0, time(9), "Europe/Berlin")
+    )
+
+
+def test_a_schedule_file_names_every_problem_at_once(tmp_path: Path) -> None:
+    """One check names every field that is wrong, unknown names first, and nothing else."""
+    path = tmp_path / "schedules" / "mine.toml"
+    path.parent.mkdir()
+    path.write_text(
+        'slug = "Mine"\nname = 5\nfrom = "nobody"\ntimezone = "Mars/Olympus"\n'
+        'send = "Someday 09:00"\ndraft_before = "7d"\napproval_required = "yes"\n'
+        'editors = ["not-an-address", "ok@example.com"]\nitem_cap = 8.0\n'
+        'site_url = "ftp://x.example"\nlocal_time = 1\nwriter = "gpt"\ncolour = "blue"\n'
+    )
+    with pytest.raises(schedules.ScheduleFileError) as caught:
+        schedules.load(path.parent)
+    known = ", ".join(schedules.FIELDS)
+    assert caught.value.problems == [
+        f"mine.toml: colour: unknown field; known: {known}",
+        "mine.toml: slug: 'Mine' is not lower-case letters, digits and hyphens, and differs "
+        "from the file name (mine.toml)",
+        "mine.toml: name: expected a non-empty string",
+        'mine.toml: from: expected "Name <address>": An email address must have an @-sign.',
+        "mine.toml: timezone: unknown IANA time zone 'Mars/Olympus' (e.g. Europe/Berlin)",
+        "mine.toml: send: 'Someday 09:00': unknown weekday 'Someday'",
+        "mine.toml: draft_before: at most 6 days (the next send comes after 7)",
+        "mine.toml: approval_required: expected true or false",
+        "mine.toml: editors: 'not-an-address': An email address must have an @-sign.",
+        "mine.toml: item_cap: expected a whole number from 1 to 50",
+        "mine.toml: site_url: expected an http(s) URL",
+        "mine.toml: local_time: expected true or false",
+        "mine.toml: writer: 'gpt' is not one of rules, claude, huggingface",
+    ]
+    assert list(schedules.FIELDS)[:5] == ["slug", "name", "from", "timezone", "send"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("slug", "7", "slug: expected a non-empty string"),
+        ("name", '"  "', "name: expected a non-empty string"),
+        ("name", '"Two\\nlines"', "name: contains control characters or line breaks"),
+        ("name", f'"{"n" * 201}"', "name: at most 200 characters"),
+        ("from", '"Verdicts <>"', 'from: expected "Name <address>": missing'),
+        ("send", "09:00:00", "send: expected a non-empty string"),
+        ("send", '"Monday 25:00"', "send: 'Monday 25:00': 25:00 is not a time of day"),
+        ("send", "{ day = 'Monday' }", "send: expected a non-empty string"),
+        ("draft_before", '"soon"', "draft_before: 'soon': expected minutes, hours or days"),
+        ("draft_before", "3", "draft_before: expected a non-empty string"),
+        ("approval_required", "true", "editors: approval_required needs at least one editor"),
+        ("editors", '"editor@example.com"', "editors: expected a list of addresses"),
+        ("editors", '["editor@example.com", 5]', "editors: expected a list of addresses"),
+        ("item_cap", "true", "item_cap: expected a whole number from 1 to 50"),
+        ("item_cap", '"8"', "item_cap: expected a whole number from 1 to 50"),
+        ("item_cap", "51", "item_cap: expected a whole number from 1 to 50"),
+        ("site_url", f'"https://{"p" * 500}"', "site_url: at most 500 characters"),
+        ("writer", "1", "writer: expected a non-empty string"),
+        ("from_address", '"a@example.com"', "from_address: unknown field; known: slug, name"),
+    ],
+)
+def test_a_wrong_value_is_named_with_what_is_allowed(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    fields = {"slug": SLUG, "name": "N", "send": "Monday 09:00", "timezone": "UTC"}
+    text = "".join(f'{k} = "{v}"\n' for k, v in fields.items() if k != key)
+    path = tmp_path / f"{SLUG}.toml"
+    path.write_text(f"{text}{key} = {value}\n")
+    spec, problems = schedules.parse_file(path)
+    assert spec is None
+    assert len(problems) == 1 and problems[0].startswith(f"{SLUG}.toml: {problem}"), problems
 
 
 def test_a_schedule_file_names_its_writer_or_is_refused(

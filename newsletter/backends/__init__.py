@@ -18,6 +18,7 @@ from newsletter.backends.base import (
     SendResult,
     SendStatus,
 )
+from newsletter.backends.failover import FailoverBackend
 from newsletter.edition.message import OutgoingMessage
 
 ENTRY_POINT_GROUP = "newsletter.backends"
@@ -45,8 +46,6 @@ def backend_from_url(url: str) -> MailBackend:
     """
     urls = url.split()
     if len(urls) > 1:
-        from newsletter.backends.failover import FailoverBackend
-
         return FailoverBackend([backend_from_url(u) for u in urls])
     url = urls[0] if urls else ""
     try:

@@ -11,7 +11,7 @@ import typer
 from sqlmodel import Session
 
 from newsletter import publish
-from newsletter.audience import importing, subscriptions
+from newsletter.audience import exporting, importing, subscriptions
 from newsletter.audience.importing import comparisons_json_schema
 from newsletter.cli.common import (
     _fail,
@@ -134,17 +134,15 @@ def export_subscribers(
     ] = None,
 ) -> None:
     """Write the subscribers who may be mailed as the CSV `import subscribers` reads."""
-    from newsletter.audience.exporting import export_subscribers as export
-
     settings = _settings()
     with _session(settings) as session:
         if newsletter is not None:
             store.get_newsletter(session, slug=newsletter)  # one line for an unknown slug
         if out is None:
-            count = export(session, sys.stdout, newsletter=newsletter)
+            count = exporting.export_subscribers(session, sys.stdout, newsletter=newsletter)
         else:
             with out.open("w", encoding="utf-8", newline="") as fh:
-                count = export(session, fh, newsletter=newsletter)
+                count = exporting.export_subscribers(session, fh, newsletter=newsletter)
     typer.echo(f"{count} subscribers exported", err=True)
 
 

@@ -465,7 +465,7 @@ def worker(
 
     Run several on PostgreSQL (any number of machines); on SQLite one is enough.
     """
-    from newsletter.service.runner import worker_loop
+    from newsletter.service.runner import worker_loop  # with APScheduler: only workers load it
 
     settings = _settings()
     describe = backend_from_url(settings.mail_backend).describe()

@@ -17,6 +17,9 @@ from newsletter.cli.common import (
     readable_errors,
     settings_problem,
 )
+from newsletter.operations import chart as charts
+from newsletter.operations import stats as reports
+from newsletter.operations import statsformat as formats
 from newsletter.storage import store
 
 # --- health --------------------------------------------------------------------------------
@@ -25,6 +28,7 @@ from newsletter.storage import store
 @app.command("doctor")
 def doctor_command() -> None:
     """Check configuration, database, mail backend, secret key and URLs; say how to fix."""
+    # The checks load requests and dnspython (about 8 MiB), which no other command needs.
     from newsletter import doctor
 
     try:
@@ -63,11 +67,6 @@ def stats(
 
     csv prints the editions, a blank line, then the weeks; json prints {"editions", "growth"}.
     """
-    # Imported here: matplotlib is slow to import and only this command needs it.
-    from newsletter.operations import chart as charts
-    from newsletter.operations import stats as reports
-    from newsletter.operations import statsformat as formats
-
     chart_format: charts.ChartFormat | None = None
     if chart is not None:
         suffix = chart.suffix.lower()

@@ -26,7 +26,9 @@ from newsletter.cli.common import (
 )
 from newsletter.clock import system_clock
 from newsletter.edition import periods
+from newsletter.operations import schedules
 from newsletter.publish import senders
+from newsletter.service import scheduler
 from newsletter.storage import store
 from newsletter.storage.database import make_engine, require_head, upgrade
 from newsletter.storage.models import (
@@ -44,8 +46,6 @@ def schedule_check(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Validate every schedule file; print each problem (file: field: why) and exit 1."""
-    from newsletter.operations import schedules
-
     specs = schedules.load(directory)
     for spec in specs:
         typer.echo(f"{spec.path.name}: ok ({spec.slug}, {spec.rule.describe()})")
@@ -57,8 +57,6 @@ def schedule_sync(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Load the schedule files into the database (all or nothing); pauses are kept."""
-    from newsletter.operations import schedules
-
     settings = _settings()
     specs = schedules.load(directory)
     with _session(settings) as session:
@@ -80,9 +78,6 @@ def schedule_sync(
 @readable_errors
 def schedule_list() -> None:
     """Each schedule: next draft and send time (local and UTC), paused, approval, misses."""
-    from newsletter.operations import schedules
-    from newsletter.service import scheduler
-
     settings = _settings()
     now = cli_now()
     with _session(settings) as session:
@@ -150,11 +145,9 @@ def schedule_skip(
     period: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W49.")],
 ) -> None:
     """Do not draft or send this period's edition (an edition already started is not touched)."""
-    from newsletter.operations.schedules import skip_period
-
     settings = _settings()
     with _session(settings) as session:
-        when = skip_period(session, schedule=_schedule_of(session, slug), period=period)
+        when = schedules.skip_period(session, schedule=_schedule_of(session, slug), period=period)
         session.commit()
     typer.echo(f"{slug}: {period} (send {when:%a %d %b %Y %H:%M} UTC) will be skipped")
 
@@ -168,15 +161,13 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
     The current period is the one whose send time is next (or passed less than 6 h ago): run
     mid-week, it sends next Monday's edition early, with what was published until now, and
     Monday sends nothing (what comes later goes into the following week's edition)."""
-    from newsletter.service import scheduler as sched
-
     settings = _settings()
     now = cli_now()
     with _session(settings) as session:
         schedule = _schedule_of(session, slug)
         newsletter = store.get_newsletter(session, slug=slug)
         occ = periods.current(schedule, newsletter, now)
-        if sched.is_skipped(session, occ):
+        if scheduler.is_skipped(session, occ):
             raise publish.EditionStateError(
                 f"{occ.key} is skipped for {slug}; nothing to send (remove the skip first)"
             )
@@ -220,7 +211,9 @@ def scheduler_command(
 
     Safe to run twice by mistake: the database's unique (newsletter, period) key and
     conditional updates make every step happen once."""
-    from newsletter.service.runner import build_scheduler
+    from newsletter.service.runner import (
+        build_scheduler,  # APScheduler: only the scheduler loads it
+    )
 
     configure_logging(verbose=verbose)
     settings = _settings()
@@ -248,9 +241,9 @@ def run_all(
 ) -> None:
     """Everything for a small deployment in one process: the scheduler, a worker and the web
     app (on SQLite this is the layout to use)."""
+    # The web stack and APScheduler, only for this command (see tests/test_footprint.py).
     import uvicorn
 
-    from newsletter.operations import schedules
     from newsletter.service.runner import build_scheduler, worker_loop
     from newsletter.web.app import create_app
 

@@ -25,14 +25,15 @@ SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _text(max_length: int) -> type[str]:
-    return Annotated[  # type: ignore[return-value]
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
-    ]
+def _text(max_length: int) -> StringConstraints:
+    """The rule of a text field, for ``Annotated[str, _text(n)]``: outer spaces removed, then
+    not empty and at most ``max_length`` characters. It returns the constraint, not the type,
+    so each field is an ``Annotated`` type the type checker reads as ``str``."""
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
 
 
-ShortText = _text(500)
-LongText = _text(20_000)
+ShortText = Annotated[str, _text(500)]
+LongText = Annotated[str, _text(20_000)]
 
 
 class _Frozen(BaseModel):
@@ -64,7 +65,7 @@ class ReviewData(_Frozen):
         description="builder, skeptic, futurist, buyer, or another lower-case word"
     )
     verdict: Literal["ship", "skip"]
-    quote: LongText  # type: ignore[valid-type]
+    quote: LongText
 
     @field_validator("lens", "verdict", mode="before")
     @classmethod
@@ -75,14 +76,14 @@ class ReviewData(_Frozen):
 class ToolData(_Frozen):
     """One side of a comparison."""
 
-    name: _text(300)  # type: ignore[valid-type]
-    category: _text(120)  # type: ignore[valid-type]
-    tagline: ShortText  # type: ignore[valid-type]
-    description: LongText  # type: ignore[valid-type]
-    entry_price: _text(120) = Field(  # type: ignore[valid-type]
+    name: Annotated[str, _text(300)]
+    category: Annotated[str, _text(120)]
+    tagline: ShortText
+    description: LongText
+    entry_price: Annotated[str, _text(120)] = Field(
         description='"Free", "Paid", "Freemium" or free text such as "From $20/mo"'
     )
-    editor_summary: _text(300) | None = Field(  # type: ignore[valid-type]
+    editor_summary: Annotated[str, _text(300)] | None = Field(
         default=None,
         description="Optional one-line take on the tool written by an editor, shown in full; "
         "at most 300 characters",
@@ -97,12 +98,12 @@ class ComparisonData(_Frozen):
     #: The store's id; set by the store, refused in import files.
     id: SkipJsonSchema[int | None] = Field(default=None, exclude=True)
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=120)]
-    title: ShortText  # type: ignore[valid-type]
+    title: ShortText
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"']+$", max_length=2000)]
     published_at: AwareDatetime
-    question: ShortText = "Which one should you ship with?"  # type: ignore[valid-type]
-    intro: _text(2000) | None = None  # type: ignore[valid-type]
-    verdict: _text(280) | None = Field(  # type: ignore[valid-type]
+    question: ShortText = "Which one should you ship with?"
+    intro: Annotated[str, _text(2000)] | None = None
+    verdict: Annotated[str, _text(280)] | None = Field(
         default=None,
         description="An editor's own call on the comparison (\"Ship Claude for agents; HF "
         'for routing"), shown in full instead of the computed one; at most 280 characters',

@@ -31,35 +31,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import ErrorDetails
 from sqlmodel import Session, col, select
 
 from newsletter.audience.addresses import AddressError, normalize_email
 from newsletter.config import WRITER_NAMES
 from newsletter.edition.content import SLUG_PATTERN
 from newsletter.edition.periods import rule_of
-from newsletter.edition.timing import RuleError, WeeklyRule, check_zone, parse_duration, parse_rule
+from newsletter.edition.timing import WeeklyRule, check_zone, parse_duration, parse_rule
 from newsletter.errors import NewsletterError
 from newsletter.storage.models import Edition, EditionStatus, Newsletter, Schedule, ScheduleSkip
-
-FIELDS = {
-    "slug": "the newsletter's slug (lower-case letters, digits, hyphens)",
-    "name": "the newsletter's name",
-    "from": 'sender, "Name <address>"',
-    "send": 'weekday and local time, "Monday 09:00"',
-    "timezone": "IANA time zone of the send time",
-    "draft_before": 'how long before the send the draft is assembled, "3h" (default)',
-    "approval_required": "an editor must approve before it goes out (default false)",
-    "editors": "addresses told when an edition waits for approval",
-    "item_cap": "most comparisons in one edition (default 8)",
-    "site_url": "the review site for the footer and the more link (optional)",
-    "local_time": "deliver at the send time in each subscriber's own zone (default false)",
-    "writer": "who writes verdict and intro suggestions: rules, claude or huggingface "
-    "(default: NEWSLETTER_WRITER)",
-}
-
-REQUIRED = ("slug", "name", "send", "timezone")
 
 
 class ScheduleFileError(NewsletterError, ValueError):
@@ -97,6 +90,190 @@ class SyncReport:
     warnings: list[str] = field(default_factory=list)
 
 
+# --- the fields of a schedule file -----------------------------------------------------------
+# Each field's rule is declared once, on its annotation below. A broken rule raises ValueError
+# (RuleError and AddressError are ValueErrors) whose text says what is allowed; pydantic
+# collects every field's error, so a file's problems are reported together, not one by one.
+
+
+def _text(max_length: int) -> PlainValidator:
+    """A non-empty string without control characters, outer spaces removed, at most
+    ``max_length`` characters: the size of the database column it goes into, so ``check``
+    refuses everything ``sync`` would."""
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("expected a non-empty string")
+        if len(value.strip()) > max_length:
+            raise ValueError(f"at most {max_length} characters")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("contains control characters or line breaks")
+        return value.strip()
+
+    return PlainValidator(check)
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):  # TOML's true and false only, not 1 or "yes"
+        raise ValueError("expected true or false")
+    return value
+
+
+def _item_cap(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 50:
+        raise ValueError("expected a whole number from 1 to 50")
+    return value
+
+
+def _slug(slug: str, info: ValidationInfo) -> str:
+    """A slug, named like its file. Both problems are named in one message: fixing only the
+    first would otherwise bring up the second on the next check."""
+    stem = (info.context or {}).get("stem")
+    wrong = []
+    if not re.fullmatch(SLUG_PATTERN, slug):
+        wrong.append("is not lower-case letters, digits and hyphens")
+    if stem is not None and slug != stem:
+        wrong.append(f"differs from the file name ({stem}.toml)")
+    if wrong:
+        raise ValueError(f"{slug!r} {', and '.join(wrong)}")
+    return slug
+
+
+def _sender(text: str) -> str:
+    display, address = parseaddr(text)
+    try:
+        # Stored with the ASCII form of the address (IDN domain as xn--): it becomes the
+        # envelope sender, which SMTP needs in ASCII.
+        return formataddr((display, normalize_email(address)[0]))
+    except AddressError as exc:
+        raise ValueError(f'expected "Name <address>": {exc}') from None
+
+
+def _rule(send: str, info: ValidationInfo) -> WeeklyRule:
+    """The weekly rule in the file's zone. A zone that was refused is named on its own; the
+    send time is still read (in UTC), so a wrong one is named in the same check."""
+    return parse_rule(send, info.data.get("timezone", "UTC"))
+
+
+def _lead(text: str) -> timedelta:
+    lead = parse_duration(text)
+    if lead > timedelta(days=6):
+        raise ValueError("at most 6 days (the next send comes after 7)")
+    return lead
+
+
+def _address_list(value: object) -> object:
+    # A tuple is the field's default; TOML itself only makes lists.
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of addresses")
+    return value
+
+
+def _editor(raw: str) -> str:
+    try:
+        return normalize_email(raw)[0]
+    except AddressError as exc:
+        raise ValueError(f"{raw!r}: {exc}") from None
+
+
+def _editors(editors: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    """Checked once every address is valid (each bad one is named on its own)."""
+    if len(",".join(editors)) > 2000:  # the column they are stored in, comma-separated
+        raise ValueError("at most 2000 characters in all")
+    if info.data.get("approval_required") and not editors:
+        raise ValueError("approval_required needs at least one editor to tell")
+    return editors
+
+
+def _site_url(url: str) -> str:
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("expected an http(s) URL")
+    return url
+
+
+def _writer(name: str) -> str:
+    if name not in WRITER_NAMES:
+        raise ValueError(f"{name!r} is not one of {', '.join(WRITER_NAMES)}")
+    return name
+
+
+class ScheduleFile(BaseModel):
+    """A schedule file's fields as validated, in the order its problems are listed. Fields
+    that read another field's value come after it (``send`` after ``timezone``, ``editors``
+    after ``approval_required``). Validate with ``context={"stem": <file name without .toml>}``
+    to check the slug against its file's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slug: Annotated[str, _text(120), AfterValidator(_slug)] = Field(
+        description="the newsletter's slug (lower-case letters, digits, hyphens)"
+    )
+    name: Annotated[str, _text(200)] = Field(description="the newsletter's name")
+    from_address: Annotated[str | None, _text(320), AfterValidator(_sender)] = Field(
+        default=None, alias="from", description='sender, "Name <address>"'
+    )
+    timezone: Annotated[str, _text(64), AfterValidator(check_zone)] = Field(
+        description="IANA time zone of the send time"
+    )
+    send: Annotated[WeeklyRule, _text(500), AfterValidator(_rule)] = Field(
+        description='weekday and local time, "Monday 09:00"'
+    )
+    draft_before: Annotated[timedelta, _text(500), AfterValidator(_lead)] = Field(
+        default=timedelta(hours=3),
+        description='how long before the send the draft is assembled, "3h" (default)',
+    )
+    approval_required: Annotated[bool, PlainValidator(_flag)] = Field(
+        default=False, description="an editor must approve before it goes out (default false)"
+    )
+    editors: Annotated[
+        tuple[Annotated[str, AfterValidator(_editor)], ...],
+        BeforeValidator(_address_list),
+        AfterValidator(_editors),
+    ] = Field(
+        default=(),
+        validate_default=True,  # approval_required without editors is refused
+        description="addresses told when an edition waits for approval",
+    )
+    item_cap: Annotated[int, PlainValidator(_item_cap)] = Field(
+        default=8, description="most comparisons in one edition (default 8)"
+    )
+    site_url: Annotated[str | None, _text(500), AfterValidator(_site_url)] = Field(
+        default=None,
+        description="the review site for the footer and the more link (optional)",
+    )
+    local_time: Annotated[bool, PlainValidator(_flag)] = Field(
+        default=False,
+        description="deliver at the send time in each subscriber's own zone (default false)",
+    )
+    writer: Annotated[str | None, _text(500), AfterValidator(_writer)] = Field(
+        default=None,
+        description="who writes verdict and intro suggestions: rules, claude or huggingface "
+        "(default: NEWSLETTER_WRITER)",
+    )
+
+    def spec(self, path: Path) -> ScheduleSpec:
+        return ScheduleSpec(
+            path=path,
+            slug=self.slug,
+            name=self.name,
+            rule=self.send,
+            from_address=self.from_address,
+            draft_before=self.draft_before,
+            approval_required=self.approval_required,
+            editors=self.editors,
+            item_cap=self.item_cap,
+            site_url=self.site_url,
+            local_time=self.local_time,
+            writer=self.writer,
+        )
+
+
+#: What each field of a schedule file means, by its name in the file.
+FIELDS = {
+    info.alias or name: info.description or "" for name, info in ScheduleFile.model_fields.items()
+}
+
+
 def load(directory: Path) -> list[ScheduleSpec]:
     """Every ``*.toml`` in ``directory``, validated; :class:`ScheduleFileError` with every
     problem of every file otherwise."""
@@ -132,127 +309,24 @@ def parse_file(path: Path) -> tuple[ScheduleSpec | None, list[str]]:
         return None, [f"{label}: not valid TOML: {exc}"]
     except RecursionError:
         return None, [f"{label}: not valid TOML: nested too deeply"]
-    problems = [
-        f"{label}: {key}: unknown field; known: {', '.join(FIELDS)}"
-        for key in data
-        if key not in FIELDS
-    ]
-    problems += [f"{label}: {key}: missing" for key in REQUIRED if key not in data]
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            problems.append(f"{label}: {key}: expected a non-empty string")
-            return None
-        # What `sync` could store: `check` refuses everything `sync` would.
-        if len(value.strip()) > MAX_LENGTHS.get(key, 500):
-            problems.append(f"{label}: {key}: at most {MAX_LENGTHS.get(key, 500)} characters")
-            return None
-        if any(ord(c) < 32 for c in value):
-            problems.append(f"{label}: {key}: contains control characters or line breaks")
-            return None
-        return value.strip()
-
-    def flag(key: str) -> bool:
-        value = data.get(key, False)
-        if not isinstance(value, bool):
-            problems.append(f"{label}: {key}: expected true or false")
-            return False
-        return value
-
-    slug = text("slug")
-    if slug is not None and not re.fullmatch(SLUG_PATTERN, slug):
-        problems.append(f"{label}: slug: {slug!r} is not lower-case letters, digits and hyphens")
-    if slug is not None and path.stem != slug:
-        problems.append(f"{label}: slug: {slug!r} differs from the file name ({path.stem}.toml)")
-    name = text("name")
-    zone = text("timezone")
-    rule = None
-    if zone is not None:
-        try:
-            check_zone(zone)
-        except RuleError as exc:
-            problems.append(f"{label}: timezone: {exc}")
-            zone = None
-    send = text("send")
-    if send is not None and zone is not None:
-        try:
-            rule = parse_rule(send, zone)
-        except RuleError as exc:
-            problems.append(f"{label}: send: {exc}")
-    sender = text("from")
-    if sender is not None:
-        display, address = parseaddr(sender)
-        try:
-            # Stored with the ASCII form of the address (IDN domain as xn--): it becomes the
-            # envelope sender, which SMTP needs in ASCII.
-            sender = formataddr((display, normalize_email(address)[0]))
-        except AddressError as exc:
-            problems.append(f'{label}: from: expected "Name <address>": {exc}')
-    lead = timedelta(hours=3)
-    raw_lead = text("draft_before")
-    if raw_lead is not None:
-        try:
-            lead = parse_duration(raw_lead)
-        except RuleError as exc:
-            problems.append(f"{label}: draft_before: {exc}")
-        if lead > timedelta(days=6):
-            problems.append(f"{label}: draft_before: at most 6 days (the next send comes after 7)")
-    editors = _editors(data.get("editors", []), label, problems)
-    if len(",".join(editors)) > 2000:
-        problems.append(f"{label}: editors: at most 2000 characters in all")
-    cap = data.get("item_cap", 8)
-    if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= 50:
-        problems.append(f"{label}: item_cap: expected a whole number from 1 to 50")
-        cap = 8
-    site_url = text("site_url")
-    if site_url is not None and not site_url.startswith(("https://", "http://")):
-        problems.append(f"{label}: site_url: expected an http(s) URL")
-    approval = flag("approval_required")
-    if approval and not editors:
-        problems.append(f"{label}: editors: approval_required needs at least one editor to tell")
-    local_time = flag("local_time")
-    writer = text("writer")
-    if writer is not None and writer not in WRITER_NAMES:
-        problems.append(f"{label}: writer: {writer!r} is not one of {', '.join(WRITER_NAMES)}")
-    if problems or slug is None or name is None or rule is None:
-        return None, problems
-    return (
-        ScheduleSpec(
-            path=path,
-            slug=slug,
-            name=name,
-            rule=rule,
-            from_address=sender,
-            draft_before=lead,
-            approval_required=approval,
-            editors=editors,
-            item_cap=cap,
-            site_url=site_url,
-            local_time=local_time,
-            writer=writer,
-        ),
-        [],
-    )
+    try:
+        fields = ScheduleFile.model_validate(data, context={"stem": path.stem})
+    except ValidationError as exc:
+        # Unknown fields first: a misspelt name often explains a "missing" one.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        return None, [f"{label}: {e['loc'][0]}: {_why(e)}" for e in errors]
+    return fields.spec(path), []
 
 
-#: The database columns' sizes for the fields a schedule file sets (Newsletter, Schedule).
-MAX_LENGTHS = {"slug": 120, "name": 200, "site_url": 500, "from": 320, "timezone": 64}
-
-
-def _editors(value: Any, label: str, problems: list[str]) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.append(f"{label}: editors: expected a list of addresses")
-        return ()
-    out = []
-    for raw in value:
-        try:
-            out.append(normalize_email(raw)[0])
-        except AddressError as exc:
-            problems.append(f"{label}: editors: {raw!r}: {exc}")
-    return tuple(out)
+def _why(error: ErrorDetails) -> str:
+    """What is allowed, in the words of the field's rule (its ValueError) where it has one."""
+    if error["type"] == "extra_forbidden":
+        return f"unknown field; known: {', '.join(FIELDS)}"
+    if error["type"] == "missing":
+        return "missing"
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return error["msg"]
 
 
 def sync(

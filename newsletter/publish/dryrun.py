@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from newsletter.audience.addresses import AddressError, normalize_email
 from newsletter.config import Settings
+from newsletter.edition.lifecycle import EditionStateError
 from newsletter.edition.personalization import Recipient
 from newsletter.edition.rendering import GMAIL_CLIP_BYTES
 from newsletter.publish.drafting import prepare, signer_for
@@ -71,8 +72,6 @@ def dry_run(session: Session, *, edition_id: int, settings: Settings, now: float
     ``now`` (epoch seconds) is the Date the messages would carry. Raises
     :class:`~newsletter.edition.lifecycle.EditionStateError` for an edition no send would touch.
     """
-    from newsletter.edition.lifecycle import EditionStateError
-
     settings.require_sending_ready()
     edition = store.get_edition(session, edition_id=edition_id)
     if edition.status in (EditionStatus.sent, EditionStatus.cancelled):

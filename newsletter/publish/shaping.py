@@ -22,6 +22,7 @@ from newsletter.errors import NewsletterError
 from newsletter.publish.drafting import dropped_ids, overrides_of
 from newsletter.storage import store
 from newsletter.storage.models import Comparison, Edition, EditionStatus
+from newsletter.writers import grounding, suggestions
 
 #: Characters of an edition's intro.
 MAX_INTRO = 600
@@ -311,8 +312,6 @@ def decide_suggestion(
     and checked again against the reviews; rejecting records the decision and leaves the call
     as it is. Returns (comparison id, the call now set or None, the fields edited). The
     caller commits with its audit record."""
-    from newsletter.writers import grounding, suggestions  # writers build on the store
-
     edition = _open_draft(session, edition_id)
     row = suggestions.get(session, suggestion_id=suggestion_id)
     if row.comparison_id not in _items(session, edition):
@@ -388,8 +387,6 @@ def decide_intro_suggestion(
     """An editor's decision on a written intro: accepting makes it the edition's intro
     (:func:`set_intro`; editable like any intro), rejecting records the decision and leaves
     the intro as it is. Returns the intro now set, or None. The caller commits and audits."""
-    from newsletter.writers import suggestions  # writers build on the store
-
     edition = _open_draft(session, edition_id)
     row = suggestions.get_intro(session, suggestion_id=suggestion_id)
     if row.edition_id != edition_id:

@@ -320,12 +320,12 @@ def unsubscribe(
     token: str,
     ctx: Ctx,
     via: Annotated[str, Form()] = "",
-    one_click: Annotated[str, Form(alias="List-Unsubscribe")] = "",
 ) -> HTMLResponse:
     """RFC 8058 one-click: unsubscribe at once, answer 200 (no redirect, no cookie).
 
-    The signed token is the authority; the ``List-Unsubscribe=One-Click`` body says a mail
-    client sent it (our own page adds ``via=page``, so the event says where it came from).
+    The signed token is the authority, so the ``List-Unsubscribe=One-Click`` body a mail
+    client sends is not read (an odd or missing one still unsubscribes); our own page adds
+    ``via=page``, so the event says where it came from.
     """
     with ctx.session() as session:
         claims = _valid_unsubscribe(ctx, session, token)

@@ -17,6 +17,7 @@ from newsletter.config import WRITER_NAMES, Settings
 from newsletter.edition.content import ComparisonData
 from newsletter.edition.verdicts import ComparisonVerdict
 from newsletter.storage.models import Edition, Newsletter
+from newsletter.writers import rules
 from newsletter.writers.contract import Usage, WriterError, Written, WrittenVerdict
 
 __all__ = ["WRITERS", "Usage", "Writer", "Written", "WriterError", "WrittenVerdict", "make_writer"]
@@ -54,8 +55,6 @@ class RulesWriter:
     def write(
         self, comparison: ComparisonData, *, on_delta: Callable[[str], None] | None = None
     ) -> Written:
-        from newsletter.writers import rules
-
         return rules.write(comparison)
 
     def write_intro(
@@ -64,8 +63,6 @@ class RulesWriter:
         *,
         on_delta: Callable[[str], None] | None = None,
     ) -> Written:
-        from newsletter.writers import rules
-
         return rules.intro(verdicts)
 
 
