@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from newsletter.content import ComparisonData, ReviewData, ToolData, Votes
 from newsletter.lifecycle import MOVES
 from newsletter.models import (
+    UNFINISHED_STATUSES,
     Comparison,
     Delivery,
     Edition,
@@ -292,7 +293,7 @@ def transition(
         query = query.where(
             ~exists().where(
                 col(Delivery.edition_id) == edition_id,
-                col(Delivery.status).in_(["pending", "deferred", "claimed"]),
+                col(Delivery.status).in_(UNFINISHED_STATUSES),
             )
         )
     moved = session.execute(query.values(**values))

@@ -15,7 +15,15 @@ from sqlmodel import Session, col, select
 from newsletter import ledger, reputation, store
 from newsletter.content import fingerprint
 from newsletter.lifecycle import EditionStateError, refusal
-from newsletter.models import Edition, EditionEvent, EditionStatus, EditionTotals, Newsletter
+from newsletter.models import (
+    UNFINISHED_STATUSES,
+    DeliveryStatus,
+    Edition,
+    EditionEvent,
+    EditionStatus,
+    EditionTotals,
+    Newsletter,
+)
 from newsletter.periods import schedule_of
 from newsletter.publish.approval import awaiting_approval
 from newsletter.schedules import rule_of
@@ -172,8 +180,7 @@ class LiveEdition:
 
     @property
     def left(self) -> int:
-        c = self.progress.counts
-        return c["pending"] + c["deferred"] + c["claimed"]
+        return sum(self.progress.counts[s] for s in UNFINISHED_STATUSES)
 
     @property
     def rate(self) -> float:
@@ -186,7 +193,8 @@ class LiveEdition:
 
     @property
     def retryable(self) -> int:
-        return self.progress.counts["failed"] + self.progress.counts["unknown"]
+        c = self.progress.counts
+        return c[DeliveryStatus.failed] + c[DeliveryStatus.unknown]
 
     @property
     def state(self) -> str:
@@ -209,7 +217,7 @@ def state_line(status: str, counts: dict[str, int], awaiting: list[str] | None) 
     """``draft, awaits approval from a@x``; ``sent, 3 unknown``; else the status."""
     if awaiting is not None:
         return f"{status}, awaits approval from {', '.join(awaiting) or 'an editor'}"
-    unknown = counts.get("unknown", 0)
+    unknown = counts.get(DeliveryStatus.unknown, 0)
     if unknown and status in (EditionStatus.sent, EditionStatus.sending, EditionStatus.paused):
         return f"{status}, {unknown} unknown"
     return status
