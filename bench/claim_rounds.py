@@ -1,10 +1,11 @@
 """Benchmark: claims on a ledger kept by ``bench/ledger_scale.py --keep``, round by round.
 
 Finds the edition still sending (the 1M-row one), prints EXPLAIN (ANALYZE, BUFFERS, WAL) of
-a claim of rows nobody has claimed yet (in a transaction rolled back), then runs rounds of 20
-claims of 500 through ``ledger.claim_batch`` ("one", what the engine does) or the two-statement
-claim it replaced ("two": SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE), marking each batch
-sent in between, and prints each round's median.
+the engine's claim of rows nobody has claimed yet, without and with its planner settings (in
+transactions rolled back), then runs rounds of 20 claims of 500 through ``ledger.claim_batch``
+("one", what the engine does) or the two-statement claim it replaced ("two": SELECT ... FOR
+UPDATE SKIP LOCKED with the same ``ledger.claimable`` predicate, then UPDATE), marking each
+batch sent in between, and prints each round's median.
 
     python bench/ledger_scale.py --keep          # prints: kept database bench_ledger_...
     python bench/claim_rounds.py bench_ledger_5b7cd7b2 one two one two
@@ -19,24 +20,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from scratch import ADMIN
-from sqlalchemy import text
-from sqlmodel import Session
+from sqlalchemy import Engine, Integer, any_, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Session, col
 
 from newsletter.sending import ledger
 from newsletter.storage.database import make_engine
+from newsletter.storage.models import Delivery, DeliveryStatus, EditionStatus
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
-LEASE = {"u": NOW + timedelta(seconds=300)}
+LEASE_UNTIL = NOW + timedelta(seconds=300)
 
 
 def next_after(session: Session, edition: int) -> int:
     """The cursor a sender would hold: past every row already taken."""
     return session.execute(
-        text(
-            "SELECT coalesce(max(id), 0) FROM delivery WHERE edition_id = :e "
-            "AND status <> 'pending'"
-        ),
-        {"e": edition},
+        text("SELECT coalesce(max(id), 0) FROM delivery WHERE edition_id = :e AND status <> :p"),
+        {"e": edition, "p": DeliveryStatus.pending.value},
     ).scalar_one()
 
 
@@ -57,43 +57,59 @@ def claim_one(session: Session, edition: int, newsletter: int, after: int) -> Se
 def claim_two(session: Session, edition: int, newsletter: int, after: int) -> Sequence[int]:
     ids = list(
         session.execute(
-            text(
-                "SELECT id FROM delivery WHERE edition_id = :e AND id > :a "
-                "AND status IN ('pending', 'deferred') AND (retry_at IS NULL OR retry_at <= :n) "
-                "ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED"
-            ),
-            {"e": edition, "a": after, "n": NOW},
+            select(col(Delivery.id))
+            .where(
+                col(Delivery.edition_id) == edition,
+                col(Delivery.id) > after,
+                ledger.claimable(NOW),
+            )
+            .order_by(col(Delivery.id))
+            .limit(500)
+            .with_for_update(skip_locked=True)
         ).scalars()
     )
     session.execute(
-        text(
-            "UPDATE delivery SET status = 'claimed', lease_owner = 'rounds', lease_until = :u "
-            "WHERE id = ANY(:ids)"
-        ),
-        {**LEASE, "ids": ids},
+        update(Delivery)
+        .where(col(Delivery.id) == any_(bindparam("ids", ids, type_=ARRAY(Integer))))
+        .values(status=DeliveryStatus.claimed.value, lease_owner="rounds", lease_until=LEASE_UNTIL)
     )
     session.commit()
     return ids
 
 
+def explain_claim(engine: Engine, edition: int, after: int, *, planned: bool) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS, WAL) of the engine's claim of 500 past ``after`` (its very
+    statement, :func:`newsletter.sending.ledger.claim_statement`), rolled back; ``planned``
+    runs the claim's planner settings (:data:`newsletter.sending.ledger.CLAIM_PLAN`) first, as
+    the engine does."""
+    claim = ledger.claim_statement(
+        "postgresql",
+        edition_id=edition,
+        after_id=after,
+        limit=500,
+        owner="rounds",
+        lease_until=LEASE_UNTIL,
+        now=NOW,
+    ).compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    with engine.connect() as conn:
+        if planned:
+            conn.execute(ledger.CLAIM_PLAN)
+        plan = conn.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, BUFFERS, WAL) {claim}", dict(claim.params)
+        ).scalars()
+        lines = [str(line) for line in plan]
+        conn.rollback()
+    return lines
+
+
 def explain_fresh(url: str, edition: int, after: int) -> None:
     engine = make_engine(url)
-    raw = engine.raw_connection()
     try:
-        cursor = raw.cursor()
-        cursor.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, WAL) UPDATE delivery SET status = 'claimed', "
-            "lease_owner = 'rounds', lease_until = %(u)s WHERE id IN (SELECT id FROM delivery "
-            "WHERE edition_id = %(e)s AND id > %(a)s AND status IN ('pending', 'deferred') "
-            "ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED)",
-            {**LEASE, "e": edition, "a": after},
-        )
-        print("EXPLAIN of a claim of fresh rows, as the planner chooses without help:")
-        for (line,) in cursor.fetchall():
-            print(f"    {line}")
-        raw.rollback()
+        for planned, how in ((False, "as the planner chooses without help"), (True, "as run")):
+            print(f"EXPLAIN of a claim of fresh rows, {how}:")
+            for line in explain_claim(engine, edition, after, planned=planned):
+                print(f"    {line}")
     finally:
-        raw.close()
         engine.dispose()
 
 
@@ -108,9 +124,10 @@ def main() -> None:
         with Session(engine) as session:
             edition, newsletter = session.execute(
                 text(
-                    "SELECT id, newsletter_id FROM edition WHERE status = 'sending' "
+                    "SELECT id, newsletter_id FROM edition WHERE status = :s "
                     "ORDER BY id DESC LIMIT 1"
-                )
+                ),
+                {"s": EditionStatus.sending.value},
             ).one()
             explain_fresh(url, edition, next_after(session, edition))
             claims = {"one": claim_one, "two": claim_two}
@@ -122,11 +139,13 @@ def main() -> None:
                     claims[name](session, edition, newsletter, after)
                     times.append((time.perf_counter() - t0) * 1000)
                     session.execute(
-                        text(
-                            "UPDATE delivery SET status = 'sent' WHERE edition_id = :e "
-                            "AND status = 'claimed' AND lease_owner = 'rounds'"
-                        ),
-                        {"e": edition},
+                        update(Delivery)
+                        .where(
+                            col(Delivery.edition_id) == edition,
+                            col(Delivery.status) == DeliveryStatus.claimed.value,
+                            col(Delivery.lease_owner) == "rounds",
+                        )
+                        .values(status=DeliveryStatus.sent.value)
                     )
                     session.commit()
                 print(

@@ -25,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 
 from render_send import bench_settings, seed_edition
 from scratch import copy_edition, scratch_postgres
-from sqlalchemy import Engine, event, text
-from sqlmodel import Session
+from sqlalchemy import Engine, event, select, text
+from sqlmodel import Session, col
 
 from newsletter import publish
 from newsletter.operations.stats import edition_stats, list_growth
 from newsletter.sending import ledger
 from newsletter.storage.database import make_engine, upgrade
+from newsletter.storage.models import Delivery
 from newsletter.storage.planner import refresh_statistics
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)
@@ -413,13 +414,22 @@ def run(url: str, args: argparse.Namespace) -> None:
                 "SELECT status, count(*) FROM delivery WHERE edition_id = :e GROUP BY status",
                 {"e": second},
             )
-            explain(
-                session,
-                "a claim of 500 on the sending edition",
-                "SELECT d.id FROM delivery AS d WHERE d.edition_id = :e AND d.id > :a "
-                "AND d.status IN ('pending', 'deferred') ORDER BY d.id LIMIT 500",
-                {"e": second, "a": 0},
+            chosen = (
+                select(col(Delivery.id))
+                .where(
+                    col(Delivery.edition_id) == second,
+                    col(Delivery.id) > 0,
+                    ledger.claimable(NOW),
+                )
+                .order_by(col(Delivery.id))
+                .limit(500)
+                .compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
             )
+            print("\nEXPLAIN ANALYZE: the ids a claim of 500 on the sending edition takes")
+            for line in session.connection().exec_driver_sql(
+                f"EXPLAIN (ANALYZE, BUFFERS) {chosen}", dict(chosen.params)
+            ):
+                print(f"    {line[0]}")
             for open_edition in (first, second):  # as if both had finished: kept counts
                 ledger.settle(
                     session,

@@ -38,6 +38,12 @@ EDITOR = "editor@example.com"
 
 
 @pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
+@pytest.fixture
 def cli(settings: Settings) -> Iterator[Any]:
     """Run a command in-process against ``settings``' database, the clock at ``at``."""
 
@@ -128,17 +134,12 @@ def test_a_draft_made_before_the_schedule_keeps_its_comparisons_to_itself(
     assert set(_received("sub").values()) == {1}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db(
-    request: pytest.FixtureRequest, settings: Settings
-) -> Iterator[tuple[Session, Settings]]:
-    if request.param == "sqlite":
-        url = settings.database_url
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
+@pytest.fixture
+def any_db(settings: Settings) -> Iterator[tuple[Session, Settings]]:
+    """A store of its own on the test's database (SQLite or PostgreSQL: see database_url)."""
+    engine = make_engine(settings.database_url)
     upgrade(engine)
-    chosen = settings.model_copy(update={"database_url": url})
+    chosen = settings
     from newsletter.audience.importing import import_comparisons
     from tests.conftest import EXAMPLES
 

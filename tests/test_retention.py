@@ -24,6 +24,12 @@ from newsletter.storage.models import Delivery, EditionTotals, MailEvent, Subscr
 SENT_AT = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
 def _prune(settings: Settings, *args: str, at: datetime) -> Any:
     env = {"NEWSLETTER_DATABASE_URL": settings.database_url}
     pinned = CLI_CLOCK.set(fixed_clock(at))

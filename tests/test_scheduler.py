@@ -40,6 +40,12 @@ BERLIN = ZoneInfo("Europe/Berlin")
 SLUG = "weekly-ai-tool-verdicts"
 
 
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
 def write_schedule(directory: Path, **fields: object) -> Path:
     values: dict[str, object] = {
         "slug": SLUG,
@@ -145,6 +151,10 @@ def editions(session: Session) -> list[Edition]:
     )
 
 
+@pytest.mark.one_database(
+    "calendar arithmetic over weeks of ticks: 40-50 s on PostgreSQL; the SQL of a tick runs "
+    "there in the other tests"
+)
 def test_weeks_across_the_autumn_dst_change_send_once_at_nine_local(
     seeded: Session, settings: Settings, planned: Path
 ) -> None:
@@ -175,6 +185,10 @@ def test_weeks_across_the_autumn_dst_change_send_once_at_nine_local(
     assert len(memory.outbox) == 9
 
 
+@pytest.mark.one_database(
+    "calendar arithmetic over weeks of ticks: 40-50 s on PostgreSQL; the SQL of a tick runs "
+    "there in the other tests"
+)
 def test_spring_forward_day_neither_shifts_nor_doubles(
     seeded: Session, settings: Settings, tmp_path: Path
 ) -> None:
@@ -384,6 +398,7 @@ def test_a_pending_delivery_waits_for_its_wave(
     assert again.next_retry_at == report.next_retry_at
 
 
+@pytest.mark.one_database("it makes its own PostgreSQL database")
 def test_two_schedulers_at_once_on_postgresql(
     postgres_url: str, settings: Settings, tmp_path: Path
 ) -> None:

@@ -29,6 +29,12 @@ from tests.conftest import IMPORTED_AT
 from .conftest import EXAMPLES
 
 
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
 def _recipients() -> Counter[str]:
     return Counter(m.recipient for m in outbox)
 
@@ -205,7 +211,7 @@ def _send_concurrently(engine: Engine, settings: Settings, edition_id: int, runs
     assert not errors, errors
 
 
-def test_two_sends_at_once_mail_everyone_exactly_once_on_sqlite(
+def test_two_sends_at_once_mail_everyone_exactly_once(
     seeded: Session, engine: Engine, settings: Settings, draft: int, add_subscribers: Any
 ) -> None:
     add_subscribers(60)
@@ -265,6 +271,7 @@ def test_send_refuses_default_key(seeded: Session, settings: Settings, draft: in
     assert store.get_edition(seeded, edition_id=draft).status == "draft"
 
 
+@pytest.mark.one_database("it makes its own PostgreSQL database")
 def test_whole_path_on_postgresql(postgres_url: str, settings: Settings, tmp_path: Any) -> None:
     pg_settings = settings.model_copy(update={"database_url": postgres_url, "batch_size": 7})
     engine = make_engine(postgres_url)
@@ -485,10 +492,10 @@ def test_concurrent_senders_in_one_process_share_the_work(
     assert len(_recipients()) == 200 and set(_recipients().values()) == {1}
 
 
-def test_concurrent_senders_on_sqlite_each_keep_a_connection_busy(
+def test_concurrent_senders_each_keep_a_connection_busy(
     seeded: Session, settings: Settings, draft: int, add_subscribers: Any
 ) -> None:
-    """Four senders over real SMTP on one SQLite file: every one of the four connections
+    """Four senders over real SMTP on one database: every one of the four connections
     carries a share of the send, and everyone is mailed once. Before the claim was one
     statement, two senders could pick the same ids; the loser's claim came back empty, it took
     that for the end and stopped, so ``--concurrency 4`` ran one connection most of the time."""

@@ -39,6 +39,12 @@ from newsletter.web.app import create_app
 from tests.conftest import EXAMPLES
 
 
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
 def test_a_slow_sender_keeps_its_batch_past_the_lease(
     seeded: Session, settings: Settings, draft: int, add_subscribers: Any
 ) -> None:
@@ -143,6 +149,7 @@ class _RejectAll(MailBackend):
         return [SendResult(SendStatus.rejected, 550, "no such user") for _ in messages]
 
 
+@pytest.mark.one_database("it makes its own PostgreSQL database")
 def test_a_cancel_is_never_overwritten_by_an_error_budget_pause(
     postgres_url: str, settings: Settings
 ) -> None:

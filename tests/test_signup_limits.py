@@ -42,6 +42,12 @@ from .conftest import SECRET
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
 
 
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
 class MovableClock:
     """A clock a test moves by hand."""
 

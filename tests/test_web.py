@@ -31,6 +31,12 @@ from .conftest import SECRET
 
 
 @pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_database_url
+
+
+@pytest.fixture
 def client(settings: Settings, engine: Engine, seeded: Session) -> Iterator[TestClient]:
     memory.reset()
     app = create_app(settings, engine=engine)

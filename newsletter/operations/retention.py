@@ -22,7 +22,14 @@ from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from newsletter.storage.bulk import chunks
-from newsletter.storage.models import Delivery, Edition, EditionStatus, EditionTotals, MailEvent
+from newsletter.storage.models import (
+    FINAL_STATUSES,
+    Delivery,
+    Edition,
+    EditionStatus,
+    EditionTotals,
+    MailEvent,
+)
 
 #: Rows deleted per transaction.
 BATCH = 20_000
@@ -62,7 +69,7 @@ def prunable(session: Session, *, older_than: datetime) -> list[int]:
 
 #: Final states: rows in them will never be sent again. A row a retry re-queued meanwhile
 #: (pending) is not deleted, whatever the edition's status said a moment before.
-FINAL = ("sent", "queued", "failed", "unknown", "skipped")
+FINAL = FINAL_STATUSES
 
 
 def prune(session: Session, *, older_than: datetime, now: datetime) -> PruneReport:

@@ -21,6 +21,8 @@ from newsletter.publish.approval import awaiting_approval
 from newsletter.sending import ledger, reputation
 from newsletter.storage import store
 from newsletter.storage.models import (
+    UNFINISHED_STATUSES,
+    DeliveryStatus,
     Edition,
     EditionEvent,
     EditionStatus,
@@ -180,8 +182,7 @@ class LiveEdition:
 
     @property
     def left(self) -> int:
-        c = self.progress.counts
-        return c["pending"] + c["deferred"] + c["claimed"]
+        return sum(self.progress.counts[s] for s in UNFINISHED_STATUSES)
 
     @property
     def rate(self) -> float:
@@ -194,7 +195,8 @@ class LiveEdition:
 
     @property
     def retryable(self) -> int:
-        return self.progress.counts["failed"] + self.progress.counts["unknown"]
+        c = self.progress.counts
+        return c[DeliveryStatus.failed] + c[DeliveryStatus.unknown]
 
     @property
     def state(self) -> str:
@@ -236,7 +238,7 @@ def state_line(status: str, counts: dict[str, int], awaiting: list[str] | None) 
     """``draft, awaits approval from a@x``; ``sent, 3 unknown``; else the status."""
     if awaiting is not None:
         return f"{status}, awaits approval from {', '.join(awaiting) or 'an editor'}"
-    unknown = counts.get("unknown", 0)
+    unknown = counts.get(DeliveryStatus.unknown, 0)
     if unknown and status in (EditionStatus.sent, EditionStatus.sending, EditionStatus.paused):
         return f"{status}, {unknown} unknown"
     return status

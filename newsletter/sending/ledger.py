@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     Table,
     TextClause,
+    Update,
     any_,
     bindparam,
     delete,
@@ -35,17 +36,24 @@ from sqlmodel import Session, col, select
 from newsletter.edition.timing import local_wave
 from newsletter.storage import counters
 from newsletter.storage.models import (
+    OPEN_STATUSES,
     TROUBLE_PREDICATE,
+    UNFINISHED_STATUSES,
     Delivery,
     DeliveryPulse,
     DeliveryStatus,
     EditionCounts,
     EditionTotals,
+    SubscriptionStatus,
     UTCDateTime,
+    sql_list,
 )
 
-#: Deliveries a send still has to attempt (besides claims whose lease expired).
-OPEN_STATUSES = (DeliveryStatus.pending.value, DeliveryStatus.deferred.value)
+# The states as SQL literals, for the statements written as text.
+_PENDING = sql_list([DeliveryStatus.pending.value])
+_CLAIMED = sql_list([DeliveryStatus.claimed.value])
+_UNFINISHED = sql_list(UNFINISHED_STATUSES)
+_ACTIVE = sql_list([SubscriptionStatus.active.value])
 _DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 
 
@@ -74,11 +82,11 @@ def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) ->
         text(
             f"""
             INSERT INTO delivery (edition_id, subscriber_id, status, attempts)
-            SELECT :edition_id, s.subscriber_id, 'pending', 0
+            SELECT :edition_id, s.subscriber_id, {_PENDING}, 0
             FROM subscription AS s
             JOIN subscriber AS r ON r.id = s.subscriber_id
             WHERE s.newsletter_id = :newsletter_id
-              AND s.status = 'active'
+              AND s.status = {_ACTIVE}
               AND r.suppressed IS NULL{unseen}
             ORDER BY s.subscriber_id
             """
@@ -92,20 +100,20 @@ def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) ->
 #: (what :func:`open_deliveries` would write); after it, the open deliveries whose subscriber
 #: is still active (a send skips the others). Keyset-paged by subscriber id.
 _WOULD_SEND = {
-    False: """
+    False: f"""
         SELECT r.id, r.email, r.name FROM subscription AS s
         JOIN subscriber AS r ON r.id = s.subscriber_id
-        WHERE s.newsletter_id = :newsletter_id AND s.status = 'active'
+        WHERE s.newsletter_id = :newsletter_id AND s.status = {_ACTIVE}
           AND r.suppressed IS NULL AND r.id > :after
         ORDER BY r.id LIMIT :limit
     """,
-    True: """
+    True: f"""
         SELECT r.id, r.email, r.name FROM delivery AS d
         JOIN subscriber AS r ON r.id = d.subscriber_id
         JOIN subscription AS s
           ON s.subscriber_id = r.id AND s.newsletter_id = :newsletter_id
-        WHERE d.edition_id = :edition_id AND d.status IN ('pending', 'deferred', 'claimed')
-          AND s.status = 'active' AND r.suppressed IS NULL AND r.id > :after
+        WHERE d.edition_id = :edition_id AND d.status IN ({_UNFINISHED})
+          AND s.status = {_ACTIVE} AND r.suppressed IS NULL AND r.id > :after
         ORDER BY r.id LIMIT :limit
     """,
 }
@@ -162,10 +170,10 @@ def schedule_local_waves(
     """
     zones = session.execute(
         text(
-            """
+            f"""
             SELECT r.timezone, COUNT(*) FROM delivery AS d
             JOIN subscriber AS r ON r.id = d.subscriber_id
-            WHERE d.edition_id = :e AND d.status = 'pending'
+            WHERE d.edition_id = :e AND d.status = {_PENDING}
             GROUP BY r.timezone
             """
         ),
@@ -182,7 +190,7 @@ def schedule_local_waves(
             text(
                 f"""
                 UPDATE delivery SET retry_at = :due
-                WHERE edition_id = :e AND status = 'pending' AND subscriber_id IN (
+                WHERE edition_id = :e AND status = {_PENDING} AND subscriber_id IN (
                     SELECT r.id FROM subscriber AS r WHERE {same_zone}
                 )
                 """
@@ -204,10 +212,10 @@ class OpenDelivery:
     soft_bounces: int = 0  # the subscriber's soft bounces in a row (an accepted send resets)
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def claimable(now: datetime) -> ColumnElement[bool]:
     """A delivery a send may take at ``now``: open and due (a deferred retry or a local-time
     wave whose time came), or claimed by a send whose lease expired. The one definition the
-    claim and its probe share."""
+    claim, its probe and the benchmarks share."""
     d = _DELIVERY.c
     return (d.status.in_(OPEN_STATUSES) & (d.retry_at.is_(None) | (d.retry_at <= now))) | (
         (d.status == DeliveryStatus.claimed.value) & (d.lease_until < now)
@@ -218,10 +226,63 @@ def has_claimable(session: Session, *, edition_id: int, now: datetime) -> bool:
     """Whether a send would find anything to claim at ``now`` (one indexed probe, no claim)."""
     probe = (
         sa_select(_DELIVERY.c.id)
-        .where(_DELIVERY.c.edition_id == edition_id, _claimable(now))
+        .where(_DELIVERY.c.edition_id == edition_id, claimable(now))
         .limit(1)
     )
     return session.execute(probe).first() is not None
+
+
+#: Run before a claim on PostgreSQL, in its transaction. The claim must walk
+#: ix_delivery_edition_keyset in id order and stop after ``limit`` rows. PostgreSQL estimates
+#: "this edition, past this id, open" as if the three were independent, or from statistics
+#: taken before the edition existed: a row or a thousand where a million qualify. For so few
+#: it read every remaining row of the edition (a bitmap scan, or the edition's other index)
+#: and sorted them: 406 ms a claim at 52M delivery rows against 0.4 ms for the ordered walk.
+#: With bitmap scans and sorts priced out the walk is the plan, whatever the statistics say;
+#: for this transaction only (set_config(..., true) is SET LOCAL, both in one round trip).
+CLAIM_PLAN = text(
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
+)
+
+
+def claim_statement(
+    dialect: str,
+    *,
+    edition_id: int,
+    after_id: int,
+    limit: int,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+) -> Update:
+    """The claim: ``UPDATE delivery … WHERE id is one of the next ``limit`` claimable ids past
+    ``after_id`` RETURNING id`` for ``dialect`` (``postgresql`` or ``sqlite``); see
+    :func:`claim_batch`, which runs it (after :data:`CLAIM_PLAN` on PostgreSQL)."""
+    d = _DELIVERY.c
+    chosen = (
+        sa_select(d.id)
+        .where(d.edition_id == edition_id, d.id > after_id, claimable(now))
+        .order_by(d.id)
+        .limit(limit)
+    )
+    if dialect == "postgresql":
+        # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once (an InitPlan) and the
+        # update finds its rows by primary key. As ``id IN (subquery)``, a plan made without
+        # statistics (a fresh or just-loaded table) was a nested-loop semi-join that re-ran
+        # the subquery for every row of the edition; each re-run skipped the rows the
+        # statement had already claimed and returned the next ``limit``, so one claim took
+        # the whole edition (tests/test_tally.py claims 10 of 30 on a fresh database).
+        locked = chosen.with_for_update(skip_locked=True).scalar_subquery()
+        where = d.id == any_(func.array(locked))
+    else:
+        # SQLite runs ``IN (subquery)`` once, into a list, under its single writer lock.
+        where = d.id.in_(chosen.scalar_subquery())
+    return (
+        update(_DELIVERY)
+        .where(where, claimable(now))
+        .values(status=DeliveryStatus.claimed.value, lease_owner=owner, lease_until=lease_until)
+        .returning(d.id)
+    )
 
 
 def claim_batch(
@@ -248,48 +309,19 @@ def claim_batch(
     Subscription and suppression are read after the claim: an unsubscribe committed before
     this moment is honoured.
     """
-    d = _DELIVERY.c
-    chosen = (
-        sa_select(d.id)
-        .where(d.edition_id == edition_id, d.id > after_id, _claimable(now))
-        .order_by(d.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        chosen = chosen.with_for_update(skip_locked=True)
-        # The claim must walk ix_delivery_edition_keyset in id order and stop after ``limit``
-        # rows. PostgreSQL estimates "this edition, past this id, open" as if the three were
-        # independent, or from statistics taken before the edition existed: a row or a
-        # thousand where a million qualify. For so few it read every remaining row of the
-        # edition (a bitmap scan, or the edition's other index) and sorted them: 406 ms a
-        # claim at 52M delivery rows against 0.4 ms for the ordered walk. With bitmap scans
-        # and sorts priced out the walk is the plan, whatever the statistics say; for this
-        # transaction only (set_config(..., true) is SET LOCAL, both in one round trip).
-        session.execute(
-            text(
-                "SELECT set_config('enable_bitmapscan', 'off', true), "
-                "set_config('enable_sort', 'off', true)"
-            )
-        )
-        # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once (an InitPlan) and the
-        # update finds its rows by primary key. As ``id IN (subquery)``, a plan made without
-        # statistics (a fresh or just-loaded table) was a nested-loop semi-join that re-ran
-        # the subquery for every row of the edition; each re-run skipped the rows the
-        # statement had already claimed and returned the next ``limit``, so one claim took
-        # the whole edition (tests/test_tally.py claims 10 of 30 on a fresh database).
-        where = d.id == any_(func.array(chosen.scalar_subquery()))
-    else:
-        # SQLite runs ``IN (subquery)`` once, into a list, under its single writer lock.
-        where = d.id.in_(chosen.scalar_subquery())
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(CLAIM_PLAN)
     claimed = session.execute(
-        update(_DELIVERY)
-        .where(where, _claimable(now))
-        .values(
-            status=DeliveryStatus.claimed.value,
-            lease_owner=owner,
+        claim_statement(
+            dialect,
+            edition_id=edition_id,
+            after_id=after_id,
+            limit=limit,
+            owner=owner,
             lease_until=now + timedelta(seconds=lease_seconds),
+            now=now,
         )
-        .returning(d.id)
     )
     ids = sorted(claimed.scalars())
     if not ids:
@@ -298,9 +330,9 @@ def claim_batch(
     session.commit()
     rows = session.execute(
         text(
-            """
+            f"""
             SELECT d.id, d.subscriber_id, r.email, r.name,
-                   CASE WHEN s.status = 'active' AND r.suppressed IS NULL THEN 1 ELSE 0 END,
+                   CASE WHEN s.status = {_ACTIVE} AND r.suppressed IS NULL THEN 1 ELSE 0 END,
                    d.attempts, r.soft_bounces
             FROM delivery AS d
             JOIN subscriber AS r ON r.id = d.subscriber_id
@@ -308,7 +340,7 @@ def claim_batch(
                    ON s.subscriber_id = d.subscriber_id AND s.newsletter_id = :newsletter_id
             WHERE d.edition_id = :edition_id
               AND d.id >= :first AND d.id <= :last
-              AND d.status = 'claimed' AND d.lease_owner = :owner
+              AND d.status = {_CLAIMED} AND d.lease_owner = :owner
             ORDER BY d.id
             """
         ),
@@ -398,7 +430,7 @@ def _record_statement(rows: int, dialect: str) -> TextClause:
             attempts = delivery.attempts + {tried}, updated_at = :now, retry_at = {retry},
             lease_owner = NULL, lease_until = NULL
         FROM (SELECT {columns} FROM (VALUES {values}) AS w) AS v
-        WHERE delivery.id = v.id AND delivery.status = 'claimed'
+        WHERE delivery.id = v.id AND delivery.status = {_CLAIMED}
           AND delivery.lease_owner = :owner
     """
     typed = [bindparam(f"r{i}", type_=UTCDateTime()) for i in range(rows)]
@@ -549,7 +581,7 @@ def open_count(session: Session, *, edition_id: int) -> int:
             .select_from(Delivery)
             .where(
                 Delivery.edition_id == edition_id,
-                col(Delivery.status).in_([*OPEN_STATUSES, DeliveryStatus.claimed.value]),
+                col(Delivery.status).in_(UNFINISHED_STATUSES),
             )
         ).one()
     )

@@ -75,6 +75,35 @@ class DeliveryStatus(enum.StrEnum):
     skipped = "skipped"
 
 
+#: Deliveries a send still has to attempt (besides claims whose lease expired).
+OPEN_STATUSES = (DeliveryStatus.pending.value, DeliveryStatus.deferred.value)
+#: Deliveries a send has not finished: open, or held by a running send.
+UNFINISHED_STATUSES = (*OPEN_STATUSES, DeliveryStatus.claimed.value)
+#: Final states: a delivery in one is never sent again (unless an operator retries it).
+FINAL_STATUSES = tuple(
+    s.value
+    for s in (
+        DeliveryStatus.sent,
+        DeliveryStatus.queued,
+        DeliveryStatus.failed,
+        DeliveryStatus.unknown,
+        DeliveryStatus.skipped,
+    )
+)
+#: The troubled states the console lists (the partial index ``ix_delivery_trouble``).
+TROUBLE_STATUSES = tuple(
+    s.value for s in (DeliveryStatus.failed, DeliveryStatus.deferred, DeliveryStatus.unknown)
+)
+
+
+def sql_list(values: tuple[str, ...] | list[str]) -> str:
+    """``'a', 'b'``: enum values written into SQL text as literals (the statement's text stays
+    the same on every call; a partial index's predicate must be matched literally)."""
+    if not all(v.isidentifier() for v in values):  # enum values, never input
+        raise ValueError(f"not a state name: {values!r}")
+    return ", ".join(f"'{v}'" for v in values)
+
+
 class SubscriptionStatus(enum.StrEnum):
     active = "active"
     pending = "pending"
@@ -256,7 +285,7 @@ class EditionItem(SQLModel, table=True):
 
 #: The rows :data:`Delivery`'s partial index ``ix_delivery_trouble`` holds; a query must say
 #: exactly this for the planner to use it.
-TROUBLE_PREDICATE = "status IN ('failed', 'deferred', 'unknown')"
+TROUBLE_PREDICATE = f"status IN ({sql_list(TROUBLE_STATUSES)})"
 
 
 class Delivery(SQLModel, table=True):

@@ -18,6 +18,7 @@ from newsletter.edition.content import ComparisonData, ReviewData, ToolData, Vot
 from newsletter.edition.lifecycle import MOVES
 from newsletter.errors import NewsletterError
 from newsletter.storage.models import (
+    UNFINISHED_STATUSES,
     Comparison,
     Delivery,
     Edition,
@@ -294,7 +295,7 @@ def transition(
         query = query.where(
             ~exists().where(
                 col(Delivery.edition_id) == edition_id,
-                col(Delivery.status).in_(["pending", "deferred", "claimed"]),
+                col(Delivery.status).in_(UNFINISHED_STATUSES),
             )
         )
     moved = session.execute(query.values(**values))
