@@ -116,9 +116,10 @@ def main() -> None:
                         session,
                         edition_id=edition_id,
                         settings=settings,
-                        make_backend=lambda: backend_from_url(url),
-                        concurrency=args.workers,
-                        processes=args.processes,
+                        backend=lambda: backend_from_url(url),
+                        options=publish.SendOptions(
+                            concurrency=args.workers, processes=args.processes
+                        ),
                     )
                     # The sender processes are waited for; the sinks are not yet.
                     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

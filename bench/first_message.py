@@ -67,7 +67,7 @@ def main() -> None:
                     edition_id=edition_id,
                     settings=settings,
                     backend=MemoryBackend(),
-                    on_batch=on_batch,
+                    options=publish.SendOptions(on_batch=on_batch),
                 )
             except KeyboardInterrupt:
                 pass

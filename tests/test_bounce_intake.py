@@ -98,7 +98,7 @@ def sent_fixture(session: Session, verp_settings: Settings, draft: int) -> Sent:
         edition_id=draft,
         settings=verp_settings,
         backend=MemoryBackend(),
-        clock=lambda: NOW,
+        options=publish.SendOptions(clock=lambda: NOW),
     )
     return Sent(
         draft,
@@ -303,7 +303,11 @@ def test_complaints_as_they_arrive_pause_a_send_still_going_out(
     session.commit()
     # Five go out this minute; four wait for the next one, so the send is still going.
     publish.send_edition(
-        session, edition_id=draft, settings=settings, backend=MemoryBackend(), clock=lambda: NOW
+        session,
+        edition_id=draft,
+        settings=settings,
+        backend=MemoryBackend(),
+        options=publish.SendOptions(clock=lambda: NOW),
     )
     assert store.get_edition(session, edition_id=draft).status == EditionStatus.sending
     outbox = {m.recipient: m for m in memory.outbox}

@@ -306,7 +306,11 @@ def test_an_operator_sees_the_reputation_rates_against_the_limits_in_a_browser(
     strict = settings.model_copy(update={"bounce_rate_limit": 0.1, "breaker_min_sample": 5})
     backend = memory.MemoryBackend(reject=frozenset({people[0].email, people[1].email}))
     publish.send_edition(
-        seeded, edition_id=draft, settings=strict, backend=backend, clock=fixed_clock(NOW)
+        seeded,
+        edition_id=draft,
+        settings=strict,
+        backend=backend,
+        options=publish.SendOptions(clock=fixed_clock(NOW)),
     )
     _account(seeded, "ops@example.com", "operator")
     with _serve(strict, engine, clock=fixed_clock(NOW)) as base:

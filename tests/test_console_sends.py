@@ -165,7 +165,13 @@ def test_retry_failed_from_the_page_and_unknown_only_when_ticked(
     backend = memory.MemoryBackend(
         reject=frozenset({people[0].email}), lose=frozenset({people[1].email})
     )
-    publish.send_edition(seeded, edition_id=draft, settings=settings, backend=backend, wait=True)
+    publish.send_edition(
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=backend,
+        options=publish.SendOptions(wait=True),
+    )
     counts = ledger.counts(seeded, edition_id=draft)
     assert counts[DeliveryStatus.failed] == 1 and counts[DeliveryStatus.unknown] == 1
     page = client.get(f"/console/editions/{draft}").text
@@ -182,7 +188,7 @@ def test_retry_failed_from_the_page_and_unknown_only_when_ticked(
         edition_id=draft,
         settings=settings,
         backend=memory.MemoryBackend(lose=frozenset({people[1].email})),
-        wait=True,
+        options=publish.SendOptions(wait=True),
     )
     page = client.get(f"/console/editions/{draft}").text
     assert "Re-send unknown (1)" in page and "Retry failed" not in page

@@ -75,7 +75,7 @@ def send(
         edition_id=draft,
         settings=settings,
         backend=SMTPBackend.from_url(url),
-        clock=clock,
+        options=publish.SendOptions(clock=clock),
     )
 
 
@@ -523,9 +523,8 @@ def test_senders_on_postgresql_share_a_domains_budget(
                 session,
                 edition_id=draft,
                 settings=pg,
-                make_backend=MemoryBackend,
-                concurrency=4,
-                clock=Clock(),
+                backend=MemoryBackend,
+                options=publish.SendOptions(concurrency=4, clock=Clock()),
             )
             assert report.run.sent == 7 and report.run.held_back == 33
             assert len(memory.outbox) == 7

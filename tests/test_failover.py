@@ -78,7 +78,7 @@ def test_send_edition_through_failover(
     add_subscribers(8)
     url = f"smtp://127.0.0.1:{free_port()} {smtp_server.url}"
     report = publish.send_edition(
-        seeded, edition_id=draft, settings=settings, make_backend=lambda: backend_from_url(url)
+        seeded, edition_id=draft, settings=settings, backend=lambda: backend_from_url(url)
     )
     assert report.run.sent == 8 and len(smtp_server.received) == 8
     assert report.edition.status == "sent"

@@ -197,8 +197,8 @@ def test_a_busy_relay_defers_and_retries_instead_of_pausing_the_edition(
             seeded,
             edition_id=draft,
             settings=quick,
-            make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{relay.port}"),
-            wait=True,
+            backend=lambda: backend_from_url(f"smtp://127.0.0.1:{relay.port}"),
+            options=publish.SendOptions(wait=True),
         )
     finally:
         relay.close()
@@ -240,7 +240,7 @@ def test_a_relay_that_refuses_for_good_pauses_with_the_command_to_resume(
                 seeded,
                 edition_id=draft,
                 settings=settings,
-                make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
+                backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
             )
     finally:
         listener.close()
@@ -628,10 +628,7 @@ def test_provider_errors_are_scrubbed_of_configured_secrets_everywhere_they_show
     configured = settings.model_copy(update={"mail_backend": url})
     with pytest.raises(BackendError) as raised:
         publish.send_edition(
-            seeded,
-            edition_id=draft,
-            settings=configured,
-            make_backend=lambda: backend_from_url(url),
+            seeded, edition_id=draft, settings=configured, backend=lambda: backend_from_url(url)
         )
     seeded.rollback()
     assert LEAKY_TOKEN not in str(raised.value) and "***" in str(raised.value)

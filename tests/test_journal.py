@@ -125,7 +125,7 @@ def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
             edition_id=edition_id,
             settings=resumed,
             backend=FileBackend(outbox),
-            wait=True,
+            options=publish.SendOptions(wait=True),
         )
         counts = ledger.counts(session, edition_id=edition_id)
     engine.dispose()
@@ -269,7 +269,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
             edition_id=edition_id,
             settings=resumed,
             backend=backend_from_url(url),
-            wait=True,
+            options=publish.SendOptions(wait=True),
         )
         counts = ledger.counts(session, edition_id=edition_id)
         unknown = session.exec(
@@ -360,7 +360,11 @@ def test_an_interrupted_send_keeps_its_journal_for_the_next(
     journal_dir = settings.journal_path()
     assert journal_dir is not None and len(list(journal_dir.glob("*.journal"))) == 1
     publish.send_edition(
-        seeded, edition_id=edition_id, settings=quick, backend=FileBackend(outbox), wait=True
+        seeded,
+        edition_id=edition_id,
+        settings=quick,
+        backend=FileBackend(outbox),
+        options=publish.SendOptions(wait=True),
     )
     files = list(outbox.glob("*.eml"))
     assert len(files) == 20 and not [f for f in files if f.name.count(".") > 1]
@@ -434,7 +438,7 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
         edition_id=edition_id,
         settings=quick,
         backend=backend_from_url(smtp_server.url),
-        wait=True,
+        options=publish.SendOptions(wait=True),
     )
     per_recipient = Counter(e.rcpt_tos[0] for e in smtp_server.received)
     assert len(per_recipient) == 12 and max(per_recipient.values()) == 1
@@ -476,7 +480,7 @@ def test_smtp_journals_the_hand_over_before_the_dot_so_a_kill_there_sends_nobody
             edition_id=edition_id,
             settings=resumed,
             backend=backend_from_url(smtp_server.url),
-            wait=True,
+            options=publish.SendOptions(wait=True),
         )
         counts = ledger.counts(session, edition_id=edition_id)
         (unknown,) = session.exec(

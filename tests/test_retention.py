@@ -45,7 +45,11 @@ def test_pruning_an_old_edition_keeps_its_figures(
     people = add_subscribers(6)
     backend = MemoryBackend(reject=frozenset({people[0].email}))  # a 550: a hard bounce
     publish.send_edition(
-        seeded, edition_id=draft, settings=settings, backend=backend, clock=fixed_clock(SENT_AT)
+        seeded,
+        edition_id=draft,
+        settings=settings,
+        backend=backend,
+        options=publish.SendOptions(clock=fixed_clock(SENT_AT)),
     )
     assert store.get_edition(seeded, edition_id=draft).status == "sent"
     before_counts = ledger.counts(seeded, edition_id=draft)
@@ -107,7 +111,7 @@ def test_a_prune_stopped_midway_keeps_counts_and_rows_consistent(
         edition_id=draft,
         settings=settings,
         backend=MemoryBackend(),
-        clock=fixed_clock(SENT_AT),
+        options=publish.SendOptions(clock=fixed_clock(SENT_AT)),
     )
     before = ledger.counts(seeded, edition_id=draft)
     monkeypatch.setattr(retention, "BATCH", 3)
@@ -152,7 +156,7 @@ def test_a_complaint_after_the_prune_still_suppresses(
         edition_id=draft,
         settings=settings,
         backend=MemoryBackend(),
-        clock=fixed_clock(SENT_AT),
+        options=publish.SendOptions(clock=fixed_clock(SENT_AT)),
     )
     done = _prune(settings, "--days", "1", "--yes", at=SENT_AT + timedelta(days=2))
     assert done.exit_code == 0, done.output

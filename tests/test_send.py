@@ -485,8 +485,8 @@ def test_concurrent_senders_in_one_process_share_the_work(
         seeded,
         edition_id=draft,
         settings=settings.model_copy(update={"batch_size": 10}),
-        make_backend=MemoryBackend,
-        concurrency=4,
+        backend=MemoryBackend,
+        options=publish.SendOptions(concurrency=4),
     )
     assert report.run.sent == 200 and report.edition.status == "sent"
     assert len(_recipients()) == 200 and set(_recipients().values()) == {1}
@@ -531,8 +531,8 @@ def test_concurrent_senders_each_keep_a_connection_busy(
             seeded,
             edition_id=draft,
             settings=settings.model_copy(update={"batch_size": 10}),
-            make_backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
-            concurrency=4,
+            backend=lambda: backend_from_url(f"smtp://127.0.0.1:{port}"),
+            options=publish.SendOptions(concurrency=4),
         )
     finally:
         controller.stop()
@@ -562,8 +562,7 @@ def test_wait_keeps_going_until_deferred_retries_are_done(
         edition_id=draft,
         settings=settings.model_copy(update={"retry_base_seconds": 0.1}),
         backend=FlakyOnce(),
-        wait=True,
-        sleep=naps.append,
+        options=publish.SendOptions(wait=True, sleep=naps.append),
     )
     assert report.edition.status == "sent" and len(outbox) == 3 and naps
 

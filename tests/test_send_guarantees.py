@@ -59,9 +59,8 @@ def test_a_slow_sender_keeps_its_batch_past_the_lease(
         seeded,
         edition_id=draft,
         settings=slow,
-        make_backend=MemoryBackend,
-        concurrency=2,
-        wait=True,
+        backend=MemoryBackend,
+        options=publish.SendOptions(concurrency=2, wait=True),
     )
     per_person = Counter(m.recipient for m in memory.outbox)
     assert len(per_person) == 400 and set(per_person.values()) == {1}

@@ -126,11 +126,10 @@ def test_senders_spread_over_processes_mail_everyone_once(
         session,
         edition_id=edition_id,
         settings=settings,
-        make_backend=make_backend,
-        concurrency=4,
-        processes=2,
-        progress=progress,
-        on_batch=batches.append,
+        backend=make_backend,
+        options=publish.SendOptions(
+            concurrency=4, processes=2, progress=progress, on_batch=batches.append
+        ),
     )
     assert report.edition.status == "sent" and report.run.sent == 240
     assert sink.recipients == Counter({f"reader{i}@example.com": 1 for i in range(240)})
@@ -200,20 +199,18 @@ def test_a_sender_process_that_dies_loses_nobody_and_mails_nobody_twice(
             session,
             edition_id=edition_id,
             settings=settings,
-            make_backend=make_backend,
-            concurrency=2,
-            processes=2,
-            clock=fixed_clock(START),
+            backend=make_backend,
+            options=publish.SendOptions(concurrency=2, processes=2, clock=fixed_clock(START)),
         )
     assert flag.exists()
     report = publish.send_edition(
         session,
         edition_id=edition_id,
         settings=settings,
-        make_backend=lambda: backend_from_url(sink.url),
-        concurrency=2,
-        processes=2,
-        clock=fixed_clock(START + timedelta(hours=1)),  # past every lease
+        backend=lambda: backend_from_url(sink.url),
+        options=publish.SendOptions(
+            concurrency=2, processes=2, clock=fixed_clock(START + timedelta(hours=1))
+        ),
     )
     assert report.edition.status == "sent"
     assert sink.recipients == Counter({f"reader{i}@example.com": 1 for i in range(240)})
@@ -246,9 +243,8 @@ def test_a_memory_backend_send_keeps_its_outbox_here(
         session,
         edition_id=edition_id,
         settings=settings,
-        make_backend=MemoryBackend,
-        concurrency=count,
-        processes=processes,
+        backend=MemoryBackend,
+        options=publish.SendOptions(concurrency=count, processes=processes),
     )
     assert report.run.sent == 240
     assert Counter(m.recipient for m in outbox) == Counter(

@@ -381,7 +381,7 @@ def test_an_unsubscribe_mid_send_stops_mail_to_that_person(
         edition_id=draft,
         settings=small,
         backend=memory.MemoryBackend(),
-        on_batch=after_batch,
+        options=publish.SendOptions(on_batch=after_batch),
     )
     recipients = {m.recipient for m in memory.outbox}
     assert len(batches) > 1

@@ -292,13 +292,15 @@ def _send_with_progress(
             session,
             edition_id=edition_id,
             settings=settings,
-            make_backend=make_backend,
-            concurrency=concurrency,
-            processes=processes,
-            wait=wait,
-            actor=cli_actor(),
-            clock=cli_clock(),
-            progress=progress,
+            backend=make_backend,
+            options=publish.SendOptions(
+                concurrency=concurrency,
+                processes=processes,
+                wait=wait,
+                actor=cli_actor(),
+                clock=cli_clock(),
+                progress=progress,
+            ),
         )
 
 

@@ -76,7 +76,7 @@ def demo(
             edition_id=edition_id,
             settings=settings,
             backend=FileBackend(outbox),
-            clock=cli_clock(),
+            options=publish.SendOptions(clock=cli_clock()),
         )
     typer.echo(
         f"edition {edition_id}: {outcome.period.describe()}, "

@@ -190,11 +190,13 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
             session,
             edition_id=edition.id or 0,
             settings=settings,
-            make_backend=lambda: backend_from_url(url),
-            concurrency=count,
-            processes=processes,
-            wait=not schedule.local_time,  # later waves: the scheduler or workers send them
-            clock=cli_clock(),
+            backend=lambda: backend_from_url(url),
+            options=publish.SendOptions(
+                concurrency=count,
+                processes=processes,
+                wait=not schedule.local_time,
+                clock=cli_clock(),
+            ),
         )
     _print_report(report, backend_from_url(url).describe())
 

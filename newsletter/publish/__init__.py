@@ -47,6 +47,8 @@ from newsletter.publish.drafting import (
 from newsletter.publish.dryrun import DryRunReport, SendPlan, dry_run, send_plan
 from newsletter.publish.preflight import Check, checks_of, preflight
 from newsletter.publish.sending import (
+    BackendFactory,
+    SendOptions,
     SendReport,
     policy_for,
     send_edition,
@@ -76,6 +78,8 @@ from newsletter.publish.shaping import (
 from newsletter.publish.testsend import MAX_TEST_ADDRESSES, TestSendError, send_test
 
 __all__ = [
+    "BackendFactory",
+    "SendOptions",
     "SUBJECT_BUDGET",
     "audience_size",
     "delivery_counts",

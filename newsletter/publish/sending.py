@@ -171,42 +171,57 @@ def start_edition(
     return added
 
 
+#: Makes one backend for one sender (each sender of a send has its own connection).
+BackendFactory = Callable[[], MailBackend]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """How a send runs, as opposed to what it sends: how many senders (``concurrency``, over
+    ``processes`` forked processes: one per core is what uses the machine), whether it waits
+    for retries to come due (``wait``) or makes one pass, who is told what as it goes
+    (``on_start`` with the number open, ``on_batch`` per batch, ``progress``), how it waits
+    (``sleep``), who it is recorded as (``actor``) and the clock every time comes from."""
+
+    concurrency: int = 1
+    processes: int = 1
+    wait: bool = False
+    on_start: Callable[[int], None] | None = None
+    on_batch: Callable[[int], None] | None = None
+    progress: SendProgress | None = None
+    sleep: Callable[[float], None] = time.sleep
+    actor: str = OPERATOR
+    clock: Clock = system_clock
+
+
 def send_edition(
     session: Session,
     *,
     edition_id: int,
     settings: Settings,
-    backend: MailBackend | None = None,
-    make_backend: Callable[[], MailBackend] | None = None,
-    concurrency: int = 1,
-    processes: int = 1,
-    wait: bool = False,
-    on_start: Callable[[int], None] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    progress: SendProgress | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    actor: str = OPERATOR,
-    clock: Clock = system_clock,
+    backend: MailBackend | BackendFactory,
+    options: SendOptions = SendOptions(),
 ) -> SendReport:
     """Send an edition to every active subscriber of its newsletter, exactly once each.
 
     Starts a draft (see :func:`start_edition`), then sends what is claimable: pending
     deliveries, deferred ones whose retry time came, and batches whose send died (lease
-    expired). ``concurrency`` > 1 runs that many senders, each with its own session and its
-    own backend from ``make_backend``: in threads, or spread over ``processes`` forked sender
-    processes (see :mod:`newsletter.publish.senders`; one per core is what uses the machine).
-    With ``wait`` it keeps going until nothing is left (sleeping until the next retry), else
-    one pass. When nothing is left the edition
+    expired). ``backend`` is one backend (one sender) or a factory that makes one per sender;
+    ``options.concurrency`` > 1 runs that many senders, each with its own session and
+    backend: in threads, or spread over ``options.processes`` forked sender processes (see
+    :mod:`newsletter.publish.senders`). With ``options.wait`` it keeps going until nothing is
+    left (sleeping until the next retry), else one pass. When nothing is left the edition
     becomes ``sent``; ``unknown`` and ``failed`` deliveries wait for an operator. Every time
-    it needs (claims, leases, retries, the Date header) comes from ``clock``.
+    it needs (claims, leases, retries, the Date header) comes from ``options.clock``.
     """
+    o = options
     settings.require_sending_ready()
-    senders_of = _SenderPlan.of(backend, make_backend, concurrency, processes)
+    senders_of = _SenderPlan.of(backend, o.concurrency, o.processes)
     folder = settings.journal_path()
     if folder is not None:
         journal.ensure_folder(folder)  # before anything starts
     added = start_edition(
-        session, edition_id=edition_id, settings=settings, actor=actor, now=clock()
+        session, edition_id=edition_id, settings=settings, actor=o.actor, now=o.clock()
     )
     edition = store.get_edition(session, edition_id=edition_id)
     session.refresh(edition)
@@ -221,11 +236,11 @@ def send_edition(
     journal_dir = settings.journal_path()
     if journal_dir is not None:
         # Dead senders' claims come back first: they are claimable now, not after their lease.
-        journal.recover(session, journal_dir, now=clock())
-    if not wait and not ledger.has_claimable(session, edition_id=edition_id, now=clock()):
+        journal.recover(session, journal_dir, now=o.clock())
+    if not o.wait and not ledger.has_claimable(session, edition_id=edition_id, now=o.clock()):
         # Nothing due yet (a later local-time wave, a retry not come due): workers and the
         # scheduler look every few seconds, so skip rendering the edition for an empty pass.
-        _finish_if_done(session, edition_id=edition_id, now=clock())
+        _finish_if_done(session, edition_id=edition_id, now=o.clock())
         session.refresh(edition)
         return SendReport(
             edition,
@@ -239,34 +254,34 @@ def send_edition(
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
-    gate = gate_for(settings, engine, clock)
-    if on_start is not None or progress is not None:
+    gate = gate_for(settings, engine, o.clock)
+    if o.on_start is not None or o.progress is not None:
         open_now = ledger.open_count(session, edition_id=edition_id)
-        if on_start is not None:
-            on_start(open_now)
-        if progress is not None:
-            progress.start(open_now)
+        if o.on_start is not None:
+            o.on_start(open_now)
+        if o.progress is not None:
+            o.progress.start(open_now)
     total = SendSummary()
     while True:
         summary = _one_pass(
             session,
-            _Pass(edition, template, settings, limiter, gate, clock),
+            _Pass(edition, template, settings, limiter, gate, o.clock),
             senders_of,
-            progress=progress,
-            on_batch=on_batch,
+            progress=o.progress,
+            on_batch=o.on_batch,
         )
         for trip in summary.trips:  # the breaker paused it: tell the people in charge
             breaker.alert(session, settings, trip)
         total.merge(summary)
         if (
-            _finish_if_done(session, edition_id=edition_id, now=clock())
-            or not wait
+            _finish_if_done(session, edition_id=edition_id, now=o.clock())
+            or not o.wait
             or total.stopped_because
         ):
             break
         due = ledger.next_retry_at(session, edition_id=edition_id)
-        pause = 1.0 if due is None else (due - clock()).total_seconds()
-        sleep(min(max(pause, 0.05), 5.0))  # short naps: a pause still takes effect quickly
+        pause = 1.0 if due is None else (due - o.clock()).total_seconds()
+        o.sleep(min(max(pause, 0.05), 5.0))  # short naps: a pause still takes effect quickly
     session.refresh(edition)
     return SendReport(
         edition,
@@ -289,20 +304,14 @@ class _SenderPlan:
 
     @classmethod
     def of(
-        cls,
-        backend: MailBackend | None,
-        make_backend: Callable[[], MailBackend] | None,
-        concurrency: int,
-        processes: int,
+        cls, backend: MailBackend | BackendFactory, concurrency: int, processes: int
     ) -> _SenderPlan:
-        """One backend factory from what the caller gave: ``make_backend``, or one ``backend``
-        for a single sender. Several senders need a factory (a backend per sender)."""
-        if make_backend is not None:
-            return cls(make_backend, concurrency, processes)
-        if backend is None:
-            raise ValueError("give a backend or make_backend")
+        """One backend factory from what the caller gave: a factory, or one backend for a
+        single sender. Several senders need a factory (a backend per sender)."""
+        if not isinstance(backend, MailBackend):
+            return cls(backend, concurrency, processes)
         if concurrency > 1 or processes > 1:
-            raise ValueError("concurrency > 1 needs make_backend: one backend per sender")
+            raise ValueError("several senders need a backend factory: one backend per sender")
         return cls(lambda: backend)
 
 

@@ -241,10 +241,10 @@ def _worker_pass(
                     session,
                     edition_id=edition_id,
                     settings=settings,
-                    make_backend=lambda: backend_from_url(url),
-                    concurrency=concurrency,
-                    clock=system_clock,
-                    progress=progress,
+                    backend=lambda: backend_from_url(url),
+                    options=publish.SendOptions(
+                        concurrency=concurrency, clock=system_clock, progress=progress
+                    ),
                 )
         except publish.EditionStateError:
             continue  # paused or cancelled since it was listed

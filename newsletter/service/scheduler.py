@@ -141,10 +141,8 @@ def _continue_sends(
                 session,
                 edition_id=edition_id,
                 settings=settings,
-                make_backend=make_backend,
-                concurrency=count,
-                processes=processes,
-                clock=clock,
+                backend=make_backend,
+                options=publish.SendOptions(concurrency=count, processes=processes, clock=clock),
             )
         except publish.EditionStateError:
             continue  # paused or cancelled meanwhile
