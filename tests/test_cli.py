@@ -255,3 +255,52 @@ def test_operator_removes_a_subscriber_and_the_history_says_so(
     )
     missing = run(["subscribers", "show", "nobody@example.com"], env, tmp_path)
     assert missing.returncode == 1 and "no subscriber" in missing.stderr
+
+
+def test_the_one_error_handler_prints_the_problems_the_line_and_the_hint_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every error a person can fix goes through one handler: the problems first, then one
+    red line, the hint once (a BackendError already carries it in its text), its exit code."""
+    import typer
+
+    from newsletter.backends import BackendError
+    from newsletter.cli.common import readable_errors
+    from newsletter.errors import NewsletterError
+
+    class TwoProblems(NewsletterError):
+        exit_code = 3
+        hint = "fix the file, then run it again"
+        problems = ("line 2: email: not an address", "line 5: name: too long")
+
+        def headline(self) -> str:
+            return "2 problem(s); nothing was imported"
+
+    paused = BackendError("relay refused the sender")
+    paused.hint = "edition 7 is paused: fix this, then `newsletter edition resume 7`"
+
+    def run(error: Exception) -> tuple[int, list[str]]:
+        @readable_errors
+        def command() -> None:
+            raise error
+
+        with pytest.raises(typer.Exit) as exited:
+            command()
+        return exited.value.exit_code, capsys.readouterr().err.splitlines()
+
+    assert run(TwoProblems("not shown")) == (
+        3,
+        [
+            "line 2: email: not an address",
+            "line 5: name: too long",
+            "error: 2 problem(s); nothing was imported",
+            "fix the file, then run it again",
+        ],
+    )
+    assert run(paused) == (
+        1,
+        [
+            "error: relay refused the sender; edition 7 is paused: fix this, then "
+            "`newsletter edition resume 7`"
+        ],
+    )

@@ -20,7 +20,7 @@ from newsletter.backends.memory import MemoryBackend
 from newsletter.config import Settings
 from newsletter.edition.content import ComparisonData
 from newsletter.edition.timing import WeeklyRule
-from newsletter.operations import schedules
+from newsletter.operations import schedule_files, schedules
 from newsletter.sending import ledger
 from newsletter.service import scheduler
 from newsletter.storage import store
@@ -74,7 +74,7 @@ SYNCED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 
 def sync(session: Session, directory: Path, settings: Settings) -> None:
     schedules.sync(
-        session, schedules.load(directory), default_site_url=settings.site_url, now=SYNCED_AT
+        session, schedule_files.load(directory), default_site_url=settings.site_url, now=SYNCED_AT
     )
     session.commit()
 
@@ -315,7 +315,7 @@ def test_pause_skip_and_resume(seeded: Session, settings: Settings, planned: Pat
     seeded.add(ScheduleSkip(newsletter_id=newsletter.id or 0, period_key="2026-W49"))
     seeded.commit()
     schedules.sync(
-        seeded, schedules.load(planned), default_site_url=settings.site_url, now=SYNCED_AT
+        seeded, schedule_files.load(planned), default_site_url=settings.site_url, now=SYNCED_AT
     )
     seeded.commit()
     assert seeded.exec(select(Schedule)).one().paused is False  # a sync keeps the switch
@@ -518,8 +518,8 @@ def test_an_international_from_domain_is_stored_in_ascii(
 def test_a_zone_that_names_a_folder_is_a_clear_problem(tmp_path: Path) -> None:
     directory = tmp_path / "zones"
     write_schedule(directory, timezone="Europe")
-    with pytest.raises(schedules.ScheduleFileError) as caught:
-        schedules.load(directory)
+    with pytest.raises(schedule_files.ScheduleFileError) as caught:
+        schedule_files.load(directory)
     assert caught.value.problems == [
         f"{SLUG}.toml: timezone: unknown IANA time zone 'Europe' (e.g. Europe/Berlin)"
     ]
@@ -542,8 +542,8 @@ def test_a_full_schedule_file_gives_each_value_and_a_short_one_the_defaults(
         writer="claude",
         **{"from": "Verdicts <news@bücher.example>"},
     )
-    (spec,) = schedules.load(full.parent)
-    assert spec == schedules.ScheduleSpec(
+    (spec,) = schedule_files.load(full.parent)
+    assert spec == schedule_files.ScheduleSpec(
         path=full,
         slug=SLUG,
         name="Weekly AI Tool Verdicts",
@@ -562,8 +562,8 @@ def test_a_full_schedule_file_gives_each_value_and_a_short_one_the_defaults(
     short.write_text(
         f'slug = "{SLUG}"\nname = "N"\nsend = "Monday 09:00"\ntimezone = "Europe/Berlin"\n'
     )
-    (spec,) = schedules.load(short.parent)
-    assert spec == schedules.ScheduleSpec(
+    (spec,) = schedule_files.load(short.parent)
+    assert spec == schedule_files.ScheduleSpec(
         path=short, slug=SLUG, name="N", rule=WeeklyRule(0, time(9), "Europe/Berlin")
     )
 
@@ -578,9 +578,9 @@ def test_a_schedule_file_names_every_problem_at_once(tmp_path: Path) -> None:
         'editors = ["not-an-address", "ok@example.com"]\nitem_cap = 8.0\n'
         'site_url = "ftp://x.example"\nlocal_time = 1\nwriter = "gpt"\ncolour = "blue"\n'
     )
-    with pytest.raises(schedules.ScheduleFileError) as caught:
-        schedules.load(path.parent)
-    known = ", ".join(schedules.FIELDS)
+    with pytest.raises(schedule_files.ScheduleFileError) as caught:
+        schedule_files.load(path.parent)
+    known = ", ".join(schedule_files.FIELDS)
     assert caught.value.problems == [
         f"mine.toml: colour: unknown field; known: {known}",
         "mine.toml: slug: 'Mine' is not lower-case letters, digits and hyphens, and differs "
@@ -597,7 +597,7 @@ def test_a_schedule_file_names_every_problem_at_once(tmp_path: Path) -> None:
         "mine.toml: local_time: expected true or false",
         "mine.toml: writer: 'gpt' is not one of rules, claude, huggingface",
     ]
-    assert list(schedules.FIELDS)[:5] == ["slug", "name", "from", "timezone", "send"]
+    assert list(schedule_files.FIELDS)[:5] == ["slug", "name", "from", "timezone", "send"]
 
 
 @pytest.mark.parametrize(
@@ -631,7 +631,7 @@ def test_a_wrong_value_is_named_with_what_is_allowed(
     text = "".join(f'{k} = "{v}"\n' for k, v in fields.items() if k != key)
     path = tmp_path / f"{SLUG}.toml"
     path.write_text(f"{text}{key} = {value}\n")
-    spec, problems = schedules.parse_file(path)
+    spec, problems = schedule_files.parse_file(path)
     assert spec is None
     assert len(problems) == 1 and problems[0].startswith(f"{SLUG}.toml: {problem}"), problems
 
@@ -640,8 +640,8 @@ def test_a_schedule_file_names_its_writer_or_is_refused(
     seeded: Session, settings: Settings, tmp_path: Path
 ) -> None:
     write_schedule(tmp_path / "bad", writer="gpt")
-    with pytest.raises(schedules.ScheduleFileError) as caught:
-        schedules.load(tmp_path / "bad")
+    with pytest.raises(schedule_files.ScheduleFileError) as caught:
+        schedule_files.load(tmp_path / "bad")
     assert caught.value.problems == [
         f"{SLUG}.toml: writer: 'gpt' is not one of rules, claude, huggingface"
     ]
@@ -665,13 +665,13 @@ def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
     directory = tmp_path / "moved"
     write_schedule(directory, send="Monday 09:00")
     sync(seeded, directory, settings)
-    rule_then = schedules.load(directory)[0].rule
+    rule_then = schedule_files.load(directory)[0].rule
     later = rule_then.next_at_or_after(now)
     newsletter = store.get_newsletter(seeded, slug=SLUG)
     # Pretend this week's edition went out already, under the key the new day will use.
     moved_day = (later - timedelta(days=1)).astimezone(BERLIN)
     write_schedule(directory, send=f"{moved_day:%A} 09:00")
-    rule_now = schedules.load(directory)[0].rule
+    rule_now = schedule_files.load(directory)[0].rule
     key = rule_now.key(rule_now.next_at_or_after(now))
     seeded.add(
         Edition(
@@ -685,7 +685,7 @@ def test_sync_warns_when_a_changed_day_lands_in_a_week_already_sent(
     )
     seeded.commit()
     report = schedules.sync(
-        seeded, schedules.load(directory), default_site_url=settings.site_url, now=now
+        seeded, schedule_files.load(directory), default_site_url=settings.site_url, now=now
     )
     assert report.updated == [SLUG]
     assert len(report.warnings) == 1 and key in report.warnings[0]

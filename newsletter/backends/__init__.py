@@ -17,6 +17,8 @@ from newsletter.backends.base import (
     ProbeResult,
     SendResult,
     SendStatus,
+    flag,
+    query_options,
 )
 from newsletter.backends.failover import FailoverBackend
 from newsletter.edition.message import OutgoingMessage
@@ -31,6 +33,8 @@ __all__ = [
     "SendResult",
     "SendStatus",
     "available_schemes",
+    "flag",
+    "query_options",
     "backend_from_url",
 ]
 

@@ -146,7 +146,9 @@ def readable_errors(func: F) -> F:
         except NewsletterError as exc:
             for problem in exc.problems:
                 typer.echo(problem, err=True)
-            message = exc.headline() + (f"\n{exc.hint}" if exc.hint else "")
+            message = exc.headline()
+            if exc.hint and exc.hint not in message:  # some errors carry it in their text
+                message += f"\n{exc.hint}"
             raise _fail(message, exc.exit_code) from None
         except ValidationError as exc:
             raise _fail(f"configuration: {settings_problem(exc)}") from None

@@ -26,7 +26,7 @@ from newsletter.cli.common import (
 )
 from newsletter.clock import system_clock
 from newsletter.edition import periods
-from newsletter.operations import schedules
+from newsletter.operations import schedule_files, schedules
 from newsletter.publish import senders
 from newsletter.service import scheduler
 from newsletter.storage import store
@@ -46,7 +46,7 @@ def schedule_check(
     directory: Annotated[Path, typer.Argument(help="Folder of *.toml files.")] = SCHEDULES_DIR,
 ) -> None:
     """Validate every schedule file; print each problem (file: field: why) and exit 1."""
-    specs = schedules.load(directory)
+    specs = schedule_files.load(directory)
     for spec in specs:
         typer.echo(f"{spec.path.name}: ok ({spec.slug}, {spec.rule.describe()})")
 
@@ -58,7 +58,7 @@ def schedule_sync(
 ) -> None:
     """Load the schedule files into the database (all or nothing); pauses are kept."""
     settings = _settings()
-    specs = schedules.load(directory)
+    specs = schedule_files.load(directory)
     with _session(settings) as session:
         report = schedules.sync(session, specs, default_site_url=settings.site_url, now=cli_now())
         session.commit()
@@ -258,7 +258,7 @@ def run_all(
         with Session(engine) as session:
             schedules.sync(
                 session,
-                schedules.load(schedules_dir),
+                schedule_files.load(schedules_dir),
                 default_site_url=settings.site_url,
                 now=system_clock(),
             )

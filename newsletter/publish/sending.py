@@ -227,12 +227,7 @@ def send_edition(
     session.refresh(edition)
     if edition.status == EditionStatus.sent:
         return SendReport(edition, SendSummary(), ledger.counts(session, edition_id=edition_id), 0)
-    if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
-        raise EditionStateError(
-            f"edition {edition_id} is {edition.status}"
-            + (f" ({edition.status_reason})" if edition.status_reason else "")
-            + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
-        )
+    _refuse_if_stopped(edition)
     journal_dir = settings.journal_path()
     if journal_dir is not None:
         # Dead senders' claims come back first: they are claimable now, not after their lease.
@@ -241,26 +236,14 @@ def send_edition(
         # Nothing due yet (a later local-time wave, a retry not come due): workers and the
         # scheduler look every few seconds, so skip rendering the edition for an empty pass.
         _finish_if_done(session, edition_id=edition_id, now=o.clock())
-        session.refresh(edition)
-        return SendReport(
-            edition,
-            SendSummary(),
-            ledger.counts(session, edition_id=edition_id),
-            added,
-            ledger.next_retry_at(session, edition_id=edition_id),
-        )
+        return _report(session, edition, SendSummary(), added)
     _, template, _ = prepare(session, edition=edition, settings=settings)
     # Shared by every sender of this edition, in this process and in any other.
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     limiter = SharedRateLimiter(engine, edition_id, RateSpec.parse(settings.rate_limit))
     gate = gate_for(settings, engine, o.clock)
-    if o.on_start is not None or o.progress is not None:
-        open_now = ledger.open_count(session, edition_id=edition_id)
-        if o.on_start is not None:
-            o.on_start(open_now)
-        if o.progress is not None:
-            o.progress.start(open_now)
+    _announce(session, edition_id, o)
     total = SendSummary()
     while True:
         summary = _one_pass(
@@ -282,13 +265,41 @@ def send_edition(
         due = ledger.next_retry_at(session, edition_id=edition_id)
         pause = 1.0 if due is None else (due - o.clock()).total_seconds()
         o.sleep(min(max(pause, 0.05), 5.0))  # short naps: a pause still takes effect quickly
+    return _report(session, edition, total, added)
+
+
+def _refuse_if_stopped(edition: Edition) -> None:
+    """A paused or cancelled edition is not sent: say why, and how to go on."""
+    if edition.status not in (EditionStatus.paused, EditionStatus.cancelled):
+        return
+    raise EditionStateError(
+        f"edition {edition.id} is {edition.status}"
+        + (f" ({edition.status_reason})" if edition.status_reason else "")
+        + ("; `newsletter edition resume` it first" if edition.status == "paused" else "")
+    )
+
+
+def _announce(session: Session, edition_id: int, options: SendOptions) -> None:
+    """Tell whoever watches how many deliveries are open as the senders start."""
+    if options.on_start is None and options.progress is None:
+        return
+    open_now = ledger.open_count(session, edition_id=edition_id)
+    if options.on_start is not None:
+        options.on_start(open_now)
+    if options.progress is not None:
+        options.progress.start(open_now)
+
+
+def _report(session: Session, edition: Edition, summary: SendSummary, added: int) -> SendReport:
+    """The send's report: what this call did, and the edition's counts now."""
+    assert edition.id is not None
     session.refresh(edition)
     return SendReport(
         edition,
-        total,
-        ledger.counts(session, edition_id=edition_id),
+        summary,
+        ledger.counts(session, edition_id=edition.id),
         added,
-        ledger.next_retry_at(session, edition_id=edition_id),
+        ledger.next_retry_at(session, edition_id=edition.id),
     )
 
 

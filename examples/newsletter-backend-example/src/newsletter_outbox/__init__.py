@@ -28,8 +28,9 @@ from newsletter.backends import (
     ProbeResult,
     SendResult,
     SendStatus,
+    flag,
+    query_options,
 )
-from newsletter.backends.base import flag, query_options
 
 __all__ = ["OutboxBackend", "read_outbox"]
 
