@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from newsletter import publish
@@ -15,6 +16,13 @@ from newsletter.backends import memory
 from newsletter.config import Settings
 from newsletter.storage.models import ERASED, Newsletter, Subscriber, SubscriptionEvent, erased_key
 from tests.conftest import IMPORTED_AT
+
+
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (erasure rewrites rows both hold)."""
+    return both_database_url
+
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 

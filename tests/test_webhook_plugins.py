@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -115,3 +116,17 @@ def test_the_doctor_checks_a_plugin_providers_secret(
     monkeypatch.setenv("ACME_WEBHOOK_SECRET", SECRET)
     [present] = check_webhooks(uses_acme, 1.0)
     assert present.ok is True and "/webhooks/acme" in present.summary
+
+
+def test_a_plugins_secret_is_read_from_the_environment_then_the_dotenv_file(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's secret may sit in ``.env`` beside the built-ins' (the settings read that
+    file from the working directory); the process environment wins, as for settings."""
+    monkeypatch.chdir(tmp_path)
+    assert registry.secret_for(acme, settings, {}) == ""
+    (tmp_path / ".env").write_text(
+        f"NEWSLETTER_BASE_URL=https://x.example\nACME_WEBHOOK_SECRET={SECRET}\n"
+    )
+    assert registry.secret_for(acme, settings, {}) == SECRET
+    assert registry.secret_for(acme, settings, {"ACME_WEBHOOK_SECRET": "from-env"}) == "from-env"

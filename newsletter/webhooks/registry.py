@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
@@ -59,10 +60,23 @@ def secret_for(hook: WebhookProvider, settings: BaseSettings, environ: Mapping[s
 
     A ``NEWSLETTER_`` variable that is also a setting (the built-ins' ``webhook_postmark``...)
     is read from ``settings``, so ``.env`` and settings passed in code keep working; any other
-    (a plugin's) from ``environ``.
+    (a plugin's) from ``environ``, then from the settings' ``.env`` file.
     """
     variable = hook.secret_variable
     field = variable.removeprefix(_SETTINGS_PREFIX).lower()
     if variable.startswith(_SETTINGS_PREFIX) and field in type(settings).model_fields:
         return str(getattr(settings, field) or "")
-    return environ.get(variable, "")
+    if variable in environ:
+        return environ[variable]
+    return _dotenv(settings).get(variable) or ""
+
+
+def _dotenv(settings: BaseSettings) -> dict[str, str | None]:
+    """The settings' ``.env`` file, read as the settings read it (a plugin's secret may live
+    there beside the built-ins'); empty when there is none."""
+    env_file = settings.model_config.get("env_file")
+    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
+        return {}
+    from dotenv import dotenv_values  # pydantic-settings' own reader; only when a file exists
+
+    return dotenv_values(env_file, encoding=settings.model_config.get("env_file_encoding"))
