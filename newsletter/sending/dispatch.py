@@ -278,32 +278,10 @@ SEND_CHUNK = 50
 
 def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
     outcomes: list[ledger.Outcome] = []
-    live = []
-    for d in batch:
-        if d.still_subscribed:
-            live.append(d)
-        else:
-            outcomes.append(ledger.Outcome(d.id, DeliveryStatus.skipped, detail="unsubscribed"))
-            run.summary.skipped += 1
-    if run.progress is not None and len(live) < len(batch):
-        run.progress.add(len(batch) - len(live))
+    live = _still_subscribed(run, batch, outcomes)
     step = min(SEND_CHUNK, run.limiter.chunk_size(SEND_CHUNK))
     for start in range(0, len(live), step):
-        chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
-        date = run.clock().timestamp()
-        for d in _admitted(run, live[start : start + step]):
-            try:
-                message = run.template.build(
-                    Recipient(d.subscriber_id, d.email, d.name), run.signer, now=date
-                )
-            except ValueError as exc:  # one bad record must not stall the edition
-                outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
-                _count_failure(run, f"{d.email}: can't build message: {exc}")
-                run.summary.failed += 1
-                if run.progress is not None:
-                    run.progress.add(problem=True)
-                continue
-            chunk.append((d, message))
+        chunk = _build_chunk(run, _admitted(run, live[start : start + step]), outcomes)
         if not chunk:
             continue
         run.limiter.acquire(len(chunk))
@@ -326,6 +304,46 @@ def _send_batch(run: _Run, batch: list[ledger.OpenDelivery]) -> None:
         outcomes = []
     _record(run, outcomes)
     run.session.commit()
+
+
+def _still_subscribed(
+    run: _Run, batch: list[ledger.OpenDelivery], outcomes: list[ledger.Outcome]
+) -> list[ledger.OpenDelivery]:
+    """The deliveries whose person is still subscribed (re-checked at send time: someone who
+    left after the audience was fixed is skipped, never mailed)."""
+    live = []
+    for d in batch:
+        if d.still_subscribed:
+            live.append(d)
+        else:
+            outcomes.append(ledger.Outcome(d.id, DeliveryStatus.skipped, detail="unsubscribed"))
+            run.summary.skipped += 1
+    if run.progress is not None and len(live) < len(batch):
+        run.progress.add(len(batch) - len(live))
+    return live
+
+
+def _build_chunk(
+    run: _Run, part: list[ledger.OpenDelivery], outcomes: list[ledger.Outcome]
+) -> list[tuple[ledger.OpenDelivery, OutgoingMessage]]:
+    """Each delivery of ``part`` with its message, all dated now; a record whose message
+    can't be built fails alone (into ``outcomes``) and never stalls the edition."""
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]] = []
+    date = run.clock().timestamp()
+    for d in part:
+        try:
+            message = run.template.build(
+                Recipient(d.subscriber_id, d.email, d.name), run.signer, now=date
+            )
+        except ValueError as exc:
+            outcomes.append(ledger.Outcome(d.id, DeliveryStatus.failed, detail=str(exc)))
+            _count_failure(run, f"{d.email}: can't build message: {exc}")
+            run.summary.failed += 1
+            if run.progress is not None:
+                run.progress.add(problem=True)
+            continue
+        chunk.append((d, message))
+    return chunk
 
 
 def _admitted(run: _Run, part: list[ledger.OpenDelivery]) -> list[ledger.OpenDelivery]:
@@ -438,29 +456,40 @@ def _send_chunk(
     A backend may report an index again (failover: deferred by one backend, then answered by
     the next); the last report is the answer, and only it is counted."""
     answers: dict[int, SendResult] = {}
-    handed: set[int] = set()
-    last_handover: list[int] = []
+    handed = _Handed()
     run.counted = set()
-    on_handover: Callable[[int], None] | None = None
-    if run.journal is not None:
-        # Encoded before anything is sent: between the socket write and the journal write
-        # there is nothing but this call (see newsletter.sending.journal on RFC 1047's window).
-        marks = [
-            run.journal.encode(
-                ledger.Outcome(
-                    d.id, DeliveryStatus.unknown, detail=HANDED_OVER, message_id=m.message_id
-                )
-            )
-            for d, m in chunk
-        ]
-        write_line = run.journal.write_line
+    on_handover = _handover_recorder(run, chunk, handed, answers)
+    on_result = _result_recorder(run, chunk, answers, later)
+    try:
+        if not run.connected:
+            run.owns_connection = run.backend.open() or run.owns_connection
+            run.connected = True
+        results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
+    except BackendError as exc:
+        return _backend_broke(run, exc, chunk, answers, handed, pending, later)
+    except _ClaimLost:
+        _settle(run, chunk, answers, pending, later)
+        run.session.commit()
+        raise
+    except (HandoverError, JournalError) as exc:
+        _journal_broke(run, exc, chunk, answers, handed, pending, later)
+        raise
+    if len(results) != len(chunk) or len(answers) != len(chunk):
+        raise RuntimeError(
+            f"{run.backend.describe()} returned {len(results)} results for {len(chunk)} messages"
+        )
+    return _final(run, chunk, answers)
 
-        def on_handover(index: int) -> None:
-            handed.add(index)
-            last_handover[:] = [index]
-            answers.pop(index, None)  # handed over again (failover): the earlier answer is moot
-            write_line(marks[index])
 
+def _result_recorder(
+    run: _Run,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    answers: dict[int, SendResult],
+    later: list[ledger.OpenDelivery],
+) -> Callable[[int, SendResult], None]:
+    """The backend's ``on_result`` for ``chunk``: keep each answer, count it, journal it at
+    once, and renew the claim when due; raises :class:`_ClaimLost` when another sender took
+    over messages of this chunk not yet sent (the lease had expired)."""
     claimed = [d.id for d, _ in chunk] + [d.id for d in later]
 
     def on_result(index: int, result: SendResult) -> None:
@@ -476,58 +505,109 @@ def _send_chunk(
                 run.summary.taken_over += len(ahead)
                 raise _ClaimLost
 
-    try:
-        if not run.connected:
-            run.owns_connection = run.backend.open() or run.owns_connection
-            run.connected = True
-        results = run.backend.send_each([m for _, m in chunk], on_result, on_handover)
-    except BackendError as exc:
-        # Its text goes into the ledger, the pause reason and the terminal: no secrets.
-        exc.args = tuple(run.policy.redactor.scrub(str(a)) for a in exc.args)
-        # What it answered before breaking stands (exc.results is from the chunk's start).
-        answers.update(enumerate(exc.results))
-        if exc.transient:
-            # A connection the relay refused for now (421 "too busy", refused, timed out):
-            # the rest of the chunk was never handed over, so it is deferred like a 4xx, with
-            # backoff, and counts toward the error budget; one busy moment is not a pause.
-            for index in range(len(chunk)):
-                if index not in answers:
-                    answers[index] = (
-                        SendResult(SendStatus.unknown, None, HANDED_OVER)
-                        if index in handed
-                        else SendResult(SendStatus.deferred, exc.code, str(exc))
-                    )
-            refused = set(answers) - set(range(len(exc.results)))
-            return _final(run, chunk, answers, no_backoff=refused)
-        _settle(run, chunk, answers, pending, later)
-        reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
-        store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
-        run.session.commit()
-        exc.hint = (
-            f"edition {run.edition_id} is paused: fix this, then "
-            f"`newsletter edition resume {run.edition_id}`"
+    return on_result
+
+
+@dataclass(slots=True)
+class _Handed:
+    """What a chunk handed over: every index, and the last one (whose journal line may be
+    what failed)."""
+
+    indexes: set[int] = field(default_factory=set)
+    last: int | None = None
+
+
+def _handover_recorder(
+    run: _Run,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    handed: _Handed,
+    answers: dict[int, SendResult],
+) -> Callable[[int], None] | None:
+    """The backend's ``on_handover`` for ``chunk``: the hand-over line of each message, into
+    the journal right before the write that carries it (None without a journal).
+
+    The lines are encoded here, before anything is sent: between the socket write and the
+    journal write there is nothing but this call (see newsletter.sending.journal on RFC
+    1047's window)."""
+    if run.journal is None:
+        return None
+    marks = [
+        run.journal.encode(
+            ledger.Outcome(
+                d.id, DeliveryStatus.unknown, detail=HANDED_OVER, message_id=m.message_id
+            )
         )
-        raise
-    except _ClaimLost:
-        _settle(run, chunk, answers, pending, later)
-        run.session.commit()
-        raise
-    except (HandoverError, JournalError) as exc:
-        # The journal can't be written (disk full), but this process knows what it handed over
-        # and what was answered: straight into the ledger. Over SMTP the hand-over is written
-        # before the dot, so the message whose line failed never left: back to the queue.
-        if isinstance(exc, HandoverError) and not exc.sent and last_handover:
-            handed.discard(last_handover[-1])
-        for index in handed - answers.keys():
-            answers[index] = SendResult(SendStatus.unknown, None, HANDED_OVER)
-        _settle(run, chunk, answers, pending, later)
-        run.session.commit()
-        raise
-    if len(results) != len(chunk) or len(answers) != len(chunk):
-        raise RuntimeError(
-            f"{run.backend.describe()} returned {len(results)} results for {len(chunk)} messages"
-        )
-    return _final(run, chunk, answers)
+        for d, m in chunk
+    ]
+    write_line = run.journal.write_line
+
+    def on_handover(index: int) -> None:
+        handed.indexes.add(index)
+        handed.last = index
+        answers.pop(index, None)  # handed over again (failover): the earlier answer is moot
+        write_line(marks[index])
+
+    return on_handover
+
+
+def _backend_broke(
+    run: _Run,
+    exc: BackendError,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    answers: dict[int, SendResult],
+    handed: _Handed,
+    pending: list[ledger.Outcome],
+    later: list[ledger.OpenDelivery],
+) -> list[ledger.Outcome]:
+    """The backend can't go on. A transient failure (421 "too busy", a refused or timed-out
+    connection) defers the rest of the chunk and the send goes on; anything else records
+    what was answered, pauses the edition and raises ``exc`` with the command to resume."""
+    # Its text goes into the ledger, the pause reason and the terminal: no secrets.
+    exc.args = tuple(run.policy.redactor.scrub(str(a)) for a in exc.args)
+    # What it answered before breaking stands (exc.results is from the chunk's start).
+    answers.update(enumerate(exc.results))
+    if exc.transient:
+        # The rest of the chunk was never handed over, so it is deferred like a 4xx, with
+        # backoff, and counts toward the error budget; one busy moment is not a pause.
+        for index in range(len(chunk)):
+            if index not in answers:
+                answers[index] = (
+                    SendResult(SendStatus.unknown, None, HANDED_OVER)
+                    if index in handed.indexes
+                    else SendResult(SendStatus.deferred, exc.code, str(exc))
+                )
+        refused = set(answers) - set(range(len(exc.results)))
+        return _final(run, chunk, answers, no_backoff=refused)
+    _settle(run, chunk, answers, pending, later)
+    reason = f"paused: {run.backend.describe()} failed: {exc}"[:500]
+    store.transition(run.session, edition_id=run.edition_id, action="pause", reason=reason)
+    run.session.commit()
+    exc.hint = (
+        f"edition {run.edition_id} is paused: fix this, then "
+        f"`newsletter edition resume {run.edition_id}`"
+    )
+    raise exc
+
+
+def _journal_broke(
+    run: _Run,
+    exc: HandoverError | JournalError,
+    chunk: list[tuple[ledger.OpenDelivery, OutgoingMessage]],
+    answers: dict[int, SendResult],
+    handed: _Handed,
+    pending: list[ledger.Outcome],
+    later: list[ledger.OpenDelivery],
+) -> None:
+    """The journal can't be written (disk full), but this process knows what it handed over
+    and what was answered: straight into the ledger (the caller re-raises). Over SMTP the
+    hand-over is written before the dot, so the message whose line failed never left: back
+    to the queue."""
+    if isinstance(exc, HandoverError) and not exc.sent and handed.last is not None:
+        handed.indexes.discard(handed.last)
+    for index in handed.indexes - answers.keys():
+        answers[index] = SendResult(SendStatus.unknown, None, HANDED_OVER)
+    _settle(run, chunk, answers, pending, later)
+    run.session.commit()
 
 
 def _final(
