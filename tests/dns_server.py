@@ -139,7 +139,7 @@ class _Handler(DNSHandler):  # type: ignore[misc]  # dnslib has no types
         return packed
 
 
-class _Quiet(DNSLogger):  # type: ignore[misc]
+class _Quiet(DNSLogger):  # type: ignore[misc]  # dnslib has no types
     def __init__(self) -> None:
         super().__init__(log="-request,-reply,-truncated,-error")
 

@@ -228,7 +228,8 @@ def test_backend_from_url_builds_each_backend_from_its_url() -> None:
         5.0,
         "me.example",
     )
-    assert backend_from_url("smtp://host").port == 25  # type: ignore[attr-defined]
+    plain = backend_from_url("smtp://host")
+    assert isinstance(plain, SMTPBackend) and plain.port == 25
 
 
 def test_backend_from_url_goes_through_the_entry_point_group(

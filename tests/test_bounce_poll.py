@@ -58,9 +58,9 @@ def test_poll_takes_the_reports_and_empties_the_mailbox(
     assert "ignored 1" in result.stdout
     assert mail_server.password not in result.output
     session.expire_all()
-    assert session.get(Subscriber, sent.people[a].id).suppressed == "bounced"  # type: ignore[union-attr]
-    assert session.get(Subscriber, sent.people[b].id).suppressed == "complained"  # type: ignore[union-attr]
-    assert session.get(Subscriber, sent.people[c].id).suppressed is None  # type: ignore[union-attr]
+    assert session.get_one(Subscriber, sent.people[a].id).suppressed == "bounced"
+    assert session.get_one(Subscriber, sent.people[b].id).suppressed == "complained"
+    assert session.get_one(Subscriber, sent.people[c].id).suppressed is None
     assert mail_server.messages() == []
     # The same report arriving again (a copy in the mailbox) changes nothing.
     mail_server.append(report_for("postfix_user_unknown.eml", sent, a))
@@ -126,7 +126,7 @@ def test_the_scheduler_reads_the_mailbox_and_survives_a_bad_one(
     result = runner.poll_bounces(good, engine)
     assert result is not None and (result.seen, result.handled) == (1, 1)
     session.expire_all()
-    assert session.get(Subscriber, sent.people[a].id).suppressed == "bounced"  # type: ignore[union-attr]
+    assert session.get_one(Subscriber, sent.people[a].id).suppressed == "bounced"
     bad = good.model_copy(update={"bounce_mailbox": mail_server.url("imap", password="nope!")})
     with caplog.at_level("WARNING", logger="newsletter.service.runner"):
         assert runner.poll_bounces(bad, engine) is None

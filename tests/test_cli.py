@@ -124,13 +124,15 @@ def test_every_setting_and_command_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         var = field.alias or f"NEWSLETTER_{name.upper()}"
         assert f"`{var}`" in README, f"{var} is not in the README configuration table"
+    from typer.core import TyperGroup
     from typer.main import get_command
 
     from newsletter.cli import app
 
     root = get_command(app)
+    assert isinstance(root, TyperGroup)
     commands = []
-    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
+    for name, cmd in root.commands.items():
         subs = getattr(cmd, "commands", None)
         commands += [f"newsletter {name} {s}" for s in subs] if subs else [f"newsletter {name}"]
     for command in commands:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
@@ -43,8 +44,9 @@ def page() -> Iterator[Page]:
 def shoot(page: Page, name: str) -> None:
     """Screenshots at phone and desktop width, light and dark (``-dark``)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for scheme, suffix in (("light", ""), ("dark", "-dark")):
-        page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+    schemes: tuple[tuple[Literal["light", "dark"], str], ...] = (("light", ""), ("dark", "-dark"))
+    for scheme, suffix in schemes:
+        page.emulate_media(color_scheme=scheme)
         for width in (375, 1280):
             page.set_viewport_size({"width": width, "height": 900})
             page.screenshot(path=str(SHOTS / f"{name}-{width}{suffix}.png"), full_page=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from newsletter import publish
@@ -67,7 +67,7 @@ def cli(settings: Settings) -> Iterator[Any]:
 
 def _editions(session: Session) -> list[Edition]:
     session.expire_all()
-    return list(session.exec(select(Edition).order_by(Edition.id)).all())  # type: ignore[arg-type]
+    return list(session.exec(select(Edition).order_by(col(Edition.id))).all())
 
 
 def _received(recipient_prefix: str = "p") -> dict[str, int]:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,12 +19,13 @@ from sqlmodel import Session, select
 
 from newsletter import publish
 from newsletter.backends import backend_from_url
-from newsletter.backends.base import HandoverError
+from newsletter.backends.base import HandoverError, SendResult
 from newsletter.backends.file import FileBackend
 from newsletter.config import Settings
+from newsletter.edition.message import OutgoingMessage
 from newsletter.sending import journal, ledger
 from newsletter.storage.database import make_engine
-from newsletter.storage.models import Delivery, DeliveryStatus
+from newsletter.storage.models import Delivery, DeliveryStatus, Subscriber
 
 from .conftest import SECRET, APIStub, SMTPSink
 
@@ -89,11 +90,11 @@ def _sender_env(settings: Settings, journal_dir: Path | None, **extra: str) -> d
 def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
     seeded: Session,
     settings: Settings,
-    add_subscribers: object,
+    add_subscribers: Callable[..., list[Subscriber]],
     tmp_path: Path,
     with_journal: bool,
 ) -> None:
-    add_subscribers(120)  # type: ignore[operator]
+    add_subscribers(120)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id
@@ -135,9 +136,10 @@ def test_a_killed_sender_re_sends_nothing_it_had_an_answer_for(
     assert counts[DeliveryStatus.sent] == 120
     assert len({f.name.split(".")[0] for f in files}) == 120  # nobody lost
     if with_journal:
+        assert journal_dir is not None
         assert copies == []
         assert report.run.sent == 120 - KILL_AFTER
-        assert not list(journal_dir.glob("*.journal"))  # type: ignore[union-attr]
+        assert not list(journal_dir.glob("*.journal"))
     else:
         # Without the journal the answered-but-unrecorded messages go out again: the window
         # the journal closes.
@@ -205,7 +207,7 @@ _HANDING_SENDER = textwrap.dedent(
 def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
     seeded: Session,
     settings: Settings,
-    add_subscribers: object,
+    add_subscribers: Callable[..., list[Subscriber]],
     smtp_server: SMTPSink,
     api_stub: APIStub,
     tmp_path: Path,
@@ -216,7 +218,7 @@ def test_a_sender_killed_before_reading_the_servers_answer_sends_nothing_twice(
     """The kill lands after the message went out and before the answer was read: the server
     has it, the sender never learnt it. With the journal's hand-over line that delivery is
     ``unknown`` and not sent again; without it, it is sent twice (the test can fail)."""
-    add_subscribers(30)  # type: ignore[operator]
+    add_subscribers(30)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id
@@ -331,8 +333,13 @@ class _InterruptedAfter(FileBackend):
         super().__init__(directory)
         self.left = n
 
-    def send_each(self, messages, on_result, on_handover=None):  # type: ignore[no-untyped-def]
-        results = []
+    def send_each(
+        self,
+        messages: Sequence[OutgoingMessage],
+        on_result: Callable[[int, SendResult], None],
+        on_handover: Callable[[int], None] | None = None,
+    ) -> list[SendResult]:
+        results: list[SendResult] = []
         for i, m in enumerate(messages):
             if self.left == 0:
                 raise KeyboardInterrupt
@@ -343,9 +350,12 @@ class _InterruptedAfter(FileBackend):
 
 
 def test_an_interrupted_send_keeps_its_journal_for_the_next(
-    seeded: Session, settings: Settings, add_subscribers: object, tmp_path: Path
+    seeded: Session,
+    settings: Settings,
+    add_subscribers: Callable[..., list[Subscriber]],
+    tmp_path: Path,
 ) -> None:
-    add_subscribers(20)  # type: ignore[operator]
+    add_subscribers(20)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id
@@ -389,7 +399,7 @@ def test_the_automatic_journal_folder_is_per_database_not_per_directory(
 def test_a_full_disk_stops_the_send_and_loses_nothing(
     seeded: Session,
     settings: Settings,
-    add_subscribers: object,
+    add_subscribers: Callable[..., list[Subscriber]],
     smtp_server: SMTPSink,
     monkeypatch: pytest.MonkeyPatch,
     failing_write: int,
@@ -397,7 +407,7 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
     """The journal's writes land on /dev/full from the Nth line: the send stops with an error
     that names the journal (not a lost connection), what it handed over and heard goes straight
     to the ledger, and the next send delivers everyone exactly once."""
-    add_subscribers(12)  # type: ignore[operator]
+    add_subscribers(12)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id
@@ -449,14 +459,14 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
 def test_smtp_journals_the_hand_over_before_the_dot_so_a_kill_there_sends_nobody_twice(
     seeded: Session,
     settings: Settings,
-    add_subscribers: object,
+    add_subscribers: Callable[..., list[Subscriber]],
     smtp_server: SMTPSink,
     tmp_path: Path,
 ) -> None:
     """Killed between the hand-over line and the write that carries the dot (the old
     duplicate window, now before the write): the server never got the message, the ledger
     says ``unknown`` (for the operator), and no one is mailed twice."""
-    add_subscribers(30)  # type: ignore[operator]
+    add_subscribers(30)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
     ).edition.id

@@ -156,12 +156,10 @@ def test_personalization_is_a_cheap_splice(template: MessageTemplate, settings: 
         calls.append(1)
         original(self, *a, **k)
 
-    em.EmailMessage.__init__ = spy  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(em.EmailMessage, "__init__", spy)
         for i in range(50):
             template.build(Recipient(i, f"r{i}@example.com", f"R {i}"), signer, now=PINNED_DATE)
-    finally:
-        em.EmailMessage.__init__ = original  # type: ignore[method-assign]
     assert calls == []
 
 
@@ -207,8 +205,9 @@ def test_carriage_returns_in_content_never_reach_the_wire(
 def test_settings_refuse_unsafe_values(field: str, value: str) -> None:
     from pydantic import ValidationError
 
+    unsafe: dict[str, Any] = {field: value}
     with pytest.raises(ValidationError, match=field):
-        Settings(**{field: value}, _env_file=None)  # type: ignore[arg-type]
+        Settings(**unsafe, _env_file=None)
 
 
 def test_old_keys_still_verify_links_already_sent(settings: Settings) -> None:

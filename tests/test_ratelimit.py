@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from newsletter.sending.ratelimit import RateLimiter, RateSpec
+
+if TYPE_CHECKING:
+    from newsletter.sending.sharedrate import SharedRateLimiter
 
 
 class FakeClock:
@@ -60,7 +63,9 @@ def test_unlimited_never_sleeps() -> None:
 # --- shared by several senders through the database -----------------------------------------
 
 
-def _two_senders(url: str, edition_id: int, spec: RateSpec, clock: FakeClock):  # type: ignore[no-untyped-def]
+def _two_senders(
+    url: str, edition_id: int, spec: RateSpec, clock: FakeClock
+) -> list[SharedRateLimiter]:
     from newsletter.sending.sharedrate import SharedRateLimiter
     from newsletter.storage.database import make_engine
 

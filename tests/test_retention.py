@@ -177,7 +177,7 @@ def test_a_complaint_after_the_prune_still_suppresses(
     seeded.commit()
     assert outcome["complained"] == 1
     seeded.expire_all()
-    assert seeded.get(Subscriber, person.id).suppressed == "complained"  # type: ignore[union-attr]
+    assert seeded.get_one(Subscriber, person.id).suppressed == "complained"
     (event,) = seeded.exec(select(MailEvent)).all()
     assert (event.edition_id, event.delivery_id) == (draft, None)
     (row,) = edition_stats(seeded)

@@ -351,7 +351,7 @@ def test_local_time_delivery_sends_in_hourly_waves(
         for email, retry_at in seeded.exec(
             select(Subscriber.email, Delivery.retry_at).join(
                 Delivery,
-                Delivery.subscriber_id == Subscriber.id,  # type: ignore[arg-type]
+                col(Delivery.subscriber_id) == Subscriber.id,
             )
         )
     }
@@ -373,7 +373,7 @@ def test_a_pending_delivery_waits_for_its_wave(
     """The ledger side of the waves: a send claims only deliveries whose time has come."""
     add_subscribers(2)
     publish.start_edition(seeded, edition_id=draft, settings=settings)
-    early, late = seeded.exec(select(Delivery).order_by(Delivery.id)).all()  # type: ignore[arg-type]
+    early, late = seeded.exec(select(Delivery).order_by(col(Delivery.id))).all()
     late.retry_at = datetime.now(UTC) + timedelta(hours=3)
     seeded.commit()
     memory.reset()

@@ -300,7 +300,7 @@ def test_whole_path_on_postgresql(postgres_url: str, settings: Settings, tmp_pat
                 session, edition_id=edition_id, settings=pg_settings, backend=MemoryBackend()
             )
             assert len(outbox) == 25 and set(_recipients().values()) == {1}
-            assert session.get(Edition, edition_id).status == "sent"  # type: ignore[union-attr]
+            assert session.get_one(Edition, edition_id).status == "sent"
             assert len(session.exec(select(Subscriber)).all()) == 25
     finally:
         engine.dispose()

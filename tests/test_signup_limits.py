@@ -34,12 +34,15 @@ from newsletter.storage.models import (
     Subscription,
     SubscriptionEvent,
     SubscriptionStatus,
+    table_of,
 )
 from newsletter.web.app import create_app
 
 from .conftest import SECRET
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
+#: The Core table, for the updates that pin a row's own timestamps.
+_SUBSCRIPTIONS = table_of(Subscription)
 
 
 @pytest.fixture
@@ -176,8 +179,8 @@ def _signup(session: Session, email: str, at: datetime) -> int:
     subscriber_id = subscriptions.request_signup(session, signup, now=at)
     assert subscriber_id is not None
     session.execute(  # the row's own timestamp, pinned like everything else
-        Subscription.__table__.update()  # type: ignore[attr-defined]
-        .where(Subscription.__table__.c.subscriber_id == subscriber_id)  # type: ignore[attr-defined]
+        _SUBSCRIPTIONS.update()
+        .where(_SUBSCRIPTIONS.c.subscriber_id == subscriber_id)
         .values(updated_at=at, created_at=at)
     )
     session.commit()
@@ -229,8 +232,8 @@ def test_forgetting_keeps_what_something_else_holds(
         ]
     )
     seeded.execute(
-        Subscription.__table__.update()  # type: ignore[attr-defined]
-        .where(Subscription.__table__.c.status == "pending")  # type: ignore[attr-defined]
+        _SUBSCRIPTIONS.update()
+        .where(_SUBSCRIPTIONS.c.status == "pending")
         .values(updated_at=START - timedelta(days=30))
     )
     seeded.commit()

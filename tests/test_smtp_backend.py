@@ -524,7 +524,7 @@ def test_with_pipelining_each_message_costs_one_write_and_one_round_trip(
             writes += 1
             original(data)
 
-        backend.connection.send = counting  # type: ignore[method-assign,assignment]
+        monkeypatch.setattr(backend.connection, "send", counting)
         gathered = smtp_module._send_parts
 
         def counting_parts(conn: Any, parts: Any) -> None:  # a body and the next envelope

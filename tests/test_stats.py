@@ -390,6 +390,7 @@ def test_empty_chart_says_so() -> None:
     ET.fromstring(svg)
     assert EMPTY_MESSAGE.encode() in svg
     with pytest.raises(ValueError, match="png or svg"):
+        # A format the signature rules out, on purpose: the refusal at run time is the test.
         draw_chart([], fmt="gif")  # type: ignore[arg-type]
 
 

@@ -11,7 +11,7 @@ from email.message import Message
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import publish
 from newsletter.audience import subscriptions
@@ -66,7 +66,7 @@ def subscription_of(session: Session, email: str) -> Subscription | None:
     session.expire_all()
     return session.exec(
         select(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)  # type: ignore[arg-type]
+        .join(Subscriber, col(Subscriber.id) == Subscription.subscriber_id)
         .where(Subscriber.email_key == email.lower())
     ).first()
 
@@ -75,9 +75,9 @@ def events_of(session: Session, email: str) -> list[tuple[str, str, int | None]]
     session.expire_all()
     rows = session.exec(
         select(SubscriptionEvent)
-        .join(Subscriber, Subscriber.id == SubscriptionEvent.subscriber_id)  # type: ignore[arg-type]
+        .join(Subscriber, col(Subscriber.id) == SubscriptionEvent.subscriber_id)
         .where(Subscriber.email_key == email.lower())
-        .order_by(SubscriptionEvent.id)  # type: ignore[arg-type]
+        .order_by(col(SubscriptionEvent.id))
     ).all()
     return [(e.kind, e.source, e.edition_id) for e in rows]
 

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email import message_from_bytes
 
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import publish
 from newsletter.backends import memory
@@ -94,7 +94,7 @@ def status_of(session: Session, email: str) -> str:
     session.expire_all()
     sub = session.exec(
         select(Subscription)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)  # type: ignore[arg-type]
+        .join(Subscriber, col(Subscriber.id) == Subscription.subscriber_id)
         .where(Subscriber.email_key == email)
     ).one()
     return sub.status
@@ -116,9 +116,10 @@ def test_subscribe_confirm_in_a_browser(server: str, page: Page, seeded: Session
         time.sleep(0.05)
     mail = message_from_bytes(memory.outbox[0].data)
     text = next(
-        p.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        payload.decode()
         for p in mail.walk()
         if p.get_content_type() == "text/plain"
+        and isinstance(payload := p.get_payload(decode=True), bytes)
     )
     link = re.search(rf"{re.escape(server)}/confirm/\S+", text)
     assert link, text
@@ -167,9 +168,9 @@ def test_unsubscribe_and_resubscribe_in_a_browser(
     seeded: Session,
     settings: Settings,
     draft: int,
-    add_subscribers: object,
+    add_subscribers: Callable[..., list[Subscriber]],
 ) -> None:
-    add_subscribers(1, prefix="leaver")  # type: ignore[operator]
+    add_subscribers(1, prefix="leaver")
     served = settings.model_copy(update={"base_url": server})
     publish.send_edition(seeded, edition_id=draft, settings=served, backend=memory.MemoryBackend())
     sent = memory.outbox[-1]

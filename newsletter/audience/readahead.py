@@ -8,6 +8,7 @@ that time instead of after it.
 
 from __future__ import annotations
 
+import enum
 import queue
 import threading
 from collections.abc import Generator, Iterable
@@ -15,7 +16,14 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_DONE = object()
+
+class _Done(enum.Enum):
+    """The end of the items: an enum member, so that ``is`` tells a type checker it is not T."""
+
+    DONE = enum.auto()
+
+
+_DONE = _Done.DONE
 
 
 class _Failed:
@@ -35,10 +43,10 @@ def read_ahead(items: Iterable[T], *, depth: int = 1) -> Generator[T, None, None
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1, not {depth}")  # 0 would mean unbounded
-    handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
+    handoff: queue.Queue[T | _Failed | _Done] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def offer(item: object) -> bool:
+    def offer(item: T | _Failed | _Done) -> bool:
         while not stop.is_set():
             try:
                 handoff.put(item, timeout=0.1)
@@ -66,7 +74,7 @@ def read_ahead(items: Iterable[T], *, depth: int = 1) -> Generator[T, None, None
                 return
             if isinstance(item, _Failed):
                 raise item.error
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
         thread.join()

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from functools import wraps
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -108,7 +108,8 @@ bounces_app = typer.Typer(
 )
 app.add_typer(bounces_app, name="bounces")
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 #: Errors a person can fix that are not the engine's own (a missing or unreadable file).
 _FILE_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError)
 
@@ -135,12 +136,12 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def readable_errors(func: F) -> F:
+def readable_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a user can fix (:class:`~newsletter.errors.NewsletterError`, settings, files,
     the database) into one red line and the error's exit code, never a traceback."""
 
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except NewsletterError as exc:
@@ -161,7 +162,7 @@ def readable_errors(func: F) -> F:
         except ArgumentError:
             raise _fail("NEWSLETTER_DATABASE_URL is not a valid SQLAlchemy URL") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def configure_logging(*, verbose: bool) -> None:

@@ -223,7 +223,9 @@ class WrittenCall:
         with ``for_whom`` and ``reason_for``/``reason_against`` of ``text`` and ``quote``)."""
         pick = {"first": 0, "second": 1}.get(str(data["pick"]))
         takes = []
-        for tool in data["tools"]:  # type: ignore[attr-defined]
+        tools = data["tools"]
+        assert isinstance(tools, list)
+        for tool in tools:
             reasons = [
                 WrittenReason(str(tool[side]["text"]), str(tool[side]["quote"]))
                 for side in ("reason_for", "reason_against")

@@ -373,7 +373,11 @@ def _put(data: dict[str, object], path: str, value: str) -> bool:
     *parents, last = path.split(".")
     node: object = data
     for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]  # type: ignore[index]
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            assert isinstance(node, dict)
+            node = node[part]
     assert isinstance(node, dict)
     if node.get(last) == value:
         return False

@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.storage.models import SendWindow
+from newsletter.storage.models import SendWindow, table_of
 
-_WINDOW = SendWindow.__table__  # type: ignore[attr-defined]
+_WINDOW = table_of(SendWindow)
 
 #: Domains the same provider judges together, counted under one name.
 GROUPS: Mapping[str, str] = {

@@ -47,6 +47,7 @@ from newsletter.storage.models import (
     SubscriptionStatus,
     UTCDateTime,
     sql_list,
+    table_of,
 )
 
 # The states as SQL literals, for the statements written as text.
@@ -54,7 +55,7 @@ _PENDING = sql_list([DeliveryStatus.pending.value])
 _CLAIMED = sql_list([DeliveryStatus.claimed.value])
 _UNFINISHED = sql_list(UNFINISHED_STATUSES)
 _ACTIVE = sql_list([SubscriptionStatus.active.value])
-_DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
+_DELIVERY: Table = table_of(Delivery)
 
 
 def open_deliveries(session: Session, *, edition_id: int, newsletter_id: int) -> int:

@@ -17,9 +17,9 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.sending.ratelimit import RateSpec
-from newsletter.storage.models import RateBucket
+from newsletter.storage.models import RateBucket, table_of
 
-_BUCKET = RateBucket.__table__  # type: ignore[attr-defined]
+_BUCKET = table_of(RateBucket)
 
 
 class SharedRateLimiter:

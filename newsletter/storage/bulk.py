@@ -20,11 +20,17 @@ from typing import Any, TypeVar
 from sqlalchemy import ARRAY, String, Text, any_, bindparam, cast, func, literal, select, update
 from sqlmodel import Session
 
-from newsletter.storage.models import Subscriber, Subscription, SubscriptionEvent, erased_key
+from newsletter.storage.models import (
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    erased_key,
+    table_of,
+)
 
-_SUBSCRIBER = Subscriber.__table__  # type: ignore[attr-defined]
-_SUBSCRIPTION = Subscription.__table__  # type: ignore[attr-defined]
-_EVENT = SubscriptionEvent.__table__  # type: ignore[attr-defined]
+_SUBSCRIBER = table_of(Subscriber)
+_SUBSCRIPTION = table_of(Subscription)
+_EVENT = table_of(SubscriptionEvent)
 
 #: Keys per IN list (twice that many parameters with the erased keys).
 CHUNK = 2_000
@@ -100,9 +106,11 @@ def _copy(
 ) -> None:
     """PostgreSQL's COPY FROM STDIN on the session's own connection (same transaction):
     several times faster than multi-row INSERTs for a million rows."""
+    from psycopg import Connection  # here: PostgreSQL's driver is an optional install
+
     raw = session.connection().connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cursor:  # type: ignore[attr-defined]
+    assert isinstance(raw, Connection)  # psycopg 3, the driver database.py always names
+    with raw.cursor() as cursor:
         with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

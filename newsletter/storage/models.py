@@ -14,7 +14,17 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Index,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -22,6 +32,15 @@ from sqlmodel import Field, SQLModel
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table a table model maps (its ``__table__``), for the statements written
+    without the ORM. SQLModel's type hints do not declare ``__table__``; the mapper's
+    ``local_table`` is the same object, typed."""
+    table = inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -29,8 +29,17 @@ MAX_QUOTE = 400
 INTRO_BUDGET = 400
 
 
-def _text(low: int, high: int) -> Any:
-    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=low, max_length=high)]
+def _within(low: int, high: int) -> StringConstraints:
+    return StringConstraints(strip_whitespace=True, min_length=low, max_length=high)
+
+
+# Named aliases rather than a function returning ``Annotated[...]``: a type checker reads an
+# annotation only as a type, never as a call.
+ReasonText = Annotated[str, _within(1, REASON_BUDGET)]
+QuoteText = Annotated[str, _within(MIN_QUOTE, MAX_QUOTE)]
+ForWhomText = Annotated[str, _within(1, FOR_WHOM_BUDGET)]
+HeadlineText = Annotated[str, _within(1, HEADLINE_BUDGET)]
+IntroText = Annotated[str, _within(1, INTRO_BUDGET)]
 
 
 class Reason(BaseModel):
@@ -38,8 +47,8 @@ class Reason(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: _text(1, REASON_BUDGET) = Field(description="the reason in a few words")  # type: ignore[valid-type]
-    quote: _text(MIN_QUOTE, MAX_QUOTE) = Field(  # type: ignore[valid-type]
+    text: ReasonText = Field(description="the reason in a few words")
+    quote: QuoteText = Field(
         description="the exact words from one of this tool's reviews that the reason rests on"
     )
 
@@ -49,7 +58,7 @@ class ToolTake(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    for_whom: _text(1, FOR_WHOM_BUDGET) = Field(  # type: ignore[valid-type]
+    for_whom: ForWhomText = Field(
         description="who should pick this tool, e.g. 'teams running long-context agents'"
     )
     reason_for: Reason
@@ -64,7 +73,7 @@ class WrittenVerdict(BaseModel):
     pick: Literal["first", "second", "both"] = Field(
         description="'first' or 'second' tool, or 'both' when each fits a different job"
     )
-    headline: _text(1, HEADLINE_BUDGET) = Field(  # type: ignore[valid-type]
+    headline: HeadlineText = Field(
         description="the call in one sentence, naming the pick, as readers will see it"
     )
     tools: list[ToolTake] = Field(
@@ -77,9 +86,7 @@ class WrittenIntro(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: _text(1, INTRO_BUDGET) = Field(  # type: ignore[valid-type]
-        description="two or three plain sentences that open the week's email"
-    )
+    text: IntroText = Field(description="two or three plain sentences that open the week's email")
 
 
 #: The model's tools: the verdict, and the week's intro. Built once; the same bytes on every

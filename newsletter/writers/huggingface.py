@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from newsletter.edition.content import ComparisonData
 from newsletter.edition.verdicts import ComparisonVerdict
@@ -83,8 +83,10 @@ class HuggingFaceWriter:
         self.model = model
         self.max_tokens = max_tokens
         self.providers = tuple(providers)
+        # cast: the SDK types ``provider`` as the closed Literal of the providers it knew at
+        # release; ours are settings strings, and the SDK checks the name itself when called.
         self._clients = [
-            (p, InferenceClient(provider=p, api_key=token, timeout=timeout))  # type: ignore[arg-type]
+            (p, InferenceClient(provider=cast(Any, p), api_key=token, timeout=timeout))
             for p in self.providers
         ]
 
