@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,25 +186,36 @@ def draft(seeded: Session, settings: Settings) -> int:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on the real server; dropped afterwards.
-
-    The server is part of the test environment (README, .ci/run); when it is down this fails
-    loudly instead of skipping.
-    """
-    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _scratch_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the real server (a copy of ``template`` if given), dropped after;
+    yields its name. The server is part of the test environment (README, .ci/run): when it
+    is down this fails loudly instead of skipping."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:  # pragma: no cover - environment problem
         pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _url_of(name: str) -> str:
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the real server; dropped afterwards."""
+    with _scratch_database("newsletter_test") as name:
+        yield _url_of(name)
 
 
 @pytest.fixture(scope="session")
@@ -211,34 +223,19 @@ def _migrated_template() -> Iterator[str]:
     """A migrated PostgreSQL database, made once per run, that :func:`migrated_postgres_url`
     copies (CREATE DATABASE ... TEMPLATE: a fraction of a second against running every
     migration again for each test)."""
-    name = f"newsletter_tmpl_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
-    eng = make_engine(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    upgrade(eng)
-    eng.dispose()  # a template must have no connections while it is copied
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _scratch_database("newsletter_tmpl") as name:
+        eng = make_engine(_url_of(name))
+        upgrade(eng)
+        eng.dispose()  # a template must have no connections while it is copied
+        yield name
 
 
 @pytest.fixture
 def migrated_postgres_url(_migrated_template: str) -> Iterator[str]:
     """A fresh PostgreSQL database with every migration applied and no rows; dropped
     afterwards. (Its statistics are those of empty tables, as on a new install.)"""
-    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_migrated_template}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _scratch_database("newsletter_test", template=_migrated_template) as name:
+        yield _url_of(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
