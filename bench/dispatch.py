@@ -30,6 +30,7 @@ from newsletter.allocator import keep_freed_memory
 from newsletter.backends import backend_from_url
 from newsletter.config import Settings
 from newsletter.edition.dkim import generate
+from newsletter.publish.senders import layout
 from newsletter.sending import ledger
 from newsletter.storage.database import make_engine, upgrade
 
@@ -42,6 +43,13 @@ def cpu_seconds() -> float:
     mine = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) a running process has used so far, from /proc: how the
+    sinks' own cost is measured while they still run."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -75,7 +83,7 @@ def main() -> None:
         "--cli",
         action="store_true",
         help="send with the whole `newsletter edition send ID --yes` command and its defaults "
-        "(senders and processes: one per core), in a child process, instead of the API",
+        "(two senders per core, one process per core), in a child process, instead of the API",
     )
     parser.add_argument(
         "--no-ceiling",
@@ -109,6 +117,7 @@ def main() -> None:
                 ceiling = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
                 session.commit()
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
+                sink_cpu0 = process_cpu(sink.pid)
                 if args.cli:
                     largest = _send_by_command(settings, url, edition_id, Path(tmp))
                 else:
@@ -124,6 +133,7 @@ def main() -> None:
                     # The sender processes are waited for; the sinks are not yet.
                     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+                sink_cpu = process_cpu(sink.pid) - sink_cpu0
                 counts = ledger.counts(session, edition_id=edition_id)
                 after = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
             engine.dispose()
@@ -156,15 +166,31 @@ def main() -> None:
             f"(same bytes, {_connections(args)} connections, same sink program)"
         )
         print(f"send / ceiling:        {n / wall / rate:.2f}")
+        # The send shares the machine's cores with its sink: per message the cores allow at
+        # most cores / (client CPU + sink CPU) messages a second, however well the waits
+        # overlap. Against the ceiling, that bounds what send / ceiling this CPU cost allows.
+        engine_us = (cpu + sink_cpu) / n * 1e6
+        lean_sink = (ceiling[2] + after[2]) / 2
+        most = (os.cpu_count() or 1) / engine_us * 1e6
+        print(
+            f"sink CPU:              {sink_cpu / n * 1e6:,.0f} us per message (the send's sink), "
+            f"{lean_sink:,.0f} us (the lean client's; one process: at most "
+            f"{1e6 / lean_sink:,.0f} messages/s)"
+        )
+        print(
+            f"client + sink CPU:     {engine_us:,.0f} us per message: {os.cpu_count()} cores "
+            f"allow the send at most {most:,.0f} messages/s, {most / rate:.2f} of the ceiling"
+        )
     if received != counts["sent"]:
         raise SystemExit("sink count and ledger disagree")
 
 
 def _ceiling(
     session: Session, settings: Settings, edition_id: int, args: argparse.Namespace
-) -> tuple[float, float]:
-    """The lean client's rate and CPU per message for this edition's real message bytes,
-    into a fresh sink of its own (so the engine's sink counts only the engine's messages)."""
+) -> tuple[float, float, float]:
+    """The lean client's rate, its CPU per message and its sink's CPU per message (us) for
+    this edition's real message bytes, into a fresh sink of its own (so the engine's sink
+    counts only the engine's messages)."""
     from newsletter.edition.personalization import Recipient
     from newsletter.publish.drafting import prepare, signer_for
     from newsletter.storage.store import get_edition
@@ -182,18 +208,25 @@ def _ceiling(
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     try:
+        sink_cpu0 = process_cpu(sink.pid)
         wall, cpu = lean_send(
             "127.0.0.1", args.port + 1, message, args.subscribers, _connections(args)
         )
+        sink_cpu = process_cpu(sink.pid) - sink_cpu0
     finally:
         sink.terminate()
         sink.communicate(timeout=30)
-    return args.subscribers / wall, cpu / args.subscribers * 1e6
+    n = args.subscribers
+    return n / wall, cpu / n * 1e6, sink_cpu / n * 1e6
 
 
 def _connections(args: argparse.Namespace) -> int:
-    """The engine's connection count: its workers, or the command's default (one per core)."""
-    return (os.cpu_count() or 1) if args.cli else args.workers
+    """The engine's connection count: its workers, or the command's default (the layout the
+    command itself picks with no flags and no NEWSLETTER_SENDERS)."""
+    if not args.cli:
+        return int(args.workers)
+    default, _ = layout(None, 0, backend_from_url(f"smtp://127.0.0.1:{args.port}"))
+    return default
 
 
 def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path) -> float:

@@ -134,8 +134,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="Senders of one send, each with its own connection; 0: one per CPU core "
-        "(spread over one process per core).",
+        description="Senders of one send, each with its own connection; 0: two per CPU core, "
+        "at most 16 (spread over one process per core).",
     )
     lease_seconds: float = Field(
         300, ge=0, description="How long a send holds a claimed batch before another may take it."

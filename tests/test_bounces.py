@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter import publish
 from newsletter.audience import importing
@@ -104,7 +104,9 @@ def test_a_hard_bounce_suppresses_at_once_and_is_tied_to_the_edition(
     )
     # As an email API would have answered the send: its id for the message.
     delivery = seeded.exec(
-        select(Delivery).join(Subscriber).where(Subscriber.email_key == "hb0@example.com")
+        select(Delivery)
+        .join(Subscriber, col(Subscriber.id) == Delivery.subscriber_id)
+        .where(Subscriber.email_key == "hb0@example.com")
     ).one()
     delivery.provider_message_id = "20261125.abc@mg.example.com"
     seeded.commit()

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
 
 from newsletter import publish
 from newsletter.backends import SendResult, SendStatus, memory
@@ -353,3 +353,33 @@ def test_the_edition_is_not_finished_while_a_delivery_is_open(
     assert not store.transition(seeded, edition_id=draft, action="finish")
     seeded.rollback()
     assert store.edition_status(seeded, edition_id=draft) == EditionStatus.sending
+
+
+def test_a_delivery_whose_subscriber_is_gone_is_skipped_and_the_edition_finishes(
+    seeded: Session, settings: Settings, draft: int, add_subscribers: Any
+) -> None:
+    """Deliveries name their subscriber without a database foreign key (migration 0022: the
+    key's per-row check was most of a million-row start). Should a subscriber row vanish
+    anyway, the send skips that delivery and finishes; it is never left claimed."""
+    add_subscribers(3)
+    publish.start_edition(seeded, edition_id=draft, settings=settings)
+    gone = seeded.exec(
+        select(Delivery.subscriber_id)
+        .where(Delivery.edition_id == draft)
+        .order_by(col(Delivery.id))
+    ).first()
+    assert gone is not None
+    seeded.execute(delete(Subscription).where(col(Subscription.subscriber_id) == gone))
+    seeded.execute(delete(Subscriber).where(col(Subscriber.id) == gone))
+    seeded.commit()
+
+    report = publish.send_edition(
+        seeded, edition_id=draft, settings=settings, backend=MemoryBackend
+    )
+    assert len(memory.outbox) == 2
+    assert report.totals.get("skipped") == 1 and report.totals["sent"] == 2
+    assert report.edition.status == EditionStatus.sent
+    left = seeded.exec(
+        select(Delivery.status).where(Delivery.edition_id == draft, Delivery.subscriber_id == gone)
+    ).one()
+    assert left == DeliveryStatus.skipped.value

@@ -679,3 +679,53 @@ def test_messages_over_tls_arrive_whole_and_pipelined(
         assert envelope.original_content.replace(b"\r\n", b"\n") == message.data.replace(
             b"\r\n", b"\n"
         )
+
+
+def _silent_after_data(listener: socket.socket, stop: threading.Event) -> None:
+    """A server that answers everything up to the message's end-of-data, then says nothing
+    (a hung MTA): the client must give up after its timeout, not wait for ever."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.sendall(b"220 hung ready\r\n")
+        buffer = b""
+        while not stop.is_set():
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\r\n" in buffer and not buffer.startswith(b"Subject"):
+                line, buffer = buffer.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-hung\r\n250 PIPELINING\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    buffer = b"Subject" + buffer  # the message: never answered
+                elif verb in (b"MAIL", b"RCPT"):
+                    conn.sendall(b"250 ok\r\n")
+        stop.wait(10)
+
+
+def test_a_server_that_stops_answering_times_out_as_unknown(
+    build: Callable[..., list[OutgoingMessage]],
+) -> None:
+    """The connection's timeout holds mid-send: a message whose answer never comes is
+    ``unknown`` after the timeout (it may have been delivered), saying it timed out; the
+    send does not hang."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_silent_after_data, args=(listener, stop), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        backend = SMTPBackend.from_url(f"smtp://127.0.0.1:{port}?timeout=0.5")
+        started = time.monotonic()
+        try:
+            with backend:
+                results = backend.send_messages(batch(build, 1))
+        finally:
+            stop.set()
+        took = time.monotonic() - started
+        server.join(5)
+    assert [r.status for r in results] == [SendStatus.unknown]
+    assert "timed out" in (results[0].detail or ""), results[0].detail
+    assert 0.4 < took < 5, took

@@ -277,3 +277,39 @@ def test_an_upgrade_counts_the_rows_already_there(both_engine: Engine) -> None:
         # And the triggers are back.
         _claim(session, second, "b", 4, NOW)
         assert _agree(session, [first, second])[second] == {"pending": 8, "claimed": 4}
+
+
+def test_dropping_deliverys_foreign_keys_keeps_its_rows_indexes_and_triggers(
+    both_engine: Engine,
+) -> None:
+    """Migration 0022 removes delivery's two foreign keys (on SQLite by editing the table's
+    definition, not by rebuilding it); going down puts them back. Rows, indexes and the
+    counters' triggers stay as they were both ways."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    engine = both_engine
+    first, second, _ = _editions(engine, 6)
+
+    def shape() -> tuple[set[str], set[str]]:
+        found = inspect(engine)
+        keys = {k["referred_table"] for k in found.get_foreign_keys("delivery")}
+        return keys, {i["name"] or "" for i in found.get_indexes("delivery")}
+
+    keys, indexes = shape()
+    assert keys == set() and "ix_delivery_edition_keyset" in indexes
+    command.downgrade(alembic_config(engine), "0021")
+    assert shape() == ({"edition", "subscriber"}, indexes)
+    with Session(engine) as session:
+        _claim(session, first, "a", 2, NOW)
+        assert _agree(session, [first, second])[first] == {"pending": 4, "claimed": 2}
+    upgrade(engine)
+    assert shape() == (set(), indexes)
+    with Session(engine) as session:
+        _claim(session, second, "b", 3, NOW)
+        assert _agree(session, [first, second]) == {
+            first: {"pending": 4, "claimed": 2},
+            second: {"pending": 3, "claimed": 3},
+        }
+        if engine.dialect.name == "sqlite":
+            assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"

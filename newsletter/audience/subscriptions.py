@@ -266,6 +266,8 @@ def expire_pending(session: Session, *, now: datetime, keep_days: int) -> int:
                     col(Subscriber.id).in_(chunk),
                     col(Subscriber.suppressed).is_(None),
                     ~exists().where(col(Subscription.subscriber_id) == Subscriber.id),
+                    # Deliveries name their subscriber without a database key (migration
+                    # 0022): this is what keeps every delivery's subscriber in place.
                     ~exists().where(col(Delivery.subscriber_id) == Subscriber.id),
                     ~exists().where(col(MailEvent.subscriber_id) == Subscriber.id),
                 )

@@ -57,18 +57,26 @@ def layout(
     requested: int | None, setting: int, backend: MailBackend, processes: int | None = None
 ) -> tuple[int, int]:
     """(senders, processes) for one send: ``requested`` senders (a command's
-    ``--concurrency``), else ``setting`` (NEWSLETTER_SENDERS), else one per CPU core; spread
-    over ``processes``, else one process per core, up to one per sender. A backend whose
-    effects live in this process (the memory outbox) keeps every sender in it.
+    ``--concurrency``), else ``setting`` (NEWSLETTER_SENDERS), else two per CPU core (at most
+    :data:`DEFAULT_MOST`); spread over ``processes``, else one process per core, up to one per
+    sender. A backend whose effects live in this process (the memory outbox) keeps every
+    sender in it.
 
-    Measured on a 2-core machine (README, Performance): more threaded senders added little (2
-    and 4 threads sent alike), because personalization, the journal and the ledger are Python
-    under one GIL; two processes sent about 1.4 times as fast as two threads."""
+    Measured on a 2-core machine (README, Performance): two processes sent about 1.4 times as
+    fast as two threads (personalization, the journal and the ledger are Python under one
+    GIL); and two senders per process about a tenth faster than one, because each sender
+    waits a round trip per message and the other works meanwhile (more than two added
+    nothing, and memory)."""
     cores = os.cpu_count() or 1
-    count = requested or setting or cores
+    count = requested or setting or min(2 * cores, DEFAULT_MOST)
     if backend.in_process_only:
         return count, 1
     return count, max(1, min(count, processes or cores))
+
+
+#: The most senders (connections) a send opens by default, however many cores: a relay or
+#: provider may limit concurrent connections; NEWSLETTER_SENDERS or --concurrency go past it.
+DEFAULT_MOST = 16
 
 
 def in_threads(
