@@ -172,17 +172,19 @@ _HANDING_SENDER = textwrap.dedent(
     if os.environ["KILL_WHERE"] == "after-the-dot":
         # SMTP: killed right after the write that carries message KILL_AT's end-of-data dot,
         # before its 250 is read: RFC 1047's window (the server has it, we never heard).
-        import smtplib
-        real_send, dots = smtplib.SMTP.send, [0]
+        # The body goes out through the backend's one gathering write (its pieces, then the
+        # next envelope); the kill follows the write whose pieces hold the dot.
+        from newsletter.backends import smtp as smtp_backend
+        real_send_parts, dots = smtp_backend._send_parts, [0]
 
-        def send(self, data):
-            real_send(self, data)
-            if isinstance(data, bytes) and b"\\r\\n.\\r\\n" in data:
+        def send_parts(conn, parts):
+            real_send_parts(conn, parts)
+            if b"\\r\\n.\\r\\n" in b"".join(parts):
                 dots[0] += 1
                 if dots[0] == int(os.environ["KILL_AT"]):
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        smtplib.SMTP.send = send
+        smtp_backend._send_parts = send_parts
     else:
         backend.send_each = send_each
     settings = Settings()

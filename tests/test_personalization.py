@@ -268,3 +268,13 @@ def test_the_wire_form_is_the_message_dot_stuffed(
     # New bytes (a test send's own Message-ID): the stuffed form of the old ones is not used.
     changed = dataclasses.replace(message, data=message.data.replace(b"Message-ID", b"Message-Id"))
     assert changed.wire is None and changed.stuffed is message.stuffed
+    # The wire form is pieces: the constant ones are the same objects in every message, so a
+    # message in flight holds no second copy of the body.
+    one, two = (
+        template.build(Recipient(i, f"r{i}@example.com", "R"), signer, now=PINNED_DATE)
+        for i in (1, 2)
+    )
+    assert one.wire_parts is not None and two.wire_parts is not None
+    shared = {id(p) for p in one.wire_parts} & {id(p) for p in two.wire_parts}
+    own = sum(len(p) for p in two.wire_parts if id(p) not in shared)
+    assert own < len(two.data) / 10, (own, len(two.data))

@@ -77,17 +77,29 @@ class OutgoingMessage:
     stuffed: Stuffed | None = None
 
     @property
-    def wire(self) -> bytes | None:
-        """``data`` dot-stuffed, with the end-of-data line; None when not prepared, or when
-        ``data`` was replaced after (``dataclasses.replace``: a test send's own Message-ID):
-        the stuffed form belongs to the very bytes object it was made from, an O(1) check."""
+    def wire_parts(self) -> tuple[bytes, ...] | None:
+        """``data`` dot-stuffed, with the end-of-data line, as pieces to write in order; None
+        when not prepared, or when ``data`` was replaced after (``dataclasses.replace``: a
+        test send's own Message-ID): the stuffed form belongs to the very bytes object it was
+        made from, an O(1) check."""
         stuffed = self.stuffed
-        return stuffed.wire if stuffed is not None and stuffed.of is self.data else None
+        return stuffed.parts if stuffed is not None and stuffed.of is self.data else None
+
+    @property
+    def wire(self) -> bytes | None:
+        """:attr:`wire_parts` joined (for tests and tools; a send writes the parts)."""
+        parts = self.wire_parts
+        return None if parts is None else b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
 class Stuffed:
-    """``wire``: the message ``of`` dot-stuffed for SMTP DATA (RFC 5321 4.5.2)."""
+    """``parts``: the message ``of`` dot-stuffed for SMTP DATA (RFC 5321 4.5.2), in pieces.
+
+    The pieces are the template's constant parts, stuffed once per edition and shared by every
+    message of it, and this recipient's few slot values: a message in flight holds its
+    ``data`` and a short tuple, not a second 53 KB copy (two senders per process with 50
+    messages each held 96-98 MiB with the joined copy)."""
 
     of: bytes
-    wire: bytes
+    parts: tuple[bytes, ...]

@@ -183,8 +183,8 @@ class MessageTemplate:
         self._line_start = tuple(c.endswith(b"\r\n") for c in chunks[:-1])
         if chunks[0].startswith(b".") or any(c.startswith(b".") for c in chunks[1:]):
             self._wire = []
-        # The last piece with the end-of-data line already on it: one join makes the wire
-        # form, instead of a join and then a copy to append three bytes.
+        # The last piece with the end-of-data line already on it, so the wire form is the
+        # pieces as they are, with no copy to append three bytes.
         self._wire_tail = end_data(self._wire[-1]) if self._wire and self._wire[-1] else None
 
     def _list_id(self) -> str:
@@ -283,7 +283,7 @@ class MessageTemplate:
         if self.dkim is not None:
             signed = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
             if wire is not None:  # the signature header folds with spaces: no dot to stuff
-                wire = signed[: len(signed) - len(data)] + wire
+                wire = (signed[: len(signed) - len(data)], *wire)
             data = signed
         paths = self.return_paths
         return OutgoingMessage(
@@ -300,9 +300,10 @@ class MessageTemplate:
             content=content,
         )
 
-    def _stuffed(self, values: dict[str, bytes]) -> bytes:
-        """``data`` dot-stuffed, with the end-of-data line: the constant pieces were stuffed
-        once, here only the slot values."""
+    def _stuffed(self, values: dict[str, bytes]) -> tuple[bytes, ...]:
+        """``data`` dot-stuffed, with the end-of-data line, as pieces (not joined: the
+        constant ones are shared by every message): the constant pieces were stuffed once,
+        here only the slot values."""
         out = [b""] * (2 * len(self._wire) - 1)
         out[0::2] = self._wire
         for i, key in enumerate(self._keys):
@@ -312,8 +313,8 @@ class MessageTemplate:
             out[2 * i + 1] = value
         if self._wire_tail is not None:
             out[-1] = self._wire_tail
-            return b"".join(out)
-        return end_data(b"".join(out))
+            return tuple(out)
+        return (end_data(b"".join(out)),)  # ends with a slot: rare, joined once
 
     def _canonical(self, values: dict[str, bytes]) -> bytes | None:
         """The relaxed body for these slot values from the pieces done once (None: a run of

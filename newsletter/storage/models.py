@@ -387,7 +387,9 @@ class MailEvent(SQLModel, table=True):
     kind: str = Field(max_length=16)
     email_key: str = Field(max_length=320, index=True)
     subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", index=True)
-    delivery_id: int | None = Field(default=None, foreign_key="delivery.id")
+    # Indexed (migration 0023): deleting a delivery (a prune) looks here for reports still
+    # pointing at it, a scan of every report per deleted row without the index.
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     edition_id: int | None = Field(default=None, foreign_key="edition.id", index=True)
     detail: str | None = Field(default=None, max_length=500)
     occurred_at: datetime = Field(sa_type=UTCDateTime)

@@ -23,6 +23,7 @@ which keeps the table, its rows, its indexes and its triggers; rebuilding it wou
 delivery and drop the counters' triggers.
 """
 
+import re
 from collections.abc import Sequence
 
 from alembic import op
@@ -42,6 +43,15 @@ def _sqlite_clause(column: str, table: str) -> str:
     return f", \n\tFOREIGN KEY({column}) REFERENCES {table} (id)"
 
 
+def _sqlite_pattern(column: str, table: str) -> re.Pattern[str]:
+    """The clause as any SQLAlchemy version may have written it (spacing, quoting)."""
+    return re.compile(
+        rf',\s*FOREIGN KEY\s*\(\s*"?{column}"?\s*\)\s*REFERENCES\s*"?{table}"?\s*'
+        rf'\(\s*"?id"?\s*\)',
+        re.IGNORECASE,
+    )
+
+
 def _sqlite_rewrite(remove: bool) -> None:
     """Remove (or put back) the two clauses in delivery's ``CREATE TABLE`` text, by SQLite's
     documented procedure for changes that leave the stored rows as they are."""
@@ -51,12 +61,15 @@ def _sqlite_rewrite(remove: bool) -> None:
     ).one()
     changed = sql
     for column, table in _REFERENCES:
-        clause = _sqlite_clause(column, table)
+        pattern = _sqlite_pattern(column, table)
         if remove:
-            changed = changed.replace(clause, "")
-        elif clause not in changed:
-            marker = ", \n\tUNIQUE (edition_id, subscriber_id)"
-            changed = changed.replace(marker, clause + marker)
+            changed = pattern.sub("", changed)
+        elif not pattern.search(changed):
+            unique = re.search(r",\s*UNIQUE\s*\(", changed)
+            if unique is None:
+                raise RuntimeError(f"delivery's definition is not the one expected: {sql!r}")
+            at = unique.start()
+            changed = changed[:at] + _sqlite_clause(column, table) + changed[at:]
     if changed == sql:
         return
     if remove and "FOREIGN KEY" in changed:
