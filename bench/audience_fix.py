@@ -19,13 +19,12 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from render_send import bench_settings, example_comparisons
-from scratch import copy_edition, scratch_postgres
+from render_send import bench_settings
+from scratch import copy_edition, load_audience, scratch_postgres
 from sqlalchemy import text
 from sqlmodel import Session
 
 from newsletter import publish
-from newsletter.audience import importing
 from newsletter.config import Settings
 from newsletter.storage.database import make_engine, upgrade
 from newsletter.storage.planner import refresh_statistics
@@ -69,26 +68,7 @@ def run(url: str, args: argparse.Namespace) -> None:
     try:
         upgrade(engine)
         with Session(engine, expire_on_commit=False) as session:
-            session.execute(
-                text(
-                    "INSERT INTO subscriber (email, email_key, created_at, soft_bounces, "
-                    "confirm_count) SELECT 'r' || g || '@example.com', 'r' || g || "
-                    "'@example.com', :t, 0, 0 FROM generate_series(1, :n) AS g"
-                ),
-                {"t": NOW, "n": args.subscribers},
-            )
-            session.commit()
-            refresh_statistics(session, ("subscriber",))
-            default = publish.default_newsletter(session, settings)
-            session.execute(
-                text(
-                    "INSERT INTO subscription (subscriber_id, newsletter_id, status, "
-                    "created_at, updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
-                ),
-                {"n": default.id, "t": NOW},
-            )
-            importing.import_comparisons(session, path=example_comparisons())
-            session.commit()
+            load_audience(session, settings, args.subscribers, NOW)
             template = (
                 publish.draft_edition(
                     session,

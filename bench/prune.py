@@ -21,16 +21,14 @@ import argparse
 import time
 from datetime import UTC, datetime, timedelta
 
-from render_send import bench_settings, example_comparisons
-from scratch import scratch_postgres
+from render_send import bench_settings
+from scratch import load_audience, scratch_postgres
 from sqlalchemy import text
 from sqlmodel import Session
 
 from newsletter import publish
-from newsletter.audience import importing
 from newsletter.operations import retention
 from newsletter.storage.database import make_engine, upgrade
-from newsletter.storage.planner import refresh_statistics
 
 #: The examples' week, when the edition was sent; the prune runs 120 days later.
 SENT = datetime(2026, 11, 25, 9, tzinfo=UTC)
@@ -41,25 +39,7 @@ def load(session: Session, url: str, deliveries: int) -> int:
     """N subscribers, one sent edition with N sent deliveries and a delivered report for
     each, by SQL; returns the edition id."""
     settings = bench_settings(url, journal_dir="off")
-    session.execute(
-        text(
-            "INSERT INTO subscriber (email, email_key, created_at, soft_bounces, confirm_count) "
-            "SELECT 'r' || g || '@example.com', 'r' || g || '@example.com', :t, 0, 0 "
-            "FROM generate_series(1, :n) AS g"
-        ),
-        {"t": SENT, "n": deliveries},
-    )
-    default = publish.default_newsletter(session, settings)
-    session.execute(
-        text(
-            "INSERT INTO subscription (subscriber_id, newsletter_id, status, created_at, "
-            "updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
-        ),
-        {"n": default.id, "t": SENT},
-    )
-    importing.import_comparisons(session, path=example_comparisons())
-    session.commit()
-    refresh_statistics(session, ("subscriber", "subscription"))
+    load_audience(session, settings, deliveries, SENT)
     edition_id = (
         publish.draft_edition(
             session, settings=settings, newsletter_slug=None, at=SENT, now=SENT

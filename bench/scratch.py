@@ -8,16 +8,47 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from sqlalchemy import create_engine, literal, select, text
 from sqlmodel import Session
 
+from newsletter import publish
+from newsletter.audience import importing
+from newsletter.config import Settings
+from newsletter.paths import example_comparisons
 from newsletter.storage import store
 from newsletter.storage.models import Edition, EditionItem
+from newsletter.storage.planner import refresh_statistics
 
 ADMIN = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def load_audience(session: Session, settings: Settings, count: int, at: datetime) -> int:
+    """``count`` subscribers (r1@example.com ...), all active on the default newsletter, and
+    the example comparisons, loaded by SQL and analyzed; returns the newsletter's id."""
+    session.execute(
+        text(
+            "INSERT INTO subscriber (email, email_key, created_at, soft_bounces, confirm_count) "
+            "SELECT 'r' || g || '@example.com', 'r' || g || '@example.com', :t, 0, 0 "
+            "FROM generate_series(1, :n) AS g"
+        ),
+        {"t": at, "n": count},
+    )
+    default = publish.default_newsletter(session, settings)
+    session.execute(
+        text(
+            "INSERT INTO subscription (subscriber_id, newsletter_id, status, created_at, "
+            "updated_at) SELECT id, :n, 'active', :t, :t FROM subscriber"
+        ),
+        {"n": default.id, "t": at},
+    )
+    importing.import_comparisons(session, path=example_comparisons())
+    session.commit()
+    refresh_statistics(session, ("subscriber", "subscription"))
+    return default.id or 0
 
 
 @contextmanager
