@@ -11,6 +11,7 @@ import email.policy
 import gc
 import html
 import re
+import smtplib
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlmodel import Session, select
@@ -729,3 +730,27 @@ def test_a_server_that_stops_answering_times_out_as_unknown(
     assert [r.status for r in results] == [SendStatus.unknown]
     assert "timed out" in (results[0].detail or ""), results[0].detail
     assert 0.4 < took < 5, took
+
+
+class _Trickle:
+    """A socket whose ``sendmsg`` takes only some bytes each call (as a full send buffer
+    does), cutting through pieces at every kind of place."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes, self.received = sizes, b""
+
+    def sendmsg(self, buffers: list[bytes | memoryview]) -> int:
+        room = self.sizes.pop(0) if self.sizes else 1 << 20
+        taken = b"".join(bytes(b) for b in buffers)[:room]
+        self.received += taken
+        return len(taken)
+
+
+def test_a_gathering_write_the_kernel_takes_in_parts_arrives_whole_and_in_order() -> None:
+    pieces = (b"MAIL", b"", b" FROM:<a@example.com>\r\n", b"x" * 100, b"\r\n.\r\n", b"DATA")
+    for sizes in ([1] * 140, [3, 50, 7, 200], [4, 23, 1, 100], [len(b"".join(pieces))], []):
+        conn = smtplib.SMTP()
+        trickle = _Trickle(list(sizes))
+        conn.sock = cast(socket.socket, trickle)  # the one method the write uses
+        smtp_module._send_parts(conn, pieces)
+        assert trickle.received == b"".join(pieces), sizes
