@@ -53,6 +53,11 @@ class SenderProcessDied(RuntimeError):
     back after their lease and its journal is read by the next send, as for a killed worker."""
 
 
+#: The most senders (connections) a send opens by default, however many cores: a relay or
+#: provider may limit concurrent connections; NEWSLETTER_SENDERS or --concurrency go past it.
+DEFAULT_MOST = 16
+
+
 def layout(
     requested: int | None, setting: int, backend: MailBackend, processes: int | None = None
 ) -> tuple[int, int]:
@@ -72,11 +77,6 @@ def layout(
     if backend.in_process_only:
         return count, 1
     return count, max(1, min(count, processes or cores))
-
-
-#: The most senders (connections) a send opens by default, however many cores: a relay or
-#: provider may limit concurrent connections; NEWSLETTER_SENDERS or --concurrency go past it.
-DEFAULT_MOST = 16
 
 
 def in_threads(
