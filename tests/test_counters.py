@@ -1,6 +1,7 @@
 """The report counters the database keeps (``editionreport``, migration 0021) equal the people
 counted from the events (each person once per edition and kind), on SQLite and PostgreSQL;
-two reports about one person at once count once; an upgrade counts the events already there."""
+two reports about one person at once count once; a statement of any size takes at most 256
+locks (migration 0024); an upgrade counts the events already there."""
 
 from __future__ import annotations
 
@@ -166,3 +167,90 @@ def test_an_upgrade_counts_the_events_already_there(both_engine: Engine) -> None
     with engine.begin() as conn:  # and the triggers count from here on
         _mail(conn, [(second, 3, "bounced_soft", "e"), (second, 2, "delivered", "f")])
     assert _reports(engine, [first, second]) == _people(engine)
+
+
+def _advisory_locks(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+        ).scalar_one()
+    )
+
+
+def test_one_statement_about_30000_people_takes_at_most_256_locks(postgres_url: str) -> None:
+    """Each report statement locks the buckets its people fall into, not each person: with a
+    lock per person (0021), about 20,000 people in one statement ran the server out of lock
+    slots ("out of shared memory"). The counts stay each person once."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        first, second, _ = _editions(engine, 2)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscriber (email, email_key, created_at) "
+                    "SELECT 'bulk' || g || '@example.com', 'bulk' || g || '@example.com', "
+                    "'2026-11-25 12:00:00' FROM generate_series(1, 30000) AS g"
+                )
+            )
+            people = "SELECT id FROM subscriber ORDER BY id LIMIT 30000"
+            conn.execute(
+                text(
+                    "INSERT INTO mailevent (provider, provider_event_id, kind, email_key, "
+                    "subscriber_id, edition_id, occurred_at, created_at) "
+                    "SELECT 'test', 'bulk' || g, 'delivered', g || '@example.com', g, "
+                    "CASE WHEN g % 2 = 0 THEN :first ELSE :second END, "
+                    f"'2026-11-25 12:00:00', '2026-11-25 12:00:00' FROM ({people}) AS p(g)"
+                ),
+                {"first": first, "second": second},
+            )
+            held = _advisory_locks(conn)
+            assert 0 < held <= 256
+        with engine.begin() as conn:  # the same people again: nobody new
+            _mail(conn, [(first, 2, "delivered", "again"), (second, 3, "delivered", "again2")])
+        assert _reports(engine, [first, second]) == {
+            first: {"delivered": 15000},
+            second: {"delivered": 15000},
+        }
+        assert _reports(engine, [first, second]) == _people(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_migration_to_buckets_goes_both_ways(postgres_url: str) -> None:
+    """0024 rewrites the lock clause of 0021's functions in place, and back; the counts are
+    right at each step."""
+    from alembic import command
+
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        first, _, _ = _editions(engine, 2)
+        command.downgrade(alembic_config(engine), "0023")
+        with engine.begin() as conn:
+            _mail(conn, [(first, 1, "delivered", "a"), (first, 2, "delivered", "b")])
+            assert _advisory_locks(conn) == 2  # a lock per person
+        upgrade(engine)
+        with engine.begin() as conn:
+            _mail(conn, [(first, 1, "delivered", "c"), (first, 2, "bounced_soft", "d")])
+            locks = conn.execute(
+                text(
+                    "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()"
+                )
+            ).all()
+        # Two-key advisory locks show their first key as an unsigned oid.
+        assert {(int(c), int(o)) for c, o in locks} == {
+            (2**32 - 21, (first * 40503 + person) % 256) for person in (1, 2)
+        }
+        assert _reports(engine, [first]) == _people(engine)
+        assert _people(engine)[first] == {
+            "delivered": 2,
+            "bounced_soft": 1,
+            "bounced": 1,
+        }
+    finally:
+        engine.dispose()
