@@ -37,12 +37,12 @@ from newsletter.storage.database import make_engine, upgrade
 HERE = Path(__file__).resolve().parent
 
 
-def cpu_seconds() -> float:
-    """CPU of this process and of its ended children (the sender processes; the sinks are
-    still running, or were already ended before the clock started)."""
+def cpu_seconds() -> tuple[float, float]:
+    """User and system CPU of this process and of its ended children (the sender processes;
+    the sinks are still running, or were already ended before the clock started)."""
     mine = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
+    return mine.ru_utime + children.ru_utime, mine.ru_stime + children.ru_stime
 
 
 def process_cpu(pid: int) -> float:
@@ -132,7 +132,9 @@ def main() -> None:
                     )
                     # The sender processes are waited for; the sinks are not yet.
                     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-                wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+                wall, (user1, system1) = time.perf_counter() - t0, cpu_seconds()
+                user, system = user1 - cpu0[0], system1 - cpu0[1]
+                cpu = user + system
                 sink_cpu = process_cpu(sink.pid) - sink_cpu0
                 counts = ledger.counts(session, edition_id=edition_id)
                 after = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
@@ -153,7 +155,10 @@ def main() -> None:
     print(f"domain limits:         {args.domain_limits or 'none'}")
     print(f"sent (ledger):         {counts['sent']:,}; sink received {received:,}")
     print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
-    print(f"client CPU:            {cpu / n * 1e6:,.0f} us per message")
+    print(
+        f"client CPU:            {cpu / n * 1e6:,.0f} us per message "
+        f"(user {user / n * 1e6:,.0f}, system {system / n * 1e6:,.0f})"
+    )
     print(f"peak RSS:              {peak_rss_mib():.0f} MiB (this process)")
     if args.processes > 1 or args.cli:
         print(f"largest child's peak:  {largest:.0f} MiB (the command or a sender process)")

@@ -130,7 +130,7 @@ def test_signatures_survive_a_real_smtp_hand_over_and_the_outbox(
     assert resigned is not None
     unsigned = dotted[dotted.index(b"From:") :]  # without the signatures made before
     # A changed message drops the stuffed form built with the old one (the backend stuffs it).
-    messages[0] = replace(messages[0], data=resigned.sign(unsigned, now=int(PINNED_DATE)))
+    messages[0] = replace(messages[0], raw=resigned.sign(unsigned, now=int(PINNED_DATE)))
     with SMTPBackend.from_url(smtp_server.url) as backend:
         backend.send_messages(messages)
     assert len(smtp_server.received) == 3

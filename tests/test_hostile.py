@@ -298,7 +298,7 @@ def test_the_outbox_keeps_messages_private(tmp_path: Any) -> None:
         OutgoingMessage(
             sender="a@example.com",
             recipient="b@example.com",
-            data=b"x\r\n",
+            raw=b"x\r\n",
             key="k",
             message_id="<k@example.com>",
         )

@@ -266,7 +266,7 @@ def test_the_wire_form_is_the_message_dot_stuffed(
         assert message.wire == _stuffed(message.data), name
     assert message.wire is not None and b"\r\n..first\r\n...second\r\n" in message.wire
     # New bytes (a test send's own Message-ID): the stuffed form of the old ones is not used.
-    changed = dataclasses.replace(message, data=message.data.replace(b"Message-ID", b"Message-Id"))
+    changed = dataclasses.replace(message, raw=message.data.replace(b"Message-ID", b"Message-Id"))
     assert changed.wire is None and changed.stuffed is message.stuffed
     # The wire form is pieces: the constant ones are the same objects in every message, so a
     # message in flight holds no second copy of the body.

@@ -88,7 +88,7 @@ class MemoryBackend(MailBackend):
                     results.append(SendResult(SendStatus.deferred, 451, "4.3.0 try again later"))
                     continue
                 counters.messages += 1
-                counters.bytes += len(message.data)
+                counters.bytes += message.size
                 if self.retain:
                     outbox.append(message)
                 if rcpt in self.lose:  # delivered, but the answer never came back

@@ -226,7 +226,10 @@ class SMTPBackend(ReportingBackend):
                 handed_over = True
                 next_envelope = self._pipelined_envelope(self.connection, following)
                 code, reply = self._payload(
-                    self.connection, message.data, next_envelope, handed, message.wire_parts
+                    self.connection,
+                    message.wire_parts or (dot_stuffed(message.data),),
+                    next_envelope,
+                    handed,
                 )
             except HandoverError:
                 self._drop()  # the dot's reply is unread: this connection can't be reused
@@ -331,14 +334,14 @@ class SMTPBackend(ReportingBackend):
     @staticmethod
     def _payload(
         conn: smtplib.SMTP,
-        data: bytes,
+        wire: tuple[bytes, ...],
         then: bytes | None = None,
         handed: Callable[[], None] | None = None,
-        wire: tuple[bytes, ...] | None = None,
     ) -> tuple[int, bytes]:
-        """The message, dot-stuffed with one ``bytes.replace`` (smtplib's regex costs ~300 us
-        on a 50 KB message), then the final reply. ``then`` (the next envelope) goes out in
-        the same write.
+        """The message as DATA sends it (``wire``: dot-stuffed, with the end-of-data line, in
+        pieces; see :func:`dot_stuffed`, one ``bytes.replace`` where smtplib's regex costs
+        ~300 us on a 50 KB message), then the final reply. ``then`` (the next envelope) goes
+        out in the same write.
 
         ``handed()`` runs right *before* the write that carries the end-of-data dot: the
         hand-over is in the journal before the server can count the message, so a process
@@ -348,8 +351,6 @@ class SMTPBackend(ReportingBackend):
         with ``retry-failed --include-unknown``; nobody is mailed twice. (A process killed
         after the write still gets its bytes delivered: the kernel sends what it holds, then
         FIN; nothing is unread, so no RST.)"""
-        if wire is None:  # a message without its stuffed form (notices, tests)
-            wire = (dot_stuffed(data),)
         # One write: a separate small write for the terminator would wait for the peer's
         # delayed ACK (Nagle), ~40 ms per message.
         if handed is not None:

@@ -70,20 +70,37 @@ class OutgoingMessage:
     sender: str  # envelope sender (bare address)
     recipient: str  # envelope recipient (bare address)
     message_id: str  # the Message-ID header value, with angle brackets
-    data: bytes  # the whole message, headers and body
+    #: The whole message, headers and body: its bytes, or pieces that are those bytes joined
+    #: in order. A template's message is pieces (its constant ones shared by every message of
+    #: the edition), joined only when :attr:`data` is read: an SMTP send with :attr:`stuffed`
+    #: never reads it, so no 53 KB copy per message is made or held.
+    raw: bytes | tuple[bytes, ...]
     key: str  # idempotency key, stable for (edition, subscriber)
     content: MessageContent | None = None  # the fields, for JSON email APIs
     #: ``data`` as SMTP's DATA sends it, when the builder made it cheaply (see ``wire``).
     stuffed: Stuffed | None = None
 
     @property
+    def data(self) -> bytes:
+        """The whole message as bytes (joined from :attr:`raw`'s pieces at each read: read it
+        once)."""
+        raw = self.raw
+        return raw if isinstance(raw, bytes) else b"".join(raw)
+
+    @property
+    def size(self) -> int:
+        """``len(data)``, without joining."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes) else sum(map(len, raw))
+
+    @property
     def wire_parts(self) -> tuple[bytes, ...] | None:
         """``data`` dot-stuffed, with the end-of-data line, as pieces to write in order; None
-        when not prepared, or when ``data`` was replaced after (``dataclasses.replace``: a
-        test send's own Message-ID): the stuffed form belongs to the very bytes object it was
-        made from, an O(1) check."""
+        when not prepared, or when ``raw`` was replaced after (``dataclasses.replace``: a
+        test send's own Message-ID): the stuffed form belongs to the very object it was made
+        from, an O(1) check."""
         stuffed = self.stuffed
-        return stuffed.parts if stuffed is not None and stuffed.of is self.data else None
+        return stuffed.parts if stuffed is not None and stuffed.of is self.raw else None
 
     @property
     def wire(self) -> bytes | None:
@@ -97,9 +114,9 @@ class Stuffed:
     """``parts``: the message ``of`` dot-stuffed for SMTP DATA (RFC 5321 4.5.2), in pieces.
 
     The pieces are the template's constant parts, stuffed once per edition and shared by every
-    message of it, and this recipient's few slot values: a message in flight holds its
-    ``data`` and a short tuple, not a second 53 KB copy (two senders per process with 50
-    messages each held 96-98 MiB with the joined copy)."""
+    message of it, and this recipient's few slot values: a message in flight holds two short
+    tuples, not 53 KB copies (two senders per process with 50 messages each held 96-98 MiB
+    with a joined copy of the stuffed form, and 5 MiB more with the joined message)."""
 
-    of: bytes
+    of: bytes | tuple[bytes, ...]
     parts: tuple[bytes, ...]

@@ -278,13 +278,14 @@ class MessageTemplate:
             render=partial(self._bodies, recipient.name, url),
             reply_to=self._reply_to,
         )
-        data = b"".join(out)
+        raw: bytes | tuple[bytes, ...] = tuple(out)  # joined only if a backend reads it
         wire = self._stuffed(values) if self._wire else None
         if self.dkim is not None:
+            data = b"".join(out)
             signed = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
             if wire is not None:  # the signature header folds with spaces: no dot to stuff
                 wire = (signed[: len(signed) - len(data)], *wire)
-            data = signed
+            raw = signed
         paths = self.return_paths
         return OutgoingMessage(
             sender=(
@@ -294,8 +295,8 @@ class MessageTemplate:
             ),
             recipient=recipient.email,
             message_id=message_id,
-            data=data,
-            stuffed=Stuffed(data, wire) if wire is not None else None,
+            raw=raw,
+            stuffed=Stuffed(raw, wire) if wire is not None else None,
             key=f"e{self.identity.edition_id}-s{recipient.subscriber_id}",
             content=content,
         )

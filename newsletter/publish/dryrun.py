@@ -102,7 +102,7 @@ def dry_run(session: Session, *, edition_id: int, settings: Settings, now: float
                 if len(report.problems) < SHOWN_PROBLEMS:
                     report.problems.append(f"subscriber {subscriber_id} <{email[:80]}>: {exc}")
                 continue
-            size = len(message.data)
+            size = message.size
             report.would_send += 1
             report.total_bytes += size
             report.largest_bytes = max(report.largest_bytes, size)

@@ -70,7 +70,7 @@ def send_test(
         for address in addresses
     ]
     if template.dkim is not None:  # signed as sent: after the Message-ID is the test's own
-        messages = [replace(m, data=template.dkim.sign(m.data, now=int(now))) for m in messages]
+        messages = [replace(m, raw=template.dkim.sign(m.data, now=int(now))) for m in messages]
     with backend:
         results = backend.send_messages(messages)
     return list(zip(addresses, results, strict=True))
@@ -89,7 +89,7 @@ def _own_identity(message: OutgoingMessage) -> OutgoingMessage:
     return replace(
         message,
         message_id=message_id,
-        data=message.data.replace(message.message_id.encode(), message_id.encode(), 1),
+        raw=message.data.replace(message.message_id.encode(), message_id.encode(), 1),
         key=f"test-{unique}",
         content=content,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfoNotFoundError
@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
 from newsletter.edition.timing import local_wave
@@ -331,7 +332,7 @@ def claim_batch(
             now=now,
         )
     )
-    ids = sorted(claimed.scalars())
+    ids = sorted(claimed.scalars().all())
     if not ids:
         session.commit()
         return []
@@ -394,6 +395,13 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: da
     if not outcomes:
         return 0
     ok = (DeliveryStatus.sent, DeliveryStatus.queued)
+    accepted = [o for o in outcomes if o.status in ok and o.retry_at is None]
+    if accepted:
+        updated = _record_accepted(session, accepted, owner=owner, now=now)
+        if len(accepted) == len(outcomes):
+            return updated
+        rest = [o for o in outcomes if not (o.status in ok and o.retry_at is None)]
+        return updated + record(session, outcomes=rest, owner=owner, now=now)
     params: dict[str, object] = {"owner": owner, "now": now}
     for i, o in enumerate(outcomes):
         answered = o.status in ok
@@ -408,6 +416,55 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: da
     statement = _record_statement(len(outcomes), session.get_bind().dialect.name)
     result = session.execute(statement, params)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _record_accepted(
+    session: Session, accepted: Sequence[Outcome], *, owner: str, now: datetime
+) -> int:
+    """Record answers that were accepted (sent or queued, nothing to retry): 4 values a row
+    instead of :func:`_record_statement`'s 8, passed to the driver as they are. Almost every
+    answer of a send is one of these, and SQLAlchemy's processing of 400 named parameters was
+    a third of what recording cost a sender (``bench/render_send.py``)."""
+    conn = session.connection()
+    dialect = conn.dialect
+    args: list[object] = [_stamp(dialect)(now)]
+    for o in accepted:
+        args += (o.delivery_id, o.status.value, o.message_id, o.provider_message_id)
+    args.append(owner)
+    statement = _accepted_sql(len(accepted), dialect.name, dialect.paramstyle == "qmark")
+    return int(conn.exec_driver_sql(statement, tuple(args)).rowcount or 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(dialect: Dialect) -> Callable[[datetime], object]:
+    """How a timestamp column's value goes to this driver (what :class:`UTCDateTime` and the
+    dialect's own DateTime make of it when SQLAlchemy binds it)."""
+    process = UTCDateTime().bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
+
+
+@functools.lru_cache(maxsize=16)
+def _accepted_sql(rows: int, dialect: str, qmark: bool) -> str:
+    """The UPDATE of :func:`_record_accepted` for ``rows`` answers, in the driver's own
+    positional placeholders: the time, then each row's (id, status, message id, provider
+    id), then the owner. PostgreSQL types the VALUES columns from their first row, which may
+    be NULL, so they are cast."""
+    mark = "?" if qmark else "%s"
+    row = f"({mark}, {mark}, {mark}, {mark})"
+    first = "CAST(column1 AS INTEGER)" if dialect == "postgresql" else "column1"
+    return f"""
+        UPDATE delivery SET
+            status = v.status, error_code = NULL, error_text = NULL,
+            message_id = CAST(v.message_id AS VARCHAR),
+            provider_message_id = CAST(v.provider_id AS VARCHAR),
+            attempts = delivery.attempts + 1, updated_at = {mark}, retry_at = NULL,
+            lease_owner = NULL, lease_until = NULL
+        FROM (SELECT {first} AS id, CAST(column2 AS VARCHAR) AS status,
+                     column3 AS message_id, column4 AS provider_id
+              FROM (VALUES {", ".join([row] * rows)}) AS w) AS v
+        WHERE delivery.id = v.id AND delivery.status = {_CLAIMED}
+          AND delivery.lease_owner = {mark}
+    """
 
 
 #: Answers per UPDATE: 8 bound parameters each, well under PostgreSQL's 65,535 and SQLite's

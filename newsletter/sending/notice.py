@@ -52,7 +52,7 @@ def build_notice(
         sender=sender.addr_spec,
         recipient=to,
         message_id=message_id,
-        data=msg.as_bytes(),
+        raw=msg.as_bytes(),
         key=key,
         content=MessageContent(
             from_name=sender.display_name,
