@@ -278,3 +278,8 @@ def test_the_wire_form_is_the_message_dot_stuffed(
     shared = {id(p) for p in one.wire_parts} & {id(p) for p in two.wire_parts}
     own = sum(len(p) for p in two.wire_parts if id(p) not in shared)
     assert own < len(two.data) / 10, (own, len(two.data))
+    # So is the message itself, until a backend reads ``data`` (SMTP never does).
+    assert isinstance(one.raw, tuple) and isinstance(two.raw, tuple)
+    assert two.size == len(two.data) == len(b"".join(two.raw))
+    kept = {id(p) for p in one.raw} & {id(p) for p in two.raw}
+    assert sum(len(p) for p in two.raw if id(p) not in kept) < two.size / 10

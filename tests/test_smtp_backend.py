@@ -245,6 +245,29 @@ def test_messages_arrive_with_headers_and_mime_structure(
     assert len(seen_ids) == 3, "Message-ID is unique per recipient"
 
 
+def test_a_template_message_is_sent_without_ever_joining_its_bytes(
+    smtp_server: Any, build: Callable[..., list[OutgoingMessage]], monkeypatch: Any
+) -> None:
+    """SMTP writes a built message's stuffed pieces and never reads ``data``: no 53 KB join
+    per message, and none held while a chunk is in flight. What arrives is the message."""
+    messages = build(RECIPIENTS)
+    expected = [m.data for m in messages]
+    assert all(isinstance(m.raw, tuple) for m in messages)
+
+    def joined(message: OutgoingMessage) -> bytes:
+        raise AssertionError("the SMTP send joined a message's bytes")
+
+    monkeypatch.setattr(OutgoingMessage, "data", property(joined))
+    with SMTPBackend.from_url(smtp_server.url) as backend:
+        results = backend.send_messages(messages)
+    monkeypatch.undo()
+    assert [r.status for r in results] == [SendStatus.sent] * 3
+    assert [e.content for e in smtp_server.received] == expected
+    assert [parse(e.content)["Message-ID"] for e in smtp_server.received] == [
+        m.message_id for m in messages
+    ]
+
+
 def test_non_ascii_name_round_trips(
     smtp_server: Any, build: Callable[..., list[OutgoingMessage]]
 ) -> None:

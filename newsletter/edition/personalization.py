@@ -280,12 +280,13 @@ class MessageTemplate:
         )
         raw: bytes | tuple[bytes, ...] = tuple(out)  # joined only if a backend reads it
         wire = self._stuffed(values) if self._wire else None
-        if self.dkim is not None:
+        if self.dkim is not None:  # the signature header goes before the pieces
             data = b"".join(out)
             signed = self.dkim.sign(data, now=int(now), canonical_body=self._canonical(values))
-            if wire is not None:  # the signature header folds with spaces: no dot to stuff
-                wire = (signed[: len(signed) - len(data)], *wire)
-            raw = signed
+            header = signed[: len(signed) - len(data)]
+            raw = (header, *out)
+            if wire is not None:  # the header folds with spaces: no dot to stuff
+                wire = (header, *wire)
         paths = self.return_paths
         return OutgoingMessage(
             sender=(
