@@ -90,6 +90,12 @@ def main() -> None:
         action="store_true",
         help="skip the lean client's run (the ceiling the send is compared with)",
     )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=None,
+        help="with --cli: NEWSLETTER_SENDERS for the command (default: the command's own)",
+    )
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -119,7 +125,7 @@ def main() -> None:
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 sink_cpu0 = process_cpu(sink.pid)
                 if args.cli:
-                    largest = _send_by_command(settings, url, edition_id, Path(tmp))
+                    largest = _send_by_command(settings, url, edition_id, Path(tmp), args.senders)
                 else:
                     publish.send_edition(
                         session,
@@ -234,7 +240,9 @@ def _connections(args: argparse.Namespace) -> int:
     return default
 
 
-def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path) -> float:
+def _send_by_command(
+    settings: Settings, url: str, edition_id: int, folder: Path, senders: int | None = None
+) -> float:
     """``newsletter edition send ID --yes`` in a child process, configured only by the
     environment, as an operator runs it (run from ``folder``: no stray .env is read).
 
@@ -256,6 +264,8 @@ def _send_by_command(settings: Settings, url: str, edition_id: int, folder: Path
     ):
         env[f"NEWSLETTER_{name.upper()}"] = str(getattr(settings, name))
     env["NEWSLETTER_MAIL_BACKEND"] = url
+    if senders:
+        env["NEWSLETTER_SENDERS"] = str(senders)
     peak = folder / "peak.txt"
     args = [sys.executable, "-m", "newsletter.cli", "edition", "send", str(edition_id), "--yes"]
     subprocess.run(

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="Senders of one send, each with its own connection; 0: two per CPU core, "
+        description="Senders of one send, each with its own connection; 0: four per CPU core, "
         "at most 16 (spread over one process per core).",
     )
     lease_seconds: float = Field(

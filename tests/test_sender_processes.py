@@ -222,13 +222,15 @@ def test_the_layout_is_one_process_per_core_and_one_for_the_memory_outbox(
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     smtp = backend_from_url("smtp://127.0.0.1:25")
-    assert senders.layout(None, 0, smtp) == (8, 4)  # default: two senders per core
+    assert senders.layout(None, 0, smtp) == (16, 4)  # default: four senders per core
     assert senders.layout(None, 2, smtp) == (2, 2)  # NEWSLETTER_SENDERS
     assert senders.layout(8, 2, smtp) == (8, 4)  # --concurrency wins; still one per core
     assert senders.layout(8, 0, smtp, 1) == (8, 1)  # --processes 1: threads only
     assert senders.layout(1, 0, smtp) == (1, 1)
     # The memory outbox lives in this process: its senders stay here.
-    assert senders.layout(None, 0, MemoryBackend()) == (8, 1)
+    assert senders.layout(None, 0, MemoryBackend()) == (16, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert senders.layout(None, 0, smtp) == (8, 2)  # four per core, one process per core
     # A big machine opens at most 16 connections unless told otherwise.
     monkeypatch.setattr(os, "cpu_count", lambda: 32)
     assert senders.layout(None, 0, smtp) == (16, 16)

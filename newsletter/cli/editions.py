@@ -156,7 +156,7 @@ def edition_send(
             min=1,
             max=64,
             help="Senders in parallel, each with its own connection "
-            "(default: NEWSLETTER_SENDERS, else two per CPU core, at most 16).",
+            "(default: NEWSLETTER_SENDERS, else four per CPU core, at most 16).",
             show_default=False,
         ),
     ] = None,
