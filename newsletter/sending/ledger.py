@@ -379,13 +379,14 @@ class Outcome:
 
 
 def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: datetime) -> int:
-    """Store what the backend answered for deliveries ``owner`` claimed: one statement.
+    """Store what the backend answered for deliveries ``owner`` claimed: one statement for
+    the accepted answers (sent or queued, nothing to retry) and one for the rest.
 
     Returns how many rows it updated. Fewer than ``len(outcomes)`` means some deliveries were
     no longer this owner's claim (taken over after its lease expired): the caller counts and
     reports that, it is never silent.
 
-    The answers travel as one ``UPDATE … FROM (VALUES …)`` (SQLite 3.33+, PostgreSQL): an
+    The answers travel as ``UPDATE … FROM (VALUES …)`` (SQLite 3.33+, PostgreSQL): an
     ``executemany`` of one UPDATE per answer cost a sender about a seventh of its CPU."""
     if len(outcomes) > RECORD_ROWS:  # bound parameters are limited (PostgreSQL: 65,535)
         return sum(
