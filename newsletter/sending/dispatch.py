@@ -51,8 +51,6 @@ _TO_LEDGER = {
     SendStatus.failed: DeliveryStatus.failed,
 }
 
-_ACCEPTED = frozenset({DeliveryStatus.sent, DeliveryStatus.queued})
-
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -274,9 +272,10 @@ HANDED_OVER = (
 #: Messages built, handed to the backend and recorded at once. The ledger batch can be large
 #: (fewer claims) while only this many ~50 KB messages exist at a time per sender (8 senders x
 #: 500 messages held 177 MiB at peak, 8 x 50 stays near the baseline), and a killed sender
-#: leaves at most this many messages handed over but unrecorded. (Two senders share a process
-#: by default; a message's wire form shares the template's pieces, so 2 x 50 in flight stay
-#: at about the memory one sender's 50 used to take. Chunks of 25 cost 5-10% of the rate.)
+#: leaves at most this many messages handed over but unrecorded. (Four senders share a process
+#: by default; a message in flight is the template's shared pieces and its own slot values,
+#: never a joined copy, so 4 x 50 take less than one sender's 50 joined ones used to. Chunks
+#: of 25 cost 5-10% of the rate.)
 SEND_CHUNK = 50
 
 
@@ -665,7 +664,7 @@ def _outcome(
 ) -> ledger.Outcome:
     """What the ledger records for ``result`` (no counting: see :func:`_tally`)."""
     status = _TO_LEDGER[result.status]
-    if status in _ACCEPTED:
+    if status in ledger.ACCEPTED:
         # The ledger keeps no code or text of an accepted answer (``ledger.record`` clears
         # them), so they are neither scrubbed nor journaled: a shorter line, less CPU.
         return ledger.Outcome(

@@ -367,6 +367,10 @@ def claim_batch(
     ]
 
 
+#: Answers the server or provider took: sent, or queued by an email API.
+ACCEPTED = frozenset({DeliveryStatus.sent, DeliveryStatus.queued})
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     delivery_id: int
@@ -393,19 +397,21 @@ def record(session: Session, *, outcomes: Sequence[Outcome], owner: str, now: da
             record(session, outcomes=outcomes[k : k + RECORD_ROWS], owner=owner, now=now)
             for k in range(0, len(outcomes), RECORD_ROWS)
         )
-    if not outcomes:
-        return 0
-    ok = (DeliveryStatus.sent, DeliveryStatus.queued)
-    accepted = [o for o in outcomes if o.status in ok and o.retry_at is None]
-    if accepted:
-        updated = _record_accepted(session, accepted, owner=owner, now=now)
-        if len(accepted) == len(outcomes):
-            return updated
-        rest = [o for o in outcomes if not (o.status in ok and o.retry_at is None)]
-        return updated + record(session, outcomes=rest, owner=owner, now=now)
+    accepted: list[Outcome] = []
+    rest: list[Outcome] = []
+    for o in outcomes:
+        (accepted if o.status in ACCEPTED and o.retry_at is None else rest).append(o)
+    updated = _record_accepted(session, accepted, owner=owner, now=now) if accepted else 0
+    return updated + (_record_rest(session, rest, owner=owner, now=now) if rest else 0)
+
+
+def _record_rest(
+    session: Session, outcomes: Sequence[Outcome], *, owner: str, now: datetime
+) -> int:
+    """Record any answers (failures, deferrals, skips...): 8 named parameters a row."""
     params: dict[str, object] = {"owner": owner, "now": now}
     for i, o in enumerate(outcomes):
-        answered = o.status in ok
+        answered = o.status in ACCEPTED
         params[f"i{i}"] = o.delivery_id
         params[f"s{i}"] = o.status.value
         params[f"c{i}"] = None if answered else o.code
@@ -425,7 +431,7 @@ def _record_accepted(
     """Record answers that were accepted (sent or queued, nothing to retry): 4 values a row
     instead of :func:`_record_statement`'s 8, passed to the driver as they are. Almost every
     answer of a send is one of these, and SQLAlchemy's processing of 400 named parameters was
-    a third of what recording cost a sender (``bench/render_send.py``)."""
+    a third of what recording cost a sender (``bench/record.py``)."""
     conn = session.connection()
     dialect = conn.dialect
     args: list[object] = [_stamp(dialect)(now)]
