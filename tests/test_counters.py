@@ -5,16 +5,18 @@ locks (migration 0024); an upgrade counts the events already there."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 
 from newsletter.storage import counters
-from newsletter.storage.database import alembic_config, make_engine, upgrade
+from newsletter.storage.database import alembic_config, current_revision, make_engine, upgrade
 
 from .test_tally import _editions
 
@@ -252,5 +254,43 @@ def test_the_migration_to_buckets_goes_both_ways(postgres_url: str) -> None:
             "bounced_soft": 1,
             "bounced": 1,
         }
+    finally:
+        engine.dispose()
+
+
+def test_a_hand_edited_report_function_stops_0024_with_one_line_and_changes_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """0024 checks both functions before changing either: with the second one edited by hand,
+    ``db upgrade`` says which in one line (no traceback), and the first keeps 0021's lock."""
+    from alembic import command
+
+    from .test_cli import run
+
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        command.downgrade(alembic_config(engine), "0023")
+        with engine.begin() as conn:
+            definition = conn.execute(
+                text("SELECT pg_get_functiondef('subscriptionevent_report'::regproc)")
+            ).scalar_one()
+            edited = definition.replace("pg_advisory_xact_lock(", "pg_advisory_xact_lock(7 + ", 1)
+            assert edited != definition
+            conn.exec_driver_sql(edited)
+
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        environ.update(NEWSLETTER_DATABASE_URL=postgres_url, COLUMNS="200")
+        result = run(["db", "upgrade"], environ, tmp_path)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "subscriptionevent_report(): its lock clause is not the one" in result.stderr
+        assert "nothing was changed" in result.stderr
+        assert current_revision(engine) == "0023"
+        with engine.connect() as conn:
+            first = conn.execute(
+                text("SELECT pg_get_functiondef('mailevent_report'::regproc)")
+            ).scalar_one()
+        assert "pg_advisory_xact_lock(p.edition_id, p.subscriber_id)" in first
     finally:
         engine.dispose()

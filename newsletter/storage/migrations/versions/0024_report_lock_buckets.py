@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from alembic import op
 from sqlalchemy import text
 
+from newsletter.errors import NewsletterError
+
 revision: str = "0024"
 down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
@@ -50,21 +52,31 @@ _BUCKETS = f"""
 _FUNCTIONS = ("mailevent_report", "subscriptionevent_report")
 
 
+class HandEditedFunction(NewsletterError):
+    """A report function's lock clause is not the one this migration expects."""
+
+
 def _swap(old: str, new: str) -> None:
-    """Replace ``old`` by ``new`` in each report function's definition; a definition without
-    exactly one ``old`` (edited by hand) stops the migration rather than half-change it."""
+    """Replace ``old`` by ``new`` in each report function's definition. Every definition is
+    checked before any is changed: one without exactly one ``old`` (edited by hand) stops the
+    migration with both functions as they were, rather than half-changed."""
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    for name in _FUNCTIONS:
-        definition = bind.execute(
+    definitions = [
+        bind.execute(
             text("SELECT pg_get_functiondef(CAST(:f AS regproc))"), {"f": name}
         ).scalar_one()
+        for name in _FUNCTIONS
+    ]
+    for name, definition in zip(_FUNCTIONS, definitions, strict=True):
         if definition.count(old) != 1:
-            raise RuntimeError(
-                f"function {name}: its lock clause is not the one migration 0021 wrote; "
-                "it was changed by hand, so this migration leaves it to you"
+            raise HandEditedFunction(
+                f"database function {name}(): its lock clause is not the one migration 0021 "
+                "wrote (changed by hand?); nothing was changed. Restore 0021's definition, "
+                "then run `newsletter db upgrade` again"
             )
+    for definition in definitions:
         bind.exec_driver_sql(definition.replace(old, new).replace("%", "%%"))
 
 
