@@ -25,10 +25,12 @@ from newsletter.backends import (
     SendResult,
     SendStatus,
     available_schemes,
+    backend_factory,
     backend_from_url,
 )
 from newsletter.backends import memory as memory_module
 from newsletter.backends.console import ConsoleBackend
+from newsletter.backends.failover import FailoverBackend
 from newsletter.backends.file import FileBackend
 from newsletter.backends.memory import MemoryBackend
 from newsletter.backends.smtp import SMTPBackend
@@ -252,6 +254,34 @@ def test_backend_from_url_goes_through_the_entry_point_group(
     assert "thirdparty" in available_schemes()
     with pytest.raises(BackendError, match="notabackend"):
         backend_from_url("notabackend://x")
+
+
+def test_a_backend_factory_looks_each_scheme_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send makes a backend per sender (up to 16) and the web app one per confirmation
+    mail: the entry points (every installed package's metadata) are read when the factory is
+    made, never again per backend, and every call still makes a backend of its own."""
+    import newsletter.backends as backends
+
+    real, groups = entry_points, []
+
+    def counted(*, group: str) -> Any:
+        groups.append(group)
+        return real(group=group)
+
+    monkeypatch.setattr(backends, "entry_points", counted)
+    make = backend_factory("smtp://relay.example:2525 memory://?retain=0")
+    assert groups == ["newsletter.backends"] * 2  # one lookup per URL of the failover
+    made = [make() for _ in range(8)]
+    assert groups == ["newsletter.backends"] * 2
+    first, second = made[0], made[1]
+    assert isinstance(first, FailoverBackend) and isinstance(second, FailoverBackend)
+    assert first is not second and first.backends[0] is not second.backends[0]
+    smtp, memory = first.backends
+    assert isinstance(smtp, SMTPBackend) and (smtp.host, smtp.port) == ("relay.example", 2525)
+    assert isinstance(memory, MemoryBackend)
+    # An unknown scheme is refused when the factory is made, before any sender starts.
+    with pytest.raises(BackendError, match="no mail backend for carrierpigeon://"):
+        backend_factory("carrierpigeon://coop")
 
 
 def test_unknown_scheme_names_the_installed_schemes() -> None:

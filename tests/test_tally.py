@@ -6,6 +6,7 @@ the rows that were there before."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlmodel import Session
@@ -15,7 +16,7 @@ from newsletter.audience.importing import import_comparisons
 from newsletter.sending import ledger
 from newsletter.sending.ledger import Outcome
 from newsletter.storage import counters
-from newsletter.storage.database import alembic_config, make_engine, upgrade
+from newsletter.storage.database import alembic_config, current_revision, make_engine, upgrade
 from newsletter.storage.models import TROUBLE_PREDICATE, DeliveryStatus, Subscriber, Subscription
 
 from .conftest import EXAMPLES, SECRET
@@ -313,3 +314,52 @@ def test_dropping_deliverys_foreign_keys_keeps_its_rows_indexes_and_triggers(
         }
         if engine.dialect.name == "sqlite":
             assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+
+def test_a_hand_edited_delivery_definition_stops_0022_with_one_line(tmp_path: Path) -> None:
+    """A delivery table whose stored definition has a foreign key 0022 does not know (edited
+    by hand) stops `db upgrade` with one line naming the table, no traceback, and the schema
+    left at 0021, its definition as it was."""
+    import os
+
+    from alembic import command
+
+    from .test_cli import run
+
+    url = f"sqlite:///{tmp_path / 'edited.db'}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        command.downgrade(alembic_config(engine), "0021")
+        with engine.begin() as conn:
+            (sql,) = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'delivery'"
+            ).one()
+            at = sql.rindex(")")
+            edited = sql[:at] + ", FOREIGN KEY(edition_id) REFERENCES newsletter (id)" + sql[at:]
+            (version,) = conn.exec_driver_sql("PRAGMA schema_version").one()
+            conn.exec_driver_sql("PRAGMA writable_schema = ON")
+            conn.exec_driver_sql(
+                "UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'delivery'",
+                (edited,),
+            )
+            conn.exec_driver_sql(f"PRAGMA schema_version = {int(version) + 1}")
+            conn.exec_driver_sql("PRAGMA writable_schema = OFF")
+        engine.dispose()
+
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        environ.update(NEWSLETTER_DATABASE_URL=url, COLUMNS="200")
+        result = run(["db", "upgrade"], environ, tmp_path)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "table delivery: its definition has a foreign key" in result.stderr
+        assert "nothing was changed" in result.stderr
+        assert current_revision(engine) == "0021"
+        with engine.connect() as conn:
+            (after,) = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'delivery'"
+            ).one()
+        assert after == edited
+    finally:
+        engine.dispose()

@@ -8,6 +8,8 @@ imports this package and :mod:`newsletter.testing` only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
@@ -35,6 +37,7 @@ __all__ = [
     "available_schemes",
     "flag",
     "query_options",
+    "backend_factory",
     "backend_from_url",
 ]
 
@@ -48,9 +51,21 @@ def backend_from_url(url: str) -> MailBackend:
 
     Several URLs separated by spaces make a :class:`FailoverBackend` trying them in order.
     """
+    return backend_factory(url)()
+
+
+def backend_factory(url: str) -> Callable[[], MailBackend]:
+    """A function making a new backend for ``url`` each call, as :func:`backend_from_url` does.
+
+    The scheme is checked and its entry point looked up here, once; the backend's own checks
+    of the URL (host, port, options) run in each call, so a caller that wants them before it
+    starts anything calls the function once (the CLI does). A send that opens a backend per
+    sender (up to 16), or a web process that opens one per confirmation mail, does not scan
+    every installed package's metadata each time (about 7 ms of CPU a lookup here)."""
     urls = url.split()
     if len(urls) > 1:
-        return FailoverBackend([backend_from_url(u) for u in urls])
+        parts = [backend_factory(u) for u in urls]
+        return lambda: FailoverBackend([make() for make in parts])
     url = urls[0] if urls else ""
     try:
         scheme = urlsplit(url).scheme.lower()
@@ -71,4 +86,4 @@ def backend_from_url(url: str) -> MailBackend:
     cls = matches[0].load()
     if not (isinstance(cls, type) and issubclass(cls, MailBackend)):
         raise BackendError(f"entry point {scheme} does not name a MailBackend subclass")
-    return cls.from_url(url)
+    return partial(cls.from_url, url)

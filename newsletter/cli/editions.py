@@ -11,7 +11,7 @@ import typer
 from sqlalchemy import Engine
 
 from newsletter import publish
-from newsletter.backends import backend_from_url
+from newsletter.backends import backend_factory, backend_from_url
 from newsletter.cli.common import (
     _fail,
     _parse_at,
@@ -195,7 +195,8 @@ def edition_send(
     On a terminal it first says what it is about to do and asks; --yes skips the question."""
     settings = _settings()
     url = backend or settings.mail_backend
-    chosen = backend_from_url(url)  # a bad URL is an error before anything starts
+    make_backend = backend_factory(url)  # the scheme's plugin looked up once, not per sender
+    chosen = make_backend()  # a bad URL is an error before anything starts
     describe = chosen.describe()
     senders_count, process_count = senders.layout(concurrency, settings.senders, chosen, processes)
     if dry_run:
@@ -230,7 +231,7 @@ def edition_send(
                 session,
                 settings,
                 edition_id,
-                lambda: backend_from_url(url),
+                make_backend,
                 senders_count,
                 wait,
                 processes=process_count,

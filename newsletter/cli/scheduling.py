@@ -10,7 +10,7 @@ import typer
 from sqlmodel import Session
 
 from newsletter import publish
-from newsletter.backends import backend_from_url
+from newsletter.backends import backend_factory
 from newsletter.cli.common import (
     VERBOSE_HELP,
     _print_report,
@@ -184,13 +184,14 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
                 local_time=(local_day, occ.rule.at),
                 now=now,
             )
-        url = settings.mail_backend
-        count, processes = senders.layout(None, settings.senders, backend_from_url(url))
+        make_backend = backend_factory(settings.mail_backend)
+        chosen = make_backend()
+        count, processes = senders.layout(None, settings.senders, chosen)
         report = publish.send_edition(
             session,
             edition_id=edition.id or 0,
             settings=settings,
-            backend=lambda: backend_from_url(url),
+            backend=make_backend,
             options=publish.SendOptions(
                 concurrency=count,
                 processes=processes,
@@ -198,7 +199,7 @@ def schedule_run_now(slug: Annotated[str, typer.Argument(metavar="SLUG")]) -> No
                 clock=cli_clock(),
             ),
         )
-    _print_report(report, backend_from_url(url).describe())
+    _print_report(report, chosen.describe())
 
 
 @app.command("scheduler")

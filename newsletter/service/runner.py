@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter import publish
-from newsletter.backends import BackendError, MailBackend, backend_from_url
+from newsletter.backends import BackendError, MailBackend, backend_factory
 from newsletter.clock import system_clock
 from newsletter.config import Settings
 from newsletter.edition import periods
@@ -57,10 +57,8 @@ def build_scheduler(
     make_backend: Callable[[], MailBackend] | None = None
     if send:
         url = settings.mail_backend
-        backend_from_url(url)  # a bad URL stops the start, not the first send
-
-        def make_backend() -> MailBackend:
-            return backend_from_url(url)
+        make_backend = backend_factory(url)  # the scheme's plugin looked up once
+        make_backend()  # a bad URL stops the start, not the first send
 
     lock = threading.Lock()  # cron and interval jobs may fire together: one tick at a time
 
@@ -159,14 +157,14 @@ def worker_loop(
 ) -> None:
     """Send every edition in ``sending`` state until ``stop`` is set (or, with ``once``, until
     nothing is left). Claims make any number of these safe side by side."""
-    url = settings.mail_backend
-    backend_from_url(url)
+    make_backend = backend_factory(settings.mail_backend)  # the scheme's plugin looked up once
+    make_backend()  # a bad URL stops the worker before it claims anything
     outage = Outage(poll)
     with Session(engine, expire_on_commit=False) as session:
         while not stop.is_set():
             try:
                 busy = _worker_pass(
-                    session, settings, url, concurrency, report, say, progress_every
+                    session, settings, make_backend, concurrency, report, say, progress_every
                 )
                 if once and not busy and not publish.sending_editions(session):
                     outage.over()
@@ -217,7 +215,7 @@ class Outage:
 def _worker_pass(
     session: Session,
     settings: Settings,
-    url: str,
+    make_backend: Callable[[], MailBackend],
     concurrency: int,
     report: Callable[[publish.SendReport], None] | None,
     say: Callable[[str], None] | None = None,
@@ -241,7 +239,7 @@ def _worker_pass(
                     session,
                     edition_id=edition_id,
                     settings=settings,
-                    backend=lambda: backend_from_url(url),
+                    backend=make_backend,
                     options=publish.SendOptions(
                         concurrency=concurrency, clock=system_clock, progress=progress
                     ),

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter import publish
-from newsletter.backends import MailBackend, backend_from_url
+from newsletter.backends import MailBackend, backend_factory
 from newsletter.clock import Clock, system_clock
 from newsletter.config import Settings
 from newsletter.paths import web_templates_dir
@@ -62,7 +62,7 @@ def create_app(
         settings=settings,
         engine=engine,
         signer=publish.signer_for(settings),
-        make_backend=make_backend or (lambda: backend_from_url(settings.mail_backend)),
+        make_backend=make_backend or backend_factory(settings.mail_backend),
         templates=templates,
         throttle=SlidingWindow(settings.subscribe_limit, 3600),
         clock=clock,

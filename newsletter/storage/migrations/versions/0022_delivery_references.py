@@ -28,6 +28,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from newsletter.errors import NewsletterError
+
 revision: str = "0022"
 down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
@@ -37,6 +39,17 @@ _REFERENCES = (
     ("edition_id", "edition"),
     ("subscriber_id", "subscriber"),
 )
+
+
+class UnexpectedDefinition(NewsletterError):
+    """delivery's stored definition is not one this migration knows (edited by hand)."""
+
+
+def _unexpected(what: str) -> UnexpectedDefinition:
+    return UnexpectedDefinition(
+        f"table delivery: {what} (changed by hand?); nothing was changed. Put back the "
+        "definition the previous migration left, then run `newsletter db upgrade` again"
+    )
 
 
 def _sqlite_clause(column: str, table: str) -> str:
@@ -67,13 +80,13 @@ def _sqlite_rewrite(remove: bool) -> None:
         elif not pattern.search(changed):
             unique = re.search(r",\s*UNIQUE\s*\(", changed)
             if unique is None:
-                raise RuntimeError(f"delivery's definition is not the one expected: {sql!r}")
+                raise _unexpected("its definition has no UNIQUE clause to put the keys before")
             at = unique.start()
             changed = changed[:at] + _sqlite_clause(column, table) + changed[at:]
     if changed == sql:
         return
     if remove and "FOREIGN KEY" in changed:
-        raise RuntimeError(f"delivery's definition is not the one expected: {sql!r}")
+        raise _unexpected("its definition has a foreign key this migration does not know")
     (version,) = conn.exec_driver_sql("PRAGMA schema_version").one()
     conn.exec_driver_sql("PRAGMA writable_schema = ON")
     conn.exec_driver_sql(
@@ -83,16 +96,20 @@ def _sqlite_rewrite(remove: bool) -> None:
     conn.exec_driver_sql(f"PRAGMA schema_version = {int(version) + 1}")
     conn.exec_driver_sql("PRAGMA writable_schema = OFF")
     (check,) = conn.exec_driver_sql("PRAGMA quick_check").one()
-    if check != "ok":
-        raise RuntimeError(f"SQLite's check after editing delivery's definition: {check}")
+    if check != "ok":  # the edit is rolled back with the migration's transaction
+        raise _unexpected(f"SQLite's check after editing its definition says {check!r}")
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _sqlite_rewrite(remove=True)
         return
+    conn = op.get_bind()
     for column, _ in _REFERENCES:
-        op.drop_constraint(f"delivery_{column}_fkey", "delivery", type_="foreignkey")
+        # PostgreSQL's own name for each key (0001 named none); gone already, it stays gone.
+        conn.exec_driver_sql(
+            f"ALTER TABLE delivery DROP CONSTRAINT IF EXISTS delivery_{column}_fkey"
+        )
 
 
 def downgrade() -> None:
