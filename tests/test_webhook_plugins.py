@@ -130,3 +130,44 @@ def test_a_plugins_secret_is_read_from_the_environment_then_the_dotenv_file(
     )
     assert registry.secret_for(acme, settings, {}) == SECRET
     assert registry.secret_for(acme, settings, {"ACME_WEBHOOK_SECRET": "from-env"}) == "from-env"
+
+
+def test_a_plugins_webhook_secret_is_masked_like_the_built_ins(
+    acme_registered: None, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that echoes the plugin's secret in an error has it masked before it is
+    stored or shown, as a built-in's would be: read from the variable the plugin declares
+    (this process's environment by default), for the mail backends in use. A plugin that
+    can't be served (it names another provider) stops nothing."""
+    from newsletter.sending.redaction import redactor_for
+
+    uses_acme = settings.model_copy(update={"mail_backend": "acme://key@ smtp://relay:25"})
+    echoed = f"401 webhook secret {SECRET} refused"
+    assert redactor_for(uses_acme, {}).scrub(echoed) == echoed  # no secret set: none to mask
+    assert redactor_for(uses_acme, {"ACME_WEBHOOK_SECRET": SECRET}).scrub(echoed) == (
+        "401 webhook secret *** refused"
+    )
+    monkeypatch.setenv("ACME_WEBHOOK_SECRET", SECRET)
+    assert redactor_for(uses_acme).scrub(echoed) == "401 webhook secret *** refused"
+    broken = settings.model_copy(update={"mail_backend": "misnamed://x"})
+    assert redactor_for(broken).scrub(echoed) == echoed
+
+
+def test_the_registry_reads_the_entry_points_once_not_per_request(
+    settings: Settings, engine: Engine, seeded: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every webhook request asks the registry for its provider; the installed packages'
+    metadata is scanned once per process, not per request."""
+    real, scans = entry_points, []
+
+    def counted(*, group: str) -> list[EntryPoint]:
+        scans.append(group)
+        return [*real(group=group), EntryPoint("acme", "tests.test_webhook_plugins:acme", group)]
+
+    monkeypatch.setattr(registry, "entry_points", counted)
+    monkeypatch.setenv("ACME_WEBHOOK_SECRET", SECRET)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        assert [post(client, SECRET, event_id=i)[0] for i in range(1, 6)] == [200] * 5
+    assert scans.count("newsletter.webhooks") == 1
+    assert registry.names() == sorted({*registry.names(), "acme"})
+    assert scans.count("newsletter.webhooks") == 1

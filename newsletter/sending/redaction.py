@@ -7,23 +7,25 @@ text from outside passes :meth:`Redactor.scrub` before it is stored or printed, 
 each configured secret (raw, percent-encoded, or inside an HTTP Basic token) with ``***``.
 
 The secrets are the ones the settings hold: the signing keys, a leftover admin password, the
-writers' API keys, webhook
-secrets, the database password, and the credentials in ``NEWSLETTER_MAIL_BACKEND`` (an API
-backend's token sits in the URL's user part; an SMTP login name is not a secret and stays
-readable). A URL that can't be parsed counts as a secret whole.
+writers' API keys, webhook secrets (a plugin's too, for the backends in use: read from the
+variable its declaration names), the database password, and the credentials in
+``NEWSLETTER_MAIL_BACKEND`` (an API backend's token sits in the URL's user part; an SMTP login
+name is not a secret and stays readable). A URL that can't be parsed counts as a secret whole.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 
 from newsletter.config import INSECURE_SECRET_KEYS, Settings
+from newsletter.webhooks import registry
 
 #: What replaces a secret (the same mask ``describe()`` uses in backend URLs).
 MASK = "***"
@@ -100,18 +102,23 @@ def url_secrets(value: str) -> list[str]:
     return found
 
 
-def redactor_for(settings: Settings) -> Redactor:
-    """Every secret the settings hold (see the module docstring)."""
+def redactor_for(settings: Settings, environ: Mapping[str, str] | None = None) -> Redactor:
+    """Every secret the settings hold (see the module docstring); a plugin's webhook secret
+    from ``environ`` (default: this process's environment), then the settings' ``.env``."""
     values = [
         *settings.signing_keys(),
         settings.admin_password,
         settings.anthropic_api_key,
         settings.hf_token,
     ]
-    for name in Settings.model_fields:
-        if name.startswith("webhook_"):
-            secret = str(getattr(settings, name))
-            values += [secret, secret.partition(":")[2], secret.removeprefix("whsec_")]
+    webhook = [str(getattr(settings, n)) for n in Settings.model_fields if n.startswith("webhook_")]
+    # The scheme by hand: urlsplit raises on some malformed URLs, and this must not.
+    schemes = [u.partition("://")[0].lower() for u in settings.mail_backend.split() if "://" in u]
+    webhook += registry.plugin_secrets(
+        schemes, settings, os.environ if environ is None else environ
+    )
+    for secret in webhook:  # as a whole, a Basic pair's password, a Svix key's body
+        values += [secret, secret.partition(":")[2], secret.removeprefix("whsec_")]
     try:
         values.append(make_url(settings.database_url).password or "")
     except Exception:  # an unparsable URL: the whole of it may be a secret

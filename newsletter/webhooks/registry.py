@@ -14,8 +14,9 @@ import every provider's parser and what they need (requests, X.509 for SNS): 270
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from importlib.metadata import entry_points
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from pydantic_settings import BaseSettings
@@ -25,27 +26,50 @@ from newsletter.webhooks.base import WebhookProvider
 ENTRY_POINT_GROUP = "newsletter.webhooks"
 _SETTINGS_PREFIX = "NEWSLETTER_"
 
-__all__ = ["ENTRY_POINT_GROUP", "names", "provider", "providers", "secret_for"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "names",
+    "plugin_secrets",
+    "provider",
+    "providers",
+    "secret_for",
+]
+
+
+def _registered() -> dict[str, EntryPoint]:
+    return _table(entry_points)
+
+
+@functools.cache
+def _table(lookup: Callable[..., Iterable[EntryPoint]]) -> dict[str, EntryPoint]:
+    """Name to entry point (the first one registered under a name wins), read once per
+    process: reading them scans every installed package's metadata (about 7 ms of CPU here),
+    and a webhook endpoint asks on every request. A package installed later is seen after a
+    restart, as any code is. Keyed by the lookup function, so a test that substitutes it
+    gets a table of its own."""
+    table: dict[str, EntryPoint] = {}
+    for ep in lookup(group=ENTRY_POINT_GROUP):
+        table.setdefault(ep.name, ep)
+    return table
 
 
 def names() -> list[str]:
     """Every registered provider name, without loading any."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted(_registered())
 
 
 def provider(name: str) -> WebhookProvider | None:
     """The provider registered as ``name`` (only its module is imported), or None when none
     is; an entry point that names something else is refused, not served."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            found = ep.load()
-            if not isinstance(found, WebhookProvider) or found.name != name:
-                raise TypeError(
-                    f"entry point {name} in {ENTRY_POINT_GROUP} must name a WebhookProvider "
-                    f"called {name!r}"
-                )
-            return found
-    return None
+    ep = _registered().get(name)
+    if ep is None:
+        return None
+    found = ep.load()
+    if not isinstance(found, WebhookProvider) or found.name != name:
+        raise TypeError(
+            f"entry point {name} in {ENTRY_POINT_GROUP} must name a WebhookProvider called {name!r}"
+        )
+    return found
 
 
 def providers() -> dict[str, WebhookProvider]:
@@ -69,6 +93,28 @@ def secret_for(hook: WebhookProvider, settings: BaseSettings, environ: Mapping[s
     if variable in environ:
         return environ[variable]
     return _dotenv(settings).get(variable) or ""
+
+
+def plugin_secrets(
+    schemes: Iterable[str], settings: BaseSettings, environ: Mapping[str, str]
+) -> list[str]:
+    """The webhook secrets of the third-party providers named in ``schemes`` (the mail
+    backends in use), for the redaction to mask. A built-in's secret is a setting, masked from
+    there, so built-in providers are not loaded (their parsers are heavy for a sender
+    process). A plugin that can't be loaded or names something else is skipped: it serves no
+    endpoint, and ``doctor`` reports it."""
+    found: list[str] = []
+    for name in dict.fromkeys(schemes):
+        ep = _registered().get(name)
+        if ep is None or ep.value.startswith("newsletter."):
+            continue
+        try:
+            hook = provider(name)
+        except Exception:  # a broken plugin: no endpoint, nothing of it to read
+            continue
+        if hook is not None and (secret := secret_for(hook, settings, environ)):
+            found.append(secret)
+    return found
 
 
 def _dotenv(settings: BaseSettings) -> dict[str, str | None]:
