@@ -1,5 +1,6 @@
 """Issue 11, the parts done so far: hostile requests and operator mistakes get a clear answer,
-never a 500, a traceback, a redirect to another host, or an edition that keeps sending."""
+never a 500, a traceback, a redirect to another host, or an edition that keeps sending. The
+tests on the store run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ from newsletter.storage.models import EditionStatus
 from newsletter.web.app import create_app
 from tests.conftest import EXAMPLES, IMPORTED_AT, SECRET
 from tests.test_web import token_for
+
+
+@pytest.fixture
+def database_url(both_database_url: str) -> str:
+    """Every test here that uses the store runs on SQLite and on PostgreSQL (production's)."""
+    return both_database_url
 
 
 @pytest.fixture
