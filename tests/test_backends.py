@@ -301,6 +301,10 @@ def test_unknown_scheme_names_the_installed_schemes() -> None:
         "smtp:///nohost",
         "smtp://host:notaport",
         "smtp://host?timeout=soon",
+        "smtp://host?timeout=0",  # the kernel would read 0 as no limit at all
+        "smtp://host?timeout=-5",
+        "smtp://host?timeout=inf",
+        "smtp://host?timeout=nan",
         "smtps://host?starttls=1",
         "memory://?retain=maybe",
     ],

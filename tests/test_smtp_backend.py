@@ -13,6 +13,7 @@ import html
 import re
 import smtplib
 import socket
+import struct
 import threading
 import time
 import warnings
@@ -29,6 +30,7 @@ from newsletter.backends import BackendError, SendStatus
 from newsletter.backends import smtp as smtp_module
 from newsletter.backends.base import HandoverError
 from newsletter.backends.smtp import SMTPBackend
+from newsletter.backends.smtp_socket import KernelTimedSMTP, ReplyLines, kernel_timeout
 from newsletter.config import Settings
 from newsletter.edition.message import OutgoingMessage
 from newsletter.edition.personalization import MessageTemplate, Recipient
@@ -693,6 +695,10 @@ def test_messages_over_tls_arrive_whole_and_pipelined(
         messages = batch(build, 4)
         backend = SMTPBackend.from_url(url)
         with backend:
+            assert backend.connection is not None and backend.connection.sock is not None
+            # TLS keeps smtplib's own socket and Python's timeout (see smtp_socket).
+            assert type(backend.connection) is not KernelTimedSMTP
+            assert backend.connection.sock.gettimeout() == 5
             results = backend.send_messages(messages)
     finally:
         controller.stop()
@@ -753,6 +759,62 @@ def test_a_server_that_stops_answering_times_out_as_unknown(
     assert [r.status for r in results] == [SendStatus.unknown]
     assert "timed out" in (results[0].detail or ""), results[0].detail
     assert 0.4 < took < 5, took
+
+
+def test_a_plain_connection_is_blocking_with_its_timeout_kept_by_the_kernel(
+    sink: Sink, build: Callable[..., list[OutgoingMessage]]
+) -> None:
+    """Plain TCP: no Python timeout (which polls before every send and receive), the URL's
+    timeout set on the socket for the kernel to keep, replies read by the engine's reader;
+    messages go out as before."""
+    backend = SMTPBackend.from_url(sink.url)  # ?timeout=5
+    with backend:
+        conn = backend.connection
+        assert isinstance(conn, KernelTimedSMTP) and conn.sock is not None
+        assert conn.sock.gettimeout() is None
+        five = struct.pack("ll", 5, 0)
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            assert conn.sock.getsockopt(socket.SOL_SOCKET, option, len(five)) == five
+        assert isinstance(conn.file, ReplyLines)
+        results = backend.send_messages(batch(build, 3))
+    assert [r.status for r in results] == [SendStatus.sent] * 3
+    assert sink.rcpts() == [f"r{i}@example.com" for i in range(3)]
+
+
+def test_the_reply_reader_reads_what_smtplib_reads() -> None:
+    """Over a socket pair: replies that arrive together are read one by one, a multi-line
+    reply is joined, a line over smtplib's limit is refused, a receive that outlives the
+    timeout says "timed out", and a closed connection is a disconnection."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        kernel_timeout(ours, 0.2)
+        conn = KernelTimedSMTP()
+        conn.sock = ours
+        theirs.sendall(b"250-first\r\n250 last\r\n354 go ahead\r\n25")
+        assert conn.getreply() == (250, b"first\nlast")
+        assert conn.getreply() == (354, b"go ahead")
+        theirs.sendall(b"0 ok\r\n")  # the rest of a reply cut across two receives
+        assert conn.getreply() == (250, b"ok")
+        started = time.monotonic()
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            conn.getreply()
+        assert 0.15 < time.monotonic() - started < 2
+    a, b = socket.socketpair()  # the limit and the end of the stream, on the reader itself
+    with a, b:
+        lines = ReplyLines(a)
+        b.sendall(b"x" * 10 + b"\r\n" + b"tail")
+        b.close()
+        assert lines.readline(4) == b"xxxx"
+        assert lines.readline() == b"xxxxxx\r\n"
+        assert lines.readline() == b"tail"
+        assert lines.readline() == b""
+    c, d = socket.socketpair()
+    with c, d:
+        conn = KernelTimedSMTP()
+        conn.sock = c
+        d.sendall(b"250 " + b"y" * 9000 + b"\r\n")
+        with pytest.raises(smtplib.SMTPResponseException, match="Line too long"):
+            conn.getreply()
 
 
 class _Trickle:

@@ -26,6 +26,7 @@ from newsletter.backends.base import (
     flag,
     query_options,
 )
+from newsletter.backends.smtp_socket import KernelTimedSMTP
 from newsletter.edition.message import OutgoingMessage, dot_stuffed
 
 #: Hosts a password may reach without TLS: it never crosses a network.
@@ -100,9 +101,12 @@ class SMTPBackend(ReportingBackend):
         try:
             timeout = float(options.get("timeout", "30"))
         except ValueError:
+            timeout = float("nan")
+        if not 0 < timeout <= 86_400:  # nan, 0 (no limit at all) and inf fail here too
             raise BackendError(
-                "SMTP backend URL: ?timeout= must be a number of seconds, e.g. ?timeout=30"
-            ) from None
+                "SMTP backend URL: ?timeout= must be a number of seconds above 0 and at most "
+                "86400, e.g. ?timeout=30"
+            )
         return cls(
             host=parts.hostname,
             port=port,
@@ -136,9 +140,10 @@ class SMTPBackend(ReportingBackend):
                     context=self._tls_context(),
                 )
             else:
-                conn = smtplib.SMTP(
-                    self.host, self.port, local_hostname=self.helo, timeout=self.timeout
-                )
+                # Plain TCP: the kernel keeps the timeout, one system call a send or receive
+                # (see smtp_socket); STARTTLS keeps smtplib's own socket.
+                plain = KernelTimedSMTP if not self.starttls else smtplib.SMTP
+                conn = plain(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
             if self.starttls:
                 conn.starttls(context=self._tls_context())
             if self.username:
