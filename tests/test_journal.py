@@ -3,6 +3,7 @@ answer for, because the next send reads the dead sender's journal back into the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -406,9 +407,10 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
     failing_write: int,
 ) -> None:
-    """The journal's writes land on /dev/full from the Nth line: the send stops with an error
-    that names the journal (not a lost connection), what it handed over and heard goes straight
-    to the ledger, and the next send delivers everyone exactly once."""
+    """The journal's mapping is full at the Nth line and the disk has no block to grow it by:
+    the send stops with an error that names the journal (not a lost connection), what it
+    handed over and heard goes straight to the ledger, and the next send delivers everyone
+    exactly once."""
     add_subscribers(12)
     edition_id = publish.draft_edition(
         seeded, settings=settings, newsletter_slug=None, at=datetime(2026, 11, 25, tzinfo=UTC)
@@ -417,12 +419,14 @@ def test_a_full_disk_stops_the_send_and_loses_nothing(
     real_write_line = journal.ResultJournal.write_line
     written = [0]
 
+    def no_space(size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     def filling(self: journal.ResultJournal, line: bytes) -> None:
         written[0] += 1
         if written[0] == failing_write:
-            full = os.open("/dev/full", os.O_WRONLY)
-            os.dup2(full, self._fd)
-            os.close(full)
+            self._used = len(self._map)  # the mapping is full: this line needs it to grow
+            monkeypatch.setattr(self, "_reserve", no_space)
         real_write_line(self, line)
 
     monkeypatch.setattr(journal.ResultJournal, "write_line", filling)
@@ -547,3 +551,47 @@ def test_a_journal_line_is_the_json_the_general_encoder_writes(outcome: ledger.O
     )
     assert journal.ResultJournal.encode(outcome) == expected
     assert json.loads(expected)[0] == outcome.delivery_id
+
+
+def test_a_cleared_journal_keeps_only_what_came_after(seeded: Session, tmp_path: Path) -> None:
+    """Lines go into a memory mapping of the file: what was cleared (committed) is zeros, not
+    lines, and what came after is on disk once the sender stops, for the next send to read."""
+    sender = journal.ResultJournal(tmp_path, "dead-owner")
+    sender.write(ledger.Outcome(1, DeliveryStatus.sent, message_id="<a@x>"))
+    sender.write(ledger.Outcome(2, DeliveryStatus.sent, message_id="<b@x>"))
+    sender.clear()
+    sender.write(ledger.Outcome(3, DeliveryStatus.deferred, code=421, detail="busy"))
+    sender.abandon()  # stops as a killed sender does: the file stays, unlocked
+    data = sender.path.read_bytes()
+    assert data.rstrip(b"\0") == b'[3,"deferred",421,"busy",null,null,null]\n'
+    assert len(data) == journal.START_BYTES  # its blocks reserved up front
+    assert [o.delivery_id for o in journal._read(data)] == [3]
+    assert journal.recover(seeded, tmp_path, now=PINNED) == 1
+    assert not sender.path.exists()
+
+
+def test_a_journal_grows_past_its_first_size(tmp_path: Path) -> None:
+    sender = journal.ResultJournal(tmp_path, "big")
+    detail = "x" * 1000
+    lines = journal.START_BYTES // 1000 + 5  # more than the first mapping holds
+    for i in range(lines):
+        sender.write(ledger.Outcome(i, DeliveryStatus.failed, code=550, detail=detail))
+    sender.abandon()
+    read = list(journal._read(sender.path.read_bytes()))
+    assert [o.delivery_id for o in read] == list(range(lines))
+    assert all(o.detail == detail for o in read)
+
+
+def test_no_room_for_a_journal_stops_the_send_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that can't give the journal its blocks is an error naming the journal when it
+    opens (never a crash on a later store into the mapping), and leaves no file behind."""
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(journal.JournalError, match="can't create the send journal .*No space"):
+        journal.ResultJournal(tmp_path, "owner")
+    assert list(tmp_path.iterdir()) == []
