@@ -351,8 +351,8 @@ class SMTPBackend(ReportingBackend):
         ``handed()`` runs right *before* the write that carries the end-of-data dot: the
         hand-over is in the journal before the server can count the message, so a process
         killed at any moment never leaves a delivered message looking unsent (RFC 1047's
-        window, which would re-send it). Killed between the two system calls, the message is
-        recorded ``unknown`` although the server never got its dot: an operator re-sends it
+        window, which would re-send it). Killed between the journal line and the write, the
+        message is recorded ``unknown`` although the server never got its dot: an operator re-sends it
         with ``retry-failed --include-unknown``; nobody is mailed twice. (A process killed
         after the write still gets its bytes delivered: the kernel sends what it holds, then
         FIN; nothing is unread, so no RST.)"""
