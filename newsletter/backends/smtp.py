@@ -352,10 +352,10 @@ class SMTPBackend(ReportingBackend):
         hand-over is in the journal before the server can count the message, so a process
         killed at any moment never leaves a delivered message looking unsent (RFC 1047's
         window, which would re-send it). Killed between the journal line and the write, the
-        message is recorded ``unknown`` although the server never got its dot: an operator re-sends it
-        with ``retry-failed --include-unknown``; nobody is mailed twice. (A process killed
-        after the write still gets its bytes delivered: the kernel sends what it holds, then
-        FIN; nothing is unread, so no RST.)"""
+        message is recorded ``unknown`` although the server never got its dot: an operator
+        re-sends it with ``retry-failed --include-unknown``; nobody is mailed twice. (A
+        process killed after the write still gets its bytes delivered: the kernel sends what
+        it holds, then FIN; nothing is unread, so no RST.)"""
         # One write: a separate small write for the terminator would wait for the peer's
         # delayed ACK (Nagle), ~40 ms per message.
         if handed is not None:
