@@ -96,7 +96,16 @@ def main() -> None:
         default=None,
         help="with --cli: NEWSLETTER_SENDERS for the command (default: the command's own)",
     )
+    parser.add_argument(
+        "--strace",
+        metavar="FILE",
+        default="",
+        help="with --cli: run the command under `strace -f -c -o FILE` (Debian's strace), for "
+        "its system calls and futex calls a message; slows the send, so its rates don't count",
+    )
     args = parser.parse_args()
+    if args.strace and not args.cli:
+        parser.error("--strace needs --cli")
     keep_freed_memory()
 
     sink = subprocess.Popen(
@@ -125,7 +134,9 @@ def main() -> None:
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 sink_cpu0 = process_cpu(sink.pid)
                 if args.cli:
-                    largest = _send_by_command(settings, url, edition_id, Path(tmp), args.senders)
+                    largest = _send_by_command(
+                        settings, url, edition_id, Path(tmp), args.senders, args.strace
+                    )
                 else:
                     publish.send_edition(
                         session,
@@ -241,7 +252,12 @@ def _connections(args: argparse.Namespace) -> int:
 
 
 def _send_by_command(
-    settings: Settings, url: str, edition_id: int, folder: Path, senders: int | None = None
+    settings: Settings,
+    url: str,
+    edition_id: int,
+    folder: Path,
+    senders: int | None = None,
+    strace: str = "",
 ) -> float:
     """``newsletter edition send ID --yes`` in a child process, configured only by the
     environment, as an operator runs it (run from ``folder``: no stray .env is read).
@@ -268,8 +284,9 @@ def _send_by_command(
         env["NEWSLETTER_SENDERS"] = str(senders)
     peak = folder / "peak.txt"
     args = [sys.executable, "-m", "newsletter.cli", "edition", "send", str(edition_id), "--yes"]
+    traced = ["strace", "-f", "-c", "-o", str(Path(strace).resolve())] if strace else []
     subprocess.run(
-        [sys.executable, "-c", LAUNCHER, str(peak), *args],
+        [*traced, sys.executable, "-c", LAUNCHER, str(peak), *args],
         env=env,
         cwd=folder,
         stdout=subprocess.DEVNULL,
