@@ -238,6 +238,21 @@ def test_one_click_post_unsubscribes_at_once_without_redirect_or_cookie(
     assert [k for k, _, _ in events_of(seeded, "reader0@example.com")].count("unsubscribed") == 1
 
 
+def test_a_mistyped_mail_backend_never_stops_one_click_unsubscribes(
+    settings: Settings, engine: Engine, seeded: Session, reader: tuple[int, int]
+) -> None:
+    """The web app resolves its mail backend when it first sends a mail, not at start: a
+    typo in NEWSLETTER_MAIL_BACKEND stops confirmation mails, never a subscriber leaving."""
+    typo = settings.model_copy(update={"mail_backend": "carrierpigeon://coop"})
+    with TestClient(create_app(typo, engine=engine)) as web:
+        response = web.post(
+            f"/u/{token_for(*reader, edition_id=None)}", data={"List-Unsubscribe": "One-Click"}
+        )
+    assert response.status_code == 200
+    sub = subscription_of(seeded, "reader0@example.com")
+    assert sub is not None and sub.status == "unsubscribed"
+
+
 def test_a_get_never_unsubscribes(
     client: TestClient, seeded: Session, reader: tuple[int, int]
 ) -> None:

@@ -51,20 +51,34 @@ def backend_from_url(url: str) -> MailBackend:
 
     Several URLs separated by spaces make a :class:`FailoverBackend` trying them in order.
     """
-    return backend_factory(url)()
+    return _maker(url)()
 
 
 def backend_factory(url: str) -> Callable[[], MailBackend]:
     """A function making a new backend for ``url`` each call, as :func:`backend_from_url` does.
 
-    The scheme is checked and its entry point looked up here, once; the backend's own checks
-    of the URL (host, port, options) run in each call, so a caller that wants them before it
-    starts anything calls the function once (the CLI does). A send that opens a backend per
-    sender (up to 16), or a web process that opens one per confirmation mail, does not scan
-    every installed package's metadata each time (about 7 ms of CPU a lookup here)."""
+    The scheme's entry point is looked up on the first call and kept, so a send that opens a
+    backend per sender (up to 16), or a web process that opens one per confirmation mail,
+    does not scan every installed package's metadata each time (about 7 ms of CPU a lookup
+    here). Nothing is checked before that first call: a caller that wants a bad URL refused
+    before it starts anything calls the function once (the CLI does); the web app does not,
+    so a typo in the mail backend stops confirmation mails, never unsubscribe links."""
+    resolved: list[Callable[[], MailBackend]] = []
+
+    def make() -> MailBackend:
+        if not resolved:
+            resolved.append(_maker(url))
+        return resolved[0]()
+
+    return make
+
+
+def _maker(url: str) -> Callable[[], MailBackend]:
+    """The URL's scheme checked and its entry point loaded: a function building the backend
+    (whose own checks of the URL run in each call)."""
     urls = url.split()
     if len(urls) > 1:
-        parts = [backend_factory(u) for u in urls]
+        parts = [_maker(u) for u in urls]
         return lambda: FailoverBackend([make() for make in parts])
     url = urls[0] if urls else ""
     try:
