@@ -83,7 +83,7 @@ def main() -> None:
         "--cli",
         action="store_true",
         help="send with the whole `newsletter edition send ID --yes` command and its defaults "
-        "(two senders per core, one process per core), in a child process, instead of the API",
+        "(four senders per core, one process per core), in a child process, instead of the API",
     )
     parser.add_argument(
         "--no-ceiling",

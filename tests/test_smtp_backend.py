@@ -781,6 +781,20 @@ def test_a_plain_connection_is_blocking_with_its_timeout_kept_by_the_kernel(
     assert sink.rcpts() == [f"r{i}@example.com" for i in range(3)]
 
 
+@pytest.mark.parametrize("seconds", [30, 2.9999999, 0.25, 1e-9])
+def test_the_kernel_keeps_the_timeout_it_is_given(seconds: float) -> None:
+    """A time just under a whole second is set (not a million microseconds, which the kernel
+    refuses), and one under a microsecond is a limit, never 0 (none). The kernel keeps it in
+    its own ticks, rounded up, so what it reports is at least the time asked for."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        kernel_timeout(ours, seconds)
+        size = struct.calcsize("ll")
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            whole, micro = struct.unpack("ll", ours.getsockopt(socket.SOL_SOCKET, option, size))
+            assert 0 < seconds <= whole + micro / 1e6 < seconds + 0.02
+
+
 def test_the_reply_reader_reads_what_smtplib_reads() -> None:
     """Over a socket pair: replies that arrive together are read one by one, a multi-line
     reply is joined, a line over smtplib's limit is refused, a receive that outlives the
