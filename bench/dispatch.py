@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,8 +109,16 @@ def main() -> None:
         parser.error("--strace needs --cli")
     keep_freed_memory()
 
+    times = Path(tempfile.mkdtemp()) / "times.txt"
     sink = subprocess.Popen(
-        [sys.executable, str(HERE / "smtp_sink.py"), "--port", str(args.port)],
+        [
+            sys.executable,
+            str(HERE / "smtp_sink.py"),
+            "--port",
+            str(args.port),
+            "--times",
+            str(times),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -131,7 +140,7 @@ def main() -> None:
                 edition_id = seed_edition(session, settings, args.subscribers)
                 ceiling = None if args.no_ceiling else _ceiling(session, settings, edition_id, args)
                 session.commit()
-                cpu0, t0 = cpu_seconds(), time.perf_counter()
+                cpu0, t0, started = cpu_seconds(), time.perf_counter(), time.time()
                 sink_cpu0 = process_cpu(sink.pid)
                 if args.cli:
                     largest = _send_by_command(
@@ -160,6 +169,8 @@ def main() -> None:
         sink.terminate()
         out, _ = sink.communicate(timeout=30)
     received = int(out.strip().splitlines()[-1])
+    first, last = (float(t) for t in times.read_text().split())
+    shutil.rmtree(times.parent)
     n = counts["sent"]
     how = (
         "the `edition send` command with its defaults"
@@ -172,6 +183,12 @@ def main() -> None:
     print(f"domain limits:         {args.domain_limits or 'none'}")
     print(f"sent (ledger):         {counts['sent']:,}; sink received {received:,}")
     print(f"throughput:            {n / wall:,.0f} messages/s ({wall:.1f} s)")
+    # The fixed part (interpreter, imports, audience fix, render) apart from the flow.
+    flow = (n - 1) / (last - first) if last > first else float("nan")
+    print(
+        f"first message after:   {first - started:.2f} s; from the first to the last: "
+        f"{flow:,.0f} messages/s"
+    )
     print(
         f"client CPU:            {cpu / n * 1e6:,.0f} us per message "
         f"(user {user / n * 1e6:,.0f}, system {system / n * 1e6:,.0f})"
@@ -187,7 +204,7 @@ def main() -> None:
             f"{rate:,.0f} messages/s, {(ceiling[1] + after[1]) / 2:,.0f} us CPU per message "
             f"(same bytes, {_connections(args)} connections, same sink program)"
         )
-        print(f"send / ceiling:        {n / wall / rate:.2f}")
+        print(f"send / ceiling:        {n / wall / rate:.2f} (first to last: {flow / rate:.2f})")
         # The send shares the machine's cores with its sink: per message the cores allow at
         # most cores / (client CPU + sink CPU) messages a second, however well the waits
         # overlap. Against the ceiling, that bounds what send / ceiling this CPU cost allows.

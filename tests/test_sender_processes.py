@@ -28,6 +28,7 @@ from newsletter.edition.message import OutgoingMessage
 from newsletter.publish import senders
 from newsletter.publish.senders import SenderProcessDied
 from newsletter.sending import ledger
+from newsletter.sending.dispatch import SendSummary
 from newsletter.sending.progress import SendProgress
 from newsletter.storage.database import make_engine, upgrade
 from newsletter.storage.models import DeliveryStatus, Subscriber, Subscription
@@ -301,3 +302,37 @@ def test_an_error_that_cannot_cross_to_the_parent_keeps_its_kind_and_text() -> N
     assert str(carried) == str(refused)
     plain = ValueError("plain")
     assert _portable(plain) is plain
+
+
+def _policy_sender(
+    session: Session, backend: MailBackend, progress: SendProgress | None, on_batch: Any
+) -> SendSummary:
+    """A sender that only reports the scheduling policy of the thread it runs in."""
+    return SendSummary(errors=[str(os.sched_getscheduler(0))])
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_senders_run_as_batch_work_and_keep_a_policy_the_operator_chose(tmp_path: Path) -> None:
+    """Every sender thread, in this process or a forked one, runs under SCHED_BATCH (it waits
+    its turn instead of preempting the relay or another sender); the thread that started the
+    send keeps its policy; and senders started under SCHED_IDLE (an operator's choice) keep
+    that."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'policy.db'}")
+    threaded = senders.in_threads(engine, _policy_sender, MemoryBackend, 3, None, None)
+    forked = senders.in_processes(engine, _policy_sender, MemoryBackend, 4, 2, None, None)
+    assert threaded.errors == [str(os.SCHED_BATCH)] * 3
+    assert forked.errors == [str(os.SCHED_BATCH)] * 4
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+    chosen: list[str] = []
+
+    def idle_operator() -> None:  # threads inherit the policy of the thread that starts them
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        summary = senders.in_threads(engine, _policy_sender, MemoryBackend, 2, None, None)
+        chosen.extend(summary.errors)
+
+    operator = threading.Thread(target=idle_operator)
+    operator.start()
+    operator.join()
+    assert chosen == [str(os.SCHED_IDLE)] * 2
+    engine.dispose()

@@ -831,6 +831,33 @@ def test_the_reply_reader_reads_what_smtplib_reads() -> None:
             conn.getreply()
 
 
+_ODD_REPLIES = (
+    b"250 ok\r\n"
+    b"354 go ahead  \t\r\n"  # trailing blanks go
+    b"25\r\n"  # short: int() reads 25, as smtplib does
+    b"abc not a code\r\n"  # -1, as smtplib says
+    b"250\r\n"  # a code and nothing else
+    b"221 bare line feed\n"
+    b"250-first\r\n250-second\r\n250 third\r\n"  # multi-line: read line by line
+    b"452 4.3.1 later\r\n"
+)
+
+
+def test_the_one_pass_parse_answers_as_smtplib_does() -> None:
+    """The same bytes through smtplib's own reader and through the engine's: the same code
+    and text for every reply, however odd (the one-pass parse, or its fallback)."""
+    answers = []
+    for smtp_class in (smtplib.SMTP, KernelTimedSMTP):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            conn = smtp_class()
+            conn.sock = ours
+            theirs.sendall(_ODD_REPLIES)
+            answers.append([conn.getreply() for _ in range(8)])
+    assert answers[1] == answers[0]
+    assert answers[1][2:4] == [(25, b""), (-1, b"not a code")]
+
+
 class _Trickle:
     """A socket whose ``sendmsg`` takes only some bytes each call (as a full send buffer
     does), cutting through pieces at every kind of place."""

@@ -26,6 +26,8 @@ import struct
 #: Bytes asked of one ``recv``: every reply that has arrived (smtplib refuses a line over
 #: 8192 bytes itself).
 _RECV = 65536
+#: smtplib's longest reply line (``smtplib._MAXLINE``), kept here as the reply parser's too.
+_MAXLINE = 8192
 
 
 def kernel_timeout(sock: socket.socket, seconds: float) -> None:
@@ -71,6 +73,28 @@ class ReplyLines:
         self._buffer = buffer[end:]
         return buffer[:end]
 
+    def one_line_reply(self) -> tuple[int, bytes] | None:
+        """A whole one-line reply already in the buffer, parsed as smtplib's ``getreply``
+        parses it, in one pass; None for anything else (a multi-line reply, a line not yet
+        received or too long), which ``getreply`` reads line by line.
+
+        Four replies a message are read (MAIL, RCPT, DATA and the end of data), nearly always
+        one line each and already received together: smtplib's loop of ``readline`` calls
+        was about half of the SMTP client's Python time a message."""
+        buffer = self._buffer
+        end = buffer.find(b"\n") + 1
+        if not 0 < end <= _MAXLINE:
+            return None
+        line = buffer[:end]
+        if line[3:4] == b"-":
+            return None
+        self._buffer = buffer[end:]
+        try:
+            code = int(line[:3])
+        except ValueError:
+            code = -1
+        return code, line[4:].strip(b" \t\r\n")
+
     def close(self) -> None:
         self._buffer = b""
 
@@ -88,6 +112,11 @@ class KernelTimedSMTP(smtplib.SMTP):
         # smtplib makes its reader here, on first use after each connect: ours instead of
         # ``sock.makefile()``, whose reader reads a timed-out receive as the end of the
         # stream ("Connection unexpectedly closed", not "timed out").
-        if self.file is None and self.sock is not None:
-            self.file = ReplyLines(self.sock)
+        file = self.file
+        if file is None and self.sock is not None:
+            file = self.file = ReplyLines(self.sock)
+        if isinstance(file, ReplyLines) and not self.debuglevel:
+            reply = file.one_line_reply()
+            if reply is not None:
+                return reply
         return super().getreply()

@@ -96,6 +96,7 @@ def in_threads(
     errors: list[BaseException] = []
 
     def work() -> None:
+        as_batch_work()
         try:
             with Session(engine, expire_on_commit=False) as own:
                 results.append(sender(own, make_backend(), progress, on_batch))
@@ -113,6 +114,30 @@ def in_threads(
     for r in results:
         total.merge(r)
     return total
+
+
+def as_batch_work() -> None:
+    """Mark the calling thread as batch work for the kernel's scheduler (Linux's
+    ``SCHED_BATCH``): when it wakes (an answer arrived) it waits for the running thread's
+    turn to end instead of preempting it. Elsewhere, or under a policy the operator chose (an
+    idle or real-time one), nothing changes.
+
+    Why: a send is the one bulk job on a machine that also runs what it depends on, often a
+    local relay (Postfix on 127.0.0.1), and what people click (the one-click unsubscribe, the
+    console). With every thread competing alike, a waking sender preempted the relay it
+    waits on, or another sender holding its process's GIL, only to wait again. Measured with
+    ``bench/dispatch.py --subscribers 50000 --cli`` (two sender processes and the sink on two
+    cores): 8,260 -> 9,300 messages/s, and 120 -> 104 us of CPU a message (fewer context
+    switches). It is not a lower priority: the nice value, and so the share of the CPU when
+    others want it too, stays as it was; only the timing of preemption changes."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is None or not hasattr(os, "sched_setscheduler"):
+        return
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:
+            os.sched_setscheduler(0, batch, os.sched_param(0))
+    except OSError:  # a sandbox may refuse it: the send is the same, only slower
+        return
 
 
 def in_processes(
