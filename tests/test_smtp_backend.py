@@ -26,7 +26,7 @@ import pytest
 from sqlmodel import Session, select
 
 from newsletter import publish
-from newsletter.backends import BackendError, SendStatus
+from newsletter.backends import BackendError, SendStatus, smtp_socket
 from newsletter.backends import smtp as smtp_module
 from newsletter.backends.base import HandoverError
 from newsletter.backends.smtp import SMTPBackend
@@ -839,23 +839,43 @@ _ODD_REPLIES = (
     b"250\r\n"  # a code and nothing else
     b"221 bare line feed\n"
     b"250-first\r\n250-second\r\n250 third\r\n"  # multi-line: read line by line
+    b"abc-not a code either\r\n"  # a dash after a bad code: -1, no continuation
+    b"250 " + b"y" * (8192 - 6) + b"\r\n"  # the longest line smtplib accepts
     b"452 4.3.1 later\r\n"
 )
 
 
-def test_the_one_pass_parse_answers_as_smtplib_does() -> None:
+def test_the_one_pass_parse_answers_as_smtplib_does(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same bytes through smtplib's own reader and through the engine's: the same code
-    and text for every reply, however odd (the one-pass parse, or its fallback)."""
-    answers = []
+    and text for every reply, however odd, and the same refusal of a line one byte over
+    smtplib's limit. The engine's reader parses what it already holds in one pass: only the
+    first reply (nothing received yet), the two whose fourth byte is a dash and the line over
+    the limit go through smtplib's loop."""
+    assert smtp_socket._MAXLINE == smtplib._MAXLINE  # type: ignore[attr-defined]  # private
+    loops = [0]
+    smtplib_getreply = smtplib.SMTP.getreply
+
+    def counted(self: smtplib.SMTP) -> tuple[int, bytes]:
+        loops[0] += 1
+        return smtplib_getreply(self)
+
+    monkeypatch.setattr(smtplib.SMTP, "getreply", counted)
+    answers, fallbacks = [], []
     for smtp_class in (smtplib.SMTP, KernelTimedSMTP):
+        loops[0] = 0
         ours, theirs = socket.socketpair()
         with ours, theirs:
             conn = smtp_class()
             conn.sock = ours
-            theirs.sendall(_ODD_REPLIES)
-            answers.append([conn.getreply() for _ in range(8)])
+            theirs.sendall(_ODD_REPLIES + b"250 " + b"z" * (8193 - 6) + b"\r\n")
+            answers.append([conn.getreply() for _ in range(10)])
+            with pytest.raises(smtplib.SMTPResponseException, match="Line too long"):
+                conn.getreply()
+        fallbacks.append(loops[0])
     assert answers[1] == answers[0]
     assert answers[1][2:4] == [(25, b""), (-1, b"not a code")]
+    assert answers[1][7] == (-1, b"not a code either")
+    assert fallbacks == [11, 4]  # smtplib: every reply; ours: first, multi-line, dash, too long
 
 
 class _Trickle:

@@ -96,8 +96,8 @@ def in_threads(
     errors: list[BaseException] = []
 
     def work() -> None:
-        as_batch_work()
         try:
+            as_batch_work()
             with Session(engine, expire_on_commit=False) as own:
                 results.append(sender(own, make_backend(), progress, on_batch))
         except BaseException as exc:  # re-raised below, after every thread stopped
@@ -120,16 +120,19 @@ def as_batch_work() -> None:
     """Mark the calling thread as batch work for the kernel's scheduler (Linux's
     ``SCHED_BATCH``): when it wakes (an answer arrived) it waits for the running thread's
     turn to end instead of preempting it. Elsewhere, or under a policy the operator chose (an
-    idle or real-time one), nothing changes.
+    idle or real-time one), nothing changes. Only the sender threads of :func:`in_threads`
+    (which sender processes run too) call it; a send with one sender runs on its caller's
+    thread, which keeps its own policy.
 
     Why: a send is the one bulk job on a machine that also runs what it depends on, often a
     local relay (Postfix on 127.0.0.1), and what people click (the one-click unsubscribe, the
     console). With every thread competing alike, a waking sender preempted the relay it
     waits on, or another sender holding its process's GIL, only to wait again. Measured with
     ``bench/dispatch.py --subscribers 50000 --cli`` (two sender processes and the sink on two
-    cores): 8,260 -> 9,300 messages/s, and 120 -> 104 us of CPU a message (fewer context
-    switches). It is not a lower priority: the nice value, and so the share of the CPU when
-    others want it too, stays as it was; only the timing of preemption changes."""
+    cores), from the first message to the last: 8,142-8,447 -> 9,007-9,244 messages/s
+    (9-11% more), and 122-125 -> 106-109 us of CPU a message (fewer context switches). The
+    nice value stays as it was; the kernel only disfavors the thread a little when it wakes
+    (sched(7))."""
     batch = getattr(os, "SCHED_BATCH", None)
     if batch is None or not hasattr(os, "sched_setscheduler"):
         return
